@@ -1,0 +1,166 @@
+"""Typed, frozen, validated params sections loaded from params.yaml.
+
+Each stage owns one frozen dataclass describing its section. :func:`load_section`
+turns the YAML mapping into that dataclass and refuses, with a message naming the
+file and the dotted key:
+
+- a missing key (defaults live in params.yaml, never in code),
+- an unknown key (usually a typo that would otherwise be silently ignored),
+- a value of the wrong type, or outside a ``Literal`` set of choices,
+- a value rejected by the dataclass's own ``__post_init__`` check (raise
+  :class:`InvalidParam` there, naming the field).
+
+Supported field types: ``bool``, ``int``, ``float`` (ints are accepted), ``str``,
+``Literal[...]``, ``X | None``, ``tuple[X, ...]``, ``tuple[X, Y]``, ``dict[str, X]``
+and nested frozen dataclasses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union
+
+import yaml
+
+from satgan.errors import ParamsError
+
+T = TypeVar("T")
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+class InvalidParam(ValueError):
+    """Raised from a params dataclass's ``__post_init__``: ``InvalidParam("field", "why")``."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def read_params_file(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
+    """Parse a params YAML file into a mapping, with errors that name the file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: file not found (run from the repository root)") from None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ParamsError(f"{path}: expected a mapping of sections at the top level, got {type(doc).__name__}")
+    return doc
+
+
+def load_section(section: str, cls: type[T], path: str | Path = DEFAULT_PARAMS) -> T:
+    """Load ``section`` of the params file at ``path`` into the frozen dataclass ``cls``."""
+    doc = read_params_file(path)
+    if section not in doc:
+        raise ParamsError(f"{path}: missing section '{section}'")
+    return from_mapping(cls, doc[section], key=section, file=Path(path))
+
+
+def from_mapping(cls: type[T], data: Any, key: str, file: str | Path = DEFAULT_PARAMS) -> T:
+    """Build dataclass ``cls`` from ``data`` (a mapping); ``key`` is its dotted name for errors."""
+    if not (dataclasses.is_dataclass(cls) and isinstance(cls, type)):
+        raise TypeError(f"{cls!r} is not a dataclass type")
+    if not isinstance(data, dict):
+        raise ParamsError(f"{file}: {key}: expected a mapping, got {_describe(data)}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ParamsError(
+            f"{file}: {key}.{unknown[0]}: unknown key (expected one of: {', '.join(sorted(fields))})"
+        )
+    missing = [name for name in fields if name not in data]
+    if missing:
+        raise ParamsError(f"{file}: {key}.{missing[0]}: missing key")
+    hints = typing.get_type_hints(cls)
+    values = {name: _convert(hints[name], data[name], f"{key}.{name}", file) for name in fields}
+    try:
+        return cls(**values)
+    except InvalidParam as exc:
+        raise ParamsError(f"{file}: {key}.{exc.field}: {exc.message}") from None
+
+
+def params_hash(obj: Any) -> str:
+    """A stable sha256 of a params dataclass (or nested plain data), for cards and resume checks."""
+    plain = dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
+    blob = json.dumps(plain, sort_keys=True, separators=(",", ":"), default=list)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _describe(value: Any) -> str:
+    return f"{type(value).__name__} {value!r}" if not isinstance(value, (dict, list)) else type(value).__name__
+
+
+def _convert(tp: Any, value: Any, key: str, file: str | Path) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+
+    def fail(expected: str) -> typing.NoReturn:
+        raise ParamsError(f"{file}: {key}: expected {expected}, got {_describe(value)}")
+
+    if origin in (Union, types.UnionType):
+        if value is None:
+            if type(None) in args:
+                return None
+            fail(" or ".join(_name(a) for a in args))
+        non_none = [a for a in args if a is not type(None)]
+        errors = []
+        for a in non_none:
+            try:
+                return _convert(a, value, key, file)
+            except ParamsError as exc:
+                errors.append(exc)
+        fail(" or ".join(_name(a) for a in args))
+    if origin is Literal:
+        if value in args and not (isinstance(value, bool) and not any(isinstance(a, bool) for a in args)):
+            return value
+        fail("one of " + ", ".join(repr(a) for a in args))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        fail("true or false")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        fail("an integer")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        fail("a number")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        fail("a string")
+    if origin is tuple:
+        if not isinstance(value, list):
+            fail("a list")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], v, f"{key}[{i}]", file) for i, v in enumerate(value))
+        if len(value) != len(args):
+            fail(f"a list of {len(args)} items")
+        return tuple(_convert(a, v, f"{key}[{i}]", file) for i, (a, v) in enumerate(zip(args, value)))
+    if origin is dict:
+        if not isinstance(value, dict):
+            fail("a mapping")
+        return {str(k): _convert(args[1], v, f"{key}.{k}", file) for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        return from_mapping(tp, value, key, file)
+    raise TypeError(f"unsupported params field type {tp!r} for {key}")
+
+
+def _name(tp: Any) -> str:
+    if tp is type(None):
+        return "null"
+    if typing.get_origin(tp) is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
