@@ -28,7 +28,9 @@ def test_open_prepared_returns_memmap_and_meta(tmp_path):
 
 def test_mismatched_sidecar_is_refused(tmp_path):
     """A sidecar that disagrees with the array's shape is a DataError naming the file."""
-    path = _write(tmp_path, shape=[6, 3, 8, 8])
+    path = _write(tmp_path, shape=(5, 3, 8, 8))
+    meta = json.loads((tmp_path / "tiles.json").read_text())
+    (tmp_path / "tiles.json").write_text(json.dumps({**meta, "shape": [6, 3, 8, 8]}))
     with pytest.raises(DataError, match="tiles.npy: array is"):
         open_prepared(path)
 
