@@ -1,0 +1,184 @@
+"""DCGAN generator and discriminator after Radford et al. 2016 (arXiv:1511.06434).
+
+Architecture guidelines from the paper, all kept here:
+- strided convolutions in D and strided transposed convolutions in G: no pooling;
+- no hidden fully connected layers: G starts from a (nz, 1, 1) "image", D ends in a conv;
+- BatchNorm in both nets except G's output layer and D's input layer;
+- ReLU in G (LeakyReLU as an option), LeakyReLU(0.2) in D, tanh on G's output.
+
+G and D are symmetric: ``log2(image_size) - 2`` resolution-doubling blocks in G and as
+many resolution-halving blocks in D, so 32, 64 and 128 pixel tiles differ only in depth.
+Each network is a single ``nn.Sequential`` built from a :class:`ModelConfig`; nothing is
+read from module globals, so ``build_generator(ModelConfig(**model_json["architecture"]))``
+rebuilds the exact network that was trained.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+IMAGE_SIZES = (32, 64, 128)
+CHANNELS = (1, 3)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything that changes the shape or layer list of G or D (saved as model.json's ``architecture``)."""
+
+    image_size: int = 64
+    channels: int = 3
+    nz: int = 100
+    ngf: int = 64
+    ndf: int = 64
+    g_activation: Literal["relu", "leaky_relu"] = "relu"
+    norm: Literal["batch", "instance"] = "batch"
+    g_dropout: float = 0.0
+    upsample: Literal["deconv", "deconv_conv", "resize_conv"] = "deconv"
+    minibatch_stddev: bool = False
+    init: Literal["normal", "xavier"] = "normal"
+
+    def __post_init__(self) -> None:
+        if self.image_size not in IMAGE_SIZES:
+            raise ValueError(f"image_size must be one of {IMAGE_SIZES}, got {self.image_size}")
+        if self.channels not in CHANNELS:
+            raise ValueError(f"channels must be one of {CHANNELS}, got {self.channels}")
+        for name in ("nz", "ngf", "ndf"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.g_dropout < 1.0:
+            raise ValueError(f"g_dropout must be in [0, 1), got {self.g_dropout}")
+
+    @property
+    def n_blocks(self) -> int:
+        """Resolution-doubling blocks in G (= halving blocks in D): 4 -> image_size."""
+        return int(math.log2(self.image_size)) - 2
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (model.json's ``architecture``)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error (a newer/other model file)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown architecture keys {unknown}")
+        return cls(**data)
+
+
+def _norm(cfg: ModelConfig, channels: int) -> nn.Module:
+    # Instance norm (Ulyanov et al. 2016) normalises each sample alone, so real and fake
+    # statistics never mix in D; affine keeps the per-channel scale and shift that BN has.
+    if cfg.norm == "instance":
+        return nn.InstanceNorm2d(channels, affine=True)
+    return nn.BatchNorm2d(channels)
+
+
+def _upsample(cfg: ModelConfig, cin: int, cout: int, bias: bool) -> list[nn.Module]:
+    """Layers that double the resolution, (B, cin, h, w) -> (B, cout, 2h, 2w)."""
+    if cfg.upsample == "resize_conv":
+        # Resize-convolution (Odena et al. 2016, "Deconvolution and Checkerboard Artifacts"):
+        # nearest upsampling then a 3x3 conv has no uneven kernel overlap, hence no checkerboard.
+        return [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(cin, cout, 3, 1, 1, bias=bias)]
+    layers: list[nn.Module] = [nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=bias)]
+    if cfg.upsample == "deconv_conv":
+        # An extra stride-1 conv after the transposed conv smooths its checkerboard (practice, Odena et al. 2016).
+        layers.append(nn.Conv2d(cout, cout, 3, 1, 1, bias=bias))
+    return layers
+
+
+def _g_act(cfg: ModelConfig) -> nn.Module:
+    # ReLU in G per DCGAN; LeakyReLU avoids sparse gradients (ganhacks #5).
+    return nn.LeakyReLU(0.2, inplace=True) if cfg.g_activation == "leaky_relu" else nn.ReLU(inplace=True)
+
+
+class MinibatchStdDev(nn.Module):
+    """Appends one channel: the mean over features of the batch standard deviation.
+
+    Karras et al. 2018 (ProGAN), a parameter-free form of Salimans et al. 2016's minibatch
+    discrimination: D can see a batch's lack of variety, which penalises mode collapse.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        std = torch.sqrt(x.float().var(dim=0, unbiased=False) + 1e-8).mean().to(x.dtype)  # scalar
+        return torch.cat([x, std.expand(x.shape[0], 1, x.shape[2], x.shape[3])], dim=1)
+
+
+def build_generator(cfg: ModelConfig) -> nn.Sequential:
+    """G: (B, nz, 1, 1) latent -> (B, channels, image_size, image_size) in [-1, 1]."""
+    n = cfg.n_blocks
+    width = cfg.ngf * 2 ** (n - 1)
+    layers: list[nn.Module] = [
+        # (B, nz, 1, 1) -> (B, ngf*2^(n-1), 4, 4): the "project and reshape" step as a conv
+        nn.ConvTranspose2d(cfg.nz, width, 4, 1, 0, bias=False),
+        _norm(cfg, width),
+        _g_act(cfg),
+    ]
+    if cfg.g_dropout > 0:
+        layers.append(nn.Dropout(cfg.g_dropout))  # ganhacks #17: dropout as G's noise source
+    size = 4
+    for _ in range(n - 1):
+        # (B, w, s, s) -> (B, w/2, 2s, 2s)
+        layers += _upsample(cfg, width, width // 2, bias=False)
+        width //= 2
+        size *= 2
+        layers += [_norm(cfg, width), _g_act(cfg)]
+        if cfg.g_dropout > 0:
+            layers.append(nn.Dropout(cfg.g_dropout))
+    # (B, ngf, s, s) -> (B, channels, image_size, image_size); no norm on G's output (DCGAN)
+    layers += _upsample(cfg, width, cfg.channels, bias=True)
+    layers.append(nn.Tanh())
+    g = nn.Sequential(*layers)
+    init_weights(g, cfg.init)
+    return g
+
+
+def build_discriminator(cfg: ModelConfig) -> nn.Sequential:
+    """D: (B, channels, image_size, image_size) -> logits (B,), real > 0 > fake."""
+    n = cfg.n_blocks
+    width = cfg.ndf
+    layers: list[nn.Module] = [
+        # (B, C, S, S) -> (B, ndf, S/2, S/2); no norm on D's input layer (DCGAN)
+        nn.Conv2d(cfg.channels, width, 4, 2, 1, bias=True),
+        nn.LeakyReLU(0.2, inplace=True),
+    ]
+    for _ in range(n - 1):
+        # (B, w, s, s) -> (B, 2w, s/2, s/2)
+        layers += [nn.Conv2d(width, width * 2, 4, 2, 1, bias=False), _norm(cfg, width * 2), nn.LeakyReLU(0.2, inplace=True)]
+        width *= 2
+    if cfg.minibatch_stddev:
+        layers.append(MinibatchStdDev())  # (B, w, 4, 4) -> (B, w+1, 4, 4)
+        width += 1
+    # (B, w, 4, 4) -> (B, 1, 1, 1) -> (B,) logits: BCEWithLogits is autocast-safe, Sigmoid+BCE is not
+    layers += [nn.Conv2d(width, 1, 4, 1, 0, bias=True), nn.Flatten(0)]
+    d = nn.Sequential(*layers)
+    init_weights(d, cfg.init)
+    return d
+
+
+def discriminator_features(d: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """D's last hidden activations (B, F), before its head: the target of feature matching."""
+    head = 2 + (1 if isinstance(d[-3], MinibatchStdDev) else 0)
+    return d[:-head](x).flatten(1)
+
+
+def init_weights(module: nn.Module, scheme: Literal["normal", "xavier"]) -> None:
+    """DCGAN init: conv weights N(0, 0.02) (or Xavier), norm scales N(1, 0.02), all biases 0."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            if scheme == "xavier":
+                nn.init.xavier_normal_(m.weight)
+            else:
+                nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.InstanceNorm2d)) and m.weight is not None:
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)

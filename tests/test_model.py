@@ -1,0 +1,143 @@
+"""Tests for satgan.model: DCGAN shapes, layer rules and init for every size and channel count."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from torch import nn
+
+from satgan.model import (
+    MinibatchStdDev,
+    ModelConfig,
+    build_discriminator,
+    build_generator,
+    discriminator_features,
+)
+
+SIZES_CHANNELS = list(itertools.product((32, 64, 128), (1, 3)))
+
+
+@pytest.mark.parametrize("size,channels", SIZES_CHANNELS)
+def test_generator_maps_latent_to_image_in_range(size, channels):
+    """G maps (B, nz, 1, 1) to (B, C, S, S) within [-1, 1]."""
+    cfg = ModelConfig(image_size=size, channels=channels, nz=16, ngf=4, ndf=4)
+    g = build_generator(cfg)
+    out = g(torch.randn(2, 16, 1, 1))
+    assert out.shape == (2, channels, size, size)
+    assert out.abs().max() <= 1.0
+
+
+@pytest.mark.parametrize("size,channels", SIZES_CHANNELS)
+def test_discriminator_returns_one_logit_per_image(size, channels):
+    """D maps (B, C, S, S) to logits of shape (B,)."""
+    cfg = ModelConfig(image_size=size, channels=channels, nz=16, ngf=4, ndf=4)
+    assert build_discriminator(cfg)(torch.randn(3, channels, size, size)).shape == (3,)
+
+
+@pytest.mark.parametrize("size", (32, 64, 128))
+def test_g_and_d_are_symmetric_in_depth(size):
+    """G has as many resolution-changing convs as D (no pooling, no linear layers)."""
+    cfg = ModelConfig(image_size=size, channels=3, nz=8, ngf=4, ndf=4)
+    g, d = build_generator(cfg), build_discriminator(cfg)
+    n_g = sum(isinstance(m, nn.ConvTranspose2d) for m in g.modules())
+    n_d = sum(isinstance(m, nn.Conv2d) for m in d.modules())
+    assert n_g == n_d == cfg.n_blocks + 1
+    for m in list(g.modules()) + list(d.modules()):
+        assert not isinstance(m, (nn.Linear, nn.MaxPool2d, nn.AvgPool2d))
+
+
+def test_batchnorm_skips_g_output_and_d_input():
+    """G's output conv feeds Tanh directly and D's input conv feeds LeakyReLU directly (DCGAN)."""
+    cfg = ModelConfig(image_size=32, channels=3, nz=8, ngf=4, ndf=4)
+    g, d = build_generator(cfg), build_discriminator(cfg)
+    assert isinstance(g[-1], nn.Tanh) and isinstance(g[-2], nn.ConvTranspose2d)
+    assert isinstance(d[0], nn.Conv2d) and isinstance(d[1], nn.LeakyReLU)
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in g.modules()) == cfg.n_blocks
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in d.modules()) == cfg.n_blocks - 1
+
+
+def test_normal_init_has_dcgan_statistics():
+    """Conv weights are N(0, 0.02), biases zero, BN scales near 1."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(image_size=64, channels=3, nz=100, ngf=64, ndf=64)
+    g = build_generator(cfg)
+    w = torch.cat([m.weight.flatten() for m in g.modules() if isinstance(m, nn.ConvTranspose2d)])
+    assert abs(w.std().item() - 0.02) < 0.001 and abs(w.mean().item()) < 0.001
+    assert all(m.bias.abs().sum() == 0 for m in g.modules() if isinstance(m, nn.ConvTranspose2d) and m.bias is not None)
+    bn = torch.cat([m.weight for m in g.modules() if isinstance(m, nn.BatchNorm2d)])
+    assert abs(bn.mean().item() - 1.0) < 0.01
+
+
+def test_xavier_init_differs_from_normal():
+    """init='xavier' gives layer-dependent weight scales instead of a flat 0.02."""
+    cfg = ModelConfig(image_size=32, channels=3, nz=8, ngf=8, ndf=8, init="xavier")
+    d = build_discriminator(cfg)
+    stds = [m.weight.std().item() for m in d.modules() if isinstance(m, nn.Conv2d)]
+    assert max(abs(s - 0.02) for s in stds) > 0.01
+
+
+@pytest.mark.parametrize("upsample", ("deconv_conv", "resize_conv"))
+def test_checkerboard_variants_keep_shapes(upsample):
+    """Both checkerboard mitigations keep G's output shape and add stride-1 convs."""
+    cfg = ModelConfig(image_size=32, channels=3, nz=8, ngf=4, ndf=4, upsample=upsample)
+    g = build_generator(cfg)
+    assert g(torch.randn(2, 8, 1, 1)).shape == (2, 3, 32, 32)
+    assert sum(isinstance(m, nn.Conv2d) and m.stride == (1, 1) for m in g.modules()) == cfg.n_blocks
+
+
+def test_resize_conv_has_no_transposed_upsampling():
+    """resize_conv upsamples with nearest resize, keeping a transposed conv only for 1x1 -> 4x4."""
+    g = build_generator(ModelConfig(image_size=32, channels=3, nz=8, ngf=4, ndf=4, upsample="resize_conv"))
+    assert sum(isinstance(m, nn.ConvTranspose2d) for m in g.modules()) == 1
+    assert any(isinstance(m, nn.Upsample) for m in g.modules())
+
+
+def test_instance_norm_replaces_batch_norm():
+    """norm='instance' leaves no BatchNorm in either network."""
+    cfg = ModelConfig(image_size=32, channels=1, nz=8, ngf=4, ndf=4, norm="instance")
+    for net in (build_generator(cfg), build_discriminator(cfg)):
+        assert not any(isinstance(m, nn.BatchNorm2d) for m in net.modules())
+        assert any(isinstance(m, nn.InstanceNorm2d) for m in net.modules())
+
+
+def test_g_dropout_adds_dropout_layers():
+    """g_dropout > 0 puts Dropout after every hidden block of G."""
+    g = build_generator(ModelConfig(image_size=32, channels=3, nz=8, ngf=4, ndf=4, g_dropout=0.5))
+    assert sum(isinstance(m, nn.Dropout) for m in g.modules()) == 3
+
+
+def test_leaky_relu_option_in_generator():
+    """g_activation='leaky_relu' replaces every ReLU in G."""
+    g = build_generator(ModelConfig(image_size=32, channels=3, nz=8, ngf=4, ndf=4, g_activation="leaky_relu"))
+    assert not any(type(m) is nn.ReLU for m in g.modules())
+
+
+def test_minibatch_stddev_sees_batch_variety():
+    """The stddev channel is 0 for a batch of identical images and positive otherwise."""
+    layer = MinibatchStdDev()
+    same = torch.ones(4, 2, 3, 3)
+    assert layer(same)[:, -1].abs().max() < 1e-3
+    assert layer(torch.randn(4, 2, 3, 3))[:, -1].min() > 0.1
+
+
+def test_minibatch_stddev_discriminator_shapes():
+    """D with the stddev layer still returns (B,) logits and features exclude the head."""
+    cfg = ModelConfig(image_size=32, channels=3, nz=8, ngf=4, ndf=4, minibatch_stddev=True)
+    d = build_discriminator(cfg)
+    x = torch.randn(3, 3, 32, 32)
+    assert d(x).shape == (3,)
+    assert discriminator_features(d, x).shape == (3, 4 * 4 * 4 * 4)
+
+
+def test_config_rejects_bad_size():
+    """A size that is not 32/64/128 is refused."""
+    with pytest.raises(ValueError, match="image_size"):
+        ModelConfig(image_size=48)
+
+
+def test_config_round_trips_through_dict():
+    """ModelConfig.from_dict(to_dict()) is the identity."""
+    cfg = ModelConfig(image_size=128, channels=1, nz=7, ngf=3, ndf=5, upsample="resize_conv")
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
