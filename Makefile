@@ -38,7 +38,7 @@ bench: setup
 	python bench/train_bench.py
 
 ablate: setup
-	python bench/ablate.py
+	python -m satgan.ablate
 
 clean:
 	rm -rf $(VENV)

@@ -1,0 +1,84 @@
+"""End to end: `dvc repro` of all six stages in a throwaway copy of the repo on a tiny config."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline_helpers import TINY, commit_all, edit_params, make_repo_copy, run, stages_run
+
+pytestmark = pytest.mark.slow
+
+ALL = ["download", "validate", "prepare", "train", "generate", "evaluate"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> tuple[Path, str]:
+    """A repo copy after one full `dvc repro` on the tiny config, and that run's log."""
+    repo = make_repo_copy(tmp_path_factory.mktemp("tiny"), TINY)
+    out = run(["dvc", "repro"], repo).stdout
+    commit_all(repo, "tiny run")
+    return repo, out
+
+
+def _copy(tiny_repo: Path, tmp_path: Path) -> Path:
+    """A private copy of the finished tiny repo (cache included) to mutate."""
+    dest = tmp_path / "copy"
+    shutil.copytree(tiny_repo, dest, symlinks=True)
+    return dest
+
+
+def test_first_repro_runs_all_six_stages(tiny):
+    """A fresh `dvc repro` runs every stage once, in order."""
+    assert stages_run(tiny[1]) == ALL
+
+
+def test_outputs_exist_and_are_consistent(tiny):
+    """The stages' outputs exist and hand over consistent shapes."""
+    repo = tiny[0]
+    tiles = np.load(repo / "data/prepared/tiles.npy", mmap_mode="r")
+    assert tiles.shape[1:] == (3, 32, 32) and tiles.dtype == np.float16
+    assert -1.0 <= float(tiles.min()) and float(tiles.max()) <= 1.0
+    card = json.loads((repo / "data/model/model.json").read_text())
+    assert card["step"] == TINY["train.iterations"]
+    assert (repo / "data/model/generator.safetensors").is_file()
+    assert len(list((repo / "data/samples").rglob("*.png"))) >= TINY["generate.n_samples"]
+    metrics = json.loads((repo / "data/eval/metrics.json").read_text())
+    assert 0.0 <= metrics["judge"]["accuracy"] <= 1.0
+    assert (repo / "data/eval/quiz.html").is_file()
+
+
+def test_second_repro_runs_nothing(tiny):
+    """Rerunning with nothing changed runs no stage and leaves `dvc status` clean."""
+    repo = tiny[0]
+    out = run(["dvc", "repro"], repo).stdout
+    assert stages_run(out) == []
+    assert "up to date" in run(["dvc", "status"], repo).stdout
+
+
+def test_outputs_are_tracked_by_dvc_not_git(tiny):
+    """Nothing under data/ is in git except .gitignore files; dvc.lock records the outputs."""
+    repo = tiny[0]
+    tracked = run(["git", "ls-files", "data"], repo).stdout.split()
+    assert all(Path(p).name in {".gitignore", "README.md"} for p in tracked), tracked
+    lock = (repo / "dvc.lock").read_text()
+    assert "data/prepared" in lock and "data/model" in lock
+
+
+def test_prepare_param_reruns_from_prepare_only(tiny, tmp_path):
+    """Changing prepare.image_size reruns prepare and what it feeds, not download or validate."""
+    repo = _copy(tiny[0], tmp_path)
+    edit_params(repo, {"prepare.image_size": 64})
+    ran = stages_run(run(["dvc", "repro"], repo).stdout)
+    assert ran[0] == "prepare" and "download" not in ran and "validate" not in ran
+
+
+def test_download_param_reruns_everything(tiny, tmp_path):
+    """Changing a download param that changes the tiles reruns all six stages."""
+    repo = _copy(tiny[0], tmp_path)
+    edit_params(repo, {"download.sample.stride": 192})
+    assert stages_run(run(["dvc", "repro"], repo).stdout) == ALL
