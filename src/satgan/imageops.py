@@ -1,0 +1,286 @@
+"""Pure image operations shared by validate, prepare, train, generate and evaluate.
+
+Every function here is free of I/O side effects except :func:`open_image` (reads one
+file) and :func:`save_grid` (writes one PNG atomically). Arrays follow two layouts:
+
+- *pixels*: ``uint8`` (H, W) or (H, W, C) with C in {1, 3}, values 0..255 (HWC, as images are);
+- *tensors*: ``float16``/``float32`` (C, H, W) or (N, C, H, W), values in [-1, 1] (CHW, as torch wants).
+
+Validate and prepare both decode through :func:`decode_pixels`, so a tile is converted the
+same way in both stages and prepare needs no validate params: the output channel count
+(3, or 1 for a grayscale dataset) travels in ``accepted.csv``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import math
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from satgan.fsutil import atomic_path
+
+#: Modes Pillow uses for single-band images; these are grayscale whatever their content.
+GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
+#: High-bit-depth single-band modes, stretched to 8 bits by percentiles rather than clipped.
+WIDE_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
+#: Percentiles for the 16-bit/float stretch: robust to a few hot or dead pixels, which a
+#: plain min/max stretch would let squash the whole tile into a few grey levels.
+STRETCH_PERCENTILES = (0.5, 99.5)
+#: Share of pixels that must have channel spread <= tol for an RGB tile to count as gray;
+#: not 100% because JPEG chroma noise puts a few coloured pixels into a gray image.
+GRAY_PIXEL_SHARE = 0.99
+
+
+def _expect_pixels(arr: Any, name: str) -> np.ndarray:
+    """Check ``arr`` is uint8 (H, W) or (H, W, C<=4); errors say what was expected and what arrived."""
+    if not isinstance(arr, np.ndarray):
+        raise TypeError(f"{name}: expected a uint8 numpy array (H, W) or (H, W, C), got {type(arr).__name__}")
+    if arr.dtype != np.uint8 or arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (1, 3, 4)):
+        raise ValueError(f"{name}: expected uint8 (H, W) or (H, W, 1|3|4), got {arr.dtype} {arr.shape}")
+    return arr
+
+
+@contextlib.contextmanager
+def pixel_limit(max_pixels: int) -> Iterator[None]:
+    """Scope Pillow's decompression-bomb limit to a block and restore the old value after.
+
+    Pillow keeps the limit in a module global; setting it permanently from library code would
+    change behaviour for every other caller in the process.
+    """
+    old = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = old
+
+
+def open_image(data: bytes) -> Image.Image:
+    """Open and fully decode ``data`` (``load()``, not just ``verify()``) into a Pillow image.
+
+    Raises whatever Pillow raises for bad input (``UnidentifiedImageError``, ``OSError`` for
+    truncated files, ``DecompressionBombError``, ``ValueError``); callers turn those into
+    rejection rows.
+    """
+    img = Image.open(io.BytesIO(data))
+    img.load()
+    return img
+
+
+def stretch_to_uint8(arr: np.ndarray) -> np.ndarray:
+    """Scale a wide (uint16/int32/float) (H, W) array to uint8 (H, W) by robust percentiles.
+
+    Values are mapped linearly so the 0.5th percentile becomes 0 and the 99.5th 255; a flat
+    array becomes all zeros (there is no range to stretch).
+    """
+    if arr.ndim != 2:
+        raise ValueError(f"stretch_to_uint8: expected a (H, W) array, got shape {arr.shape}")
+    data = arr.astype(np.float64)
+    finite = data[np.isfinite(data)]
+    if finite.size == 0:
+        return np.zeros(arr.shape, np.uint8)
+    lo, hi = np.percentile(finite, STRETCH_PERCENTILES)
+    if hi <= lo:
+        return np.zeros(arr.shape, np.uint8)
+    out = (np.nan_to_num(data, nan=lo) - lo) * (255.0 / (hi - lo))
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def _composite_on_black(img: Image.Image) -> Image.Image:
+    # Transparent pixels carry no imagery: compositing them onto black makes them count as
+    # no-data, which the no-data rule then measures, instead of showing arbitrary colours.
+    rgba = img.convert("RGBA")
+    black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+    return Image.alpha_composite(black, rgba).convert("RGB")
+
+
+def to_uint8(img: Image.Image) -> np.ndarray:
+    """Any decoded Pillow image -> uint8 (H, W) for single-band modes or (H, W, 3) otherwise.
+
+    16-bit/32-bit/float bands are stretched by percentiles (not clipped), palettes are expanded,
+    alpha is composited onto black, CMYK/YCbCr/LAB/HSV are converted to RGB.
+    """
+    mode = img.mode
+    if mode in WIDE_MODES:
+        return stretch_to_uint8(np.asarray(img))
+    if mode == "1":
+        return np.asarray(img.convert("L"))
+    if mode == "L":
+        return np.asarray(img)
+    if mode in ("LA", "La"):
+        return np.asarray(_composite_on_black(img).convert("L"))
+    if mode in ("RGBA", "RGBa", "PA") or (mode == "P" and "transparency" in img.info):
+        return np.asarray(_composite_on_black(img))
+    return np.asarray(img.convert("RGB"))
+
+
+def luminance(arr: np.ndarray) -> np.ndarray:
+    """uint8 (H, W) or (H, W, 3) -> uint8 (H, W) luma (ITU-R 601, as Pillow's ``convert("L")``)."""
+    arr = _expect_pixels(arr, "luminance")
+    if arr.ndim == 2:
+        return arr
+    if arr.shape[2] == 1:
+        return arr[:, :, 0]
+    rgb = arr[:, :, :3].astype(np.float32)
+    y = rgb[:, :, 0] * 0.299 + rgb[:, :, 1] * 0.587 + rgb[:, :, 2] * 0.114
+    return np.clip(np.rint(y), 0, 255).astype(np.uint8)
+
+
+def to_channels(arr: np.ndarray, channels: int) -> np.ndarray:
+    """uint8 (H, W) or (H, W, 3) -> uint8 (H, W, channels) with channels 1 (luma) or 3 (RGB)."""
+    arr = _expect_pixels(arr, "to_channels")
+    if channels == 1:
+        return luminance(arr)[:, :, None]
+    if channels != 3:
+        raise ValueError(f"to_channels: expected channels 1 or 3, got {channels}")
+    if arr.ndim == 2:
+        return np.repeat(arr[:, :, None], 3, axis=2)
+    if arr.shape[2] == 1:
+        return np.repeat(arr, 3, axis=2)
+    return arr[:, :, :3]
+
+
+def to_uint8_rgb(img: Image.Image) -> np.ndarray:
+    """Any decoded Pillow image -> uint8 (H, W, 3); grayscale is replicated to 3 channels."""
+    return to_channels(to_uint8(img), 3)
+
+
+def decode_pixels(data: bytes, channels: int) -> np.ndarray:
+    """Encoded file bytes -> uint8 (H, W, channels): the one decode path of validate and prepare."""
+    return to_channels(to_uint8(open_image(data)), channels)
+
+
+def is_content_gray(arr: np.ndarray, tol: int) -> bool:
+    """True when uint8 ``arr`` is gray: (H, W)/(H, W, 1), or RGB with |R-G|,|G-B|,|R-B| <= ``tol``
+    on at least :data:`GRAY_PIXEL_SHARE` of its pixels."""
+    arr = _expect_pixels(arr, "is_content_gray")
+    if arr.ndim == 2 or arr.shape[2] == 1:
+        return True
+    rgb = arr[:, :, :3]
+    spread = rgb.max(axis=2).astype(np.int16) - rgb.min(axis=2)
+    return bool(np.mean(spread <= tol) >= GRAY_PIXEL_SHARE)
+
+
+def nodata_fraction(arr: np.ndarray) -> float:
+    """Fraction in [0, 1] of pixels of uint8 (H, W[, C]) ``arr`` that are pure black or pure white
+    in every channel (the fill value of tile servers and of scene edges)."""
+    arr = _expect_pixels(arr, "nodata_fraction")
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    black = np.all(arr == 0, axis=2)
+    white = np.all(arr == 255, axis=2)
+    return float(np.mean(black | white))
+
+
+def entropy(arr: np.ndarray) -> float:
+    """Shannon entropy in bits (0..8) of the luminance histogram of uint8 (H, W[, C]) ``arr``."""
+    counts = np.bincount(luminance(arr).ravel(), minlength=256).astype(np.float64)
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log2(p)).sum()) + 0.0
+
+
+def is_low_contrast(arr: np.ndarray, fraction: float) -> bool:
+    """skimage's ``exposure.is_low_contrast`` on the luminance of uint8 (H, W[, C]) ``arr``."""
+    from skimage import exposure  # imported lazily: skimage costs seconds and most callers never need it
+
+    return bool(exposure.is_low_contrast(luminance(arr), fraction_threshold=fraction))
+
+
+def bright_fraction(arr: np.ndarray, threshold: int) -> float:
+    """Fraction in [0, 1] of pixels whose luminance is >= ``threshold`` (a cloud/glare proxy)."""
+    return float(np.mean(luminance(arr) >= threshold))
+
+
+@functools.lru_cache(maxsize=8)
+def _resize_crop_transform(size: int) -> Any:
+    # albumentations takes seconds to import; only prepare pays for it, and once per size.
+    import cv2
+    import albumentations as A
+
+    return A.Compose([
+        # INTER_AREA averages source pixels when shrinking (no aliasing moire on roads/fields).
+        A.SmallestMaxSize(max_size=size, interpolation=cv2.INTER_AREA),
+        A.CenterCrop(height=size, width=size),
+    ])
+
+
+def resize_center_crop(arr: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (H, W, C) -> uint8 (size, size, C): shortest side to ``size`` (area filter), centre crop."""
+    arr = _expect_pixels(arr, "resize_center_crop")
+    if arr.ndim != 3:
+        raise ValueError(f"resize_center_crop: expected (H, W, C), got shape {arr.shape}")
+    out = _resize_crop_transform(size)(image=np.ascontiguousarray(arr))["image"]
+    if out.ndim == 2:  # cv2 drops a trailing channel of 1; put it back so the layout is stable
+        out = out[:, :, None]
+    return out
+
+
+def normalize(arr: np.ndarray, dtype: str | np.dtype = np.float32) -> np.ndarray:
+    """uint8 (H, W, C) or (H, W) -> float (C, H, W) in [-1, 1]: ``x / 127.5 - 1`` (0 -> -1, 255 -> 1)."""
+    arr = _expect_pixels(arr, "normalize")
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    chw = np.transpose(arr, (2, 0, 1)).astype(np.float32)
+    return (chw / np.float32(127.5) - np.float32(1.0)).astype(dtype)
+
+
+def denormalize(x: Any) -> np.ndarray:
+    """float [-1, 1] (C, H, W) -> uint8 (H, W, C), or (N, C, H, W) -> uint8 (N, H, W, C).
+
+    Values outside [-1, 1] (a generator's overshoot) are clipped; accepts numpy arrays and
+    anything ``np.asarray`` understands (a CPU torch tensor, a memmap).
+    """
+    arr = np.asarray(x)
+    if arr.ndim not in (3, 4) or not np.issubdtype(arr.dtype, np.floating):
+        raise ValueError(f"denormalize: expected float (C, H, W) or (N, C, H, W) in [-1, 1], got {arr.dtype} {arr.shape}")
+    if arr.shape[-3] not in (1, 3):
+        raise ValueError(f"denormalize: expected 1 or 3 channels at axis -3 (CHW), got shape {arr.shape}")
+    scaled = (np.clip(arr.astype(np.float32), -1.0, 1.0) + 1.0) * 127.5
+    out = np.rint(scaled).astype(np.uint8)
+    return np.moveaxis(out, -3, -1)
+
+
+def make_grid(images: Any, nrow: int, padding: int = 2, pad_value: int = 0) -> np.ndarray:
+    """Tile images into one uint8 (H', W', C) grid with ``nrow`` images per row.
+
+    ``images``: uint8 (N, H, W, C) / (N, H, W), or float (N, C, H, W) in [-1, 1] (denormalized
+    first), or a sequence of same-shaped uint8 (H, W[, C]) arrays.
+    """
+    if nrow < 1:
+        raise ValueError(f"make_grid: expected nrow >= 1, got {nrow}")
+    if isinstance(images, Sequence) and not isinstance(images, np.ndarray):
+        if not images:
+            raise ValueError("make_grid: expected at least one image, got an empty sequence")
+        images = np.stack([np.asarray(im) for im in images])
+    arr = np.asarray(images)
+    if np.issubdtype(arr.dtype, np.floating):
+        arr = denormalize(arr)
+    if arr.dtype != np.uint8 or arr.ndim not in (3, 4) or len(arr) == 0:
+        raise ValueError(f"make_grid: expected uint8 (N, H, W[, C]) or float (N, C, H, W), got {arr.dtype} {arr.shape}")
+    if arr.ndim == 3:
+        arr = arr[..., None]
+    n, h, w, c = arr.shape
+    cols = min(nrow, n)
+    rows = math.ceil(n / cols)
+    grid = np.full((rows * (h + padding) + padding, cols * (w + padding) + padding, c), pad_value, np.uint8)
+    for i in range(n):
+        y = padding + (i // cols) * (h + padding)
+        x = padding + (i % cols) * (w + padding)
+        grid[y:y + h, x:x + w] = arr[i]
+    return grid
+
+
+def save_grid(images: Any, path: str | Path, nrow: int = 8, padding: int = 2) -> Path:
+    """Write ``images`` (see :func:`make_grid`) as one PNG grid at ``path``, atomically; returns the path."""
+    grid = make_grid(images, nrow=nrow, padding=padding)
+    pil = Image.fromarray(grid[:, :, 0] if grid.shape[2] == 1 else grid)
+    with atomic_path(path, suffix=".png") as tmp:
+        pil.save(tmp, format="PNG")
+    return Path(path)

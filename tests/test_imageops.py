@@ -1,0 +1,172 @@
+"""Tests for satgan.imageops: decoding, gray/no-data/entropy measures, normalization, grids."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from PIL import Image
+
+from satgan import imageops as ops
+
+
+def _png(img: Image.Image, fmt: str = "PNG") -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+uint8_hwc = arrays(np.uint8, st.tuples(st.integers(1, 12), st.integers(1, 12), st.sampled_from([1, 3])))
+
+
+@settings(max_examples=60, deadline=None)
+@given(uint8_hwc)
+def test_normalize_range_dtype_shape(arr):
+    """normalize maps uint8 HWC to float CHW within [-1, 1]."""
+    for dtype in (np.float16, np.float32):
+        out = ops.normalize(arr, dtype)
+        assert out.dtype == dtype and out.shape == (arr.shape[2], arr.shape[0], arr.shape[1])
+        assert out.min() >= -1 and out.max() <= 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(uint8_hwc, st.sampled_from([np.float16, np.float32]))
+def test_normalize_denormalize_round_trip(arr, dtype):
+    """denormalize(normalize(x)) returns x within one 8-bit level, for float16 and float32."""
+    back = ops.denormalize(ops.normalize(arr, dtype))
+    assert back.dtype == np.uint8 and back.shape == arr.shape
+    assert np.abs(back.astype(int) - arr).max() <= 1
+
+
+def test_normalize_endpoints():
+    """0 maps to -1 and 255 to +1 exactly."""
+    out = ops.normalize(np.array([[0, 255]], np.uint8))
+    assert out.tolist() == [[[-1.0, 1.0]]]
+
+
+def test_denormalize_batch_and_clip():
+    """A float (N, C, H, W) batch becomes uint8 (N, H, W, C), out-of-range values clipped."""
+    x = np.full((2, 3, 4, 5), 3.0, np.float32)
+    out = ops.denormalize(x)
+    assert out.shape == (2, 4, 5, 3) and out.dtype == np.uint8 and out.max() == 255
+
+
+def test_denormalize_rejects_uint8_with_clear_message():
+    """Passing pixels where a tensor is expected names both the expectation and what arrived."""
+    with pytest.raises(ValueError, match=r"expected float .*got uint8"):
+        ops.denormalize(np.zeros((3, 4, 4), np.uint8))
+
+
+@settings(max_examples=40, deadline=None)
+@given(arrays(np.uint16, st.tuples(st.integers(2, 16), st.integers(2, 16))))
+def test_stretch_to_uint8_is_uint8_and_monotonic(arr):
+    """The 16-bit stretch gives uint8 of the same shape and preserves pixel order."""
+    out = ops.stretch_to_uint8(arr)
+    assert out.dtype == np.uint8 and out.shape == arr.shape
+    order = np.argsort(arr.ravel(), kind="stable")
+    assert np.all(np.diff(out.ravel()[order].astype(int)) >= 0)
+
+
+def test_stretch_uses_range_not_clipping():
+    """A narrow 16-bit range (6000..11000) fills 0..255 instead of clipping to 255."""
+    arr = np.linspace(6000, 11000, 256 * 256).reshape(256, 256).astype(np.uint16)
+    out = ops.stretch_to_uint8(arr)
+    assert out.min() == 0 and out.max() == 255 and 100 < out.mean() < 155
+
+
+def test_real_16bit_pan_is_scaled(odd_dir):
+    """The real Landsat 16-bit pan tile decodes to a well-spread (H, W) uint8 image."""
+    out = ops.to_uint8(ops.open_image((odd_dir / "landsat8_pan_0_u16.tif").read_bytes()))
+    assert out.shape == (256, 256) and out.dtype == np.uint8 and out.std() > 20
+
+
+@pytest.mark.parametrize("mode", ["P", "RGBA", "LA", "CMYK", "YCbCr", "1", "I", "F"])
+def test_every_mode_decodes_to_rgb(mode):
+    """P/RGBA/LA/CMYK/YCbCr/1/I/F images all decode to uint8 (H, W, 3)."""
+    base = Image.fromarray(np.random.default_rng(0).integers(0, 255, (9, 7, 3), dtype=np.uint8))
+    img = base.convert(mode)
+    data = _png(img, "TIFF" if mode in ("CMYK", "YCbCr", "I", "F") else "PNG")
+    out = ops.decode_pixels(data, 3)
+    assert out.shape == (9, 7, 3) and out.dtype == np.uint8
+
+
+def test_transparent_pixels_become_black():
+    """Alpha is composited on black so transparent areas count as no-data."""
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[..., :3] = 200
+    rgba[:2, :, 3] = 255  # top half opaque, bottom half transparent
+    out = ops.decode_pixels(_png(Image.fromarray(rgba, "RGBA")), 3)
+    assert ops.nodata_fraction(out) == 0.5
+
+
+def test_is_content_gray_by_content_and_mode():
+    """R=G=B within tolerance is gray; a coloured tile is not; (H, W) is always gray."""
+    gray = np.repeat(np.arange(64, dtype=np.uint8).reshape(8, 8, 1), 3, axis=2)
+    noisy = gray.copy()
+    noisy[..., 0] = np.clip(noisy[..., 0].astype(int) + 3, 0, 255)
+    colour = gray.copy()
+    colour[..., 0] = 255
+    assert ops.is_content_gray(noisy, tol=4) and not ops.is_content_gray(noisy, tol=2)
+    assert not ops.is_content_gray(colour, tol=8)
+    assert ops.is_content_gray(gray[:, :, 0], tol=0)
+
+
+def test_real_rsscn7_tile_is_colour(rsscn7_files):
+    """A real RSSCN7 tile is not mistaken for gray."""
+    arr = ops.decode_pixels(rsscn7_files[0].read_bytes(), 3)
+    assert not ops.is_content_gray(arr, tol=8)
+
+
+def test_nodata_fraction_on_real_corner_tile(odd_dir):
+    """The real no-data-corner Landsat tile is about 35% pure black."""
+    arr = ops.decode_pixels((odd_dir / "landsat7_nodata_corner.png").read_bytes(), 3)
+    assert 0.3 < ops.nodata_fraction(arr) < 0.4
+
+
+@settings(max_examples=40, deadline=None)
+@given(uint8_hwc)
+def test_entropy_and_nodata_are_bounded(arr):
+    """entropy is within 0..8 bits and nodata_fraction within 0..1 for any uint8 image."""
+    assert 0.0 <= ops.entropy(arr) <= 8.0
+    assert 0.0 <= ops.nodata_fraction(arr) <= 1.0
+
+
+def test_blank_tile_has_zero_entropy_and_low_contrast():
+    """A uniform tile has zero entropy and skimage calls it low contrast."""
+    blank = np.full((16, 16, 3), 90, np.uint8)
+    assert ops.entropy(blank) == 0.0 and ops.is_low_contrast(blank, 0.05)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(8, 80), st.integers(8, 80), st.sampled_from([1, 3]), st.sampled_from([8, 16]))
+def test_resize_center_crop_shape(h, w, c, size):
+    """resize_center_crop always returns uint8 (size, size, C)."""
+    out = ops.resize_center_crop(np.zeros((h, w, c), np.uint8), size)
+    assert out.shape == (size, size, c) and out.dtype == np.uint8
+
+
+def test_resize_area_averages():
+    """Downscaling a fine checkerboard by 2 with the area filter averages to mid-grey."""
+    board = (np.indices((32, 32)).sum(axis=0) % 2 * 255).astype(np.uint8)[:, :, None]
+    out = ops.resize_center_crop(board, 16)
+    assert np.all(np.abs(out.astype(int) - 128) <= 1)
+
+
+def test_save_grid_writes_png(tmp_path):
+    """save_grid writes one PNG with nrow tiles per row from float (N, C, H, W)."""
+    x = np.zeros((5, 3, 4, 4), np.float32)
+    path = ops.save_grid(x, tmp_path / "g.png", nrow=2, padding=1)
+    with Image.open(path) as im:
+        assert im.size == (2 * 5 + 1, 3 * 5 + 1) and im.mode == "RGB"
+
+
+def test_pixel_limit_is_scoped():
+    """pixel_limit restores Pillow's global limit afterwards."""
+    before = Image.MAX_IMAGE_PIXELS
+    with ops.pixel_limit(10):
+        assert Image.MAX_IMAGE_PIXELS == 10
+    assert Image.MAX_IMAGE_PIXELS == before
