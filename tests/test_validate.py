@@ -1,0 +1,208 @@
+"""Tests for satgan.validate: every ok manifest row ends accepted or rejected with a reason."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from satgan.errors import DataError, ParamsError
+from satgan.fsutil import read_csv
+from satgan.params import from_mapping, load_section
+from satgan.validate import REASONS, ValidateParams, validate
+
+
+@pytest.fixture(scope="module")
+def params(repo_root) -> ValidateParams:
+    """The repository's own validate params (so params.yaml is exercised too)."""
+    return load_section("validate", ValidateParams, repo_root / "params.yaml")
+
+
+def noise(size=(64, 64), mode="RGB", seed=0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).convert(mode)
+
+
+def encode(img: Image.Image, fmt="PNG") -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def make_raw(root: Path, files: dict[str, bytes | Path], extra_rows=()) -> Path:
+    """A raw dir like the download stage's: tiles/<name> plus manifest.csv with status ok."""
+    raw = root / "raw"
+    (raw / "tiles").mkdir(parents=True)
+    lines = ["path,source,sha256,bytes,status,error"]
+    for name, content in files.items():
+        data = content.read_bytes() if isinstance(content, Path) else content
+        (raw / "tiles" / name).write_bytes(data)
+        lines.append(f"tiles/{name},test,{hashlib.sha256(data).hexdigest()},{len(data)},ok,")
+    lines.extend(extra_rows)
+    (raw / "manifest.csv").write_text("\n".join(lines) + "\n")
+    return raw
+
+
+def run(tmp_path, files, params, extra_rows=()):
+    raw = make_raw(tmp_path, files, extra_rows)
+    validate(raw, tmp_path / "out", params, progress=False)
+    acc = {Path(r["path"]).name: r for r in read_csv(tmp_path / "out" / "accepted.csv")}
+    rej = {Path(r["path"]).name: r for r in read_csv(tmp_path / "out" / "rejected.csv")}
+    return acc, rej
+
+
+def test_real_mix_counts_add_up(tmp_path, params, rsscn7_files, odd_dir):
+    """Real RSSCN7 + odd files: every ok row is accepted or rejected exactly once; failed rows skipped."""
+    files = {p.name: p for p in rsscn7_files[::40]} | {p.name: p for p in sorted(odd_dir.iterdir())}
+    acc, rej = run(tmp_path, files, params, extra_rows=["tiles/gone.png,test,,0,failed,HTTP 404"])
+    assert set(acc) | set(rej) == set(files) and not set(acc) & set(rej)
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["total"] == len(files) == report["accepted"] + report["rejected"]
+    assert sum(report[f"rejected_{r}"] for r in REASONS) == report["rejected"]
+
+
+def test_real_odd_files_get_their_reasons(tmp_path, params, odd_dir):
+    """The 7-band TIFF is unsupported, the no-data corner is nodata, the full and cloudy tiles pass."""
+    acc, rej = run(tmp_path, {p.name: p for p in odd_dir.iterdir()}, params)
+    assert rej["landsat_7band_crop.tif"]["reason"] == "unsupported"
+    assert "7 bands" in rej["landsat_7band_crop.tif"]["detail"]
+    assert rej["landsat7_nodata_corner.png"]["reason"] == "nodata"
+    assert rej["landsat8_pan_0_u16.tif"]["reason"] == "grayscale"
+    assert {"landsat7_full_tile.png", "landsat8_cloudy_truecolour.png"} <= set(acc)
+
+
+@pytest.mark.parametrize("name,data,reason", [
+    ("zero.png", b"", "empty"),
+    ("text.png", b"this is not an image\n", "unreadable"),
+    ("trunc.png", encode(noise((128, 128)))[:3000], "truncated"),
+    ("corrupt.jpg", encode(noise(), "JPEG")[:200] + b"\x00" * 50, "truncated"),
+])
+def test_broken_files_are_rejected_not_raised(tmp_path, params, name, data, reason):
+    """0-byte, text-as-.png, truncated and corrupt files become rejection rows."""
+    acc, rej = run(tmp_path, {name: data, "good.png": encode(noise())}, params)
+    assert rej[name]["reason"] == reason and "good.png" in acc
+
+
+@pytest.mark.parametrize("mode,fmt", [("P", "PNG"), ("RGBA", "PNG"), ("CMYK", "TIFF"), ("YCbCr", "TIFF")])
+def test_colour_modes_are_accepted_as_three_channels(tmp_path, params, mode, fmt):
+    """Palette, RGBA, CMYK and YCbCr tiles are accepted, converted to 3 channels."""
+    acc, _ = run(tmp_path, {f"t.{fmt.lower()}": encode(noise(mode=mode), fmt)}, params)
+    assert acc[f"t.{fmt.lower()}"]["channels"] == "3" and acc[f"t.{fmt.lower()}"]["mode"] == mode
+
+
+def test_sixteen_bit_and_la_follow_grayscale_policy(tmp_path, params):
+    """16-bit and LA tiles are gray by mode: dropped by default, converted with grayscale=convert."""
+    u16 = Image.fromarray((np.random.default_rng(1).integers(6000, 11000, (64, 64))).astype(np.uint16))
+    files = {"u16.png": encode(u16), "la.png": encode(noise(mode="LA")), "rgb.png": encode(noise())}
+    _, rej = run(tmp_path / "a", files, params)
+    assert {rej["u16.png"]["reason"], rej["la.png"]["reason"]} == {"grayscale"}
+    acc, _ = run(tmp_path / "b", files, dataclasses.replace(params, grayscale="convert"))
+    assert acc["u16.png"]["action"] == "stretch+gray_to_rgb" and acc["la.png"]["channels"] == "3"
+
+
+def test_content_gray_rgb_is_detected(tmp_path, params):
+    """An RGB file whose channels are equal is treated as grayscale."""
+    acc, rej = run(tmp_path, {"g.png": encode(noise(mode="L").convert("RGB")), "c.png": encode(noise())}, params)
+    assert rej["g.png"]["reason"] == "grayscale" and "R=G=B" in rej["g.png"]["detail"] and "c.png" in acc
+
+
+def test_keep_makes_every_tile_one_channel(tmp_path, params):
+    """grayscale=keep accepts gray tiles and records channels=1 for every tile, colour included."""
+    acc, _ = run(tmp_path, {"g.png": encode(noise(mode="L")), "c.png": encode(noise())},
+                 dataclasses.replace(params, grayscale="keep"))
+    assert acc["g.png"]["channels"] == acc["c.png"]["channels"] == "1"
+    assert acc["c.png"]["action"] == "to_luminance"
+
+
+def test_decompression_bomb_is_rejected_and_limit_restored(tmp_path, params):
+    """An image over max_image_pixels is rejected as a bomb; Pillow's global limit is restored."""
+    before = Image.MAX_IMAGE_PIXELS
+    small = dataclasses.replace(params, min_size=8, max_image_pixels=64 * 64)
+    acc, rej = run(tmp_path, {"big.png": encode(noise((200, 200))), "ok.png": encode(noise())}, small)
+    assert rej["big.png"]["reason"] == "bomb" and "ok.png" in acc
+    assert Image.MAX_IMAGE_PIXELS == before
+
+
+def test_blank_and_small_tiles(tmp_path, params):
+    """A uniform tile is low_contrast and a tile under min_size is too_small."""
+    blank = Image.new("RGB", (64, 64), (40, 90, 30))
+    acc, rej = run(tmp_path, {"blank.png": encode(blank), "tiny.png": encode(noise((32, 80))), "ok.png": encode(noise())}, params)
+    assert rej["blank.png"]["reason"] == "low_contrast" and rej["tiny.png"]["reason"] == "too_small"
+
+
+def test_duplicates_keep_the_first(tmp_path, params):
+    """An exact duplicate is rejected naming the first copy, which is kept."""
+    data = encode(noise())
+    acc, rej = run(tmp_path, {"a.png": data, "b.png": data}, params)
+    assert "a.png" in acc and rej["b.png"]["reason"] == "duplicate" and "a.png" in rej["b.png"]["detail"]
+
+
+def test_placeholder_rejects_every_copy(tmp_path, params):
+    """The same bytes more than placeholder_repeats times: all copies rejected as placeholder."""
+    data = encode(noise(seed=5))
+    files = {f"p{i}.png": data for i in range(params.placeholder_repeats + 1)} | {"real.png": encode(noise())}
+    acc, rej = run(tmp_path, files, params)
+    assert list(acc) == ["real.png"] and {r["reason"] for r in rej.values()} == {"placeholder"}
+
+
+def test_cloud_rule_is_optional(tmp_path, params, odd_dir):
+    """With max_cloud_fraction set, the real cloudy tile is rejected and the clear one kept."""
+    files = {p: odd_dir / p for p in ("landsat8_cloudy_truecolour.png", "landsat7_full_tile.png")}
+    acc, rej = run(tmp_path, files, dataclasses.replace(params, max_cloud_fraction=0.03))
+    assert rej["landsat8_cloudy_truecolour.png"]["reason"] == "cloudy" and "landsat7_full_tile.png" in acc
+
+
+def test_zero_accepted_is_a_data_error(tmp_path, params):
+    """No usable tile stops the stage with a DataError, after writing rejected.csv to show why."""
+    raw = make_raw(tmp_path, {"x.png": b"nope"})
+    with pytest.raises(DataError, match="accepted 0 of 1"):
+        validate(raw, tmp_path / "out", params, progress=False)
+    assert read_csv(tmp_path / "out" / "rejected.csv")[0]["reason"] == "unreadable"
+
+
+def test_missing_manifest_is_a_data_error(tmp_path, params):
+    """A raw dir without manifest.csv is a DataError naming it."""
+    with pytest.raises(DataError, match="manifest.csv: manifest not found"):
+        validate(tmp_path, tmp_path / "out", params, progress=False)
+
+
+def test_raw_files_are_never_modified(tmp_path, params, odd_dir):
+    """validate only reads raw files: contents and mtimes are unchanged."""
+    raw = make_raw(tmp_path, {p.name: p for p in odd_dir.iterdir()} | {"z.png": b""})
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (raw / "tiles").iterdir()}
+    validate(raw, tmp_path / "out", params, progress=False)
+    assert before == {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (raw / "tiles").iterdir()}
+
+
+def test_report_is_flat_numbers_and_sheet_written(tmp_path, params, odd_dir):
+    """report.json holds only numbers (DVC metrics) and rejected.png is a PNG."""
+    run(tmp_path, {p.name: p for p in odd_dir.iterdir()}, params)
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert all(isinstance(v, int) for v in report.values())
+    with Image.open(tmp_path / "out" / "rejected.png") as im:
+        assert im.format == "PNG"
+
+
+def test_bad_param_value_names_the_key():
+    """An out-of-range value is refused naming validate.<key>."""
+    good = {f.name: 1 for f in dataclasses.fields(ValidateParams)} | {"grayscale": "drop", "max_cloud_fraction": None}
+    with pytest.raises(ParamsError, match="validate.max_nodata_fraction: must be within 0..1"):
+        from_mapping(ValidateParams, good | {"max_nodata_fraction": 2}, "validate")
+
+
+def test_stage_script_runs_and_summarises(tmp_path, repo_root, rsscn7_files):
+    """stages/validate.py on a real folder exits 0 and prints the accepted/rejected summary."""
+    raw = make_raw(tmp_path, {p.name: p for p in rsscn7_files[:3]} | {"bad.png": b"x"})
+    proc = subprocess.run([sys.executable, str(repo_root / "stages" / "validate.py"), "--raw", str(raw),
+                           "--out", str(tmp_path / "out"), "--params", str(repo_root / "params.yaml")],
+                          cwd=repo_root, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "accepted 3, rejected 1 (unreadable 1)" in proc.stdout
