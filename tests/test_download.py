@@ -1,0 +1,435 @@
+"""Tests for satgan.download: params, fetch (against a real loopback tile server), sources, archive safety, resume."""
+
+from __future__ import annotations
+
+import copy
+import io
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import mercantile
+import pytest
+import yaml
+from PIL import Image
+
+from satgan.download import DownloadParams, run_download
+from satgan.download.fetch import Fetcher, FetchError, parse_retry_after
+from satgan.download.output import JOURNAL, MANIFEST, safe_dest
+from satgan.errors import DataError, DownloadError, ParamsError
+from satgan.fsutil import read_csv, sha256_bytes, sha256_file
+from satgan.params import from_mapping, read_params_file
+from tileserver import TileServer
+
+# Tiny timeouts and backoffs keep the fault tests fast; the faults still take the real code paths.
+FAST_HTTP = {"concurrency": 4, "timeout_s": 0.3, "retries": 3, "backoff_s": 0.01, "max_retry_after_s": 0.05}
+Z, X0, Y0 = 10, 163, 395
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``over`` into a copy of ``base``."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) else value
+    return out
+
+
+def download_doc(repo_root: Path, **over: Any) -> dict[str, Any]:
+    """The repository's ``download`` section with ``over`` deep-merged in."""
+    return merge(read_params_file(repo_root / "params.yaml")["download"], over)
+
+
+def make_params(repo_root: Path, **over: Any) -> DownloadParams:
+    """DownloadParams from the repository's params.yaml with overrides."""
+    return from_mapping(DownloadParams, download_doc(repo_root, **over), key="download", file="params.yaml")
+
+
+def bbox_for(nx: int, ny: int, z: int = Z, x0: int = X0, y0: int = Y0) -> list[float]:
+    """A lon/lat bbox covering exactly the nx * ny tiles starting at (x0, y0)."""
+    nw, se = mercantile.bounds(x0, y0, z), mercantile.bounds(x0 + nx - 1, y0 + ny - 1, z)
+    eps = 1e-6
+    return [nw.west + eps, se.south + eps, se.east - eps, nw.north - eps]
+
+
+def xyz_params(repo_root: Path, srv: TileServer, nx: int, ny: int, **over: Any) -> DownloadParams:
+    """Params for the xyz source against the loopback server."""
+    base = {"source": "xyz", "http": FAST_HTTP, "xyz": {"url": srv.url, "bbox": bbox_for(nx, ny), "zoom": Z}}
+    return make_params(repo_root, **merge(base, over))
+
+
+def manifest(out: Path) -> list[dict[str, str]]:
+    """The manifest rows of ``out``."""
+    return read_csv(out / MANIFEST)
+
+
+def by_source(out: Path) -> dict[str, dict[str, str]]:
+    """Manifest rows keyed by their tile key (z, x, y) parsed from the URL."""
+    rows = {}
+    for row in manifest(out):
+        z, x, y = row["source"].rstrip("/").split("/")[-3:]
+        rows[(int(z), int(x), int(y))] = row
+    return rows
+
+
+@pytest.fixture(scope="module")
+def bodies(rsscn7_files: list[Path]) -> list[bytes]:
+    """Real RSSCN7 JPEG bytes (one per class folder) to serve as tiles."""
+    return [f.read_bytes() for f in rsscn7_files[::40]]
+
+
+# --- params -------------------------------------------------------------------------------------
+
+
+def test_repo_params_load() -> None:
+    """The repository's params.yaml download section loads and defaults to the sample source."""
+    params = make_params(Path(__file__).resolve().parents[1])
+    assert params.source == "sample"
+
+
+def test_bad_url_scheme_is_params_error(repo_root: Path) -> None:
+    """An ftp:// tile URL is refused with a ParamsError naming download.xyz.url."""
+    with pytest.raises(ParamsError, match=r"download\.xyz\.url: only http:// and https://"):
+        make_params(repo_root, xyz={"url": "ftp://example.org/{z}/{x}/{y}.png"})
+
+
+def test_bad_bbox_is_params_error(repo_root: Path) -> None:
+    """A bbox with west > east is refused naming download.xyz.bbox."""
+    with pytest.raises(ParamsError, match=r"download\.xyz\.bbox"):
+        make_params(repo_root, xyz={"bbox": [10.0, 40.0, 5.0, 41.0]})
+
+
+def test_bbox_over_max_tiles_is_params_error(repo_root: Path) -> None:
+    """A bbox covering more tiles than max_tiles is refused with the count."""
+    with pytest.raises(ParamsError, match=r"download\.xyz\.max_tiles: .* covers 36 tiles"):
+        make_params(repo_root, xyz={"bbox": bbox_for(6, 6), "zoom": Z, "max_tiles": 35})
+
+
+def test_archive_source_requires_sha256(repo_root: Path) -> None:
+    """Selecting the archive source without a sha256 pin is a ParamsError naming the key."""
+    with pytest.raises(ParamsError, match=r"download\.archive\.sha256"):
+        make_params(repo_root, source="archive", archive={"location": "x.zip"})
+
+
+def test_archive_file_url_is_params_error(repo_root: Path) -> None:
+    """A file:// archive location is refused (only http, https or a plain path)."""
+    with pytest.raises(ParamsError, match=r"download\.archive\.location: only http"):
+        make_params(repo_root, archive={"location": "file:///etc/passwd"})
+
+
+def test_stage_bad_params_exits_2_without_traceback(repo_root: Path, tmp_path: Path) -> None:
+    """The stage script turns a bad key into one 'download: error:' line and exit status 2."""
+    doc = read_params_file(repo_root / "params.yaml")
+    doc["download"]["xyz"]["url"] = "gopher://example.org/{z}/{x}/{y}"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(doc))
+    proc = subprocess.run(
+        [sys.executable, "stages/download.py", "--out", str(tmp_path / "out"), "--params", str(tmp_path / "params.yaml")],
+        cwd=repo_root, capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "download: error:" in proc.stderr and "download.xyz.url" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+# --- fetch --------------------------------------------------------------------------------------
+
+
+def test_parse_retry_after_seconds_and_date() -> None:
+    """Retry-After is read as delta-seconds or as an HTTP date."""
+    assert parse_retry_after("7") == 7.0
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
+    assert parse_retry_after(None) is None
+
+
+def test_fetcher_refuses_non_http_scheme(repo_root: Path) -> None:
+    """The fetcher never opens file:// (or any non-http) URLs, even if handed one."""
+    with pytest.raises(FetchError, match="non-http"):
+        Fetcher(make_params(repo_root).http).get_once("file:///etc/passwd")
+
+
+def test_safe_dest_refuses_escapes(tmp_path: Path) -> None:
+    """Absolute paths, '..' and symlinked directories pointing outside are refused."""
+    out = tmp_path / "out"
+    (out / "tiles").mkdir(parents=True)
+    (out / "tiles" / "link").symlink_to(tmp_path)
+    for bad in ("/etc/passwd", "tiles/../../x.png", "tiles\\..\\..\\x.png", "tiles/link/x.png"):
+        with pytest.raises(ValueError):
+            safe_dest(out, bad)
+    assert safe_dest(out, "tiles/a/b.png") == out / "tiles/a/b.png"
+
+
+# --- xyz ----------------------------------------------------------------------------------------
+
+
+def test_xyz_fetches_every_tile_in_yx_order(repo_root: Path, tmp_path: Path, bodies: list[bytes]) -> None:
+    """A {z}/{y}/{x} (USGS-style) template fetches each bbox tile once, with our User-Agent, as images."""
+    with TileServer(bodies, yx_order=True) as srv:
+        params = xyz_params(repo_root, srv, 3, 2)
+        summary = run_download(params, tmp_path)
+    assert summary.counts["ok"] == 6 and set(srv.hits.values()) == {1}
+    assert srv.user_agents == {params.http.user_agent}
+    for row in manifest(tmp_path):
+        z, y, x = (int(p) for p in row["source"].split("/")[-3:])  # the URL is .../tile/{z}/{y}/{x}
+        assert row["path"] == f"tiles/{z}/{x}/{y}.jpg"
+        assert (tmp_path / row["path"]).read_bytes() == srv.body_for(Z, x, y)
+        assert sha256_file(tmp_path / row["path"]) == row["sha256"]
+
+
+def test_xyz_transient_faults_are_retried(repo_root: Path, tmp_path: Path, bodies: list[bytes]) -> None:
+    """500, 503, 429 (long Retry-After, capped), timeout, reset and truncated body all recover on retry."""
+    kinds = ["500", "503", "429", "timeout", "reset", "truncate"]
+    faults = {(Z, X0 + i, Y0): [kind] for i, kind in enumerate(kinds)}
+    start = time.monotonic()
+    with TileServer(bodies, faults=faults, retry_after="30") as srv:
+        summary = run_download(xyz_params(repo_root, srv, len(kinds), 1), tmp_path)
+    assert summary.counts["ok"] == len(kinds)
+    assert all(srv.hits[key] == 2 for key in faults)
+    assert time.monotonic() - start < 10  # Retry-After: 30 was capped by max_retry_after_s
+
+
+def test_xyz_permanent_faults_become_failure_rows(repo_root: Path, tmp_path: Path, bodies: list[bytes]) -> None:
+    """404 (not retried), an HTML body and a non-image body are failed rows with their reason."""
+    faults = {(Z, X0, Y0): ["404"] * 9, (Z, X0 + 1, Y0): ["html"] * 9, (Z, X0 + 2, Y0): ["garbage"] * 9}
+    with TileServer(bodies, faults=faults) as srv:
+        run_download(xyz_params(repo_root, srv, 4, 1, max_failed_fraction=1.0), tmp_path)
+    rows = by_source(tmp_path)
+    assert srv.hits[(Z, X0, Y0)] == 1 and "HTTP 404" in rows[(Z, X0, Y0)]["error"]
+    assert "Content-Type text/html" in rows[(Z, X0 + 1, Y0)]["error"]
+    assert "not an image" in rows[(Z, X0 + 2, Y0)]["error"]
+    assert [rows[(Z, X0 + i, Y0)]["status"] for i in range(4)] == ["failed", "failed", "failed", "ok"]
+    assert all(rows[(Z, X0 + i, Y0)]["path"] == "" for i in range(3))
+
+
+def test_xyz_retries_exhausted_is_failure_row(repo_root: Path, tmp_path: Path, bodies: list[bytes]) -> None:
+    """A tile that keeps answering 500 is tried 1 + retries times, then becomes a failed row."""
+    with TileServer(bodies, faults={(Z, X0, Y0): ["500"] * 9}) as srv:
+        run_download(xyz_params(repo_root, srv, 2, 1, max_failed_fraction=1.0, http={"retries": 2}), tmp_path)
+    assert srv.hits[(Z, X0, Y0)] == 3
+    assert "after 3 attempts" in by_source(tmp_path)[(Z, X0, Y0)]["error"]
+
+
+def test_too_many_failures_raise_after_writing_manifest(repo_root: Path, tmp_path: Path, bodies: list[bytes]) -> None:
+    """More failures than max_failed_fraction raise DownloadError, and the manifest still lists them."""
+    with TileServer(bodies, faults={(Z, X0, Y0): ["404"]}) as srv:
+        with pytest.raises(DownloadError, match=r"1 of 4 tiles failed .*max_failed_fraction=0\.05"):
+            run_download(xyz_params(repo_root, srv, 4, 1), tmp_path)
+    assert [r["status"] for r in manifest(tmp_path)].count("failed") == 1
+
+
+def test_xyz_rerun_resumes_and_refetches_tampered(repo_root: Path, tmp_path: Path, bodies: list[bytes]) -> None:
+    """A rerun fetches nothing already on disk, except a tile whose bytes no longer match its sha256."""
+    with TileServer(bodies) as srv:
+        params = xyz_params(repo_root, srv, 3, 1)
+        run_download(params, tmp_path)
+        (tmp_path / f"tiles/{Z}/{X0}/{Y0}.jpg").write_bytes(b"tampered")
+        summary = run_download(params, tmp_path)
+    assert summary.counts["resumed"] == 2 and summary.counts["ok"] == 1
+    assert srv.hits[(Z, X0, Y0)] == 2 and srv.hits[(Z, X0 + 1, Y0)] == 1
+
+
+@pytest.mark.slow
+def test_kill_9_mid_run_then_resume(repo_root: Path, tmp_path: Path, bodies: list[bytes]) -> None:
+    """After kill -9 mid-run no half tile exists, and the rerun does not re-request tiles already fetched."""
+    out = tmp_path / "out"
+    with TileServer(bodies, latency_s=0.15) as srv:
+        doc = read_params_file(repo_root / "params.yaml")
+        doc["download"] = download_doc(
+            repo_root, source="xyz", http={**FAST_HTTP, "concurrency": 2, "timeout_s": 5.0},
+            xyz={"url": srv.url, "bbox": bbox_for(6, 5), "zoom": Z},
+        )
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(doc))
+        proc = subprocess.Popen(
+            [sys.executable, "stages/download.py", "--out", str(out), "--params", str(tmp_path / "params.yaml")],
+            cwd=repo_root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while sum(srv.hits.values()) < 12 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert sum(srv.hits.values()) < 30, "the run finished before it could be killed"
+        journal = [line for line in (out / JOURNAL).read_text().splitlines() if line]
+        done = {tuple(int(p) for p in Path(line.split('"path": "')[1].split('"')[0]).with_suffix("").parts[1:]) for line in journal}
+        assert len(done) >= 5
+        for path in (out / "tiles").rglob("*"):
+            if path.is_file() and not path.name.startswith("."):
+                with Image.open(path) as im:
+                    im.load()  # a half-written tile would fail to decode
+        before = srv.hits.copy()
+        summary = run_download(from_mapping(DownloadParams, doc["download"], key="download"), out)
+    assert summary.counts["ok"] + summary.counts["resumed"] == 30
+    assert summary.counts["resumed"] >= len(done)
+    assert all(srv.hits[key] == before[key] == 1 for key in done)
+    assert not [p for p in (out / "tiles").rglob(".*")] and not (out / JOURNAL).exists()
+
+
+# --- sample -------------------------------------------------------------------------------------
+
+
+def test_sample_cuts_expected_tiles(repo_root: Path, tmp_path: Path) -> None:
+    """The embedded Sentinel-2 scene cut at 256/256 gives 7x7 RGB 256x256 PNG tiles, each in the manifest."""
+    summary = run_download(make_params(repo_root, sample={"tile_size": 256, "stride": 256}), tmp_path)
+    rows = manifest(tmp_path)
+    assert summary.counts["ok"] == len(rows) == (1947 - 256) // 256 * 0 + 7 * 7
+    for row in rows[:5]:
+        with Image.open(tmp_path / row["path"]) as im:
+            assert (im.format, im.mode, im.size) == ("PNG", "RGB", (256, 256))
+        assert sha256_file(tmp_path / row["path"]) == row["sha256"]
+    assert sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "tiles").rglob("*.png")) == sorted(
+        r["path"] for r in rows
+    )
+
+
+def test_rerun_with_new_params_removes_stale_tiles(repo_root: Path, tmp_path: Path) -> None:
+    """Tiles from an earlier config (and stray files) are deleted so tiles/ matches the params exactly."""
+    run_download(make_params(repo_root, sample={"tile_size": 256, "stride": 256}), tmp_path)
+    (tmp_path / "tiles/old").mkdir()
+    (tmp_path / "tiles/old/stray.png").write_bytes(b"x")
+    run_download(make_params(repo_root, sample={"tile_size": 512, "stride": 512}), tmp_path)
+    files = sorted(p for p in (tmp_path / "tiles").rglob("*") if p.is_file())
+    assert len(files) == 9 and not (tmp_path / "tiles/old").exists()
+
+
+# --- folder -------------------------------------------------------------------------------------
+
+
+def test_folder_copies_matching_images(repo_root: Path, tmp_path: Path, rsscn7_files: list[Path]) -> None:
+    """Images with a listed extension are copied (not linked), keeping their relative paths; others ignored."""
+    src = tmp_path / "src"
+    for f in rsscn7_files[:3] + rsscn7_files[40:42]:
+        dest = src / f.parent.name / f.name.replace(".jpg", ".JPG")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(f.read_bytes())
+    (src / "notes.txt").write_text("not an image")
+    out = tmp_path / "out"
+    summary = run_download(make_params(repo_root, source="folder", folder={"path": str(src)}), out)
+    assert summary.counts["ok"] == 5
+    for row in manifest(out):
+        copied = out / row["path"]
+        assert not copied.is_symlink() and copied.read_bytes() == Path(row["source"]).read_bytes()
+        assert row["path"] == "tiles/" + Path(row["source"]).relative_to(src).as_posix()
+
+
+def test_folder_missing_is_data_error(repo_root: Path, tmp_path: Path) -> None:
+    """A folder path that does not exist is a DataError naming the key and path."""
+    with pytest.raises(DataError, match=r"download\.folder\.path: .*nope"):
+        run_download(make_params(repo_root, source="folder", folder={"path": str(tmp_path / "nope")}), tmp_path / "o")
+
+
+# --- archive ------------------------------------------------------------------------------------
+
+
+def archive_params(repo_root: Path, path: Path | str, sha: str, **over: Any) -> DownloadParams:
+    """Params for the archive source at ``path`` pinned to ``sha``."""
+    return make_params(repo_root, source="archive", max_failed_fraction=1.0,
+                       archive={"location": str(path), "sha256": sha, **over})
+
+
+def statuses(out: Path) -> dict[str, tuple[str, str]]:
+    """Archive manifest rows as member name -> (status, error)."""
+    return {r["source"].split("!", 1)[1]: (r["status"], r["error"]) for r in manifest(out)}
+
+
+def test_zip_refuses_slip_absolute_and_symlink(repo_root: Path, tmp_path: Path, bodies: list[bytes]) -> None:
+    """A zip with '..', absolute and symlink members extracts only the safe image; each refusal is a row."""
+    zpath = tmp_path / "a.zip"
+    with zipfile.ZipFile(zpath, "w") as zf:
+        zf.writestr("good/a.jpg", bodies[0])
+        zf.writestr("../../evil.jpg", bodies[1])
+        zf.writestr("/abs.jpg", bodies[1])
+        link = zipfile.ZipInfo("link.jpg")
+        link.external_attr = (0o120777 << 16)  # a Unix symlink entry
+        zf.writestr(link, "/etc/passwd")
+        zf.writestr("readme.txt", "hello")
+    out = tmp_path / "out"
+    run_download(archive_params(repo_root, zpath, sha256_file(zpath)), out)
+    st = statuses(out)
+    assert st["good/a.jpg"] == ("ok", "")
+    assert st["../../evil.jpg"][0] == st["/abs.jpg"][0] == st["link.jpg"][0] == "refused"
+    assert "'..'" in st["../../evil.jpg"][1] and "absolute" in st["/abs.jpg"][1] and "symlink" in st["link.jpg"][1]
+    assert st["readme.txt"][0] == "skipped"
+    assert not (tmp_path / "evil.jpg").exists()
+    assert [p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()] == ["manifest.csv", "tiles/good/a.jpg"] or \
+        sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == ["manifest.csv", "tiles/good/a.jpg"]
+
+
+def test_tar_refuses_links_devices_and_slip(repo_root: Path, tmp_path: Path, bodies: list[bytes]) -> None:
+    """A tar.gz with symlink, hardlink, device and '..' members extracts only the regular safe file."""
+    tpath = tmp_path / "a.tar.gz"
+    with tarfile.open(tpath, "w:gz") as tf:
+        def add(name: str, kind: bytes = tarfile.REGTYPE, data: bytes = b"", linkname: str = "") -> None:
+            info = tarfile.TarInfo(name)
+            info.type, info.size, info.linkname = kind, len(data), linkname
+            tf.addfile(info, io.BytesIO(data) if data else None)
+        add("ok.jpg", data=bodies[0])
+        add("sym.jpg", tarfile.SYMTYPE, linkname="/etc/passwd")
+        add("hard.jpg", tarfile.LNKTYPE, linkname="ok.jpg")
+        add("dev.jpg", tarfile.CHRTYPE)
+        add("../up.jpg", data=bodies[1])
+    out = tmp_path / "out"
+    run_download(archive_params(repo_root, tpath, sha256_file(tpath)), out)
+    st = statuses(out)
+    assert st.pop("ok.jpg") == ("ok", "")
+    assert {k: v[0] for k, v in st.items()} == dict.fromkeys(["sym.jpg", "hard.jpg", "dev.jpg", "../up.jpg"], "refused")
+    assert not (tmp_path / "up.jpg").exists()
+
+
+def test_archive_size_and_count_caps(repo_root: Path, tmp_path: Path, bodies: list[bytes]) -> None:
+    """Members past max_members or max_total_bytes (declared size) are refused rows."""
+    zpath = tmp_path / "caps.zip"
+    with zipfile.ZipFile(zpath, "w") as zf:
+        for i in range(4):
+            zf.writestr(f"t{i}.jpg", bodies[i])
+    cap = len(bodies[0]) + len(bodies[1]) + 10
+    out = tmp_path / "out"
+    run_download(archive_params(repo_root, zpath, sha256_file(zpath), max_members=3, max_total_bytes=cap), out)
+    st = statuses(out)
+    assert [st[f"t{i}.jpg"][0] for i in range(4)] == ["ok", "ok", "refused", "refused"]
+    assert "max_total_bytes" in st["t2.jpg"][1] and "max_members" in st["t3.jpg"][1]
+
+
+def test_zip_bomb_lying_about_its_size_is_stopped(repo_root: Path, tmp_path: Path, bodies: list[bytes]) -> None:
+    """A member whose declared size understates its real size never lands as a tile."""
+    zpath = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(zpath, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("bomb.jpg", bodies[0] + b"\0" * 2_000_000)
+    data = bytearray(zpath.read_bytes())
+    small = (100).to_bytes(4, "little")
+    data[22:26] = small  # local header's uncompressed size
+    central = data.index(b"PK\x01\x02")
+    data[central + 24 : central + 28] = small  # central directory's uncompressed size
+    zpath.write_bytes(bytes(data))
+    out = tmp_path / "out"
+    with pytest.raises(DownloadError, match="no tiles"):
+        run_download(archive_params(repo_root, zpath, sha256_file(zpath)), out)
+    status, error = statuses(out)["bomb.jpg"]
+    assert status in ("failed", "refused") and error
+    assert not (out / "tiles/bomb.jpg").exists()
+
+
+def test_archive_sha256_mismatch_is_clear_error(repo_root: Path, tmp_path: Path, bodies: list[bytes]) -> None:
+    """An archive whose sha256 differs from the pin stops the stage, naming both hashes and the key."""
+    zpath = tmp_path / "a.zip"
+    with zipfile.ZipFile(zpath, "w") as zf:
+        zf.writestr("a.jpg", bodies[0])
+    with pytest.raises(DownloadError, match=r"sha256 is [0-9a-f]{64}, but download\.archive\.sha256 pins 0{64}"):
+        run_download(archive_params(repo_root, zpath, "0" * 64), tmp_path / "out")
+
+
+def test_archive_over_http(repo_root: Path, tmp_path: Path, bodies: list[bytes]) -> None:
+    """An archive URL is fetched with the same HTTP code (retrying a 503) and extracted."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("x/a.jpg", bodies[0])
+    blob = buf.getvalue()
+    with TileServer([blob], faults={(0, 0, 0): ["503"]}, content_type="application/zip") as srv:
+        url = srv.url.format(z=0, x=0, y=0)
+        run_download(archive_params(repo_root, url, sha256_bytes(blob)), tmp_path / "out")
+        assert srv.hits[(0, 0, 0)] == 2
+    assert (tmp_path / "out/tiles/x/a.jpg").read_bytes() == bodies[0]
+    assert not (tmp_path / "out/.download").exists()
