@@ -48,10 +48,10 @@ def _expect_pixels(arr: Any, name: str) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def pixel_limit(max_pixels: int) -> Iterator[None]:
+def pixel_limit(max_pixels: int | None) -> Iterator[None]:
     """Scope Pillow's decompression-bomb limit to a block and restore the old value after.
 
-    Pillow keeps the limit in a module global; setting it permanently from library code would
+    ``None`` means no limit (Pillow's own convention). Pillow keeps the limit in a module global; setting it permanently from library code would
     change behaviour for every other caller in the process.
     """
     old = Image.MAX_IMAGE_PIXELS

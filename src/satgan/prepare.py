@@ -1,0 +1,201 @@
+"""Stage 3, prepare: accepted tiles -> memory-mapped (N, C, H, W) arrays in [-1, 1].
+
+Reads ``<validated>/accepted.csv`` (and the raw files it lists) and writes to ``<out>``:
+
+- ``tiles.npy`` + ``tiles.json``: the training tiles; ``holdout.npy`` + ``holdout.json``: real
+  tiles held out for evaluation, split by a seeded shuffle before any training exists;
+- ``preview.png``: a grid of the first prepared training tiles.
+
+The arrays follow :mod:`satgan.arrays` (open them with :func:`satgan.arrays.open_prepared`).
+Tiles are decoded through :func:`satgan.imageops.decode_pixels` (as validate did) on a thread
+pool, ``chunk_size`` at a time, and each chunk is written through a memory map that is closed
+again, so peak memory depends on the chunk size, not on the number of tiles.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
+
+from satgan import imageops as ops
+from satgan.errors import DataError
+from satgan.fsutil import atomic_path, sha256_bytes, sha256_file, write_json_atomic
+from satgan.params import InvalidParam
+
+PREVIEW_TILES = 64  # tiles shown in preview.png (8 x 8)
+
+
+@dataclass(frozen=True)
+class PrepareParams:
+    """The ``prepare`` section of params.yaml."""
+
+    image_size: Literal[32, 64, 128]
+    dtype: Literal["float16", "float32"]
+    holdout_fraction: float
+    seed: int
+    chunk_size: int
+    workers: int
+
+    def __post_init__(self) -> None:
+        if not 0 < self.holdout_fraction <= 0.5:
+            raise InvalidParam("holdout_fraction", f"must be in (0, 0.5] (evaluation needs held-out real tiles), got {self.holdout_fraction}")
+        if self.chunk_size < 1:
+            raise InvalidParam("chunk_size", f"must be >= 1, got {self.chunk_size}")
+        if self.workers < 1:
+            raise InvalidParam("workers", f"must be >= 1, got {self.workers}")
+
+
+@dataclass(frozen=True)
+class PrepareResult:
+    """Where prepare wrote what."""
+
+    train: int
+    holdout: int
+    shape: tuple[int, int, int]
+    seconds: float
+
+
+@dataclass(frozen=True)
+class _Accepted:
+    """accepted.csv held as parallel lists (not a dict per row) so memory stays small for big N."""
+
+    paths: list[str]
+    sha256: list[str]
+    channels: int
+    max_pixels: int
+
+
+def read_accepted(path: Path) -> _Accepted:
+    """Stream accepted.csv into parallel lists; every row must agree on the channel count."""
+    if not path.is_file():
+        raise DataError(f"{path}: not found (run `dvc repro validate`)")
+    paths, shas, channels, max_pixels = [], [], set(), 1
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, [])
+        need = ("path", "sha256", "width", "height", "channels")
+        if not set(need) <= set(header):
+            raise DataError(f"{path}: expected columns {list(need)}, got {header}")
+        col = {name: header.index(name) for name in need}
+        for row in reader:
+            paths.append(row[col["path"]])
+            shas.append(row[col["sha256"]])
+            channels.add(int(row[col["channels"]]))
+            max_pixels = max(max_pixels, int(row[col["width"]]) * int(row[col["height"]]))
+    if not paths:
+        raise DataError(f"{path}: no accepted tiles to prepare")
+    if len(channels) != 1 or not channels <= {1, 3}:
+        raise DataError(f"{path}: expected one channel count (1 or 3) for every row, got {sorted(channels)}")
+    return _Accepted(paths, shas, channels.pop(), max_pixels)
+
+
+def split_holdout(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split of row indices 0..n-1 into (train, holdout), each sorted (row order kept).
+
+    The holdout gets ``round(n * fraction)`` rows but at least one; the same (n, fraction, seed)
+    always gives the same split.
+    """
+    n_hold = max(1, round(n * fraction))
+    if n - n_hold < 1:
+        raise DataError(f"{n} accepted tile(s) cannot be split into training and holdout (holdout_fraction {fraction})")
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[n_hold:]), np.sort(perm[:n_hold])
+
+
+def _load_tile(raw: Path, rel: str, sha: str, channels: int, size: int) -> np.ndarray:
+    """Read, check, decode and resize one tile -> uint8 (size, size, channels)."""
+    data = (raw / rel).read_bytes()
+    if sha256_bytes(data) != sha:
+        raise DataError(f"{raw / rel}: changed since validate (sha256 differs from accepted.csv); rerun validate")
+    try:
+        pixels = ops.decode_pixels(data, channels)
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise DataError(f"{raw / rel}: accepted by validate but no longer decodes: {exc}") from None
+    return ops.resize_center_crop(pixels, size)
+
+
+def _write_split(name: str, rows: np.ndarray, acc: _Accepted, raw: Path, out: Path, params: PrepareParams,
+                 pool: ThreadPoolExecutor, common: dict[str, Any], progress: bool) -> dict[str, Any]:
+    """Write ``<out>/<name>.npy`` (+ .json) from accepted rows ``rows``, chunk by chunk."""
+    size, c = params.image_size, acc.channels
+    shape = (len(rows), c, size, size)
+    total = np.zeros(c, np.float64)
+    total_sq = np.zeros(c, np.float64)
+    npy = out / f"{name}.npy"
+    with atomic_path(npy, suffix=".npy") as tmp:
+        np.lib.format.open_memmap(tmp, mode="w+", dtype=params.dtype, shape=shape).flush()
+        bar = tqdm(total=len(rows), desc=f"prepare {name}", unit="tile", disable=not progress)
+        for start in range(0, len(rows), params.chunk_size):
+            chunk = rows[start:start + params.chunk_size]
+            tiles = list(pool.map(lambda i: _load_tile(raw, acc.paths[i], acc.sha256[i], c, size), chunk))
+            # Normalize the whole chunk at once: one vectorized op instead of one per tile.
+            batch = np.stack(tiles).transpose(0, 3, 1, 2).astype(np.float32)
+            batch = (batch / np.float32(127.5) - np.float32(1.0)).astype(params.dtype)
+            stored = batch.astype(np.float64)
+            total += stored.sum(axis=(0, 2, 3))
+            total_sq += np.square(stored).sum(axis=(0, 2, 3))
+            # Map, write, unmap per chunk: written pages leave this process instead of piling up in RSS.
+            mm = np.lib.format.open_memmap(tmp, mode="r+")
+            mm[start:start + len(chunk)] = batch
+            mm.flush()
+            del mm, tiles, batch, stored
+            bar.update(len(chunk))
+        bar.close()
+    pixels = len(rows) * size * size
+    mean = total / pixels
+    std = np.sqrt(np.maximum(total_sq / pixels - mean**2, 0.0))
+    meta = {
+        **common,
+        "split": name,
+        "count": len(rows),
+        "shape": list(shape),
+        "mean": [round(float(m), 6) for m in mean],
+        "std": [round(float(s), 6) for s in std],
+        "rows": [int(i) for i in rows],
+        "sources": [acc.paths[i] for i in rows],
+    }
+    write_json_atomic(out / f"{name}.json", meta)
+    return meta
+
+
+def prepare(raw: str | Path, validated: str | Path, out: str | Path, params: PrepareParams,
+            progress: bool = True) -> PrepareResult:
+    """Prepare every tile in ``<validated>/accepted.csv`` into ``out`` (see the module docstring)."""
+    t0 = time.perf_counter()
+    raw, out = Path(raw), Path(out)
+    accepted_csv = Path(validated) / "accepted.csv"
+    acc = read_accepted(accepted_csv)
+    train_rows, hold_rows = split_holdout(len(acc.paths), params.holdout_fraction, params.seed)
+    common = {
+        "dtype": params.dtype,
+        "channels": acc.channels,
+        "image_size": params.image_size,
+        "value_range": [-1.0, 1.0],
+        "normalization": "x / 127.5 - 1 of uint8 pixels; resize shortest side (INTER_AREA) + centre crop",
+        "accepted_csv_sha256": sha256_file(accepted_csv),
+        "seed": params.seed,
+        "holdout_fraction": params.holdout_fraction,
+        "total": len(acc.paths),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    # validate already refused bombs, by its own limit; tiles it accepted may still exceed Pillow's
+    # default limit, so raise that limit (for this run only) to the largest accepted tile.
+    limit = None if Image.MAX_IMAGE_PIXELS is None else max(acc.max_pixels, Image.MAX_IMAGE_PIXELS)
+    with ops.pixel_limit(limit), \
+            ThreadPoolExecutor(max_workers=params.workers) as pool:
+        _write_split("tiles", train_rows, acc, raw, out, params, pool, common, progress)
+        _write_split("holdout", hold_rows, acc, raw, out, params, pool, common, progress)
+    tiles = np.load(out / "tiles.npy", mmap_mode="r")
+    ops.save_grid(np.asarray(tiles[:PREVIEW_TILES], np.float32), out / "preview.png", nrow=8)
+    return PrepareResult(train=len(train_rows), holdout=len(hold_rows),
+                         shape=(acc.channels, params.image_size, params.image_size),
+                         seconds=time.perf_counter() - t0)
+

@@ -1,0 +1,213 @@
+"""Tests for satgan.prepare: memory-mapped arrays, sidecars, seeded holdout, bounded memory."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import subprocess
+import sys
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from satgan import imageops as ops
+from satgan.arrays import open_prepared
+from satgan.errors import DataError, ParamsError
+from satgan.params import from_mapping, load_section
+from satgan.prepare import PrepareParams, prepare, split_holdout
+from satgan.validate import ValidateParams, validate
+
+
+@pytest.fixture(scope="module")
+def params(repo_root) -> PrepareParams:
+    """The repository's prepare params at the smallest size, so tests stay fast."""
+    base = load_section("prepare", PrepareParams, repo_root / "params.yaml")
+    return dataclasses.replace(base, image_size=32, chunk_size=16)
+
+
+def write_accepted(raw: Path, validated: Path, names: list[str], channels: int = 3) -> None:
+    """accepted.csv as validate writes it, for files already under raw/tiles."""
+    lines = ["path,sha256,width,height,mode,channels,action"]
+    for name in names:
+        path = raw / "tiles" / name
+        with Image.open(path) as im:
+            w, h, mode = im.width, im.height, im.mode
+        lines.append(f"tiles/{name},{hashlib.sha256(path.read_bytes()).hexdigest()},{w},{h},{mode},{channels},as_is")
+    validated.mkdir(parents=True, exist_ok=True)
+    (validated / "accepted.csv").write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture(scope="module")
+def real_crops(tmp_path_factory, rsscn7_files) -> tuple[Path, Path, list[str]]:
+    """40 real 100x80 crops of RSSCN7 tiles as PNGs in raw/tiles, with accepted.csv."""
+    root = tmp_path_factory.mktemp("crops")
+    (root / "raw" / "tiles").mkdir(parents=True)
+    names = []
+    for k, src in enumerate(rsscn7_files[::7][:40]):
+        with Image.open(src) as im:
+            im.crop((0, 0, 100, 80)).save(root / "raw" / "tiles" / f"t{k:03d}.png")
+        names.append(f"t{k:03d}.png")
+    write_accepted(root / "raw", root / "validated", names)
+    return root / "raw", root / "validated", names
+
+
+def run(real_crops, tmp_path, params):
+    raw, validated, _ = real_crops
+    return prepare(raw, validated, tmp_path / "prepared", params, progress=False)
+
+
+def test_outputs_open_memmapped_and_via_contract(real_crops, tmp_path, params):
+    """tiles.npy/holdout.npy open with np.load(mmap_mode='r') and satgan.arrays.open_prepared."""
+    result = run(real_crops, tmp_path, params)
+    for name, n in (("tiles", result.train), ("holdout", result.holdout)):
+        plain = np.load(tmp_path / "prepared" / f"{name}.npy", mmap_mode="r")
+        arr, meta = open_prepared(tmp_path / "prepared" / f"{name}.npy")
+        assert isinstance(plain, np.memmap) and arr.shape == (n, 3, 32, 32) and arr.dtype == np.float16
+        assert -1 <= arr.min() and arr.max() <= 1 and meta["count"] == n and meta["value_range"] == [-1.0, 1.0]
+    assert result.train + result.holdout == 40
+
+
+def test_float32_dtype(real_crops, tmp_path, params):
+    """prepare.dtype float32 writes float32 arrays and says so in the sidecar."""
+    run(real_crops, tmp_path, dataclasses.replace(params, dtype="float32"))
+    arr, meta = open_prepared(tmp_path / "prepared" / "tiles.npy")
+    assert arr.dtype == np.float32 and meta["dtype"] == "float32"
+
+
+def test_tiles_equal_the_shared_imageops_pipeline(real_crops, tmp_path, params):
+    """Each stored tile is normalize(resize_center_crop(decode_pixels(file))) in row order."""
+    raw, _, names = real_crops
+    run(real_crops, tmp_path, dataclasses.replace(params, dtype="float32"))
+    arr, meta = open_prepared(tmp_path / "prepared" / "tiles.npy")
+    for k in (0, len(arr) - 1):
+        pixels = ops.decode_pixels((raw / meta["sources"][k]).read_bytes(), 3)
+        assert np.array_equal(arr[k], ops.normalize(ops.resize_center_crop(pixels, 32)))
+
+
+def test_holdout_is_seeded_disjoint_and_recorded(real_crops, tmp_path, params):
+    """The split is the same for the same seed, disjoint, complete, and listed in both sidecars."""
+    run(real_crops, tmp_path / "a", params)
+    run(real_crops, tmp_path / "b", params)
+    run(real_crops, tmp_path / "c", dataclasses.replace(params, seed=params.seed + 1))
+    side = {k: {n: json.loads((tmp_path / k / "prepared" / f"{n}.json").read_text()) for n in ("tiles", "holdout")}
+            for k in "abc"}
+    train, hold = set(side["a"]["tiles"]["sources"]), set(side["a"]["holdout"]["sources"])
+    assert not train & hold and len(train | hold) == 40 == side["a"]["tiles"]["total"]
+    assert side["a"]["holdout"]["rows"] == side["b"]["holdout"]["rows"] != side["c"]["holdout"]["rows"]
+    assert side["a"]["holdout"]["count"] == round(40 * params.holdout_fraction)
+    accepted_sha = hashlib.sha256((real_crops[1] / "accepted.csv").read_bytes()).hexdigest()
+    assert side["a"]["tiles"]["accepted_csv_sha256"] == accepted_sha
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(2, 500), st.floats(0.01, 0.5), st.integers(0, 2**31))
+def test_split_holdout_properties(n, fraction, seed):
+    """split_holdout partitions 0..n-1 into sorted, disjoint, non-empty train and holdout."""
+    train, hold = split_holdout(n, fraction, seed)
+    assert len(hold) >= 1 and len(train) >= 1 and len(train) + len(hold) == n
+    assert sorted(set(train) | set(hold)) == list(range(n)) and list(hold) == sorted(hold)
+
+
+def test_output_independent_of_chunk_size_and_workers(real_crops, tmp_path, params):
+    """chunk_size and workers change speed and memory only, never the bytes written."""
+    run(real_crops, tmp_path / "a", dataclasses.replace(params, chunk_size=1, workers=1))
+    run(real_crops, tmp_path / "b", dataclasses.replace(params, chunk_size=64, workers=3))
+    for name in ("tiles.npy", "holdout.npy"):
+        assert (tmp_path / "a" / "prepared" / name).read_bytes() == (tmp_path / "b" / "prepared" / name).read_bytes()
+
+
+def test_streamed_mean_std_match_the_array(real_crops, tmp_path, params):
+    """The per-channel mean/std in the sidecar equal those of the stored array."""
+    run(real_crops, tmp_path, params)
+    arr, meta = open_prepared(tmp_path / "prepared" / "tiles.npy")
+    data = np.asarray(arr, np.float64)
+    assert np.allclose(meta["mean"], data.mean(axis=(0, 2, 3)), atol=1e-5)
+    assert np.allclose(meta["std"], data.std(axis=(0, 2, 3)), atol=1e-5)
+
+
+def test_one_channel_keep_path(tmp_path, repo_root, odd_dir, rsscn7_files, params):
+    """validate with grayscale=keep, then prepare, gives (N, 1, H, W) arrays of real gray + colour tiles."""
+    raw = tmp_path / "raw"
+    (raw / "tiles").mkdir(parents=True)
+    files = [odd_dir / f"landsat8_pan_{i}_{kind}" for i in range(3) for kind in ("u16.tif", "gray.png")]
+    lines = ["path,source,sha256,bytes,status,error"]
+    for src in files + rsscn7_files[:4]:
+        (raw / "tiles" / src.name).write_bytes(src.read_bytes())
+        lines.append(f"tiles/{src.name},test,,0,ok,")
+    (raw / "manifest.csv").write_text("\n".join(lines) + "\n")
+    vparams = load_section("validate", ValidateParams, repo_root / "params.yaml")
+    validate(raw, tmp_path / "validated", dataclasses.replace(vparams, grayscale="keep"), progress=False)
+    result = prepare(raw, tmp_path / "validated", tmp_path / "prepared", params, progress=False)
+    arr, meta = open_prepared(tmp_path / "prepared" / "tiles.npy")
+    assert arr.shape[1] == meta["channels"] == 1 and result.train + result.holdout == 10
+
+
+def test_peak_memory_does_not_grow_with_tile_count(tmp_path, params):
+    """Peak traced memory for 2,000 tiles is within a few MB of 200 (pixels are never all held)."""
+    tile = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8))
+    raw = tmp_path / "raw"
+    (raw / "tiles").mkdir(parents=True)
+    names = [f"{i:05d}.png" for i in range(2000)]
+    tile.save(raw / "tiles" / names[0])
+    for name in names[1:]:  # the same bytes: prepare does not dedupe (validate did), so this is fine
+        (raw / "tiles" / name).write_bytes((raw / "tiles" / names[0]).read_bytes())
+    peaks = {}
+    small = dataclasses.replace(params, image_size=64, chunk_size=32, dtype="float32")
+    for n in (50, 200, 2000):  # the 50-tile run is a warm-up: first use imports albumentations
+        write_accepted(raw, tmp_path / f"v{n}", names[:n])
+        tracemalloc.start()
+        prepare(raw, tmp_path / f"v{n}", tmp_path / f"p{n}", small, progress=False)
+        peaks[n] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    held_pixels = 1800 * 3 * 64 * 64 * 4  # what holding the extra tiles in memory would cost (~88 MB)
+    assert peaks[2000] - peaks[200] < 4_000_000 < held_pixels // 20, peaks
+
+
+def test_changed_raw_file_is_a_data_error_and_leaves_no_temp(real_crops, tmp_path, params):
+    """A raw file that changed after validate stops prepare; no partial or temp file is left."""
+    raw, validated, names = real_crops
+    copy = tmp_path / "raw"
+    (copy / "tiles").mkdir(parents=True)
+    for name in names:
+        (copy / "tiles" / name).write_bytes((raw / "tiles" / name).read_bytes())
+    (copy / "tiles" / names[-1]).write_bytes(b"changed")
+    with pytest.raises(DataError, match="changed since validate"):
+        prepare(copy, validated, tmp_path / "prepared", params, progress=False)
+    assert not [p for p in (tmp_path / "prepared").iterdir() if p.name.startswith(".") or "tiles" in p.name]
+
+
+def test_mixed_channel_counts_are_refused(real_crops, tmp_path, params):
+    """accepted.csv rows that disagree on channels are a DataError naming the file."""
+    raw, validated, _ = real_crops
+    text = (validated / "accepted.csv").read_text().replace(",3,as_is", ",1,as_is", 1)
+    (tmp_path / "v").mkdir()
+    (tmp_path / "v" / "accepted.csv").write_text(text)
+    with pytest.raises(DataError, match=r"accepted.csv: expected one channel count"):
+        prepare(raw, tmp_path / "v", tmp_path / "prepared", params, progress=False)
+
+
+def test_bad_holdout_fraction_names_the_key():
+    """holdout_fraction outside (0, 0.5] is refused naming prepare.holdout_fraction."""
+    good = {"image_size": 32, "dtype": "float16", "holdout_fraction": 0.1, "seed": 0, "chunk_size": 8, "workers": 1}
+    with pytest.raises(ParamsError, match="prepare.holdout_fraction: must be in"):
+        from_mapping(PrepareParams, good | {"holdout_fraction": 0.0}, "prepare")
+
+
+def test_stage_reads_only_the_prepare_section(real_crops, tmp_path, repo_root):
+    """stages/prepare.py runs with a params file holding nothing but a prepare section."""
+    raw, validated, _ = real_crops
+    (tmp_path / "params.yaml").write_text(
+        "prepare:\n  image_size: 32\n  dtype: float16\n  holdout_fraction: 0.25\n  seed: 3\n  chunk_size: 8\n  workers: 2\n")
+    proc = subprocess.run([sys.executable, str(repo_root / "stages" / "prepare.py"), "--raw", str(raw),
+                           "--validated", str(validated), "--out", str(tmp_path / "out"),
+                           "--params", str(tmp_path / "params.yaml")],
+                          cwd=repo_root, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "prepare: 30 training + 10 holdout tiles of 3x32x32 float16" in proc.stdout
+    assert (tmp_path / "out" / "preview.png").is_file()
