@@ -15,7 +15,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from satgan.download.params import HttpParams
 
@@ -57,10 +57,10 @@ class Fetcher:
     """Fetches URLs under one :class:`HttpParams`; thread-safe (no shared connection state)."""
 
     http: HttpParams
-
-    def _opener(self) -> urllib.request.OpenerDirector:
-        """A urllib opener that refuses non-http(s) redirects and does not raise on HTTP errors itself."""
-        return urllib.request.build_opener(_HttpOnlyRedirects)
+    # Built once: its handlers keep no per-request state, so threads can share it.
+    opener: urllib.request.OpenerDirector = field(
+        default_factory=lambda: urllib.request.build_opener(_HttpOnlyRedirects), compare=False, repr=False
+    )
 
     def get_once(self, url: str) -> tuple[bytes, str]:
         """One GET of ``url``: (body, content type), or FetchError saying whether to retry."""
@@ -69,7 +69,7 @@ class Fetcher:
             raise FetchError(url, f"refused non-http(s) URL scheme {scheme!r}", transient=False)
         request = urllib.request.Request(url, headers={"User-Agent": self.http.user_agent, "Accept": "image/*,*/*"})
         try:
-            with self._opener().open(request, timeout=self.http.timeout_s) as response:
+            with self.opener.open(request, timeout=self.http.timeout_s) as response:
                 content_type = response.headers.get_content_type()
                 declared = response.headers["Content-Length"]
                 if declared is not None and declared.isdigit() and int(declared) > self.http.max_response_bytes:

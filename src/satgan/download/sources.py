@@ -132,13 +132,18 @@ def xyz_rows(out: Path, params: DownloadParams, journal: Journal) -> list[Row]:
         return write_tile(out, stem + ext.lstrip("."), url, body)
 
     bar = tqdm(total=len(tiles), initial=len(rows), desc="download xyz", unit="tile", disable=None)
-    with bar, ThreadPoolExecutor(params.http.concurrency) as pool:
-        for future in as_completed([pool.submit(one, url, stem) for url, stem in todo]):
-            row = future.result()
-            if row.status == OK:
-                journal.append(row)  # only this thread writes the journal: no lock needed
-            rows.append(row)
-            bar.update()
+    pool = ThreadPoolExecutor(params.http.concurrency)
+    try:
+        with bar:
+            for future in as_completed([pool.submit(one, url, stem) for url, stem in todo]):
+                row = future.result()
+                if row.status == OK:
+                    journal.append(row)  # only this thread writes the journal: no lock needed
+                rows.append(row)
+                bar.update()
+    finally:
+        # On Ctrl-C, drop the queued tiles instead of fetching them all before exiting.
+        pool.shutdown(wait=True, cancel_futures=True)
     return rows
 
 
