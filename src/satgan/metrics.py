@@ -205,12 +205,12 @@ def nearest_l2(queries: np.ndarray, bank: np.ndarray, k: int, chunk: int) -> tup
     """
     _check_pair(bank, queries)
     k = min(k, len(bank))
-    q = torch.from_numpy(np.asarray(queries, dtype=np.float32).reshape(len(queries), -1)).double()
+    q = torch.from_numpy(np.array(queries, dtype=np.float32).reshape(len(queries), -1)).double()
     q2 = (q * q).sum(1, keepdim=True)
     best_d = torch.full((len(q), k), float("inf"), dtype=torch.float64)
     best_i = torch.zeros((len(q), k), dtype=torch.int64)
     for start in range(0, len(bank), chunk):
-        b = torch.from_numpy(np.asarray(bank[start:start + chunk], dtype=np.float32).reshape(-1, q.shape[1])).double()
+        b = torch.from_numpy(np.array(bank[start:start + chunk], dtype=np.float32).reshape(-1, q.shape[1])).double()
         d2 = (q2 + (b * b).sum(1)[None, :] - 2.0 * q @ b.T).clamp_min(0.0)
         idx = torch.arange(start, start + len(b)).expand(len(q), -1)
         all_d = torch.cat([best_d, d2], 1)

@@ -1,0 +1,238 @@
+"""Stage 6, evaluate: are the fake tiles convincing, and is the model copying its training set?
+
+Inputs (all through the :mod:`satgan.arrays` contract, memory-mapped): the training tiles
+``tiles.npy``, the held-out real tiles ``holdout.npy`` (never trained on) and the generated
+``samples.npy``. Outputs in the eval folder:
+
+- ``metrics.json``: every number (judge, SWD, colour histograms, memorization, diversity;
+  FID/KID only when computed), numeric only, so ``dvc metrics diff`` compares runs;
+- ``fid_kid.json``: FID/KID, or ``"not computed"`` with the reason;
+- ``turing_grid.png`` + ``turing_key.json`` + ``quiz.html``: the Turing test (:mod:`satgan.turing`);
+- ``closest_pairs.png``: the samples most similar to a training tile, each beside that tile.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from satgan import metrics
+from satgan.arrays import open_prepared
+from satgan.errors import DataError, ParamsError
+from satgan.fsutil import write_json_atomic
+from satgan.imageops import save_grid
+from satgan.judge import JudgeConfig, judge
+from satgan.params import InvalidParam
+from satgan.turing import write_turing_test
+
+
+@dataclass(frozen=True)
+class TuringParams:
+    """``evaluate.turing``: the mixed grid and quiz."""
+
+    n_real: int
+    n_fake: int
+    nrow: int
+
+    def __post_init__(self) -> None:
+        for name in ("n_real", "n_fake", "nrow"):
+            if getattr(self, name) < 1:
+                raise InvalidParam(name, f"expected an integer >= 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class JudgeParams:
+    """``evaluate.judge``: the classifier two-sample test."""
+
+    test_fraction: float
+    epochs: int
+    batch_size: int
+    lr: float
+    width: int
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.test_fraction < 1.0:
+            raise InvalidParam("test_fraction", f"expected a fraction in (0, 1), got {self.test_fraction}")
+        for name in ("epochs", "batch_size", "width"):
+            if getattr(self, name) < 1:
+                raise InvalidParam(name, f"expected an integer >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise InvalidParam("lr", f"expected a positive learning rate, got {self.lr}")
+
+
+@dataclass(frozen=True)
+class SwdParams:
+    """``evaluate.swd``: sliced Wasserstein distance on Laplacian-pyramid patches."""
+
+    patches_per_image: int
+    patch_size: int
+    n_projections: int
+    repeats: int
+
+    def __post_init__(self) -> None:
+        for name in ("patches_per_image", "n_projections", "repeats"):
+            if getattr(self, name) < 1:
+                raise InvalidParam(name, f"expected an integer >= 1, got {getattr(self, name)}")
+        if not 1 <= self.patch_size <= 16:
+            raise InvalidParam("patch_size", f"expected 1..16 (the coarsest level is 16 px), got {self.patch_size}")
+
+
+@dataclass(frozen=True)
+class MemorizationParams:
+    """``evaluate.memorization``: nearest training tile of each sample."""
+
+    top_k: int
+    chunk_size: int
+    ssim_threshold: float
+    n_pairs_image: int
+
+    def __post_init__(self) -> None:
+        for name in ("top_k", "chunk_size", "n_pairs_image"):
+            if getattr(self, name) < 1:
+                raise InvalidParam(name, f"expected an integer >= 1, got {getattr(self, name)}")
+        if not -1.0 < self.ssim_threshold < 1.0:
+            raise InvalidParam("ssim_threshold", f"expected an SSIM in (-1, 1), got {self.ssim_threshold}")
+
+
+@dataclass(frozen=True)
+class DiversityParams:
+    """``evaluate.diversity``: mean pairwise SSIM within fake against within real tiles."""
+
+    max_pairs: int
+    margin: float
+
+    def __post_init__(self) -> None:
+        if self.max_pairs < 1:
+            raise InvalidParam("max_pairs", f"expected an integer >= 1, got {self.max_pairs}")
+        if not 0.0 <= self.margin < 2.0:
+            raise InvalidParam("margin", f"expected an SSIM difference in [0, 2), got {self.margin}")
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    """params.yaml ``evaluate:``."""
+
+    seed: int
+    turing: TuringParams
+    judge: JudgeParams
+    swd: SwdParams
+    histogram_bins: int
+    memorization: MemorizationParams
+    diversity: DiversityParams
+    inception_weights: str
+
+    def __post_init__(self) -> None:
+        if self.histogram_bins < 2:
+            raise InvalidParam("histogram_bins", f"expected an integer >= 2, got {self.histogram_bins}")
+
+
+def fid_kid(real: np.ndarray, fake: np.ndarray, weights: str) -> dict[str, Any]:
+    """FID (Heusel et al. 2017) and KID (Binkowski et al. 2018) via torch-fidelity with local Inception weights.
+
+    real (N, C, H, W), fake (M, C, H, W) in [-1, 1]. ``weights`` == "" means not computed:
+    no package ships the Inception weights and these machines cannot download them, so
+    the result records why instead of a number. A path that is set must exist and
+    torch-fidelity must be installed; otherwise a :class:`ParamsError` names the key.
+    """
+    if weights == "":
+        return {"fid": "not computed", "kid": "not computed",
+                "reason": "evaluate.inception_weights is empty: no local Inception weights (no network to fetch them)"}
+    if not Path(weights).is_file():
+        raise ParamsError(f"evaluate.inception_weights: {weights}: file not found")
+    if importlib.util.find_spec("torch_fidelity") is None:
+        raise ParamsError(
+            f"evaluate.inception_weights is set ({weights}) but torch-fidelity is not installed: "
+            "`pip install torch-fidelity`, or set evaluate.inception_weights: \"\" to skip FID/KID"
+        )
+    import torch
+    import torch_fidelity
+
+    from satgan.imageops import denormalize
+
+    class _Uint8(torch.utils.data.Dataset):
+        def __init__(self, x: np.ndarray) -> None:
+            self.x = x
+
+        def __len__(self) -> int:
+            return len(self.x)
+
+        def __getitem__(self, i: int) -> torch.Tensor:
+            hwc = denormalize(np.asarray(self.x[i], np.float32))
+            if hwc.shape[2] == 1:  # Inception expects RGB
+                hwc = np.repeat(hwc, 3, axis=2)
+            return torch.from_numpy(np.ascontiguousarray(hwc.transpose(2, 0, 1)))
+
+    res = torch_fidelity.calculate_metrics(
+        input1=_Uint8(fake), input2=_Uint8(real), cuda=False, fid=True, kid=True, verbose=False,
+        kid_subset_size=min(len(real), len(fake), 1000), feature_extractor_weights_path=weights,
+    )
+    return {"fid": float(res["frechet_inception_distance"]), "kid": float(res["kernel_inception_distance_mean"]),
+            "reason": f"computed with torch-fidelity and {weights}"}
+
+
+def _load(path: Path, what: str) -> np.ndarray:
+    arr, _ = open_prepared(path)
+    if len(arr) < 2:
+        raise DataError(f"{path}: expected at least 2 {what} tiles, got {len(arr)}")
+    return arr
+
+
+def evaluate(prepared_dir: str | Path, samples_dir: str | Path, out_dir: str | Path, params: EvaluateParams) -> dict[str, Any]:
+    """Run every check and write metrics.json, fid_kid.json, the Turing test and closest_pairs.png; returns the metrics."""
+    prepared, out = Path(prepared_dir), Path(out_dir)
+    train = _load(prepared / "tiles.npy", "training")
+    holdout = np.asarray(_load(prepared / "holdout.npy", "held-out real"), np.float32)
+    fake = np.asarray(_load(Path(samples_dir) / "samples.npy", "generated"), np.float32)
+    if not train.shape[1:] == holdout.shape[1:] == fake.shape[1:]:
+        raise DataError(
+            f"expected training, held-out and generated tiles of one (C, H, W), got {tuple(train.shape[1:])}, "
+            f"{tuple(holdout.shape[1:])} and {tuple(fake.shape[1:])} (re-run generate after changing prepare.image_size)"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    seed = params.seed
+    t = params.turing
+    turing_paths = write_turing_test(holdout, fake, out, t.n_real, t.n_fake, t.nrow, seed)
+
+    j = params.judge
+    verdict = judge(holdout, fake, JudgeConfig(j.test_fraction, j.epochs, j.batch_size, j.lr, j.width), seed)
+    s = params.swd
+    swd = metrics.sliced_wasserstein_pyramid(holdout, fake, s.patches_per_image, s.patch_size, s.n_projections, s.repeats, seed)
+    hist = metrics.colour_histogram_distance(holdout, fake, params.histogram_bins)
+
+    m = params.memorization
+    mem = metrics.memorization(fake, train, m.top_k, m.chunk_size, m.ssim_threshold)
+    # The same check on real tiles training never saw: how close an honest new tile gets.
+    mem_real = metrics.memorization(holdout, train, m.top_k, m.chunk_size, m.ssim_threshold)
+    worst = np.argsort(-mem.ssim)[: m.n_pairs_image]
+    pairs = np.stack([x for i in worst for x in (fake[i], np.asarray(train[mem.index[i]], np.float32))])
+    save_grid(pairs, out / "closest_pairs.png", nrow=2)
+
+    d = params.diversity
+    div = metrics.diversity(holdout, fake, d.max_pairs, d.margin, seed)
+
+    extra = fid_kid(holdout, fake, params.inception_weights)
+    write_json_atomic(out / "fid_kid.json", extra)
+    result: dict[str, Any] = {
+        "n": {"train": int(len(train)), "holdout": int(len(holdout)), "fake": int(len(fake))},
+        "judge": {"accuracy": verdict.accuracy, "auc": verdict.auc, "p_value": verdict.p_value,
+                  "log10_p_value": verdict.log10_p_value, "n_test": verdict.n_test},
+        "swd": swd,
+        "colour_hist": hist,
+        "memorization": {**mem.summary(), "holdout_frac_above_threshold": mem_real.fraction_above,
+                         "holdout_ssim_median": float(np.median(mem_real.ssim))},
+        "diversity": {"fake_mean_ssim": div.fake_mean_ssim, "real_mean_ssim": div.real_mean_ssim,
+                      "collapsed": int(div.collapsed)},
+    }
+    if isinstance(extra["fid"], float):
+        result["fid"], result["kid"] = extra["fid"], extra["kid"]
+    write_json_atomic(out / "metrics.json", result)
+    print(
+        f"evaluate: judge accuracy {verdict.accuracy:.3f} (AUC {verdict.auc:.3f}, p={verdict.p_value:.2g}); "
+        f"SWD {swd['mean']:.4f}; memorized {mem.fraction_above:.1%} > SSIM {m.ssim_threshold}; "
+        f"diversity SSIM fake {div.fake_mean_ssim:.3f} vs real {div.real_mean_ssim:.3f}; quiz: {turing_paths['quiz']}"
+    )
+    return result

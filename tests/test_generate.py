@@ -1,0 +1,105 @@
+"""Tests for satgan.generate: slerp, batch-size independence, and the stage's outputs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from satgan.arrays import open_prepared
+from satgan.generate import GenerateParams, generate, run_generator, sample_latents, slerp
+from satgan.model import ModelConfig, build_discriminator, build_generator
+from satgan.modelio import save_model
+from satgan.errors import ParamsError
+from satgan.params import from_mapping
+
+CFG = ModelConfig(image_size=32, channels=3, nz=8, ngf=8, ndf=8)
+PARAMS = GenerateParams(seed=5, n_samples=10, batch_size=4, use_ema=True, grid_tiles=8, grid_nrow=4,
+                        interp_rows=2, interp_steps=5)
+
+vectors = st.tuples(st.integers(0, 2**31 - 1), st.integers(2, 64))  # (seed, latent dimension)
+
+
+def _generator(seed: int) -> torch.nn.Module:
+    """A tiny DCGAN generator with non-trivial BatchNorm running statistics."""
+    torch.manual_seed(seed)
+    g = build_generator(CFG)
+    for m in g.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    return g
+
+
+@pytest.fixture()
+def model_dir(tmp_path):
+    """A saved model folder with both plain and EMA generator weights."""
+    save_model(tmp_path / "model", _generator(0), build_discriminator(CFG), CFG, generator_ema=_generator(1),
+               params_hash="p", data_hash="d", step=3)
+    return tmp_path / "model"
+
+
+@settings(max_examples=40, deadline=None)
+@given(vectors)
+def test_slerp_hits_endpoints(spec):
+    """slerp at t=0 and t=1 returns the endpoints."""
+    seed, d = spec
+    gen = torch.Generator().manual_seed(seed)
+    z0, z1 = torch.randn(d, generator=gen, dtype=torch.float64), torch.randn(d, generator=gen, dtype=torch.float64)
+    out = slerp(z0, z1, torch.tensor([0.0, 1.0]))
+    assert torch.allclose(out[0], z0, atol=1e-9) and torch.allclose(out[1], z1, atol=1e-9)
+
+
+@settings(max_examples=40, deadline=None)
+@given(vectors, st.floats(0.0, 1.0))
+def test_slerp_keeps_the_norm_of_equal_norm_endpoints(spec, t):
+    """Between two latents on the same sphere, slerp stays on that sphere (lerp would not)."""
+    seed, d = spec
+    gen = torch.Generator().manual_seed(seed)
+    z0, z1 = torch.randn(2, d, generator=gen, dtype=torch.float64)
+    z1 = z1 / z1.norm() * z0.norm()
+    out = slerp(z0, z1, torch.tensor([t]))[0]
+    assert out.norm().item() == pytest.approx(z0.norm().item(), rel=1e-6)
+
+
+def test_batch_size_does_not_change_the_images():
+    """In eval mode a sample depends on its latent only: batch size 1 and 7 give the same tiles."""
+    g = _generator(0)
+    z = sample_latents(7, CFG.nz, seed=2)
+    assert np.allclose(run_generator(g, z, 1), run_generator(g, z, 7), atol=1e-5)
+
+
+def test_generate_writes_contract_arrays_pngs_and_grids(model_dir, tmp_path):
+    """generate writes N PNGs, a sidecar'd samples.npy in [-1, 1], a grid and an interpolation strip."""
+    out = tmp_path / "samples"
+    generate(model_dir, out, PARAMS)
+    arr, meta = open_prepared(out / "samples.npy")
+    assert arr.shape == (10, 3, 32, 32) and arr.dtype == np.float32 and -1 <= arr.min() and arr.max() <= 1
+    assert len(list((out / "png").glob("*.png"))) == 10
+    png = np.asarray(Image.open(out / "png" / "000003.png"), np.float32) / 127.5 - 1
+    assert np.abs(png.transpose(2, 0, 1) - arr[3]).max() <= 1 / 127.5 + 1e-6
+    assert Image.open(out / "interpolation.png").size == (5 * 34 + 2, 2 * 34 + 2)
+    assert (out / "grid.png").is_file() and meta["model"]["loaded_weights"] == "generator_ema.safetensors"
+
+
+def test_generate_is_seeded_and_respects_use_ema(model_dir, tmp_path):
+    """Same seed twice gives identical samples; use_ema=false loads the plain weights instead."""
+    generate(model_dir, tmp_path / "a", PARAMS)
+    generate(model_dir, tmp_path / "b", PARAMS)
+    plain = GenerateParams(**{**PARAMS.__dict__, "use_ema": False})
+    generate(model_dir, tmp_path / "c", plain)
+    a, b, c = (np.load(tmp_path / x / "samples.npy") for x in "abc")
+    assert np.array_equal(a, b) and not np.allclose(a, c)
+    assert json.loads((tmp_path / "c" / "samples.json").read_text())["model"]["loaded_weights"] == "generator.safetensors"
+
+
+def test_params_reject_grid_larger_than_samples():
+    """A grid with more tiles than samples is refused, naming the key."""
+    bad = {**PARAMS.__dict__, "grid_tiles": 11}
+    with pytest.raises(ParamsError, match="generate.grid_tiles"):
+        from_mapping(GenerateParams, bad, key="generate")
