@@ -140,9 +140,24 @@ def judge(real: np.ndarray, fake: np.ndarray, cfg: JudgeConfig, seed: int) -> Ju
     x_test = torch.cat([r[:n_test], f[:n_test]])
     y_test = np.concatenate([np.zeros(n_test), np.ones(n_test)])
 
+    # One intra-op thread: the judge's convs are too small to gain from more, and on a
+    # shared 2-core machine OpenMP workers spinning against other processes made training
+    # 5-10x slower. Restored afterwards so callers keep their own setting.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _train_and_test(x_train, y_train, x_test, y_test, n, cfg, seed)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_and_test(
+    x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor, y_test: np.ndarray, n: int, cfg: JudgeConfig, seed: int
+) -> JudgeResult:
+    """Fit the judge on (x_train, y_train) and score it on the held-out (x_test, y_test); 1 = fake."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    net = build_judge(real.shape[1], cfg.width)
+    net = build_judge(x_train.shape[1], cfg.width)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     loss_fn = nn.BCEWithLogitsLoss()
     net.train()

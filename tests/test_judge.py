@@ -1,0 +1,93 @@
+"""Tests for satgan.judge: the classifier two-sample test against known answers."""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image, ImageFilter
+
+from satgan.judge import JudgeConfig, binomial_p_value, judge, roc_auc
+
+CFG = JudgeConfig(test_fraction=0.5, epochs=30, batch_size=16, lr=2e-3, width=16)
+
+
+def _tiles(files: list[Path], size: int = 32, blur: float = 0.0) -> np.ndarray:
+    """Real JPEGs -> (N, 3, size, size) float32 in [-1, 1], optionally Gaussian-blurred after resizing."""
+    out = []
+    for f in files:
+        im = Image.open(f).convert("RGB").resize((size, size), Image.BILINEAR)
+        if blur:
+            im = im.filter(ImageFilter.GaussianBlur(blur))
+        out.append(np.asarray(im, np.float32))
+    return np.stack(out).transpose(0, 3, 1, 2) / 127.5 - 1.0
+
+
+@pytest.fixture(scope="module")
+def halves(rsscn7_files):
+    """Two disjoint random halves of the 280 real tiles (same distribution), and the second half blurred."""
+    order = np.random.default_rng(0).permutation(len(rsscn7_files))
+    a = [rsscn7_files[i] for i in order[:140]]
+    b = [rsscn7_files[i] for i in order[140:]]
+    return _tiles(a), _tiles(b), _tiles(b, blur=1.0)
+
+
+def test_real_vs_real_is_chance(halves):
+    """Two samples of the same real distribution: accuracy near 0.5 and a large p-value."""
+    res = judge(halves[0], halves[1], CFG, seed=0)
+    assert 0.35 <= res.accuracy <= 0.65 and res.p_value > 0.05
+
+
+def test_real_vs_noise_is_caught(halves):
+    """Real tiles against Gaussian noise: accuracy ~1 and a vanishing p-value."""
+    noise = np.clip(np.random.default_rng(1).normal(0, 0.5, halves[1].shape), -1, 1).astype(np.float32)
+    res = judge(halves[0], noise, CFG, seed=0)
+    assert res.accuracy >= 0.95 and res.auc >= 0.95 and res.p_value < 1e-20
+
+
+def test_real_vs_blurred_real_is_caught(halves):
+    """Real tiles against blurred real tiles: accuracy near 1 and a tiny p-value."""
+    res = judge(halves[0], halves[2], CFG, seed=0)
+    assert res.accuracy >= 0.85 and res.p_value < 1e-8
+
+
+def test_judge_balances_classes(halves):
+    """With 140 real and 30 fake tiles, both classes are cut to 30 and half of each is tested."""
+    res = judge(halves[0], halves[1][:30], JudgeConfig(0.5, 1, 16, 2e-3, 4), seed=0)
+    assert res.n_per_class == 30 and res.n_test == 30 and res.n_train == 30
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 40).flatmap(lambda n: st.tuples(st.integers(0, n + 1), st.just(n))))
+def test_binomial_tail_matches_exact_fractions(kn):
+    """P(X >= k) equals the exact rational sum of C(n, i) / 2^n, and lies in [0, 1]."""
+    k, n = kn
+    exact = sum(Fraction(math.comb(n, i), 2**n) for i in range(k, n + 1))
+    p = binomial_p_value(k, n)
+    assert 0.0 <= p <= 1.0 and p == pytest.approx(float(exact), rel=1e-9, abs=1e-300)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 2000))
+def test_binomial_tail_decreases_in_k(n):
+    """More correct answers can only make the p-value smaller, and huge n stays finite."""
+    ps = [binomial_p_value(k, n) for k in (n // 2, 3 * n // 4, n)]
+    assert ps[0] >= ps[1] >= ps[2] >= 0.0
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5), st.booleans()), min_size=2, max_size=30))
+def test_auc_matches_pairwise_count(pairs):
+    """AUC equals the share of (positive, negative) pairs ranked correctly, ties counting 1/2."""
+    scores = np.array([s for s, _ in pairs], float)
+    labels = np.array([lab for _, lab in pairs])
+    if labels.all() or not labels.any():
+        return
+    pos, neg = scores[labels], scores[~labels]
+    brute = np.mean([(p > q) + 0.5 * (p == q) for p in pos for q in neg])
+    assert roc_auc(scores, labels) == pytest.approx(brute)

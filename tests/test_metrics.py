@@ -1,0 +1,100 @@
+"""Tests for satgan.metrics: SWD, colour histograms, memorization and diversity on known answers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from PIL import Image, ImageFilter
+
+from satgan import metrics as M
+
+
+def _tiles(files: list[Path], size: int = 32, blur: float = 0.0) -> np.ndarray:
+    """Real JPEGs -> (N, 3, size, size) float32 in [-1, 1], optionally Gaussian-blurred after resizing."""
+    out = []
+    for f in files:
+        im = Image.open(f).convert("RGB").resize((size, size), Image.BILINEAR)
+        if blur:
+            im = im.filter(ImageFilter.GaussianBlur(blur))
+        out.append(np.asarray(im, np.float32))
+    return np.stack(out).transpose(0, 3, 1, 2) / 127.5 - 1.0
+
+
+@pytest.fixture(scope="module")
+def real(rsscn7_files):
+    """Three disjoint random sets of real tiles: a, b, and b blurred."""
+    order = np.random.default_rng(0).permutation(len(rsscn7_files))
+    a = [rsscn7_files[i] for i in order[:100]]
+    b = [rsscn7_files[i] for i in order[100:200]]
+    return _tiles(a), _tiles(b), _tiles(b, blur=1.0)
+
+
+point_sets = st.integers(2, 12).flatmap(
+    lambda d: st.tuples(
+        arrays(np.float64, (20, d), elements=st.floats(-5, 5)),
+        arrays(np.float64, (20, d), elements=st.floats(-5, 5)),
+    )
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(point_sets)
+def test_sliced_wasserstein_is_symmetric_and_zero_on_identical_sets(ab):
+    """SW(a, b) == SW(b, a) >= 0 and SW(a, a) == 0."""
+    a, b = ab
+    assert M.sliced_wasserstein(a, b, 16, 0) == pytest.approx(M.sliced_wasserstein(b, a, 16, 0))
+    assert M.sliced_wasserstein(a, b, 16, 0) >= 0.0
+    assert M.sliced_wasserstein(a, a, 16, 0) == 0.0
+
+
+def test_swd_real_vs_real_far_below_real_vs_blurred(real):
+    """SWD between two real samples is far below SWD between real and blurred real (finest level)."""
+    a, b, blurred = real
+    same = M.sliced_wasserstein_pyramid(a, b, 64, 7, 128, 2, seed=0)
+    blur = M.sliced_wasserstein_pyramid(a, blurred, 64, 7, 128, 2, seed=0)
+    assert set(same) == {"32px", "16px", "mean"}
+    assert same["32px"] * 4 < blur["32px"] and same["mean"] < blur["mean"]
+
+
+def test_laplacian_pyramid_levels():
+    """A 64 px tile gives band-pass levels at 64 and 32 px and a 16 px low-pass level."""
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 3, 64, 64)).astype(np.float32)
+    assert [lvl.shape[-1] for lvl in M.laplacian_pyramid(x)] == [64, 32, 16]
+
+
+def test_colour_histograms_separate_noise_from_real(real):
+    """Identical sets have distance 0; real vs uniform noise is far larger than real vs real."""
+    a, b, _ = real
+    noise = np.random.default_rng(0).uniform(-1, 1, b.shape).astype(np.float32)
+    assert M.colour_histogram_distance(a, a, 32)["mean"] == pytest.approx(0.0, abs=1e-12)
+    assert M.colour_histogram_distance(a, b, 32)["mean"] * 3 < M.colour_histogram_distance(a, noise, 32)["mean"]
+
+
+def test_nearest_l2_chunks_agree_with_brute_force(real):
+    """Chunked nearest-neighbour search returns the brute-force nearest, whatever the chunk size."""
+    a, b, _ = real
+    brute = ((b[:10, None] - a[None]) ** 2).reshape(10, len(a), -1).sum(-1).argmin(1)
+    idx, dist = M.nearest_l2(b[:10], a, k=3, chunk=7)
+    assert np.array_equal(idx[:, 0], brute) and np.all(np.diff(dist, axis=1) >= 0)
+
+
+def test_generator_returning_training_tiles_is_flagged(real):
+    """Samples copied from the training set have SSIM 1 to a training tile; fresh real tiles do not."""
+    train, fresh, _ = real
+    copies = train[[3, 50, 77, 99]] + 0.0
+    mem = M.memorization(copies, train, top_k=3, chunk=32, threshold=0.9)
+    assert mem.fraction_above == 1.0 and list(mem.index) == [3, 50, 77, 99]
+    assert M.memorization(fresh[:20], train, top_k=3, chunk=32, threshold=0.9).fraction_above < 0.2
+
+
+def test_collapsed_generator_is_flagged(real):
+    """One image repeated is flagged as collapsed; a second real sample is not."""
+    a, b, _ = real
+    collapsed = np.repeat(b[:1], 40, axis=0)
+    assert M.diversity(a, collapsed, max_pairs=200, margin=0.2, seed=0).collapsed
+    assert not M.diversity(a, b, max_pairs=200, margin=0.2, seed=0).collapsed
