@@ -1,0 +1,49 @@
+"""Tests for satgan.summary: the table and paths printed after `make demo`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import yaml
+
+METRICS = {
+    "n": {"train": 600, "holdout": 70, "fake": 512},
+    "judge": {"accuracy": 0.81, "auc": 0.9, "p_value": 1e-6, "log10_p_value": -6.0, "n_test": 70},
+    "swd": {"64px": 0.2, "32px": 0.1, "16px": 0.05, "mean": 0.1167},
+    "colour_hist": {"ch0": 0.1, "ch1": 0.1, "ch2": 0.1, "mean": 0.1},
+    "memorization": {"ssim_max": 0.7, "ssim_p95": 0.6, "ssim_median": 0.3, "l2_min": 0.2, "l2_median": 0.4,
+                     "frac_above_threshold": 0.0, "holdout_frac_above_threshold": 0.0, "holdout_ssim_median": 0.3},
+    "diversity": {"fake_mean_ssim": 0.95, "real_mean_ssim": 0.1, "collapsed": 1},
+}
+
+
+def _setup(tmp_path, repo_root, write_metrics=True):
+    doc = yaml.safe_load((repo_root / "params.yaml").read_text())
+    doc["paths"]["samples"] = str(tmp_path / "samples")
+    doc["paths"]["eval"] = str(tmp_path / "eval")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(doc))
+    (tmp_path / "eval").mkdir()
+    if write_metrics:
+        (tmp_path / "eval" / "metrics.json").write_text(json.dumps(METRICS))
+        (tmp_path / "eval" / "fid_kid.json").write_text(json.dumps({"fid": "not computed", "kid": "not computed",
+                                                                     "reason": "no weights"}))
+    return subprocess.run([sys.executable, "-m", "satgan.summary", "--params", str(tmp_path / "params.yaml")],
+                          capture_output=True, text=True)
+
+
+def test_summary_prints_metrics_and_paths(tmp_path, repo_root):
+    """The summary shows the judge accuracy, the collapse flag, FID's reason and the quiz/grid/metrics paths."""
+    proc = _setup(tmp_path, repo_root)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "0.810" in out and "MODE COLLAPSE" in out and "not computed (no weights)" in out
+    for path in ("eval/quiz.html", "eval/turing_grid.png", "samples/grid.png", "eval/metrics.json"):
+        assert str(tmp_path / path) in out
+
+
+def test_summary_without_metrics_says_what_to_run(tmp_path, repo_root):
+    """Before evaluate has run, the summary exits 2 and says to run it."""
+    proc = _setup(tmp_path, repo_root, write_metrics=False)
+    assert proc.returncode == 2 and "dvc repro evaluate" in proc.stderr
