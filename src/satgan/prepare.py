@@ -7,16 +7,20 @@ Reads ``<validated>/accepted.csv`` (and the raw files it lists) and writes to ``
 - ``preview.png``: a grid of the first prepared training tiles.
 
 The arrays follow :mod:`satgan.arrays` (open them with :func:`satgan.arrays.open_prepared`).
-Tiles are decoded through :func:`satgan.imageops.decode_pixels` (as validate did) on a thread
+Tiles are decoded through :func:`satgan.imageops.decode_pixels` (as validate did) on a process
 pool, ``chunk_size`` at a time, and each chunk is written through a memory map that is closed
 again, so peak memory depends on the chunk size, not on the number of tiles.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import time
-from concurrent.futures import ThreadPoolExecutor
+import functools
+import multiprocessing
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -110,8 +114,9 @@ def split_holdout(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.nd
     return np.sort(perm[n_hold:]), np.sort(perm[:n_hold])
 
 
-def _load_tile(raw: Path, rel: str, sha: str, channels: int, size: int) -> np.ndarray:
-    """Read, check, decode and resize one tile -> uint8 (size, size, channels)."""
+def _load_tile(item: tuple[str, str], raw: Path, channels: int, size: int) -> np.ndarray:
+    """Read, check, decode and resize one (path, sha256) tile -> uint8 (size, size, channels)."""
+    rel, sha = item
     data = (raw / rel).read_bytes()
     if sha256_bytes(data) != sha:
         raise DataError(f"{raw / rel}: changed since validate (sha256 differs from accepted.csv); rerun validate")
@@ -123,35 +128,47 @@ def _load_tile(raw: Path, rel: str, sha: str, channels: int, size: int) -> np.nd
 
 
 def _write_split(name: str, rows: np.ndarray, acc: _Accepted, raw: Path, out: Path, params: PrepareParams,
-                 pool: ThreadPoolExecutor, common: dict[str, Any], progress: bool) -> dict[str, Any]:
+                 pmap: Callable[..., Iterator[np.ndarray]], common: dict[str, Any], progress: bool) -> dict[str, Any]:
     """Write ``<out>/<name>.npy`` (+ .json) from accepted rows ``rows``, chunk by chunk."""
     size, c = params.image_size, acc.channels
     shape = (len(rows), c, size, size)
-    total = np.zeros(c, np.float64)
-    total_sq = np.zeros(c, np.float64)
+    # uint8 -> stored value as a 256-entry table: the same numbers as imageops.normalize, in one
+    # gather per chunk, and exact streaming statistics from per-channel histograms of the uint8s.
+    lut = ops.normalize(np.arange(256, dtype=np.uint8)[None, :], params.dtype)[0, 0]
+    hist = np.zeros((c, 256), np.int64)
     npy = out / f"{name}.npy"
     with atomic_path(npy, suffix=".npy") as tmp:
         np.lib.format.open_memmap(tmp, mode="w+", dtype=params.dtype, shape=shape).flush()
         bar = tqdm(total=len(rows), desc=f"prepare {name}", unit="tile", disable=not progress)
-        for start in range(0, len(rows), params.chunk_size):
+        load = functools.partial(_load_tile, raw=raw, channels=c, size=size)
+        starts = list(range(0, len(rows), params.chunk_size))
+
+        def submit(start: int) -> Iterable[np.ndarray]:
+            return pmap(load, [(acc.paths[i], acc.sha256[i]) for i in rows[start:start + params.chunk_size]])
+
+        pending = submit(starts[0]) if starts else iter(())
+        for k, start in enumerate(starts):
             chunk = rows[start:start + params.chunk_size]
-            tiles = list(pool.map(lambda i: _load_tile(raw, acc.paths[i], acc.sha256[i], c, size), chunk))
-            # Normalize the whole chunk at once: one vectorized op instead of one per tile.
-            batch = np.stack(tiles).transpose(0, 3, 1, 2).astype(np.float32)
-            batch = (batch / np.float32(127.5) - np.float32(1.0)).astype(params.dtype)
-            stored = batch.astype(np.float64)
-            total += stored.sum(axis=(0, 2, 3))
-            total_sq += np.square(stored).sum(axis=(0, 2, 3))
+            current = pending
+            if k + 1 < len(starts):
+                # A pool starts on the next chunk now, so decoding overlaps this chunk's write
+                # (at most two chunks in flight: memory stays bounded by chunk_size).
+                pending = submit(starts[k + 1])
+            batch = np.stack(list(current))
+            for ch in range(c):
+                hist[ch] += np.bincount(batch[..., ch].ravel(), minlength=256)
             # Map, write, unmap per chunk: written pages leave this process instead of piling up in RSS.
             mm = np.lib.format.open_memmap(tmp, mode="r+")
-            mm[start:start + len(chunk)] = batch
-            mm.flush()
-            del mm, tiles, batch, stored
+            mm[start:start + len(chunk)] = lut[batch.transpose(0, 3, 1, 2)]
+            del mm, batch
             bar.update(len(chunk))
         bar.close()
-    pixels = len(rows) * size * size
-    mean = total / pixels
-    std = np.sqrt(np.maximum(total_sq / pixels - mean**2, 0.0))
+        # No fsync: the temp + rename already means a killed run never leaves a partial tiles.npy,
+        # and syncing tens of MB to disk would cost more than the rest of a small run.
+    values = lut.astype(np.float64)
+    counts = np.maximum(hist.sum(axis=1, keepdims=True), 1)
+    mean = (hist * values).sum(axis=1) / counts[:, 0]
+    std = np.sqrt((hist * (values[None, :] - mean[:, None]) ** 2).sum(axis=1) / counts[:, 0])
     meta = {
         **common,
         "split": name,
@@ -164,6 +181,30 @@ def _write_split(name: str, rows: np.ndarray, acc: _Accepted, raw: Path, out: Pa
     }
     write_json_atomic(out / f"{name}.json", meta)
     return meta
+
+
+def _init_worker(limit: int | None) -> None:
+    import cv2
+
+    Image.MAX_IMAGE_PIXELS = limit  # this worker process's own copy of Pillow's global
+    cv2.setNumThreads(1)  # parallelism comes from the worker processes; nested cv2 threads only contend
+
+
+@contextlib.contextmanager
+def _tile_mapper(params: PrepareParams, limit: int | None) -> Iterator[Callable[..., Iterable[np.ndarray]]]:
+    """An order-preserving ``map`` over tiles: in-process for 1 worker, else a forked process pool.
+
+    Processes, not threads: per tile, Pillow's JPEG/PNG header parsing and albumentations' Python
+    overhead hold the GIL longer than decoding releases it, so threads barely scale. Forking lets
+    workers inherit the already-imported libraries (albumentations alone takes seconds to import).
+    """
+    if params.workers == 1:
+        yield map
+        return
+    ops.resize_center_crop(np.zeros((params.image_size, params.image_size, 1), np.uint8), params.image_size)
+    ctx = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(params.workers, mp_context=ctx, initializer=_init_worker, initargs=(limit,)) as pool:
+        yield lambda fn, items: pool.map(fn, items, chunksize=max(1, len(items) // (4 * params.workers)))
 
 
 def prepare(raw: str | Path, validated: str | Path, out: str | Path, params: PrepareParams,
@@ -189,10 +230,9 @@ def prepare(raw: str | Path, validated: str | Path, out: str | Path, params: Pre
     # validate already refused bombs, by its own limit; tiles it accepted may still exceed Pillow's
     # default limit, so raise that limit (for this run only) to the largest accepted tile.
     limit = None if Image.MAX_IMAGE_PIXELS is None else max(acc.max_pixels, Image.MAX_IMAGE_PIXELS)
-    with ops.pixel_limit(limit), \
-            ThreadPoolExecutor(max_workers=params.workers) as pool:
-        _write_split("tiles", train_rows, acc, raw, out, params, pool, common, progress)
-        _write_split("holdout", hold_rows, acc, raw, out, params, pool, common, progress)
+    with ops.pixel_limit(limit), _tile_mapper(params, limit) as pmap:
+        _write_split("tiles", train_rows, acc, raw, out, params, pmap, common, progress)
+        _write_split("holdout", hold_rows, acc, raw, out, params, pmap, common, progress)
     tiles = np.load(out / "tiles.npy", mmap_mode="r")
     ops.save_grid(np.asarray(tiles[:PREVIEW_TILES], np.float32), out / "preview.png", nrow=8)
     return PrepareResult(train=len(train_rows), holdout=len(hold_rows),
