@@ -1,0 +1,222 @@
+"""GAN training hacks as small, pure, device-side functions.
+
+Every function here runs on whatever device its tensors live on and never reads a value
+back to the host (no ``.item()``, no Python branching on tensor values), so the whole
+training step can be captured in one CUDA graph. Randomness comes from torch's default
+generator, which the trainer seeds and checkpoints. Sources:
+
+- DCGAN: Radford et al. 2016, arXiv:1511.06434
+- ganhacks #N: Chintala et al., github.com/soumith/ganhacks, tip N
+- Salimans et al. 2016: "Improved Techniques for Training GANs", arXiv:1606.03498
+- Sønderby et al. 2017 / Arjovsky & Bottou 2017: instance noise
+- Shrivastava et al. 2017: experience replay of past fakes (SimGAN)
+- Yazıcı et al. 2019 / Karras et al. 2018: EMA of G's weights
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def sample_latent(batch: int, nz: int, gaussian: bool, device: torch.device | str) -> torch.Tensor:
+    """(batch, nz, 1, 1) latent: N(0, 1) (ganhacks #3, a spherical z) or U(-1, 1) (the DCGAN paper)."""
+    if gaussian:
+        return torch.randn(batch, nz, 1, 1, device=device)
+    return torch.rand(batch, nz, 1, 1, device=device).mul_(2).sub_(1)
+
+
+def label_targets(
+    batch: int,
+    real: bool,
+    device: torch.device | str,
+    soft_range: tuple[float, float] | None,
+    flip_fraction: float,
+) -> torch.Tensor:
+    """D's per-sample BCE targets for an all-real (``real=True``) or all-fake batch, shape (batch,).
+
+    ``soft_range``: targets drawn uniformly from ``[lo, hi]`` instead of the hard 1 or 0
+    (Salimans et al. 2016, ganhacks #6); None keeps hard labels (one-sided smoothing passes
+    None for the fakes). ``flip_fraction``: each label is swapped real<->fake with this
+    probability (noisy labels, ganhacks #6); a flipped soft label is ``1 - target``.
+    """
+    if soft_range is None:
+        t = torch.full((batch,), 1.0 if real else 0.0, device=device)
+    else:
+        lo, hi = soft_range
+        t = torch.empty(batch, device=device).uniform_(lo, hi)
+    if flip_fraction > 0:
+        flip = torch.rand(batch, device=device) < flip_fraction
+        t = torch.where(flip, 1.0 - t, t)
+    return t
+
+
+def instance_noise_std(step: torch.Tensor, std0: float, decay_iters: int) -> torch.Tensor:
+    """Instance-noise std at ``step`` (a device tensor): ``std0`` decaying linearly to 0 at ``decay_iters``.
+
+    Sønderby et al. 2017, ganhacks #13: noise on D's inputs makes real and fake
+    distributions overlap early on, so D cannot be perfect and G's gradients stay useful.
+    """
+    frac = (1.0 - step.float() / max(decay_iters, 1)).clamp(min=0.0)
+    return frac * std0
+
+
+def add_instance_noise(x: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """``x + std * N(0, 1)``; ``std`` a 0-dim device tensor (0 leaves ``x`` unchanged)."""
+    return x + std.to(x.dtype) * torch.randn_like(x)
+
+
+def dihedral_augment(x: torch.Tensor) -> torch.Tensor:
+    """Apply a random element of the dihedral group D4 (flips and 90-degree rotations) to each image.
+
+    Valid for top-down imagery, which has no canonical "up" (practice). Three independent
+    per-sample coin flips (transpose, flip H, flip W) generate all 8 elements; selection
+    is by ``torch.where`` so it needs no host sync. Images must be square.
+    """
+    b = x.shape[0]
+    coins = torch.rand(3, b, 1, 1, 1, device=x.device) < 0.5
+    x = torch.where(coins[0], x.transpose(2, 3), x)
+    x = torch.where(coins[1], x.flip(3), x)
+    return torch.where(coins[2], x.flip(2), x)
+
+
+class ReplayBuffer:
+    """A fixed-size device tensor of past fakes (experience replay: Shrivastava et al. 2017, ganhacks #8).
+
+    D's fake batch mixes fresh fakes with fakes from earlier G's, so D keeps penalising modes
+    G has left, which discourages G from oscillating between them. Writes go to random slots
+    (a random-replacement buffer) so that no host-side write pointer is needed.
+    """
+
+    def __init__(self, images: torch.Tensor) -> None:
+        self.images = images  # (size, C, H, W), prefilled by the trainer
+
+    @property
+    def size(self) -> int:
+        return self.images.shape[0]
+
+    def mix(self, fake: torch.Tensor, n_replay: int) -> torch.Tensor:
+        """``fake`` (detached) with its last ``n_replay`` rows replaced by random buffer entries."""
+        if n_replay <= 0:
+            return fake
+        idx = torch.randint(0, self.size, (n_replay,), device=fake.device)
+        old = self.images.index_select(0, idx).to(fake.dtype)
+        return torch.cat([fake[: fake.shape[0] - n_replay], old], dim=0)
+
+    def push(self, fake: torch.Tensor, n_push: int) -> None:
+        """Store the first ``n_push`` rows of ``fake`` (detached) in random slots."""
+        if n_push <= 0:
+            return
+        idx = torch.randint(0, self.size, (n_push,), device=fake.device)
+        self.images.index_copy_(0, idx, fake[:n_push].detach().to(self.images.dtype))
+
+
+def feature_matching_loss(real_features: torch.Tensor, fake_features: torch.Tensor) -> torch.Tensor:
+    """Salimans et al. 2016: squared L2 distance between mean D features of real and fake batches."""
+    return (real_features.detach().float().mean(0) - fake_features.float().mean(0)).pow(2).mean()
+
+
+def l2_penalty(params: list[torch.Tensor]) -> torch.Tensor:
+    """Sum of squared weights (an explicit L2 penalty, so its share of the loss can be logged; practice)."""
+    return torch.stack([p.float().pow(2).sum() for p in params]).sum()
+
+
+class HistoricalAverage:
+    """Running mean of a network's parameters over all past steps, and the penalty towards it.
+
+    Salimans et al. 2016: adding ``||theta - mean_t(theta_t)||^2`` to a player's loss damps
+    the oscillations of gradient descent on a game. Updates are in place on device tensors.
+    """
+
+    def __init__(self, params: list[torch.Tensor]) -> None:
+        self.params = params
+        self.average = [p.detach().clone().float() for p in params]
+        self.count = torch.zeros((), device=params[0].device)
+
+    def penalty(self) -> torch.Tensor:
+        return torch.stack([(p.float() - a).pow(2).sum() for p, a in zip(self.params, self.average)]).sum()
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.count.add_(1.0)
+        w = 1.0 / self.count  # running mean: avg += (theta - avg) / n
+        for p, a in zip(self.params, self.average):
+            a.add_((p.float() - a) * w)
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float, step: torch.Tensor) -> None:
+    """EMA of G's weights (Yazıcı et al. 2019; Karras et al. 2018), used for sampling.
+
+    The effective decay ramps up as ``min(decay, (1 + t) / (10 + t))`` (TensorFlow's
+    ExponentialMovingAverage num_updates rule), so a short run is not dominated by the random
+    init. Buffers (BatchNorm running statistics) are copied from G.
+    """
+    t = step.float()
+    d = torch.minimum(torch.full_like(t, decay), (1.0 + t) / (10.0 + t))
+    e_params = [p for p in ema.parameters()]
+    m_params = [p.detach() for p in model.parameters()]
+    # ema = d * ema + (1 - d) * model, all on device: d is a tensor, so no host sync
+    torch._foreach_mul_(e_params, d)
+    torch._foreach_add_(e_params, torch._foreach_mul(m_params, 1.0 - d))
+    for eb, mb in zip(ema.buffers(), model.buffers()):
+        eb.copy_(mb)
+
+
+def grad_norm(params: list[torch.Tensor]) -> torch.Tensor:
+    """Total L2 norm of the gradients of ``params`` (0-dim device tensor; ganhacks #10 tracks it)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros((), device=params[0].device)
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)).float())
+
+
+def moderated_needs_more_d(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """True (0-dim bool) when D misclassifies at least half of the real or half of the fake batch.
+
+    The "moderated" schedule (practice, cf. ganhacks #11/#14): train D harder only when it is
+    actually losing, instead of a fixed D:G ratio. Reading it costs a host sync, so the
+    trainer runs this schedule without graph capture.
+    """
+    real_wrong = (real_logits <= 0).float().mean()
+    fake_wrong = (fake_logits >= 0).float().mean()
+    return (real_wrong >= 0.5) | (fake_wrong >= 0.5)
+
+
+def swap_active(step: int, every: int, length: int) -> bool:
+    """Checkpoint swap schedule (ganhacks #8): in iterations ``[k*every, k*every + length)``, k >= 1."""
+    return step >= every and (step % every) < length
+
+
+def generator_adv_loss(fake_logits: torch.Tensor, non_saturating: bool) -> torch.Tensor:
+    """G's adversarial loss from D's logits on fakes.
+
+    Non-saturating (Goodfellow et al. 2014, ganhacks #2; "flipped labels"): minimise
+    BCE(D(G(z)), 1) = -log D(G(z)), strong gradients while D rejects the fakes. Otherwise the
+    original minimax loss log(1 - D(G(z))) = -BCE(D(G(z)), 0), which saturates early on.
+    """
+    logits = fake_logits.float()
+    if non_saturating:
+        return F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+    return -F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits))
+
+
+class FailureTracker:
+    """ganhacks #10, track failures early: D's loss stuck near 0, or a gradient norm above a limit."""
+
+    def __init__(self, d_loss_floor: float, patience: int, grad_norm_limit: float) -> None:
+        self.d_loss_floor, self.patience, self.grad_norm_limit = d_loss_floor, patience, grad_norm_limit
+        self.low_d = 0
+
+    def update(self, loss_d: float, grad_norm_d: float, grad_norm_g: float) -> tuple[list[str], dict[str, float]]:
+        """Feed one log point; returns (warning messages, 0/1 warning metrics)."""
+        self.low_d = self.low_d + 1 if loss_d < self.d_loss_floor else 0
+        stuck = self.low_d >= self.patience
+        big = max(grad_norm_d, grad_norm_g) > self.grad_norm_limit
+        msgs = []
+        if self.low_d == self.patience:
+            msgs.append(f"D's loss has stayed below {self.d_loss_floor} for {self.low_d} log points (D is winning; G may have collapsed)")
+        if big:
+            msgs.append(f"gradient norm D {grad_norm_d:.1f} / G {grad_norm_g:.1f} exceeds {self.grad_norm_limit}")
+        return msgs, {"warn_d_loss_near_zero": float(stuck), "warn_grad_norm": float(big)}

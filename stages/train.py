@@ -1,0 +1,33 @@
+"""Stage 4, train: a DCGAN on data/prepared/tiles.npy -> data/model (safetensors + model.json).
+
+Resumes from --checkpoints when the train params (minus iterations and the *_every
+cadences) and the data hash match; starts fresh, saying so, otherwise. Under
+`torchrun --nproc_per_node=N stages/train.py ...` it trains with DistributedDataParallel.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+from satgan.cli import run_main
+from satgan.params import DEFAULT_PARAMS, load_section
+from satgan.train import train
+from satgan.trainparams import TrainParams
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, required=True, help="prepared folder with tiles.npy + tiles.json")
+    ap.add_argument("--out", type=Path, required=True, help="model folder to write")
+    ap.add_argument("--checkpoints", type=Path, required=True, help="persistent checkpoint folder")
+    ap.add_argument("--live", type=Path, default=None, help="dvclive folder (metrics, plots, sample grids)")
+    ap.add_argument("--params", type=Path, default=DEFAULT_PARAMS)
+    args = ap.parse_args()
+    params = load_section("train", TrainParams, args.params)
+    train(params, args.data, args.out, args.checkpoints, args.live)
+
+
+if __name__ == "__main__":
+    run_main(main, "train")
