@@ -37,22 +37,24 @@ def encode(img: Image.Image, fmt="PNG") -> bytes:
     return buf.getvalue()
 
 
-def make_raw(root: Path, files: dict[str, bytes | Path], extra_rows=()) -> Path:
-    """A raw dir like the download stage's: tiles/<name> plus manifest.csv with status ok."""
+def make_raw(root: Path, files: dict[str, bytes | Path], extra_rows=(), skip=()) -> Path:
+    """A raw dir like the download stage's: tiles/<name> plus manifest.csv with status ok (no row for ``skip``)."""
     raw = root / "raw"
     (raw / "tiles").mkdir(parents=True)
     lines = ["path,source,sha256,bytes,status,error"]
     for name, content in files.items():
         data = content.read_bytes() if isinstance(content, Path) else content
         (raw / "tiles" / name).write_bytes(data)
+        if name in skip:
+            continue
         lines.append(f"tiles/{name},test,{hashlib.sha256(data).hexdigest()},{len(data)},ok,")
     lines.extend(extra_rows)
     (raw / "manifest.csv").write_text("\n".join(lines) + "\n")
     return raw
 
 
-def run(tmp_path, files, params, extra_rows=()):
-    raw = make_raw(tmp_path, files, extra_rows)
+def run(tmp_path, files, params, extra_rows=(), skip=()):
+    raw = make_raw(tmp_path, files, extra_rows, skip)
     validate(raw, tmp_path / "out", params, progress=False)
     acc = {Path(r["path"]).name: r for r in read_csv(tmp_path / "out" / "accepted.csv")}
     rej = {Path(r["path"]).name: r for r in read_csv(tmp_path / "out" / "rejected.csv")}
@@ -60,9 +62,11 @@ def run(tmp_path, files, params, extra_rows=()):
 
 
 def test_real_mix_counts_add_up(tmp_path, params, rsscn7_files, odd_dir):
-    """Real RSSCN7 + odd files: every ok row is accepted or rejected exactly once; failed rows skipped."""
+    """Real RSSCN7 + odd files: every ok/resumed row is accepted or rejected exactly once; failed rows skipped."""
     files = {p.name: p for p in rsscn7_files[::40]} | {p.name: p for p in sorted(odd_dir.iterdir())}
-    acc, rej = run(tmp_path, files, params, extra_rows=["tiles/gone.png,test,,0,failed,HTTP 404"])
+    extra = ["tiles/gone.png,test,,0,failed,HTTP 404", "tiles/resumed.jpg,test,,0,resumed,"]
+    acc, rej = run(tmp_path, files | {"resumed.jpg": rsscn7_files[1]}, params, extra_rows=extra, skip=["resumed.jpg"])
+    files["resumed.jpg"] = rsscn7_files[1]
     assert set(acc) | set(rej) == set(files) and not set(acc) & set(rej)
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["total"] == len(files) == report["accepted"] + report["rejected"]

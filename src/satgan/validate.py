@@ -1,6 +1,6 @@
 """Stage 2, validate: decide for every downloaded tile whether it is fit to train on.
 
-Reads ``<raw>/manifest.csv`` (rows whose ``status`` is ``ok``) and writes to ``<out>``:
+Reads ``<raw>/manifest.csv`` (rows whose ``status`` is ``ok`` or ``resumed``) and writes to ``<out>``:
 
 - ``accepted.csv``: path, sha256, width, height, mode, channels, action (manifest order);
 - ``rejected.csv``: path, reason, detail; every ok-row is in exactly one of the two files;
@@ -34,6 +34,9 @@ from satgan.errors import DataError
 from satgan.fsutil import atomic_path, read_csv, sha256_file, write_csv_atomic, write_json_atomic
 from satgan.params import InvalidParam
 
+#: Manifest statuses of files on disk: `resumed` is a tile kept (sha256-verified) from an earlier
+#: interrupted download, as usable as one fetched in this run; every other status has no file.
+USABLE_STATUSES = ("ok", "resumed")
 ACCEPTED_FIELDS = ("path", "sha256", "width", "height", "mode", "channels", "action")
 REJECTED_FIELDS = ("path", "reason", "detail")
 #: Every reason a tile can be rejected for, in the order the checks run.
@@ -186,14 +189,14 @@ def _read_manifest(raw: Path) -> list[dict[str, str]]:
     rows = read_csv(manifest)
     if rows and not {"path", "status"} <= set(rows[0]):
         raise DataError(f"{manifest}: expected columns path and status, got {sorted(rows[0])}")
-    ok = [r for r in rows if r["status"] == "ok"]
+    ok = [r for r in rows if r["status"] in USABLE_STATUSES]
     if not ok:
-        raise DataError(f"{manifest}: no rows with status ok ({len(rows)} rows in all)")
+        raise DataError(f"{manifest}: no rows with status {' or '.join(USABLE_STATUSES)} ({len(rows)} rows in all)")
     return ok
 
 
 def validate(raw: str | Path, out: str | Path, params: ValidateParams, progress: bool = True) -> ValidateResult:
-    """Validate every ok-row of ``<raw>/manifest.csv`` and write the outputs under ``out``."""
+    """Validate every usable row of ``<raw>/manifest.csv`` and write the outputs under ``out``."""
     raw, out = Path(raw), Path(out)
     rows = _read_manifest(raw)
     verdicts: list[dict[str, Any] | _Reject | None] = [None] * len(rows)
