@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -91,7 +92,7 @@ def test_generate_is_seeded_and_respects_use_ema(model_dir, tmp_path):
     """Same seed twice gives identical samples; use_ema=false loads the plain weights instead."""
     generate(model_dir, tmp_path / "a", PARAMS)
     generate(model_dir, tmp_path / "b", PARAMS)
-    plain = GenerateParams(**{**PARAMS.__dict__, "use_ema": False})
+    plain = dataclasses.replace(PARAMS, use_ema=False)
     generate(model_dir, tmp_path / "c", plain)
     a, b, c = (np.load(tmp_path / x / "samples.npy") for x in "abc")
     assert np.array_equal(a, b) and not np.allclose(a, c)
