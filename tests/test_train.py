@@ -158,19 +158,18 @@ def _write_params(path: Path, **top: Any) -> Path:
 @pytest.mark.slow
 def test_kill9_then_rerun_equals_an_uninterrupted_run(tiles, tmp_path):
     """kill -9 the stage after a checkpoint, rerun it: final weights equal an uninterrupted run's."""
-    params = _write_params(tmp_path / "params.yaml", iterations=400, checkpoint_every=20, log_every=50, sample_every=1000)
+    params = _write_params(tmp_path / "params.yaml", iterations=150, checkpoint_every=10, log_every=50, sample_every=1000)
     run = tmp_path / "killed"
     proc = subprocess.Popen(_stage_cmd(tiles, run, params), stderr=subprocess.PIPE, text=True)
     ck = run / "ck" / CHECKPOINT_FILE
     deadline = time.time() + 120
     while not ck.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.02)
-    time.sleep(0.3)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "training finished before it could be killed"
     killed_at = torch.load(ck, weights_only=True)["step"]
-    assert 0 < killed_at < 400 and not (run / "model" / "model.json").exists()
+    assert 0 < killed_at < 150 and not (run / "model" / "model.json").exists()
     res = subprocess.run(_stage_cmd(tiles, run, params), capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     assert f"resuming from {ck} at step" in res.stderr
@@ -184,7 +183,7 @@ def test_ddp_two_cpu_processes_on_gloo(tiles, tmp_path):
     """torchrun --nproc_per_node=2 trains with DDP on gloo; rank 0 writes the model with world_size 2."""
     params = _write_params(tmp_path / "params.yaml", iterations=4)
     run = tmp_path / "ddp"
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=0"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     res = subprocess.run(torchrun + _stage_cmd(tiles, run, params)[1:], capture_output=True, text=True, timeout=300, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -194,18 +193,22 @@ def test_ddp_two_cpu_processes_on_gloo(tiles, tmp_path):
 
 
 def test_g_learns_a_one_tile_dataset(rsscn7_files, tmp_path):
-    """Trained on copies of one tile, G's samples end up much closer to it than at the start."""
-    data = write_tiles(tmp_path / "one", [rsscn7_files[0]] * 8)
+    """Trained on one (forest) tile, G's samples are much closer to it than the untrained G's, colour included."""
+    tile_file = next(f for f in rsscn7_files if f.parent.name == "eForest")
+    data = write_tiles(tmp_path / "one", [tile_file] * 8)
     tile = torch.from_numpy(np.load(data / "tiles.npy")[0].astype(np.float32))
-    p = tiny_params(iterations=150, batch_size=8, ngf=8, ndf=8, lr_g=0.001, lr_d=0.0005, log_every=50, checkpoint_every=150)
+    doc = tiny_params_dict(iterations=200, batch_size=8, ngf=8, ndf=8, lr_g=0.001, lr_d=0.0005, log_every=100, checkpoint_every=200)
+    doc["hacks"]["dihedral_augment"] = False  # 8 rotated copies would be 8 targets
     from satgan.modelio import load_generator
 
     train(tiny_params(iterations=1), data, tmp_path / "m0", tmp_path / "ck0", None)
-    train(p, data, tmp_path / "m", tmp_path / "ck", None)
+    train(from_mapping(TrainParams, doc, "train"), data, tmp_path / "m", tmp_path / "ck", None)
     z = torch.randn(16, 8, 1, 1, generator=torch.Generator().manual_seed(1))
-    errs = []
+    samples = []
     for m in ("m0", "m"):
         g, _ = load_generator(tmp_path / m, use_ema=False)
         with torch.no_grad():
-            errs.append((g(z) - tile).abs().mean().item())
-    assert errs[1] < 0.5 * errs[0], errs
+            samples.append(g(z))
+    errs = [(s - tile).abs().mean().item() for s in samples]
+    colour_gap = (samples[1].mean(dim=(0, 2, 3)) - tile.mean(dim=(1, 2))).abs().max().item()
+    assert errs[1] < 0.5 * errs[0] and colour_gap < 0.15, (errs, colour_gap)
