@@ -38,7 +38,7 @@ def test_summary_prints_metrics_and_paths(tmp_path, repo_root):
     proc = _setup(tmp_path, repo_root)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    assert "0.810" in out and "MODE COLLAPSE" in out and "not computed (no weights)" in out
+    assert "0.810" in out and "MODE COLLAPSE" in out and "no weights" in out
     for path in ("eval/quiz.html", "eval/turing_grid.png", "samples/grid.png", "eval/metrics.json"):
         assert str(tmp_path / path) in out
 

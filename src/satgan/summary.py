@@ -41,7 +41,8 @@ def _read(path: Path) -> dict[str, Any]:
 def render(metrics: dict[str, Any], fid: dict[str, Any], samples: Path, eval_dir: Path, ssim_threshold: float) -> str:
     """The summary text: a metrics table with how to read each row, then the output paths."""
     j, mem, div = metrics["judge"], metrics["memorization"], metrics["diversity"]
-    fid_text = f"{fid['fid']:.2f} / {fid['kid']:.4f}" if isinstance(fid["fid"], float) else f"not computed ({fid['reason']})"
+    computed = isinstance(fid["fid"], float)
+    fid_text = f"{fid['fid']:.2f} / {fid['kid']:.4f}" if computed else "not computed"
     rows = [
         ("tiles: train / held-out real / generated",
          f"{metrics['n']['train']} / {metrics['n']['holdout']} / {metrics['n']['fake']}", ""),
@@ -55,7 +56,7 @@ def render(metrics: dict[str, Any], fid: dict[str, Any], samples: Path, eval_dir
         ("nearest-train SSIM: median / max", f"{mem['ssim_median']:.3f} / {mem['ssim_max']:.3f}", "near 1 = memorized"),
         ("mean pairwise SSIM: fake / real", f"{div['fake_mean_ssim']:.3f} / {div['real_mean_ssim']:.3f}",
          "MODE COLLAPSE: fakes far more alike than real tiles" if div["collapsed"] else "fake ~ real = diverse"),
-        ("FID / KID", fid_text, ""),
+        ("FID / KID", fid_text, "lower = closer (Inception features)" if computed else fid["reason"]),
     ]
     w0 = max(len(r[0]) for r in rows)
     w1 = max(len(r[1]) for r in rows)
