@@ -30,6 +30,12 @@ TINY: dict[str, Any] = {
     "train.ngf": 8,
     "train.ndf": 8,
     "generate.n_samples": 24,
+    "generate.grid_tiles": 16,
+    "generate.interp_rows": 2,
+    "generate.interp_steps": 5,
+    "evaluate.turing.n_real": 4,
+    "evaluate.turing.n_fake": 4,
+    "evaluate.judge.epochs": 3,
 }
 
 

@@ -48,7 +48,7 @@ def test_outputs_exist_and_are_consistent(tiny):
     assert (repo / "data/model/generator.safetensors").is_file()
     assert len(list((repo / "data/samples").rglob("*.png"))) >= TINY["generate.n_samples"]
     metrics = json.loads((repo / "data/eval/metrics.json").read_text())
-    assert 0.0 <= metrics["judge"]["accuracy"] <= 1.0
+    assert 0.0 <= metrics["judge"]["accuracy"] <= 1.0 and "swd" in metrics and "memorization" in metrics
     assert (repo / "data/eval/quiz.html").is_file()
 
 
