@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from pipeline_helpers import TINY, commit_all, edit_params, make_repo_copy, run, stages_run
+from pipeline_helpers import TINY, commit_all, edit_params, env, make_repo_copy, run, stages_run
 
 pytestmark = pytest.mark.slow
 
@@ -82,3 +88,49 @@ def test_download_param_reruns_everything(tiny, tmp_path):
     repo = _copy(tiny[0], tmp_path)
     edit_params(repo, {"download.sample.stride": 192})
     assert stages_run(run(["dvc", "repro"], repo).stdout) == ALL
+
+
+def test_kill9_during_training_then_repro_resumes(tiny, tmp_path):
+    """kill -9 of `dvc repro` mid-training, then `dvc repro` resumes from the last checkpoint."""
+    repo = _copy(tiny[0], tmp_path)
+    edit_params(repo, {"train.iterations": 60, "train.checkpoint_every": 5, "train.seed": 1})
+    ckpt = repo / "data/checkpoints/checkpoint.pt"
+    first = ckpt.stat().st_mtime_ns
+    proc = subprocess.Popen(["dvc", "repro"], cwd=repo, env=env(), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while ckpt.stat().st_mtime_ns == first and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert proc.poll() is None, "training finished before a checkpoint could be interrupted"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    out = run(["dvc", "repro"], repo)
+    log = out.stdout + out.stderr
+    assert re.search(r"resuming from .*checkpoint\.pt at step (\d+) of 60", log), log
+    assert json.loads((repo / "data/model/model.json").read_text())["step"] == 60
+    assert "up to date" in run(["dvc", "status"], repo).stdout
+
+
+def test_push_clone_pull_and_artifact_get(tiny, tmp_path):
+    """A second member clones, pulls, gets a clean status and a no-op repro; a tagged artifact fetches the same generator."""
+    repo = _copy(tiny[0], tmp_path)
+    run(["dvc", "remote", "add", "-d", "team", str(tmp_path / "remote")], repo)
+    commit_all(repo, "add the team remote")
+    run(["dvc", "push"], repo)
+    run(["git", "tag", "-a", "generator@v1.0.0", "-m", "Registering artifact generator version v1.0.0"], repo)
+
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
+    run(["dvc", "pull"], clone)
+    assert "up to date" in run(["dvc", "status"], clone).stdout
+    assert stages_run(run(["dvc", "repro"], clone).stdout) == []
+
+    want = (repo / "data/model/generator.safetensors").read_bytes()
+    run(["dvc", "artifacts", "get", str(repo), "generator", "--rev", "v1.0.0", "-o", str(tmp_path / "art")], tmp_path)
+    run(["dvc", "get", str(repo), "data/model", "--rev", "generator@v1.0.0", "-o", str(tmp_path / "got")], tmp_path)
+    assert (tmp_path / "art/generator.safetensors").read_bytes() == want
+    assert (tmp_path / "got/generator.safetensors").read_bytes() == want
+
+    grid = tmp_path / "grid.png"
+    run([sys.executable, "-m", "satgan.sample", "--model", str(tmp_path / "art"), "--n", "4", "--out", str(grid)], tmp_path)
+    assert grid.stat().st_size > 0
