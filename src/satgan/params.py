@@ -163,4 +163,5 @@ def _name(tp: Any) -> str:
         return "null"
     if typing.get_origin(tp) is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    return names[tp] if tp in names else str(tp)
