@@ -170,3 +170,19 @@ def test_pixel_limit_is_scoped():
     with ops.pixel_limit(10):
         assert Image.MAX_IMAGE_PIXELS == 10
     assert Image.MAX_IMAGE_PIXELS == before
+
+
+def test_reduced_jpeg_decode_matches_full_decode_after_resize(rsscn7_files):
+    """prepare's reduced-scale JPEG decode gives the same 64px tile as a full decode, within a few levels."""
+    data = rsscn7_files[0].read_bytes()
+    full = ops.resize_center_crop(ops.decode_pixels(data, 3), 64).astype(int)
+    reduced = ops.decode_jpeg_reduced(data, 400, 400, 64)
+    assert reduced.shape == (100, 100, 3)  # 1/4 scale: the smallest with a side >= 64
+    fast = ops.resize_center_crop(reduced, 64).astype(int)
+    assert np.abs(full - fast).mean() < 2.0
+
+
+def test_reduced_jpeg_decode_rejects_non_jpeg_bytes():
+    """Bytes OpenCV cannot decode raise ValueError naming what was expected."""
+    with pytest.raises(ValueError, match="expected an RGB JPEG of 8x8"):
+        ops.decode_jpeg_reduced(b"not a jpeg", 8, 8, 4)

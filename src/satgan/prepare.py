@@ -7,9 +7,11 @@ Reads ``<validated>/accepted.csv`` (and the raw files it lists) and writes to ``
 - ``preview.png``: a grid of the first prepared training tiles.
 
 The arrays follow :mod:`satgan.arrays` (open them with :func:`satgan.arrays.open_prepared`).
-Tiles are decoded through :func:`satgan.imageops.decode_pixels` (as validate did) on a process
-pool, ``chunk_size`` at a time, and each chunk is written through a memory map that is closed
-again, so peak memory depends on the chunk size, not on the number of tiles.
+Tiles are decoded through :func:`satgan.imageops.decode_pixels` (as validate did), or for
+8-bit RGB JPEGs at a reduced DCT scale (:func:`satgan.imageops.decode_jpeg_reduced`), on a
+process pool, ``chunk_size`` at a time. Each worker writes its slice straight into the shared
+memory-mapped output and returns only a histogram, so no pixels cross processes and peak
+memory depends on the chunk size, not on the number of tiles.
 """
 
 from __future__ import annotations
@@ -73,6 +75,9 @@ class _Accepted:
 
     paths: list[str]
     sha256: list[str]
+    widths: list[int]
+    heights: list[int]
+    modes: list[str]
     channels: int
     max_pixels: int
 
@@ -81,24 +86,27 @@ def read_accepted(path: Path) -> _Accepted:
     """Stream accepted.csv into parallel lists; every row must agree on the channel count."""
     if not path.is_file():
         raise DataError(f"{path}: not found (run `dvc repro validate`)")
-    paths, shas, channels, max_pixels = [], [], set(), 1
+    paths, shas, widths, heights, modes, channels, max_pixels = [], [], [], [], [], set(), 1
     with open(path, newline="", encoding="utf-8") as fh:
         reader = csv.reader(fh)
         header = next(reader, [])
-        need = ("path", "sha256", "width", "height", "channels")
+        need = ("path", "sha256", "width", "height", "mode", "channels")
         if not set(need) <= set(header):
             raise DataError(f"{path}: expected columns {list(need)}, got {header}")
         col = {name: header.index(name) for name in need}
         for row in reader:
             paths.append(row[col["path"]])
             shas.append(row[col["sha256"]])
+            widths.append(int(row[col["width"]]))
+            heights.append(int(row[col["height"]]))
+            modes.append(row[col["mode"]])
             channels.add(int(row[col["channels"]]))
-            max_pixels = max(max_pixels, int(row[col["width"]]) * int(row[col["height"]]))
+            max_pixels = max(max_pixels, widths[-1] * heights[-1])
     if not paths:
         raise DataError(f"{path}: no accepted tiles to prepare")
     if len(channels) != 1 or not channels <= {1, 3}:
         raise DataError(f"{path}: expected one channel count (1 or 3) for every row, got {sorted(channels)}")
-    return _Accepted(paths, shas, channels.pop(), max_pixels)
+    return _Accepted(paths, shas, widths, heights, modes, channels.pop(), max_pixels)
 
 
 def split_holdout(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -114,55 +122,68 @@ def split_holdout(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.nd
     return np.sort(perm[n_hold:]), np.sort(perm[:n_hold])
 
 
-def _load_tile(item: tuple[str, str], raw: Path, channels: int, size: int) -> np.ndarray:
-    """Read, check, decode and resize one (path, sha256) tile -> uint8 (size, size, channels)."""
-    rel, sha = item
+JPEG_SOI = b"\xff\xd8\xff"  # a JPEG file's first bytes
+
+
+def _load_tile(item: tuple[str, str, int, int, str], raw: Path, channels: int, size: int) -> np.ndarray:
+    """Read, check, decode and resize one (path, sha256, width, height, mode) tile -> uint8 (size, size, channels)."""
+    rel, sha, width, height, mode = item
     data = (raw / rel).read_bytes()
     if sha256_bytes(data) != sha:
         raise DataError(f"{raw / rel}: changed since validate (sha256 differs from accepted.csv); rerun validate")
     try:
-        pixels = ops.decode_pixels(data, channels)
+        if channels == 3 and mode == "RGB" and data[:3] == JPEG_SOI:
+            # Most tiles servers send: an 8-bit RGB JPEG, which validate already decoded in full.
+            # Decoding it at a reduced DCT scale is several times cheaper (imageops docstring).
+            pixels = ops.decode_jpeg_reduced(data, width, height, size)
+        else:
+            pixels = ops.decode_pixels(data, channels)
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise DataError(f"{raw / rel}: accepted by validate but no longer decodes: {exc}") from None
     return ops.resize_center_crop(pixels, size)
 
 
+def _prepare_rows(task: tuple[int, list[tuple[str, str, int, int, str]]], npy: Path, raw: Path,
+                  channels: int, size: int, lut: np.ndarray) -> np.ndarray:
+    """Decode tiles ``items`` into rows ``start:start+len(items)`` of the .npy at ``npy``; returns
+    their (channels, 256) uint8 histogram.
+
+    Runs in the worker processes: each writes its own slice of the shared memory-mapped file, so
+    no pixel is pickled back to the parent, and normalizing and counting scale with the workers.
+    Only one slice (``prepare.chunk_size`` tiles) is in a worker's memory at a time.
+    """
+    start, items = task
+    pixels = np.stack([_load_tile(item, raw, channels, size) for item in items])  # (n, size, size, C) uint8
+    hist = np.stack([np.bincount(pixels[..., ch].ravel(), minlength=256) for ch in range(channels)])
+    # Map, write, unmap: written pages leave the process instead of piling up in its RSS.
+    mm = np.lib.format.open_memmap(npy, mode="r+")
+    mm[start:start + len(items)] = lut[pixels.transpose(0, 3, 1, 2)]
+    del mm
+    return hist
+
+
 def _write_split(name: str, rows: np.ndarray, acc: _Accepted, raw: Path, out: Path, params: PrepareParams,
-                 pmap: Callable[..., Iterator[np.ndarray]], common: dict[str, Any], progress: bool) -> dict[str, Any]:
-    """Write ``<out>/<name>.npy`` (+ .json) from accepted rows ``rows``, chunk by chunk."""
+                 pmap: Callable[..., Iterable[np.ndarray]], common: dict[str, Any], progress: bool) -> dict[str, Any]:
+    """Write ``<out>/<name>.npy`` (+ .json) from accepted rows ``rows``, one slice per task."""
     size, c = params.image_size, acc.channels
     shape = (len(rows), c, size, size)
     # uint8 -> stored value as a 256-entry table: the same numbers as imageops.normalize, in one
-    # gather per chunk, and exact streaming statistics from per-channel histograms of the uint8s.
+    # gather per slice, and exact streaming statistics from per-channel histograms of the uint8s.
     lut = ops.normalize(np.arange(256, dtype=np.uint8)[None, :], params.dtype)[0, 0]
     hist = np.zeros((c, 256), np.int64)
     npy = out / f"{name}.npy"
     with atomic_path(npy, suffix=".npy") as tmp:
         np.lib.format.open_memmap(tmp, mode="w+", dtype=params.dtype, shape=shape).flush()
-        bar = tqdm(total=len(rows), desc=f"prepare {name}", unit="tile", disable=not progress)
-        load = functools.partial(_load_tile, raw=raw, channels=c, size=size)
-        starts = list(range(0, len(rows), params.chunk_size))
-
-        def submit(start: int) -> Iterable[np.ndarray]:
-            return pmap(load, [(acc.paths[i], acc.sha256[i]) for i in rows[start:start + params.chunk_size]])
-
-        pending = submit(starts[0]) if starts else iter(())
-        for k, start in enumerate(starts):
-            chunk = rows[start:start + params.chunk_size]
-            current = pending
-            if k + 1 < len(starts):
-                # A pool starts on the next chunk now, so decoding overlaps this chunk's write
-                # (at most two chunks in flight: memory stays bounded by chunk_size).
-                pending = submit(starts[k + 1])
-            batch = np.stack(list(current))
-            for ch in range(c):
-                hist[ch] += np.bincount(batch[..., ch].ravel(), minlength=256)
-            # Map, write, unmap per chunk: written pages leave this process instead of piling up in RSS.
-            mm = np.lib.format.open_memmap(tmp, mode="r+")
-            mm[start:start + len(chunk)] = lut[batch.transpose(0, 3, 1, 2)]
-            del mm, batch
-            bar.update(len(chunk))
-        bar.close()
+        tasks = [
+            (start, [(acc.paths[i], acc.sha256[i], acc.widths[i], acc.heights[i], acc.modes[i])
+                     for i in rows[start:start + params.chunk_size]])
+            for start in range(0, len(rows), params.chunk_size)
+        ]
+        work = functools.partial(_prepare_rows, npy=tmp, raw=raw, channels=c, size=size, lut=lut)
+        with tqdm(total=len(rows), desc=f"prepare {name}", unit="tile", disable=not progress) as bar:
+            for (_, items), slice_hist in zip(tasks, pmap(work, tasks)):
+                hist += slice_hist
+                bar.update(len(items))
         # No fsync: the temp + rename already means a killed run never leaves a partial tiles.npy,
         # and syncing tens of MB to disk would cost more than the rest of a small run.
     values = lut.astype(np.float64)
@@ -204,7 +225,7 @@ def _tile_mapper(params: PrepareParams, limit: int | None) -> Iterator[Callable[
     ops.resize_center_crop(np.zeros((params.image_size, params.image_size, 1), np.uint8), params.image_size)
     ctx = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(params.workers, mp_context=ctx, initializer=_init_worker, initargs=(limit,)) as pool:
-        yield lambda fn, items: pool.map(fn, items, chunksize=max(1, len(items) // (4 * params.workers)))
+        yield lambda fn, tasks: pool.map(fn, tasks)
 
 
 def prepare(raw: str | Path, validated: str | Path, out: str | Path, params: PrepareParams,
