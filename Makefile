@@ -5,7 +5,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 # Stages and tests call `python`, `dvc` and `pytest`: make them the venv's.
 export PATH := $(BIN):$(PATH)
 export PYTHONUNBUFFERED := 1
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= -n 2 --dist loadfile
 
 .PHONY: setup demo test bench ablate clean help
 
