@@ -47,7 +47,8 @@ def dirs(rsscn7_files, tmp_path_factory):
     save_array(tiles[:60].astype(np.float16), root / "prepared" / "tiles.npy", {})
     save_array(tiles[60:], root / "prepared" / "holdout.npy", {})
     (root / "samples").mkdir()
-    save_array(tiles[:30], root / "samples" / "samples.npy", {})
+    model = {"loaded_weights": "generator_ema.safetensors", "step": 3, "params_hash": "p", "data_hash": "d"}
+    save_array(tiles[:30], root / "samples" / "samples.npy", {"model": model, "architecture": {"image_size": 32}})
     return root
 
 
@@ -67,6 +68,15 @@ def test_stage_writes_numeric_metrics_and_every_artifact(dirs, repo_root, tmp_pa
     for name in ("quiz.html", "turing_grid.png", "turing_key.json", "closest_pairs.png"):
         assert (out / name).is_file()
     assert json.loads((out / "fid_kid.json").read_text())["fid"] == "not computed"
+
+
+def test_model_card_joins_the_evaluated_model_and_its_metrics(dirs, repo_root, tmp_path):
+    """model_card.json names the sampled model (step, hashes, weights) beside exactly the metrics written."""
+    params = load_section("evaluate", EvaluateParams, _params(repo_root, tmp_path))
+    m = evaluate(dirs / "prepared", dirs / "samples", tmp_path / "eval", params)
+    card = json.loads((tmp_path / "eval" / "model_card.json").read_text())
+    assert card["model"]["step"] == 3 and card["model"]["loaded_weights"] == "generator_ema.safetensors"
+    assert card["metrics"] == json.loads((tmp_path / "eval" / "metrics.json").read_text()) == json.loads(json.dumps(m))
 
 
 def test_copied_training_tiles_are_flagged(dirs, repo_root, tmp_path):

@@ -186,6 +186,10 @@ def evaluate(prepared_dir: str | Path, samples_dir: str | Path, out_dir: str | P
     prepared, out = Path(prepared_dir), Path(out_dir)
     train = _load(prepared / "tiles.npy", "training")
     holdout = np.asarray(_load(prepared / "holdout.npy", "held-out real"), np.float32)
+    fake_meta = open_prepared(Path(samples_dir) / "samples.npy")[1]
+    if not {"model", "architecture"} <= set(fake_meta):
+        raise DataError(f"{Path(samples_dir) / 'samples.json'}: expected the 'model' and 'architecture' keys the "
+                        f"generate stage writes, got {sorted(fake_meta)}")
     fake = np.asarray(_load(Path(samples_dir) / "samples.npy", "generated"), np.float32)
     if not train.shape[1:] == holdout.shape[1:] == fake.shape[1:]:
         raise DataError(
@@ -230,6 +234,12 @@ def evaluate(prepared_dir: str | Path, samples_dir: str | Path, out_dir: str | P
     if isinstance(extra["fid"], float):
         result["fid"], result["kid"] = extra["fid"], extra["kid"]
     write_json_atomic(out / "metrics.json", result)
+    # The model card with its evaluation: data/model/model.json cannot hold these numbers (train
+    # runs before evaluate), so this card joins the evaluated model's identity, from the samples'
+    # sidecar, with the metrics; `dvc get <repo> data/eval/model_card.json --rev <tag>` fetches it.
+    write_json_atomic(out / "model_card.json", {
+        "model": fake_meta["model"], "architecture": fake_meta["architecture"], "metrics": result,
+    })
     print(
         f"evaluate: judge accuracy {verdict.accuracy:.3f} (AUC {verdict.auc:.3f}, p={verdict.p_value:.2g}); "
         f"SWD {swd['mean']:.4f}; memorized {mem.fraction_above:.1%} > SSIM {m.ssim_threshold}; "
