@@ -100,11 +100,11 @@ def test_dihedral_augment_gives_only_and_all_eight_symmetries():
     assert seen == set(range(8))
 
 
-def test_replay_mix_takes_the_tail_from_the_buffer():
-    """mix() keeps the first B-n fresh fakes and fills n rows with buffered ones."""
+def test_replay_draw_returns_buffered_fakes():
+    """draw() returns n past fakes from the buffer in the asked dtype."""
     buf = H.ReplayBuffer(torch.full((10, 1, 2, 2), 7.0))
-    out = buf.mix(torch.zeros(8, 1, 2, 2), 3)
-    assert out.shape == (8, 1, 2, 2) and (out[:5] == 0).all() and (out[5:] == 7).all()
+    out = buf.draw(3, torch.float16)
+    assert out.shape == (3, 1, 2, 2) and out.dtype == torch.float16 and (out == 7).all()
 
 
 def test_replay_push_stores_fakes():
@@ -198,12 +198,22 @@ def test_failure_tracker_warns_on_stuck_d_and_big_gradients():
 def test_separate_batches_runs_d_on_all_real_then_all_fake():
     """separate_batches=true: D sees two batches of B; false: one batch of 2B."""
     for separate, expected in ((True, [4, 4]), (False, [8])):
-        tr = _trainer(separate_batches=separate)
+        tr = _trainer(separate_batches=separate, **{"replay.enabled": False})
         sizes: list[int] = []
         handle = tr.d.register_forward_hook(lambda m, i, o: sizes.append(i[0].shape[0]))
         tr._d_update(tr._real(0), tr.g(tr._z()).detach(), torch.zeros(()))
         handle.remove()
         assert sizes == expected
+
+
+def test_replayed_fakes_get_their_own_d_batch():
+    """With replay, D scores B fresh fakes as one batch and the past fakes as another (BN never mixes them)."""
+    tr = _trainer(**{"replay.enabled": True, "replay.fraction": 0.5})
+    sizes: list[int] = []
+    handle = tr.d.register_forward_hook(lambda m, i, o: sizes.append(i[0].shape[0]))
+    tr._d_update(tr._real(0), tr.g(tr._z()).detach(), torch.zeros(()))
+    handle.remove()
+    assert sizes == [4, 4, 2]
 
 
 def test_extra_steps_update_d_and_g_that_many_times():

@@ -84,9 +84,9 @@ def dihedral_augment(x: torch.Tensor) -> torch.Tensor:
 class ReplayBuffer:
     """A fixed-size device tensor of past fakes (experience replay: Shrivastava et al. 2017, ganhacks #8).
 
-    D's fake batch mixes fresh fakes with fakes from earlier G's, so D keeps penalising modes
-    G has left, which discourages G from oscillating between them. Writes go to random slots
-    (a random-replacement buffer) so that no host-side write pointer is needed.
+    D also scores fakes from earlier G's, so it keeps penalising modes G has left, which
+    discourages G from oscillating between them. Writes go to random slots (a random-replacement
+    buffer) so that no host-side write pointer is needed.
     """
 
     def __init__(self, images: torch.Tensor) -> None:
@@ -96,13 +96,10 @@ class ReplayBuffer:
     def size(self) -> int:
         return self.images.shape[0]
 
-    def mix(self, fake: torch.Tensor, n_replay: int) -> torch.Tensor:
-        """``fake`` (detached) with its last ``n_replay`` rows replaced by random buffer entries."""
-        if n_replay <= 0:
-            return fake
-        idx = torch.randint(0, self.size, (n_replay,), device=fake.device)
-        old = self.images.index_select(0, idx).to(fake.dtype)
-        return torch.cat([fake[: fake.shape[0] - n_replay], old], dim=0)
+    def draw(self, n: int, dtype: torch.dtype) -> torch.Tensor:
+        """``n`` random past fakes, (n, C, H, W) in ``dtype``."""
+        idx = torch.randint(0, self.size, (n,), device=self.images.device)
+        return self.images.index_select(0, idx).to(dtype)
 
     def push(self, fake: torch.Tensor, n_push: int) -> None:
         """Store the first ``n_push`` rows of ``fake`` (detached) in random slots."""

@@ -320,23 +320,36 @@ class Trainer:
             with torch.no_grad(), self.amp():
                 old = self.g_old(self._z())
             fake = torch.where(self.swap_flag, old.to(fake.dtype), fake)  # ganhacks #8: D vs an older G
-        if self.replay is not None:
-            pushed = fake
-            fake = self.replay.mix(fake, self.n_replay)
+        old = self.replay.draw(self.n_replay, fake.dtype) if self.replay is not None else None
         if h.instance_noise.enabled:
             real = H.add_instance_noise(real, noise_std)
             fake = H.add_instance_noise(fake, noise_std)
+            old = H.add_instance_noise(old, noise_std) if old is not None else None
         soft = h.soft_labels
         flip = h.noisy_labels.fraction if h.noisy_labels.enabled else 0.0
+        fake_range = soft.fake if soft.enabled and not soft.one_sided else None
         t_real = H.label_targets(b, True, self.device, soft.real if soft.enabled else None, flip)
-        t_fake = H.label_targets(b, False, self.device, soft.fake if soft.enabled and not soft.one_sided else None, flip)
+        t_fake = H.label_targets(b, False, self.device, fake_range, flip)
         with self.amp():
             if h.separate_batches:
-                # ganhacks #4: all-real and all-fake batches, so BN statistics never mix the two
+                # ganhacks #4: all-real and all-fake batches, so BN statistics never mix the two.
+                # Replayed fakes get a forward of their own for the same reason: mixed into the
+                # fresh batch, their statistics made D's view of fresh fakes differ from the
+                # all-fresh batch G is scored on, and once G collapsed that batch normalised its
+                # sameness away, D called it real in G's step and G stalled (docs/experiments.md).
                 real_logits, fake_logits = self.d_run(real), self.d_run(fake)
+                old_logits = self.d_run(old) if old is not None else None
             else:
-                real_logits, fake_logits = self.d_run(torch.cat([real, fake])).split(b)
-            adv = F.binary_cross_entropy_with_logits(real_logits.float(), t_real) + F.binary_cross_entropy_with_logits(fake_logits.float(), t_fake)
+                parts = self.d_run(torch.cat([real, fake] + ([old] if old is not None else [])))
+                real_logits, fake_logits = parts[:b], parts[b:2 * b]
+                old_logits = parts[2 * b:] if old is not None else None
+            loss_fake = F.binary_cross_entropy_with_logits(fake_logits.float(), t_fake)
+            if old_logits is not None:
+                # past fakes carry `replay.fraction` of the fake term, as when they filled that share of the batch
+                t_old = H.label_targets(self.n_replay, False, self.device, fake_range, flip)
+                frac = self.n_replay / b
+                loss_fake = (1 - frac) * loss_fake + frac * F.binary_cross_entropy_with_logits(old_logits.float(), t_old)
+            adv = F.binary_cross_entropy_with_logits(real_logits.float(), t_real) + loss_fake
         loss = adv
         l2 = torch.zeros((), device=self.device)
         if h.l2_penalty.enabled:
@@ -349,7 +362,7 @@ class Trainer:
         gnorm = H.grad_norm(list(self.d.parameters()))
         self.opt_d.step()
         if self.replay is not None:
-            self.replay.push(pushed, self.n_replay)
+            self.replay.push(fake, self.n_replay)
         return {
             "loss_d": loss.detach(), "loss_d_adv": adv.detach(), "loss_d_l2": l2.detach(),
             "d_real": torch.sigmoid(real_logits.detach().float()).mean(),
