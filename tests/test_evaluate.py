@@ -10,18 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from PIL import Image
 
 from satgan.errors import ParamsError
 from satgan.evaluate import EvaluateParams, evaluate, fid_kid
 from satgan.generate import save_array
 from satgan.params import load_section
+from tiles import load_tiles
 
 
-def _tiles(files: list[Path], size: int = 32) -> np.ndarray:
-    """Real JPEGs -> (N, 3, size, size) float32 in [-1, 1]."""
-    out = [np.asarray(Image.open(f).convert("RGB").resize((size, size), Image.BILINEAR), np.float32) for f in files]
-    return np.stack(out).transpose(0, 3, 1, 2) / 127.5 - 1.0
 
 
 def _params(repo_root: Path, tmp_path: Path, **patch) -> Path:
@@ -42,7 +38,7 @@ def _params(repo_root: Path, tmp_path: Path, **patch) -> Path:
 def dirs(rsscn7_files, tmp_path_factory):
     """prepared/ (60 training + 30 held-out real tiles) and samples/ (30 'fakes' = copies of training tiles)."""
     root = tmp_path_factory.mktemp("pipe")
-    tiles = _tiles(rsscn7_files[::3][:90])
+    tiles = load_tiles(rsscn7_files[::3][:90])
     (root / "prepared").mkdir()
     save_array(tiles[:60].astype(np.float16), root / "prepared" / "tiles.npy", {})
     save_array(tiles[60:], root / "prepared" / "holdout.npy", {})

@@ -4,28 +4,18 @@ from __future__ import annotations
 
 import math
 from fractions import Fraction
-from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from PIL import Image, ImageFilter
 
 from satgan.judge import JudgeConfig, binomial_p_value, judge, roc_auc
+from tiles import load_tiles
 
 CFG = JudgeConfig(test_fraction=0.5, epochs=30, batch_size=16, lr=2e-3, width=16)
 
 
-def _tiles(files: list[Path], size: int = 32, blur: float = 0.0) -> np.ndarray:
-    """Real JPEGs -> (N, 3, size, size) float32 in [-1, 1], optionally Gaussian-blurred after resizing."""
-    out = []
-    for f in files:
-        im = Image.open(f).convert("RGB").resize((size, size), Image.BILINEAR)
-        if blur:
-            im = im.filter(ImageFilter.GaussianBlur(blur))
-        out.append(np.asarray(im, np.float32))
-    return np.stack(out).transpose(0, 3, 1, 2) / 127.5 - 1.0
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +24,7 @@ def halves(rsscn7_files):
     order = np.random.default_rng(0).permutation(len(rsscn7_files))
     a = [rsscn7_files[i] for i in order[:140]]
     b = [rsscn7_files[i] for i in order[140:]]
-    return _tiles(a), _tiles(b), _tiles(b, blur=1.0)
+    return load_tiles(a), load_tiles(b), load_tiles(b, blur=1.0)
 
 
 def test_real_vs_real_is_chance(halves):

@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-from PIL import Image, ImageFilter
 
 from satgan import metrics as M
+from tiles import load_tiles
 
 
-def _tiles(files: list[Path], size: int = 32, blur: float = 0.0) -> np.ndarray:
-    """Real JPEGs -> (N, 3, size, size) float32 in [-1, 1], optionally Gaussian-blurred after resizing."""
-    out = []
-    for f in files:
-        im = Image.open(f).convert("RGB").resize((size, size), Image.BILINEAR)
-        if blur:
-            im = im.filter(ImageFilter.GaussianBlur(blur))
-        out.append(np.asarray(im, np.float32))
-    return np.stack(out).transpose(0, 3, 1, 2) / 127.5 - 1.0
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +21,7 @@ def real(rsscn7_files):
     order = np.random.default_rng(0).permutation(len(rsscn7_files))
     a = [rsscn7_files[i] for i in order[:100]]
     b = [rsscn7_files[i] for i in order[100:200]]
-    return _tiles(a), _tiles(b), _tiles(b, blur=1.0)
+    return load_tiles(a), load_tiles(b), load_tiles(b, blur=1.0)
 
 
 point_sets = st.integers(2, 12).flatmap(
