@@ -1,6 +1,6 @@
 """Benchmark the prepare stage (figures go in docs/benchmarks.md, section "prepare").
 
-1. Throughput: satgan.prepare (thread pool, albumentations/cv2 INTER_AREA, chunked memmap writes)
+1. Throughput: satgan.prepare (process pool writing memmap slices, reduced-scale JPEG decode, albumentations INTER_AREA)
    against a plain single-threaded PIL + numpy loop doing the same work (decode, area resize,
    centre crop, normalize to [-1, 1], write one .npy) on the same 2,000 real tiles, same run.
 2. Peak memory: prepare on 2,000 vs 20,000 tiles, each in a fresh subprocess (ru_maxrss).
