@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-
 from satgan.cli import run_main
 from satgan.params import DEFAULT_PARAMS, load_section
 from satgan.train import train
