@@ -281,6 +281,14 @@ def test_replay_buffer_is_prefilled_and_refreshed():
     assert before.abs().sum() > 0 and not torch.equal(before, tr.replay.images)
 
 
+def test_replay_buffer_stores_fakes_without_instance_noise():
+    """Pushed fakes are G's tanh outputs, not the noised copies D saw (noise is drawn afresh on replay)."""
+    tr = _trainer(**{"instance_noise.enabled": True, "instance_noise.std": 5.0, "replay.fraction": 0.5})
+    fake = tr.g(tr._z()).detach()
+    tr._d_update(tr._real(0), fake, torch.tensor(5.0))
+    assert tr.replay.images.abs().max() <= 1.0
+
+
 def test_architecture_switches_reach_the_model_config():
     """minibatch_stddev, g_dropout, checkerboard, instance_norm, leaky_relu_g change ModelConfig."""
     tr = _trainer(minibatch_stddev=True, instance_norm=True, leaky_relu_g=True,

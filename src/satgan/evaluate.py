@@ -174,23 +174,24 @@ def fid_kid(real: np.ndarray, fake: np.ndarray, weights: str) -> dict[str, Any]:
             "reason": f"computed with torch-fidelity and {weights}"}
 
 
-def _load(path: Path, what: str) -> np.ndarray:
-    arr, _ = open_prepared(path)
+def _load(path: Path, what: str) -> tuple[np.ndarray, dict[str, Any]]:
+    """A prepared-contract array (memory-mapped) with at least 2 tiles, and its sidecar."""
+    arr, meta = open_prepared(path)
     if len(arr) < 2:
         raise DataError(f"{path}: expected at least 2 {what} tiles, got {len(arr)}")
-    return arr
+    return arr, meta
 
 
 def evaluate(prepared_dir: str | Path, samples_dir: str | Path, out_dir: str | Path, params: EvaluateParams) -> dict[str, Any]:
     """Run every check and write metrics.json, fid_kid.json, the Turing test and closest_pairs.png; returns the metrics."""
     prepared, out = Path(prepared_dir), Path(out_dir)
-    train = _load(prepared / "tiles.npy", "training")
-    holdout = np.asarray(_load(prepared / "holdout.npy", "held-out real"), np.float32)
-    fake_meta = open_prepared(Path(samples_dir) / "samples.npy")[1]
+    train = _load(prepared / "tiles.npy", "training")[0]
+    holdout = np.asarray(_load(prepared / "holdout.npy", "held-out real")[0], np.float32)
+    fake_arr, fake_meta = _load(Path(samples_dir) / "samples.npy", "generated")
     if not {"model", "architecture"} <= set(fake_meta):
         raise DataError(f"{Path(samples_dir) / 'samples.json'}: expected the 'model' and 'architecture' keys the "
                         f"generate stage writes, got {sorted(fake_meta)}")
-    fake = np.asarray(_load(Path(samples_dir) / "samples.npy", "generated"), np.float32)
+    fake = np.asarray(fake_arr, np.float32)
     if not train.shape[1:] == holdout.shape[1:] == fake.shape[1:]:
         raise DataError(
             f"expected training, held-out and generated tiles of one (C, H, W), got {tuple(train.shape[1:])}, "

@@ -321,6 +321,7 @@ class Trainer:
                 old = self.g_old(self._z())
             fake = torch.where(self.swap_flag, old.to(fake.dtype), fake)  # ganhacks #8: D vs an older G
         old = self.replay.draw(self.n_replay, fake.dtype) if self.replay is not None else None
+        clean_fake = fake  # the buffer keeps fakes as G made them; instance noise is drawn afresh on replay
         if h.instance_noise.enabled:
             real = H.add_instance_noise(real, noise_std)
             fake = H.add_instance_noise(fake, noise_std)
@@ -362,7 +363,7 @@ class Trainer:
         gnorm = H.grad_norm(list(self.d.parameters()))
         self.opt_d.step()
         if self.replay is not None:
-            self.replay.push(fake, self.n_replay)
+            self.replay.push(clean_fake, self.n_replay)
         return {
             "loss_d": loss.detach(), "loss_d_adv": adv.detach(), "loss_d_l2": l2.detach(),
             "d_real": torch.sigmoid(real_logits.detach().float()).mean(),
