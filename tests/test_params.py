@@ -105,3 +105,19 @@ def test_params_hash_is_stable_and_sensitive():
     b = from_mapping(Section, dict(GOOD), "sec")
     c = from_mapping(Section, {**GOOD, "size": 65}, "sec")
     assert params_hash(a) == params_hash(b) != params_hash(c)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_float_names_the_key(tmp_path, bad):
+    """NaN and +-inf are refused for every float field, naming the key."""
+    with pytest.raises(ParamsError, match=r"sec\.opt\.lr: expected a finite number, got float"):
+        load_section("sec", Section, _write(tmp_path, {**GOOD, "opt": {"lr": bad, "betas": [0.5, 0.9]}}))
+
+
+def test_check_helper_wording():
+    """check() raises InvalidParam naming the field with 'expected ..., got ...'."""
+    from satgan.params import check
+
+    check("size", True, ">= 1", 0)
+    with pytest.raises(InvalidParam, match=r"^size: expected >= 1, got 0$"):
+        check("size", False, ">= 1", 0)

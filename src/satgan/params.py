@@ -7,8 +7,10 @@ file and the dotted key:
 - a missing key (defaults live in params.yaml, never in code),
 - an unknown key (usually a typo that would otherwise be silently ignored),
 - a value of the wrong type, or outside a ``Literal`` set of choices,
-- a value rejected by the dataclass's own ``__post_init__`` check (raise
-  :class:`InvalidParam` there, naming the field).
+- a float that is NaN or infinite (no setting here means "unbounded"),
+- a value rejected by the dataclass's own ``__post_init__`` check: call :func:`check`
+  there, once per field, so every message names its own key with one wording
+  ("expected ..., got ...").
 
 Supported field types: ``bool``, ``int``, ``float`` (ints are accepted), ``str``,
 ``Literal[...]``, ``X | None``, ``tuple[X, ...]``, ``tuple[X, Y]``, ``dict[str, X]``
@@ -20,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from pathlib import Path
@@ -41,6 +44,17 @@ class InvalidParam(ValueError):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+
+
+def check(field: str, ok: bool, expected: str, got: Any) -> None:
+    """The one range check for ``__post_init__``: unless ``ok``, raise ``InvalidParam(field, "expected ..., got ...")``.
+
+    ``field`` is the key being checked (relative to its dataclass); ``got`` is its value.
+    A check that relates two keys names the one it constrains, e.g.
+    ``check("length", self.length < self.every, f"< every ({self.every})", self.length)``.
+    """
+    if not ok:
+        raise InvalidParam(field, f"expected {expected}, got {got!r}")
 
 
 def read_params_file(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
@@ -135,6 +149,8 @@ def _convert(tp: Any, value: Any, key: str, file: str | Path) -> Any:
         fail("an integer")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                fail("a finite number")
             return float(value)
         fail("a number")
     if tp is str:

@@ -1,0 +1,44 @@
+"""File names inside each stage's output folder, defined once.
+
+The folders themselves are the ``paths`` section of params.yaml (templated into dvc.yaml);
+these are the names a stage writes there and a later stage reads. A module that writes or
+reads one of these files imports the name from here instead of spelling the literal.
+"""
+
+# download -> data/raw
+MANIFEST = "manifest.csv"
+TILES_DIR = "tiles"
+JOURNAL = ".journal.jsonl"
+
+# validate -> data/validated
+ACCEPTED = "accepted.csv"
+REJECTED = "rejected.csv"
+VALIDATE_REPORT = "report.json"
+REJECTED_SHEET = "rejected.png"
+
+# prepare -> data/prepared (each .npy has a .json sidecar beside it)
+TRAIN_TILES = "tiles.npy"
+HOLDOUT_TILES = "holdout.npy"
+PREVIEW = "preview.png"
+
+# train -> data/model, data/checkpoints
+MODEL_CARD = "model.json"
+GENERATOR = "generator.safetensors"
+GENERATOR_EMA = "generator_ema.safetensors"
+DISCRIMINATOR = "discriminator.safetensors"
+CHECKPOINT = "checkpoint.pt"
+
+# generate -> data/samples
+SAMPLES = "samples.npy"
+SAMPLES_PNG_DIR = "png"
+SAMPLE_GRID = "grid.png"
+INTERPOLATION = "interpolation.png"
+
+# evaluate -> data/eval
+METRICS = "metrics.json"
+FID_KID = "fid_kid.json"
+EVAL_MODEL_CARD = "model_card.json"
+QUIZ = "quiz.html"
+TURING_KEY = "turing_key.json"
+TURING_GRID = "turing_grid.png"
+CLOSEST_PAIRS = "closest_pairs.png"
