@@ -8,12 +8,15 @@ import pytest
 import torch
 from torch import nn
 
+from satgan.errors import ModelFileError
 from satgan.model import (
+    MAX_WIDTH,
     MinibatchStdDev,
     ModelConfig,
     build_discriminator,
     build_generator,
     discriminator_features,
+    sample_latent,
 )
 
 SIZES_CHANNELS = list(itertools.product((32, 64, 128), (1, 3)))
@@ -138,6 +141,49 @@ def test_config_rejects_bad_size():
 
 
 def test_config_round_trips_through_dict():
-    """ModelConfig.from_dict(to_dict()) is the identity."""
-    cfg = ModelConfig(image_size=128, channels=1, nz=7, ngf=3, ndf=5, upsample="resize_conv")
+    """ModelConfig.from_dict(to_dict()) is the identity, latent distribution included."""
+    cfg = ModelConfig(image_size=128, channels=1, nz=7, ngf=3, ndf=5, upsample="resize_conv", latent="uniform")
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize(("patch", "fragment"), [
+    ({"nz": "abc"}, "m.json: architecture.nz: expected an integer, got str 'abc'"),
+    ({"ngf": 10_000_000}, f"m.json: architecture.ngf: expected 1 <= ngf <= {MAX_WIDTH}, got 10000000"),
+    ({"latent": "cauchy"}, "m.json: architecture.latent: expected one of 'gaussian', 'uniform'"),
+    ({"g_dropout": float("nan")}, "m.json: architecture.g_dropout: expected a finite number"),
+    ({"depth": 3}, "m.json: architecture.depth: unknown key"),
+])
+def test_from_dict_validates_like_params(patch, fragment):
+    """A foreign architecture is refused in one ModelFileError line naming the file and the key."""
+    with pytest.raises(ModelFileError) as info:
+        ModelConfig.from_dict({**ModelConfig().to_dict(), **patch}, source="m.json")
+    assert fragment in str(info.value) and "\n" not in str(info.value)
+
+
+def test_from_dict_refuses_a_card_without_the_latent():
+    """An architecture written before `latent` existed is refused: its latent distribution is unknown."""
+    old = ModelConfig().to_dict()
+    del old["latent"]
+    with pytest.raises(ModelFileError, match="architecture.latent: missing key"):
+        ModelConfig.from_dict(old)
+
+
+def test_gaussian_latent_is_standard_normal():
+    """latent='gaussian' draws N(0, 1): mean ~0, std ~1, values beyond +-1."""
+    z = sample_latent(ModelConfig(nz=8), 4000, torch.Generator().manual_seed(0))
+    assert z.shape == (4000, 8, 1, 1) and abs(z.mean()) < 0.05 and abs(z.std() - 1) < 0.05 and z.abs().max() > 2
+
+
+def test_uniform_latent_is_bounded():
+    """latent='uniform' draws U(-1, 1)."""
+    z = sample_latent(ModelConfig(nz=8, latent="uniform"), 4000, torch.Generator().manual_seed(0))
+    assert z.min() >= -1 and z.max() <= 1 and abs(z.std() - 1 / 3**0.5) < 0.02
+
+
+def test_sample_latent_is_seeded_by_its_generator():
+    """Same generator seed, same latents; without a generator it draws from torch's default one."""
+    cfg = ModelConfig(nz=4)
+    a = sample_latent(cfg, 3, torch.Generator().manual_seed(5))
+    assert torch.equal(a, sample_latent(cfg, 3, torch.Generator().manual_seed(5)))
+    torch.manual_seed(5)
+    assert torch.equal(sample_latent(cfg, 3), a)

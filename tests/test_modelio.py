@@ -83,3 +83,91 @@ def test_corrupt_safetensors_is_a_model_file_error(tmp_path):
     (tmp_path / "generator.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(ModelFileError, match="safetensors"):
         load_generator(tmp_path)
+
+
+def _card(tmp_path) -> dict:
+    return json.loads((tmp_path / "model.json").read_text())
+
+
+def _write_card(tmp_path, card: dict) -> None:
+    (tmp_path / "model.json").write_text(json.dumps(card))
+
+
+@pytest.mark.parametrize(("edit", "fragment"), [
+    (lambda c: c["architecture"].update(nz="abc"), "model.json: architecture.nz: expected an integer, got str 'abc'"),
+    (lambda c: c.update(nz="abc"), "model.json: nz: expected an integer, got str 'abc'"),
+    (lambda c: c.update(nz=9), "model.json: nz: expected architecture.nz (8), got 9"),
+    (lambda c: c["architecture"].update(ngf=10_000_000), "model.json: architecture.ngf: expected 1 <= ngf <= 256"),
+    (lambda c: c.pop("step"), "model.json: step: missing key"),
+    (lambda c: c["architecture"].pop("ndf"), "model.json: architecture.ndf: missing key"),
+    (lambda c: c.update(ema="yes"), "model.json: ema: expected true or false"),
+    (lambda c: c.update(step=-3), "model.json: step: expected >= 0, got -3"),
+    (lambda c: c.update(format="satgan-dcgan/1"), "older satgan that did not record the latent distribution"),
+])
+def test_foreign_card_is_one_clear_error(tmp_path, edit, fragment):
+    """A malformed, out-of-bounds or old model.json gives one ModelFileError line naming the file and field."""
+    _save(tmp_path)
+    card = _card(tmp_path)
+    edit(card)
+    _write_card(tmp_path, card)
+    with pytest.raises(ModelFileError) as info:
+        load_generator(tmp_path)
+    assert fragment in str(info.value) and str(tmp_path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_card_that_is_not_json_is_a_model_file_error(tmp_path):
+    """model.json holding garbage is reported as not valid JSON."""
+    _save(tmp_path)
+    (tmp_path / "model.json").write_bytes(b"\xff{nope")
+    with pytest.raises(ModelFileError, match="not valid JSON"):
+        load_generator(tmp_path)
+
+
+def test_architecture_disagreeing_with_the_weights_is_refused_before_building(tmp_path, monkeypatch):
+    """nz in the card differing from the weights: refused from the safetensors header, no network built."""
+    _save(tmp_path)
+    card = _card(tmp_path)
+    card["architecture"]["nz"] = card["nz"] = 200
+    _write_card(tmp_path, card)
+    import satgan.modelio
+
+    def meta_only(cfg):
+        net = build_generator(cfg)
+        if not next(net.parameters()).is_meta:
+            pytest.fail("allocated a generator for a card that disagrees with its weights")
+        return net
+
+    monkeypatch.setattr(satgan.modelio, "build_generator", meta_only)
+    with pytest.raises(ModelFileError, match=r"tensor '0.weight' has shape \[8, 16, 4, 4\] but the architecture .* needs \[200, 16, 4, 4\]"):
+        load_generator(tmp_path)
+
+
+def test_missing_tensor_is_named(tmp_path):
+    """A weights file lacking a tensor the architecture needs names that tensor."""
+    g, _, _ = _save(tmp_path, ema=False)
+    state = {k: v for k, v in g.state_dict().items() if k != "1.running_mean"}
+    from safetensors.torch import save_file
+
+    save_file(state, str(tmp_path / "generator.safetensors"))
+    with pytest.raises(ModelFileError, match="missing tensor '1.running_mean'"):
+        load_generator(tmp_path)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_weights_are_refused(tmp_path, bad):
+    """A generator holding NaN or infinity is refused with the file and tensor named."""
+    g, _, _ = _save(tmp_path, ema=False)
+    with torch.no_grad():
+        g[0].weight[0, 0, 0, 0] = bad
+    save_model(tmp_path, g, build_discriminator(CFG), CFG, params_hash="p", data_hash="h", step=7)
+    with pytest.raises(ModelFileError, match=r"generator.safetensors: tensor '0.weight' holds NaN or infinite values"):
+        load_generator(tmp_path)
+
+
+def test_card_records_the_latent_distribution(tmp_path):
+    """model.json's architecture says which latent distribution G was trained on."""
+    cfg = ModelConfig(image_size=32, channels=3, nz=8, ngf=4, ndf=4, latent="uniform")
+    save_model(tmp_path, build_generator(cfg), build_discriminator(cfg), cfg, params_hash="p", data_hash="h", step=1)
+    assert _card(tmp_path)["architecture"]["latent"] == "uniform" and _card(tmp_path)["format"] == "satgan-dcgan/2"
+    _, card = load_generator(tmp_path)
+    assert ModelConfig.from_dict(card["architecture"]).latent == "uniform"

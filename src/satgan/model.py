@@ -9,8 +9,9 @@ Architecture guidelines from the paper, all kept here:
 G and D are symmetric: ``log2(image_size) - 2`` resolution-doubling blocks in G and as
 many resolution-halving blocks in D, so 32, 64 and 128 pixel tiles differ only in depth.
 Each network is a single ``nn.Sequential`` built from a :class:`ModelConfig`; nothing is
-read from module globals, so ``build_generator(ModelConfig(**model_json["architecture"]))``
-rebuilds the exact network that was trained.
+read from module globals, so ``build_generator(ModelConfig.from_dict(model_json["architecture"]))``
+rebuilds the exact network that was trained, and :func:`sample_latent` feeds it latents from
+the distribution it was trained on.
 """
 
 from __future__ import annotations
@@ -18,18 +19,31 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
+from satgan.errors import ModelFileError, ParamsError
+from satgan.params import check, from_mapping
+
 IMAGE_SIZES = (32, 64, 128)
 CHANNELS = (1, 3)
+LATENTS = ("gaussian", "uniform")
+# Bounds that keep a foreign model.json (or params) from asking for a net that cannot be built:
+# ngf = 256 at 128x128 is already a ~1 GB generator.
+MAX_NZ = 1024
+MAX_WIDTH = 256
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Everything that changes the shape or layer list of G or D (saved as model.json's ``architecture``)."""
+    """Everything needed to rebuild G and D and to drive G (saved as model.json's ``architecture``).
+
+    ``latent`` is the distribution G was trained on (``gaussian``: N(0, 1); ``uniform``:
+    U(-1, 1)); :func:`sample_latent` draws from it, so sampling always matches training.
+    """
 
     image_size: int = 64
     channels: int = 3
@@ -42,17 +56,21 @@ class ModelConfig:
     upsample: Literal["deconv", "deconv_conv", "resize_conv"] = "deconv"
     minibatch_stddev: bool = False
     init: Literal["normal", "xavier"] = "normal"
+    latent: Literal["gaussian", "uniform"] = "gaussian"
 
     def __post_init__(self) -> None:
-        if self.image_size not in IMAGE_SIZES:
-            raise ValueError(f"image_size must be one of {IMAGE_SIZES}, got {self.image_size}")
-        if self.channels not in CHANNELS:
-            raise ValueError(f"channels must be one of {CHANNELS}, got {self.channels}")
-        for name in ("nz", "ngf", "ndf"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not 0.0 <= self.g_dropout < 1.0:
-            raise ValueError(f"g_dropout must be in [0, 1), got {self.g_dropout}")
+        check("image_size", self.image_size in IMAGE_SIZES, f"one of {IMAGE_SIZES}", self.image_size)
+        check("channels", self.channels in CHANNELS, f"one of {CHANNELS}", self.channels)
+        check("nz", 1 <= self.nz <= MAX_NZ, f"1 <= nz <= {MAX_NZ}", self.nz)
+        check("ngf", 1 <= self.ngf <= MAX_WIDTH, f"1 <= ngf <= {MAX_WIDTH}", self.ngf)
+        check("ndf", 1 <= self.ndf <= MAX_WIDTH, f"1 <= ndf <= {MAX_WIDTH}", self.ndf)
+        check("g_activation", self.g_activation in ("relu", "leaky_relu"), "'relu' or 'leaky_relu'", self.g_activation)
+        check("norm", self.norm in ("batch", "instance"), "'batch' or 'instance'", self.norm)
+        check("g_dropout", 0.0 <= self.g_dropout < 1.0, "0 <= g_dropout < 1", self.g_dropout)
+        check("upsample", self.upsample in ("deconv", "deconv_conv", "resize_conv"),
+              "'deconv', 'deconv_conv' or 'resize_conv'", self.upsample)
+        check("init", self.init in ("normal", "xavier"), "'normal' or 'xavier'", self.init)
+        check("latent", self.latent in LATENTS, "'gaussian' or 'uniform'", self.latent)
 
     @property
     def n_blocks(self) -> int:
@@ -64,13 +82,34 @@ class ModelConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error (a newer/other model file)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"unknown architecture keys {unknown}")
-        return cls(**data)
+    def from_dict(cls, data: Any, source: str | Path = "model.json") -> ModelConfig:
+        """Inverse of :meth:`to_dict`, validated like params: every key required, none unknown, types and bounds checked.
+
+        Raises :class:`ModelFileError` naming ``source`` and the key (``architecture.nz: expected
+        an integer, got str 'abc'``). A card from before the ``latent`` key existed is refused
+        (``architecture.latent: missing key``): its latent distribution is unknown, retrain it.
+        """
+        try:
+            return from_mapping(cls, data, key="architecture", file=source)
+        except ParamsError as exc:
+            raise ModelFileError(str(exc)) from None
+
+
+def sample_latent(cfg: ModelConfig, n: int, generator: torch.Generator | None = None,
+                  device: torch.device | str | None = None) -> torch.Tensor:
+    """``n`` latents (n, nz, 1, 1) float32 from the distribution G was trained on (``cfg.latent``).
+
+    ``gaussian``: N(0, 1), a spherical z (ganhacks #3); ``uniform``: U(-1, 1) as in the DCGAN
+    paper. The one latent sampler: training, generate and ``satgan.sample`` all call it, so
+    a model is never driven with latents from outside its training range. ``generator``
+    None uses torch's default generator (seeded and checkpointed by training); ``device``
+    defaults to the generator's device (CPU without one).
+    """
+    if device is None:
+        device = generator.device if generator is not None else "cpu"
+    if cfg.latent == "gaussian":
+        return torch.randn(n, cfg.nz, 1, 1, generator=generator, device=device)
+    return torch.rand(n, cfg.nz, 1, 1, generator=generator, device=device).mul_(2).sub_(1)
 
 
 def _norm(cfg: ModelConfig, channels: int) -> nn.Module:

@@ -5,35 +5,72 @@
 - ``generator.safetensors``      G's raw (trained) state dict,
 - ``generator_ema.safetensors``  the EMA of G's weights, only when EMA is on (use it for sampling),
 - ``discriminator.safetensors``  D's state dict,
-- ``model.json``                 ``architecture`` (a :class:`~satgan.model.ModelConfig` dict), ``nz``,
-  ``ema`` (bool), ``params_hash``, ``data_hash``, ``step``, ``git_rev`` (or null), plus any extras.
+- ``model.json``                 ``format``, ``architecture`` (a :class:`~satgan.model.ModelConfig` dict,
+  including the ``latent`` distribution G was trained on), ``nz``, ``ema`` (bool), ``files``,
+  ``params_hash``, ``data_hash``, ``step``, ``git_rev`` (or null), plus any extras.
 
 ``load_generator(model_dir)`` rebuilds G from the card and loads the EMA weights when present.
-A ``.pt``/``.pth``/``.pkl``/``.ckpt`` path is refused with :class:`ModelFileError`, without
-opening it: unpickling a file runs arbitrary code.
+Everything read is treated as foreign input, and every problem is one :class:`ModelFileError`
+line naming the file and the field, never a traceback:
+
+- a ``.pt``/``.pth``/``.pkl``/``.ckpt`` path is refused without opening it (unpickling runs code);
+- the card is validated like params (every key present, no unknown architecture key, types,
+  bounds such as ``ngf <= 256``, ``nz`` equal to ``architecture.nz``); a card written before
+  the latent distribution was recorded (format ``satgan-dcgan/1``) is refused: retrain it;
+- each weights file's tensor names and shapes are compared with the architecture from the
+  safetensors header *before* anything is allocated, so a lying card cannot trigger a huge
+  allocation;
+- weights holding NaN or infinity are refused (sampling them gives garbage).
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from satgan.errors import ModelFileError
+from satgan import names
+from satgan.errors import ModelFileError, ParamsError
 from satgan.fsutil import atomic_path, write_json_atomic
 from satgan.model import ModelConfig, build_discriminator, build_generator
+from satgan.params import check, from_mapping
 
-GENERATOR_FILE = "generator.safetensors"
-GENERATOR_EMA_FILE = "generator_ema.safetensors"
-DISCRIMINATOR_FILE = "discriminator.safetensors"
-CARD_FILE = "model.json"
+GENERATOR_FILE = names.GENERATOR
+GENERATOR_EMA_FILE = names.GENERATOR_EMA
+DISCRIMINATOR_FILE = names.DISCRIMINATOR
+CARD_FILE = names.MODEL_CARD
+CARD_FORMAT = "satgan-dcgan/2"  # /2: architecture.latent records G's latent distribution
+OLD_CARD_FORMATS = ("satgan-dcgan/1",)
+MAX_CARD_BYTES = 1 << 20
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
+
+
+@dataclass(frozen=True)
+class CardFields:
+    """The keys every model.json has (extras such as ``resumed`` or ``world_size`` pass through unchecked)."""
+
+    format: str
+    architecture: ModelConfig
+    nz: int
+    ema: bool
+    files: dict[str, str | None]
+    params_hash: str
+    data_hash: str
+    step: int
+    git_rev: str | None
+
+    def __post_init__(self) -> None:
+        check("format", self.format == CARD_FORMAT, repr(CARD_FORMAT), self.format)
+        check("nz", self.nz == self.architecture.nz, f"architecture.nz ({self.architecture.nz})", self.nz)
+        check("step", self.step >= 0, ">= 0", self.step)
 
 
 def git_revision(cwd: str | Path | None = None) -> str | None:
@@ -100,7 +137,7 @@ def save_model(
         (out / GENERATOR_EMA_FILE).unlink(missing_ok=True)  # never leave a stale EMA next to new weights
     save_weights(out / DISCRIMINATOR_FILE, discriminator)
     card: dict[str, Any] = {
-        "format": "satgan-dcgan/1",
+        "format": CARD_FORMAT,
         "architecture": config.to_dict(),
         "nz": config.nz,
         "ema": generator_ema is not None,
@@ -120,7 +157,7 @@ def save_model(
 
 
 def read_card(model_dir: str | Path) -> tuple[dict[str, Any], ModelConfig]:
-    """Read model.json; returns ``(card, ModelConfig)``. Refuses pickle paths."""
+    """Read and validate model.json; returns ``(card, ModelConfig)``. Refuses pickle paths."""
     model_dir = Path(model_dir)
     _refuse_pickle(model_dir)
     if model_dir.is_file():
@@ -130,14 +167,25 @@ def read_card(model_dir: str | Path) -> tuple[dict[str, Any], ModelConfig]:
         pickles = sorted(p.name for p in model_dir.glob("*") if p.suffix in PICKLE_SUFFIXES) if model_dir.is_dir() else []
         hint = f" (found {pickles}: pickle files are refused, use satgan's safetensors format)" if pickles else ""
         raise ModelFileError(f"{card_path}: model card not found{hint}")
+    if card_path.stat().st_size > MAX_CARD_BYTES:
+        raise ModelFileError(f"{card_path}: {card_path.stat().st_size} bytes is too large for a model card (at most {MAX_CARD_BYTES})")
     try:
         card = json.loads(card_path.read_text(encoding="utf-8"))
-        config = ModelConfig.from_dict(card["architecture"])
-        if not isinstance(card["ema"], bool):
-            raise ValueError("'ema' must be true or false")
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise ModelFileError(f"{card_path}: not a valid satgan model card: {exc}") from None
-    return card, config
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelFileError(f"{card_path}: not valid JSON: {exc}") from None
+    if isinstance(card, dict) and "format" in card and card["format"] in OLD_CARD_FORMATS:
+        raise ModelFileError(
+            f"{card_path}: format {card['format']!r} was written by an older satgan that did not record the latent "
+            "distribution G was trained on; retrain the model (`dvc repro train`) to sample it"
+        )
+    fields = CardFields.__dataclass_fields__
+    subset = {k: v for k, v in card.items() if k in fields} if isinstance(card, dict) else card
+    try:
+        checked = from_mapping(CardFields, subset, key="card", file=card_path)
+    except ParamsError as exc:
+        # from_mapping names keys under a section; a card has none, so drop the placeholder
+        raise ModelFileError(str(exc).replace(f"{card_path}: card.", f"{card_path}: ", 1)) from None
+    return card, checked.architecture
 
 
 def load_generator(model_dir: str | Path, use_ema: bool = True, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
@@ -148,6 +196,7 @@ def load_generator(model_dir: str | Path, use_ema: bool = True, device: str | to
     model_dir = Path(model_dir)
     card, config = read_card(model_dir)
     name = GENERATOR_EMA_FILE if use_ema and card["ema"] else GENERATOR_FILE
+    _check_shapes(build_generator, config, model_dir / name)
     g = build_generator(config)
     _load_into(g, model_dir / name)
     card = {**card, "loaded_weights": name}
@@ -158,6 +207,7 @@ def load_discriminator(model_dir: str | Path, device: str | torch.device = "cpu"
     """Rebuild D from ``model_dir`` in eval mode; returns ``(discriminator, card)``."""
     model_dir = Path(model_dir)
     card, config = read_card(model_dir)
+    _check_shapes(build_discriminator, config, model_dir / DISCRIMINATOR_FILE)
     d = build_discriminator(config)
     _load_into(d, model_dir / DISCRIMINATOR_FILE)
     return d.to(device).eval(), card
@@ -165,10 +215,43 @@ def load_discriminator(model_dir: str | Path, device: str | torch.device = "cpu"
 
 def _load_into(module: nn.Module, path: Path) -> None:
     state = load_weights(path)
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ModelFileError(f"{path}: tensor {name!r} holds NaN or infinite values (did training diverge?); refusing to use it")
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise ModelFileError(f"{path}: weights do not match the architecture in {CARD_FILE}: {exc}") from None
+        msg = " ".join(str(exc).split())
+        raise ModelFileError(f"{path}: weights do not match the architecture in {CARD_FILE}: {msg}") from None
+
+
+def _check_shapes(build: Callable[[ModelConfig], nn.Module], config: ModelConfig, path: Path) -> None:
+    """Compare ``path``'s tensor names and shapes (safetensors header only) with ``build(config)`` on the meta device.
+
+    Nothing is allocated: a card whose architecture disagrees with its weights (or asks for a
+    far larger net than the file holds) is refused before any network is built.
+    """
+    _refuse_pickle(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: model file not found")
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in build(config).state_dict().items()}
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            found = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelFileError(f"{path}: not a readable safetensors file: {exc}") from None
+    missing = sorted(set(expected) - set(found))
+    extra = sorted(set(found) - set(expected))
+    if missing or extra:
+        what = f"missing tensor {missing[0]!r}" if missing else f"unexpected tensor {extra[0]!r}"
+        raise ModelFileError(f"{path}: {what} for the architecture in {CARD_FILE}")
+    for k, shape in expected.items():
+        if found[k] != shape:
+            raise ModelFileError(
+                f"{path}: tensor {k!r} has shape {list(found[k])} but the architecture in {CARD_FILE} "
+                f"(nz={config.nz}, ngf={config.ngf}, ndf={config.ndf}, image_size={config.image_size}) needs {list(shape)}"
+            )
 
 
 def _refuse_pickle(path: Path) -> None:
