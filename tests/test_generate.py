@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from satgan.arrays import open_prepared
-from satgan.generate import GenerateParams, generate, run_generator, sample_latents, slerp
-from satgan.model import ModelConfig, build_discriminator, build_generator
+from satgan.generate import GenerateParams, generate, interpolation_latents, run_generator, slerp
+from satgan.model import ModelConfig, build_discriminator, build_generator, sample_latent
 from satgan.modelio import save_model
 from satgan.errors import ParamsError
 from satgan.params import from_mapping
@@ -71,7 +71,7 @@ def test_slerp_keeps_the_norm_of_equal_norm_endpoints(spec, t):
 def test_batch_size_does_not_change_the_images():
     """In eval mode a sample depends on its latent only: batch size 1 and 7 give the same tiles."""
     g = _generator(0)
-    z = sample_latents(7, CFG.nz, seed=2)
+    z = sample_latent(CFG, 7, torch.Generator().manual_seed(2))
     assert np.allclose(run_generator(g, z, 1), run_generator(g, z, 7), atol=1e-5)
 
 
@@ -104,3 +104,49 @@ def test_params_reject_grid_larger_than_samples():
     bad = {**PARAMS.__dict__, "grid_tiles": 11}
     with pytest.raises(ParamsError, match="generate.grid_tiles"):
         from_mapping(GenerateParams, bad, key="generate")
+
+
+def test_uniform_interpolation_stays_inside_the_cube():
+    """For a uniform-latent model the interpolation is a straight line, so every latent stays in [-1, 1]."""
+    z = interpolation_latents(dataclasses.replace(CFG, latent="uniform"), rows=4, steps=7, seed=3)
+    assert z.shape == (28, CFG.nz, 1, 1) and z.min() >= -1 and z.max() <= 1
+
+
+def test_gaussian_interpolation_ends_at_two_drawn_latents():
+    """Each Gaussian interpolation row runs by slerp between two latents drawn from the seed."""
+    z = interpolation_latents(CFG, rows=2, steps=5, seed=3).reshape(2, 5, CFG.nz)
+    ends = sample_latent(CFG, 4, torch.Generator().manual_seed(3)).reshape(2, 2, CFG.nz)
+    assert torch.allclose(z[:, 0], ends[:, 0]) and torch.allclose(z[:, -1], ends[:, 1])
+
+
+def test_nan_generator_is_refused(model_dir, tmp_path):
+    """generate on a generator holding NaN raises one ModelFileError naming the file and writes no samples."""
+    from safetensors.torch import load_file, save_file
+
+    from satgan.errors import ModelFileError
+
+    state = load_file(model_dir / "generator_ema.safetensors")
+    state["0.weight"].fill_(float("inf"))
+    save_file(state, str(model_dir / "generator_ema.safetensors"))
+    with pytest.raises(ModelFileError, match="generator_ema.safetensors: tensor '0.weight' holds NaN or infinite"):
+        generate(model_dir, tmp_path / "out", PARAMS)
+    assert not (tmp_path / "out" / "samples.npy").exists()
+
+
+GENERATE_NUMERIC = ["seed", "n_samples", "batch_size", "grid_tiles", "grid_nrow", "interp_rows", "interp_steps"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(key=st.sampled_from(GENERATE_NUMERIC),
+       value=st.one_of(st.integers(-(10**30), 10**30), st.floats(allow_nan=True, allow_infinity=True),
+                       st.sampled_from([None, True, "3", []])))
+def test_any_value_of_any_generate_key_loads_or_names_that_key(key, value):
+    """Huge, negative, non-finite or mistyped values: accepted, or refused in one line naming that key."""
+    doc = {**PARAMS.__dict__, key: value}
+    try:
+        from_mapping(GenerateParams, doc, key="generate", file="params.yaml")
+    except ParamsError as exc:
+        msg = str(exc)
+        named = msg.removeprefix("params.yaml: generate.").split(":")[0]
+        # grid_tiles is checked against n_samples: a small n_samples is reported under grid_tiles, with its value
+        assert "\n" not in msg and (named == key or (key == "n_samples" and named == "grid_tiles" and f"({value})" in msg)), msg

@@ -73,3 +73,31 @@ def test_pickle_model_is_refused_without_unpickling(tmp_path):
     assert not marker.exists()
     with pytest.raises(ModelFileError):
         sample(evil, n=1, seed=0)
+
+
+def test_uniform_latent_model_is_sampled_from_u_minus1_1(tmp_path, monkeypatch):
+    """A model card saying latent=uniform makes sample() draw U(-1, 1) latents, not N(0, 1)."""
+    import satgan.sample as sample_module
+    from satgan.model import sample_latent
+
+    cfg = ModelConfig(image_size=32, channels=3, nz=8, ngf=4, ndf=4, latent="uniform")
+    save_model(tmp_path / "m", build_generator(cfg), build_discriminator(cfg), cfg, params_hash="p", data_hash="d", step=1)
+    drawn = []
+    monkeypatch.setattr(sample_module, "sample_latent", lambda *a, **k: drawn.append(sample_latent(*a, **k)) or drawn[-1])
+    sample(tmp_path / "m", n=200, seed=0)
+    assert drawn[0].min() >= -1 and drawn[0].max() <= 1 and abs(drawn[0].std().item() - 3**-0.5) < 0.05
+
+
+def test_nan_weights_are_refused_in_one_line(model_dir, tmp_path):
+    """`python -m satgan.sample` on a generator holding NaN exits 2 with one line naming the file, writing no grid."""
+    from safetensors.torch import load_file, save_file
+
+    for name in ("generator.safetensors", "generator_ema.safetensors"):
+        state = load_file(model_dir / name)
+        state["0.weight"][0, 0, 0, 0] = float("nan")
+        save_file(state, str(model_dir / name))
+    out = tmp_path / "g.png"
+    proc = subprocess.run([sys.executable, "-m", "satgan.sample", "--model", str(model_dir), "--out", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert "holds NaN or infinite values" in proc.stderr and not out.exists()

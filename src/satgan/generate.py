@@ -8,12 +8,15 @@ Reads ``model.json`` + ``generator[_ema].safetensors`` (never a pickle) through
   with a sidecar in the :mod:`satgan.arrays` contract, so evaluate reads them
   memory-mapped instead of re-decoding PNGs (and without PNG's 8-bit rounding),
 - ``grid.png``: the first ``grid_tiles`` samples,
-- ``interpolation.png``: one row per pair of Gaussian latents, spherically interpolated.
+- ``interpolation.png``: one row per pair of latents: spherically interpolated for a Gaussian
+  latent, a straight line for a uniform one (the cube of U(-1, 1) latents is convex, a slerp
+  arc would leave it).
 
-Determinism: all latents are drawn at once from ``seed`` and the generator runs in eval
-mode, so BatchNorm uses its running statistics (a per-tile affine map) instead of the
-statistics of the current batch; sample i therefore depends on its latent alone and
-``batch_size`` changes speed and memory only, never the images.
+Latents come from the distribution the model was trained on, recorded in model.json
+(:func:`satgan.model.sample_latent`). Determinism: all latents are drawn at once from ``seed``
+and the generator runs in eval mode, so BatchNorm uses its running statistics (a per-tile
+affine map) instead of the statistics of the current batch; sample i therefore depends on its
+latent alone and ``batch_size`` changes speed and memory only, never the images.
 """
 
 from __future__ import annotations
@@ -27,10 +30,16 @@ import torch
 from PIL import Image
 from torch import nn
 
+from satgan import names
 from satgan.fsutil import atomic_path, write_json_atomic
 from satgan.imageops import denormalize, save_grid
+from satgan.model import ModelConfig, sample_latent
 from satgan.modelio import load_generator
-from satgan.params import InvalidParam
+from satgan.params import check
+
+MAX_SAMPLES = 100_000  # samples.npy at 128x128x3 float32 is ~20 GB there
+MAX_BATCH = 65536
+MAX_GRID = 1024  # tiles per row or column of a grid, rows or steps of the interpolation strip
 
 
 @dataclass(frozen=True)
@@ -47,13 +56,15 @@ class GenerateParams:
     interp_steps: int
 
     def __post_init__(self) -> None:
-        for name in ("n_samples", "batch_size", "grid_tiles", "grid_nrow", "interp_rows"):
-            if getattr(self, name) < 1:
-                raise InvalidParam(name, f"expected an integer >= 1, got {getattr(self, name)}")
-        if self.interp_steps < 2:
-            raise InvalidParam("interp_steps", f"expected >= 2 (the two endpoints), got {self.interp_steps}")
-        if self.grid_tiles > self.n_samples:
-            raise InvalidParam("grid_tiles", f"expected at most n_samples ({self.n_samples}), got {self.grid_tiles}")
+        check("seed", self.seed >= 0, ">= 0", self.seed)
+        check("n_samples", 1 <= self.n_samples <= MAX_SAMPLES, f"1 <= n_samples <= {MAX_SAMPLES}", self.n_samples)
+        check("batch_size", 1 <= self.batch_size <= MAX_BATCH, f"1 <= batch_size <= {MAX_BATCH}", self.batch_size)
+        check("grid_tiles", 1 <= self.grid_tiles <= self.n_samples, f"1 <= grid_tiles <= n_samples ({self.n_samples})",
+              self.grid_tiles)
+        check("grid_nrow", 1 <= self.grid_nrow <= MAX_GRID, f"1 <= grid_nrow <= {MAX_GRID}", self.grid_nrow)
+        check("interp_rows", 1 <= self.interp_rows <= MAX_GRID, f"1 <= interp_rows <= {MAX_GRID}", self.interp_rows)
+        check("interp_steps", 2 <= self.interp_steps <= MAX_GRID, f"2 <= interp_steps <= {MAX_GRID} (the two endpoints)",
+              self.interp_steps)
 
 
 def slerp(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -83,18 +94,20 @@ def _seeds(seed: int) -> tuple[int, int]:
     return int(a), int(b)
 
 
-def sample_latents(n: int, nz: int, seed: int) -> torch.Tensor:
-    """``n`` standard-normal latents (n, nz, 1, 1) float32, drawn at once from ``seed``."""
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randn(n, nz, 1, 1, generator=gen)
+def interpolation_latents(cfg: ModelConfig, rows: int, steps: int, seed: int) -> torch.Tensor:
+    """``rows`` paths of ``steps`` latents between seeded endpoints -> (rows*steps, nz, 1, 1).
 
-
-def interpolation_latents(rows: int, steps: int, nz: int, seed: int) -> torch.Tensor:
-    """``rows`` slerp paths of ``steps`` latents between seeded Gaussian endpoints -> (rows*steps, nz, 1, 1)."""
-    gen = torch.Generator().manual_seed(seed)
-    ends = torch.randn(rows, 2, nz, generator=gen)
+    Gaussian latents: slerp (their mass is on a shell); uniform latents: a straight line,
+    which stays inside the [-1, 1] cube G was trained on.
+    """
+    nz = cfg.nz
+    ends = sample_latent(cfg, 2 * rows, torch.Generator().manual_seed(seed)).reshape(rows, 2, nz)
     t = torch.linspace(0.0, 1.0, steps)
-    return torch.cat([slerp(ends[r, 0], ends[r, 1], t) for r in range(rows)]).reshape(-1, nz, 1, 1)
+    if cfg.latent == "gaussian":
+        paths = [slerp(ends[r, 0], ends[r, 1], t) for r in range(rows)]
+    else:
+        paths = [torch.lerp(ends[r, 0], ends[r, 1], t.reshape(-1, 1)) for r in range(rows)]
+    return torch.cat(paths).reshape(-1, nz, 1, 1)
 
 
 @torch.no_grad()
@@ -121,23 +134,25 @@ def save_array(images: np.ndarray, npy_path: Path, extra: dict[str, Any]) -> Non
     write_json_atomic(npy_path.with_suffix(".json"), meta)
 
 
-def generate_from(g: nn.Module, nz: int, params: GenerateParams, out_dir: str | Path, extra: dict[str, Any]) -> dict[str, Any]:
-    """Sample with generator ``g`` ((B, nz, 1, 1) -> (B, C, H, W)) and write every output into ``out_dir``."""
+def generate_from(g: nn.Module, cfg: ModelConfig, params: GenerateParams, out_dir: str | Path,
+                  extra: dict[str, Any]) -> dict[str, Any]:
+    """Sample with generator ``g`` ((B, nz, 1, 1) -> (B, C, H, W)) built from ``cfg`` and write every output into ``out_dir``."""
     out = Path(out_dir)
     sample_seed, interp_seed = _seeds(params.seed)
-    images = run_generator(g, sample_latents(params.n_samples, nz, sample_seed), params.batch_size)
-    png_dir = out / "png"
+    z = sample_latent(cfg, params.n_samples, torch.Generator().manual_seed(sample_seed))
+    images = run_generator(g, z, params.batch_size)
+    png_dir = out / names.SAMPLES_PNG_DIR
     png_dir.mkdir(parents=True, exist_ok=True)
     for old in png_dir.glob("*.png"):  # a previous, larger run must not leave extra samples behind
         old.unlink()
     for i, hwc in enumerate(denormalize(images)):
         with atomic_path(png_dir / f"{i:06d}.png", suffix=".png") as tmp:
             Image.fromarray(hwc[:, :, 0] if hwc.shape[2] == 1 else hwc).save(tmp, format="PNG")
-    info = {"seed": params.seed, "n_samples": params.n_samples, "nz": nz, **extra}
-    save_array(images, out / "samples.npy", info)
-    save_grid(images[: params.grid_tiles], out / "grid.png", nrow=params.grid_nrow)
-    strip = run_generator(g, interpolation_latents(params.interp_rows, params.interp_steps, nz, interp_seed), params.batch_size)
-    save_grid(strip, out / "interpolation.png", nrow=params.interp_steps)
+    info = {"seed": params.seed, "n_samples": params.n_samples, "nz": cfg.nz, "latent": cfg.latent, **extra}
+    save_array(images, out / names.SAMPLES, info)
+    save_grid(images[: params.grid_tiles], out / names.SAMPLE_GRID, nrow=params.grid_nrow)
+    strip = run_generator(g, interpolation_latents(cfg, params.interp_rows, params.interp_steps, interp_seed), params.batch_size)
+    save_grid(strip, out / names.INTERPOLATION, nrow=params.interp_steps)
     return info
 
 
@@ -148,6 +163,7 @@ def generate(model_dir: str | Path, out_dir: str | Path, params: GenerateParams)
         "model": {k: card[k] for k in ("loaded_weights", "step", "params_hash", "data_hash")},
         "architecture": card["architecture"],
     }
-    info = generate_from(g, int(card["nz"]), params, out_dir, extra)
+    cfg = ModelConfig.from_dict(card["architecture"])  # validated by load_generator
+    info = generate_from(g, cfg, params, out_dir, extra)
     print(f"generate: {params.n_samples} samples with {card['loaded_weights']} -> {Path(out_dir)} (grid.png, interpolation.png)")
     return info

@@ -2,7 +2,9 @@
 
 Needs only the model folder (``model.json`` + ``generator.safetensors``, as written by
 the train stage or fetched with ``dvc artifacts get`` / ``dvc get``) and torch. Nothing
-is unpickled: a ``.pt``/``.pth`` file is refused by :func:`satgan.modelio.load_generator`.
+is unpickled: a ``.pt``/``.pth`` file is refused by :func:`satgan.modelio.load_generator`,
+as are a malformed card and non-finite weights. Latents come from the distribution recorded
+in model.json (:func:`satgan.model.sample_latent`).
 
     python -m satgan.sample --model data/model --n 64 --out grid.png --seed 0
 """
@@ -17,6 +19,7 @@ import torch
 from satgan.cli import run_main
 from satgan.errors import SatganError
 from satgan.imageops import save_grid
+from satgan.model import ModelConfig, sample_latent
 from satgan.modelio import load_generator
 
 
@@ -29,8 +32,8 @@ def sample(model: Path, n: int, seed: int, use_ema: bool = True) -> torch.Tensor
     if n < 1:
         raise SatganError(f"--n must be at least 1, got {n}")
     generator, card = load_generator(model, use_ema=use_ema, device="cpu")
-    gen = torch.Generator().manual_seed(seed)
-    z = torch.randn(n, card["nz"], 1, 1, generator=gen)
+    cfg = ModelConfig.from_dict(card["architecture"])  # validated by load_generator
+    z = sample_latent(cfg, n, torch.Generator().manual_seed(seed))
     with torch.inference_mode():
         return generator(z).float().clamp_(-1, 1)
 
