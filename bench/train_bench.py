@@ -5,7 +5,9 @@ BCELoss as in pytorch/examples dcgan/main.py), same images, same batch size, one
 
 - ``example``:   images read as PNG files through a DataLoader with 2 workers, fp32, host->device
                  copy per step, Sigmoid + BCE, ``.item()`` on both losses every step;
-- ``satgan-off``: satgan's Trainer with every hack off (data resident, metrics read every log_every);
+- ``satgan-off``: satgan's Trainer with every hack off except the ones the example does too
+                 (``in_example`` in satgan.train.registry: N(0, 1) latents, separate real/fake batches,
+                 the non-saturating loss); data resident, metrics read every log_every;
 - ``satgan``:    satgan's Trainer with params.yaml's default hacks.
 
 Prints img/s for each and the ratios. On a CPU use a small size so it finishes in minutes:
@@ -30,12 +32,10 @@ from torch.utils.data import DataLoader, Dataset
 from satgan.imageops import denormalize
 from satgan.model import ModelConfig, build_discriminator, build_generator
 from satgan.params import from_mapping
-from satgan.train import Dist, Trainer, model_config, pick_device
-from satgan.trainparams import TrainParams
+from satgan.train import Dist, Trainer, TrainParams, model_config, pick_device
+from satgan.train.registry import HACKS
 
 REPO = Path(__file__).resolve().parents[1]
-OFF = {"gaussian_latent": True, "separate_batches": True, "non_saturating": True, "minibatch_stddev": False,
-       "instance_norm": False, "leaky_relu_g": False, "dihedral_augment": False}
 
 
 class PngFolder(Dataset):
@@ -111,11 +111,12 @@ def params_for(base: dict, hacks_on: bool, args: argparse.Namespace, device: str
     doc = copy.deepcopy(base)
     doc.update(batch_size=args.batch, ngf=args.ngf, ndf=args.ngf, device=device, log_every=args.log_every)
     if not hacks_on:
-        for k, v in doc["hacks"].items():
-            if isinstance(v, dict):
-                v["enabled"] = False
+        # "off" = as pytorch/examples' loop does it: the hacks the example also uses stay on
+        for hack in HACKS:
+            if hack.is_switch:
+                doc["hacks"][hack.name] = hack.in_example
             else:
-                doc["hacks"][k] = OFF[k]
+                doc["hacks"][hack.name]["enabled"] = hack.in_example
     return from_mapping(TrainParams, doc, "train")
 
 

@@ -12,8 +12,7 @@ from pathlib import Path
 
 from satgan.cli import run_main
 from satgan.params import DEFAULT_PARAMS, load_section
-from satgan.train import train
-from satgan.trainparams import TrainParams
+from satgan.train import TrainParams, train
 
 
 def main() -> None:

@@ -1,8 +1,7 @@
-"""Tests for satgan.train: tiny CPU runs, determinism, resume (incl. kill -9), DDP on gloo, learning."""
+"""Tests for satgan.train.loop: tiny CPU runs, determinism, resume (incl. kill -9), DDP on gloo, max_seconds, learning."""
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import signal
@@ -16,65 +15,21 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from PIL import Image
-from safetensors.torch import load_file
 
 from satgan.errors import TrainingError
+from satgan.generate import GenerateParams, generate
+from satgan.modelio import load_generator
 from satgan.params import from_mapping
-from satgan.train import CHECKPOINT_FILE, train
-from satgan.trainparams import TrainParams
+from satgan.train import TrainParams, train
+from satgan.train.checkpoint import CHECKPOINT_FILE, read_checkpoint
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def tiny_params_dict(**top: Any) -> dict[str, Any]:
-    """params.yaml's train section shrunk to tiny nets and a handful of iterations (a fresh dict)."""
-    doc = copy.deepcopy(yaml.safe_load((REPO / "params.yaml").read_text())["train"])
-    doc.update(iterations=6, batch_size=4, nz=8, ngf=4, ndf=4, n_samples=4, log_every=2, sample_every=3,
-               checkpoint_every=2, device="cpu", threads=1)
-    doc["hacks"]["replay"]["size"] = 16
-    doc["hacks"]["instance_noise"]["decay_iters"] = 20
-    doc.update(top)
-    return doc
-
-
-def tiny_params(**top: Any) -> TrainParams:
-    return from_mapping(TrainParams, tiny_params_dict(**top), "train")
-
-
-def write_tiles(folder: Path, files: list[Path], size: int = 32) -> Path:
-    """A prepared-array fixture: tiles.npy (N, 3, size, size) float16 in [-1, 1] plus its sidecar."""
-    folder.mkdir(parents=True, exist_ok=True)
-    imgs = [np.asarray(Image.open(f).convert("RGB").resize((size, size), Image.BILINEAR)) for f in files]
-    arr = (np.stack(imgs).transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1).astype(np.float16)
-    np.save(folder / "tiles.npy", arr)
-    meta = {"shape": list(arr.shape), "dtype": "float16", "channels": 3, "image_size": size, "value_range": [-1, 1]}
-    (folder / "tiles.json").write_text(json.dumps(meta))
-    return folder
+from train_helpers import REPO, assert_same_weights, every_hack_on, run_dirs, tiny_params, tiny_params_dict, write_tiles
 
 
 @pytest.fixture(scope="module")
 def tiles(tmp_path_factory, rsscn7_files) -> Path:
     """24 real RSSCN7 tiles at 32x32."""
     return write_tiles(tmp_path_factory.mktemp("prepared"), rsscn7_files[::12][:24])
-
-
-def weights(model_dir: Path) -> dict[str, torch.Tensor]:
-    out = {}
-    for name in ("generator", "generator_ema", "discriminator"):
-        out.update({f"{name}.{k}": v for k, v in load_file(model_dir / f"{name}.safetensors").items()})
-    return out
-
-
-def assert_same_weights(a: Path, b: Path) -> None:
-    wa, wb = weights(a), weights(b)
-    assert wa.keys() == wb.keys()
-    for k in wa:
-        assert torch.equal(wa[k], wb[k]), f"{k} differs"
-
-
-def run_dirs(tmp: Path, name: str) -> tuple[Path, Path, Path]:
-    return tmp / name / "model", tmp / name / "ck", tmp / name / "live"
 
 
 def test_tiny_run_writes_model_checkpoint_and_live(tiles, tmp_path):
@@ -93,10 +48,10 @@ def test_checkpoint_loads_with_weights_only(tiles, tmp_path):
     """The checkpoint holds nets, EMA, optimizers, RNG, replay and step, loadable with weights_only=True."""
     model, ck, live = run_dirs(tmp_path, "a")
     train(tiny_params(), tiles, model, ck, None)
-    state = torch.load(ck / CHECKPOINT_FILE, weights_only=True)
-    for key in ("g", "d", "g_ema", "opt_g", "opt_d", "rng", "replay", "step"):
-        assert state[key] is not None, key
-    assert state["step"] == 6 and set(state["rng"]) == {"python", "numpy", "torch", "cuda"}
+    parts = torch.load(ck / CHECKPOINT_FILE, weights_only=True)["parts"]
+    for key in ("g", "d", "ema", "opt_g", "opt_d", "rng", "replay", "progress", "data"):
+        assert parts[key] is not None, key
+    assert parts["progress"]["step"] == 6 and set(parts["rng"]) == {"python", "numpy", "torch", "cuda"}
 
 
 def test_two_runs_are_bit_identical(tiles, tmp_path):
@@ -126,6 +81,31 @@ def test_changed_params_start_fresh(tiles, tmp_path, capsys):
     assert "params changed" in capsys.readouterr().err and not card["resumed"]
 
 
+def test_resume_with_every_hack_on_is_bit_identical(tiles, tmp_path, capsys):
+    """Every hack on (replay, EMA, swap, historical averaging, SGD, ...): 4 then 7 resumed equals 7 in one go.
+
+    Resuming at step 4 lands inside a checkpoint-swap cycle with a moving replay buffer and
+    historical average: a stateful part that forgot its state would change the weights.
+    """
+    model, ck, _ = run_dirs(tmp_path, "a")
+    train(every_hack_on(iterations=4), tiles, model, ck, None)
+    card = train(every_hack_on(iterations=7), tiles, model, ck, None)
+    assert "resuming from" in capsys.readouterr().err and card["resumed"]
+    ref, ref_ck, _ = run_dirs(tmp_path, "ref")
+    train(every_hack_on(iterations=7), tiles, ref, ref_ck, None)
+    assert_same_weights(model, ref)
+
+
+def test_streamed_resume_is_bit_identical(tiles, tmp_path):
+    """Streaming from the memmap, 4 then 6 resumed equals 6 in one go (the batch counter is restored)."""
+    model, ck, _ = run_dirs(tmp_path, "a")
+    train(tiny_params(iterations=4, data_budget_mb=0), tiles, model, ck, None)
+    train(tiny_params(iterations=6, data_budget_mb=0), tiles, model, ck, None)
+    ref, ref_ck, _ = run_dirs(tmp_path, "ref")
+    train(tiny_params(iterations=6, data_budget_mb=0), tiles, ref, ref_ck, None)
+    assert_same_weights(model, ref)
+
+
 def test_streamed_data_path_trains(tiles, tmp_path):
     """data_budget_mb=0 streams batches from the memmap through the prefetch thread, deterministically."""
     dirs = [run_dirs(tmp_path, n) for n in ("a", "b")]
@@ -143,6 +123,35 @@ def test_nan_input_stops_with_a_clear_error(tmp_path):
         {"shape": list(arr.shape), "dtype": "float32", "channels": 3, "image_size": 32, "value_range": [-1, 1]}))
     with pytest.raises(TrainingError, match="diverged at step 2"):
         train(tiny_params(), tmp_path, tmp_path / "m", tmp_path / "ck", None)
+
+
+def test_max_seconds_stops_early_and_writes_a_loadable_model(tiles, tmp_path):
+    """max_seconds=0 stops after the first step, checkpoints it, and writes a model whose card says step 1."""
+    model, ck, _ = run_dirs(tmp_path, "a")
+    card = train(tiny_params(iterations=50), tiles, model, ck, None, max_seconds=0.0)
+    assert card["step"] == 1 and card["max_seconds"] == 0.0
+    g, loaded = load_generator(model)
+    assert loaded["step"] == 1 and read_checkpoint(ck / CHECKPOINT_FILE).step == 1
+    with torch.no_grad():
+        assert torch.isfinite(g(torch.randn(2, 8, 1, 1))).all()
+
+
+def test_uniform_latent_round_trips_to_generate(tiles, tmp_path, monkeypatch):
+    """gaussian_latent: false trains on U(-1, 1); model.json says uniform; generate then draws U(-1, 1) latents."""
+    import satgan.generate
+    from satgan.model import sample_latent
+
+    model, ck, _ = run_dirs(tmp_path, "a")
+    card = train(tiny_params({"gaussian_latent": False}, iterations=2), tiles, model, ck, None)
+    assert json.loads((model / "model.json").read_text())["architecture"]["latent"] == card["architecture"]["latent"] == "uniform"
+    drawn: list[torch.Tensor] = []
+    monkeypatch.setattr(satgan.generate, "sample_latent", lambda *a, **k: drawn.append(sample_latent(*a, **k)) or drawn[-1])
+    params = GenerateParams(seed=1, n_samples=64, batch_size=64, use_ema=True, grid_tiles=4, grid_nrow=2,
+                            interp_rows=1, interp_steps=2)
+    info = generate(model, tmp_path / "samples", params)
+    z = drawn[0]
+    assert info["latent"] == "uniform" and z.shape == (64, 8, 1, 1)
+    assert z.min() >= -1 and z.max() <= 1 and abs(z.std().item() - 3**-0.5) < 0.05  # U(-1, 1): std 1/sqrt(3)
 
 
 def _stage_cmd(tiles: Path, run: Path, params: Path) -> list[str]:
@@ -168,7 +177,7 @@ def test_kill9_then_rerun_equals_an_uninterrupted_run(tiles, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "training finished before it could be killed"
-    killed_at = torch.load(ck, weights_only=True)["step"]
+    killed_at = read_checkpoint(ck).step
     assert 0 < killed_at < 150 and not (run / "model" / "model.json").exists()
     res = subprocess.run(_stage_cmd(tiles, run, params), capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
@@ -199,8 +208,6 @@ def test_g_learns_a_one_tile_dataset(rsscn7_files, tmp_path):
     tile = torch.from_numpy(np.load(data / "tiles.npy")[0].astype(np.float32))
     doc = tiny_params_dict(iterations=200, batch_size=8, ngf=8, ndf=8, lr_g=0.001, lr_d=0.0005, log_every=100, checkpoint_every=200)
     doc["hacks"]["dihedral_augment"] = False  # 8 rotated copies would be 8 targets
-    from satgan.modelio import load_generator
-
     train(tiny_params(iterations=1), data, tmp_path / "m0", tmp_path / "ck0", None)
     train(from_mapping(TrainParams, doc, "train"), data, tmp_path / "m", tmp_path / "ck", None)
     z = torch.randn(16, 8, 1, 1, generator=torch.Generator().manual_seed(1))

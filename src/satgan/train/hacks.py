@@ -1,9 +1,18 @@
-"""GAN training hacks as small, pure, device-side functions.
+"""GAN training hacks: small device-side functions, and one object per hack that keeps state.
 
 Every function here runs on whatever device its tensors live on and never reads a value
 back to the host (no ``.item()``, no Python branching on tensor values), so the whole
 training step can be captured in one CUDA graph. Randomness comes from torch's default
-generator, which the trainer seeds and checkpoints. Sources:
+generator, which the trainer seeds and checkpoints.
+
+The hacks that keep state across steps (:class:`ReplayBuffer`, :class:`HistoricalAverage`,
+:class:`CheckpointSwap`, :class:`Ema`) each own that state and save and restore it with
+``state_dict()`` / ``load_state_dict()``; the trainer registers each one as a checkpoint part,
+so resuming restores every one of them without the checkpoint code naming them. A
+``load_state_dict`` checks shapes and raises ``ValueError`` on a mismatch (a crafted or
+foreign checkpoint), which the checkpoint code reports in one line.
+
+What each hack is, its params key and its source: :mod:`satgan.train.registry`. Sources:
 
 - DCGAN: Radford et al. 2016, arXiv:1511.06434
 - ganhacks #N: Chintala et al., github.com/soumith/ganhacks, tip N
@@ -15,16 +24,25 @@ generator, which the trainer seeds and checkpoints. Sources:
 
 from __future__ import annotations
 
+import copy
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 
-def sample_latent(batch: int, nz: int, gaussian: bool, device: torch.device | str) -> torch.Tensor:
-    """(batch, nz, 1, 1) latent: N(0, 1) (ganhacks #3, a spherical z) or U(-1, 1) (the DCGAN paper)."""
-    if gaussian:
-        return torch.randn(batch, nz, 1, 1, device=device)
-    return torch.rand(batch, nz, 1, 1, device=device).mul_(2).sub_(1)
+def module_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    """A detached CPU copy of ``module``'s state dict (what a checkpoint stores for a network)."""
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+
+def _tensor_like(name: str, value: Any, like: torch.Tensor) -> torch.Tensor:
+    """``value`` if it is a tensor shaped like ``like``; else ValueError naming ``name``."""
+    if not isinstance(value, torch.Tensor) or value.shape != like.shape:
+        got = list(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+        raise ValueError(f"{name}: expected a tensor of shape {list(like.shape)}, got {got}")
+    return value
 
 
 def label_targets(
@@ -108,6 +126,12 @@ class ReplayBuffer:
         idx = torch.randint(0, self.size, (n_push,), device=fake.device)
         self.images.index_copy_(0, idx, fake[:n_push].detach().to(self.images.dtype))
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"images": self.images.detach().cpu().clone()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.images.copy_(_tensor_like("images", state["images"], self.images))
+
 
 def feature_matching_loss(real_features: torch.Tensor, fake_features: torch.Tensor) -> torch.Tensor:
     """Salimans et al. 2016: squared L2 distance between mean D features of real and fake batches."""
@@ -117,6 +141,28 @@ def feature_matching_loss(real_features: torch.Tensor, fake_features: torch.Tens
 def l2_penalty(params: list[torch.Tensor]) -> torch.Tensor:
     """Sum of squared weights (an explicit L2 penalty, so its share of the loss can be logged; practice)."""
     return torch.stack([p.float().pow(2).sum() for p in params]).sum()
+
+
+def add_weight_penalties(
+    loss: torch.Tensor,
+    params: list[torch.Tensor],
+    l2_weight: float | None,
+    history: HistoricalAverage | None,
+    history_weight: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``loss`` plus one network's weight penalties that are on; returns ``(loss, L2 term)``.
+
+    The same for D and G: an explicit L2 penalty ``l2_weight * sum(w^2)`` (practice; None = off,
+    its term is then 0 and still logged) and historical averaging ``history_weight *
+    ||theta - mean of past theta||^2`` (Salimans et al. 2016; None = off).
+    """
+    l2 = torch.zeros((), device=loss.device)
+    if l2_weight is not None:
+        l2 = l2_weight * l2_penalty(params)
+        loss = loss + l2
+    if history is not None:
+        loss = loss + history_weight * history.penalty()
+    return loss, l2
 
 
 class HistoricalAverage:
@@ -141,6 +187,20 @@ class HistoricalAverage:
         for p, a in zip(self.params, self.average):
             a.add_((p.float() - a) * w)
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"average": [a.detach().cpu().clone() for a in self.average], "count": self.count.detach().cpu().clone()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        average = state["average"]
+        if not isinstance(average, list) or len(average) != len(self.average):
+            raise ValueError(f"average: expected a list of {len(self.average)} tensors")
+        checked = [_tensor_like(f"average[{i}]", src, dst) for i, (dst, src) in enumerate(zip(self.average, average))]
+        count = _tensor_like("count", state["count"], self.count)
+        with torch.no_grad():
+            for dst, src in zip(self.average, checked):
+                dst.copy_(src)
+            self.count.copy_(count)
+
 
 @torch.no_grad()
 def ema_update(ema: nn.Module, model: nn.Module, decay: float, step: torch.Tensor) -> None:
@@ -159,6 +219,59 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float, step: torch.Tenso
     torch._foreach_add_(e_params, torch._foreach_mul(m_params, 1.0 - d))
     for eb, mb in zip(ema.buffers(), model.buffers()):
         eb.copy_(mb)
+
+
+class Ema:
+    """A frozen copy of G whose weights follow G's as an exponential moving average (see :func:`ema_update`).
+
+    Yazıcı et al. 2019, Karras et al. 2018: the averaged G samples better than the raw one; it
+    is saved with the model and used for sampling.
+    """
+
+    def __init__(self, g: nn.Module, decay: float) -> None:
+        self.module = copy.deepcopy(g).eval().requires_grad_(False)
+        self.decay = decay
+
+    def update(self, g: nn.Module, step: torch.Tensor) -> None:
+        ema_update(self.module, g, self.decay, step)
+
+    def state_dict(self) -> dict[str, Any]:
+        return module_state(self.module)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.module.load_state_dict(state)
+
+
+class CheckpointSwap:
+    """Frozen snapshots of an earlier G and D that the live nets train against now and then (ganhacks #8).
+
+    Every ``every`` steps the snapshots are refreshed from the live nets; for the next
+    ``length`` steps D is trained on the old G's fakes and G against the old D. ``flag`` is a
+    device tensor so the choice is a ``torch.where`` inside the step (graph-safe). The
+    snapshots stay in train mode, as the live nets are, so their BatchNorm statistics move
+    when they run; they are part of the saved state.
+    """
+
+    def __init__(self, g: nn.Module, d: nn.Module, every: int, length: int, device: torch.device) -> None:
+        self.g, self.d, self.every, self.length = g, d, every, length
+        self.g_old = copy.deepcopy(g).requires_grad_(False)
+        self.d_old = copy.deepcopy(d).requires_grad_(False)
+        self.flag = torch.zeros((), dtype=torch.bool, device=device)
+
+    def before_step(self, step: int) -> None:
+        """Host-side, before iteration ``step``: refresh the snapshots on schedule and set the flag."""
+        if step > 0 and step % self.every == 0:
+            # refresh the snapshots, then the next `length` steps play against them
+            self.g_old.load_state_dict(self.g.state_dict())
+            self.d_old.load_state_dict(self.d.state_dict())
+        self.flag.fill_(swap_active(step, self.every, self.length))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"g_old": module_state(self.g_old), "d_old": module_state(self.d_old)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.g_old.load_state_dict(state["g_old"])
+        self.d_old.load_state_dict(state["d_old"])
 
 
 def grad_norm(params: list[torch.Tensor]) -> torch.Tensor:

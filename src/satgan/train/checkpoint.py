@@ -1,0 +1,141 @@
+"""Resumable checkpoints: every registered part of the trainer, saved and restored by name.
+
+A checkpoint is one ``torch.save`` file (written to a temp file and renamed, so a kill never
+leaves half of one), loaded with ``weights_only=True`` (tensors and plain data only, never
+arbitrary pickled objects)::
+
+    {"format": FORMAT, "resume_hash": ..., "data_hash": ..., "parts": {name: part.state_dict()}}
+
+The parts are whatever the trainer registered (:attr:`satgan.train.step.Trainer.parts`): this
+module names none of them, so a new stateful hack is saved and restored as soon as it is
+registered. A checkpoint that cannot be used (unreadable, another format, a missing or
+mistyped field, a part missing or of the wrong shape) raises :class:`UnusableCheckpoint` with
+a one-line reason; training then says so and starts fresh, it never crashes on one.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from satgan import names
+from satgan.fsutil import atomic_path
+
+CHECKPOINT_FILE = names.CHECKPOINT
+FORMAT = "satgan-train-checkpoint/2"  # /2: one entry per registered part under "parts"
+PROGRESS_PART = "progress"  # the part holding {"step": int}
+
+
+class Stateful(Protocol):
+    """Anything whose state a resumed run needs: nets, optimizers, stateful hacks, counters, RNG."""
+
+    def state_dict(self) -> Any: ...
+
+    def load_state_dict(self, state: Any) -> Any: ...
+
+
+class UnusableCheckpoint(Exception):
+    """A checkpoint that cannot be resumed from; the message is the one-line reason."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A read and validated checkpoint file (the parts are checked against the trainer by :func:`restore`)."""
+
+    resume_hash: str
+    data_hash: str
+    step: int
+    parts: dict[str, Any]
+
+
+def _cpu(obj: Any) -> Any:
+    """``obj`` with every tensor detached and copied to the CPU (dicts, lists and tuples walked)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu().clone()
+    if isinstance(obj, dict):
+        return {k: _cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_cpu(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_cpu(v) for v in obj)
+    return obj
+
+
+def checkpoint_state(parts: dict[str, Stateful], resume_hash: str, data_hash: str) -> dict[str, Any]:
+    """Everything a resumed run needs, as plain data and CPU tensors."""
+    return {
+        "format": FORMAT,
+        "resume_hash": resume_hash,
+        "data_hash": data_hash,
+        "parts": {name: _cpu(part.state_dict()) for name, part in parts.items()},
+    }
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """torch.save to a temporary file, then an atomic rename: a kill never leaves half a checkpoint."""
+    with atomic_path(path, suffix=".pt") as tmp:
+        torch.save(state, tmp)
+
+
+def read_checkpoint(path: Path) -> Checkpoint | None:
+    """The checkpoint at ``path``, or None when there is none; :class:`UnusableCheckpoint` when it cannot be used."""
+    if not path.is_file():
+        return None
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, OSError) as exc:
+        raise UnusableCheckpoint(f"unreadable checkpoint ({_one_line(exc)})") from None
+    if not isinstance(ck, dict) or "format" not in ck:
+        raise UnusableCheckpoint("not a satgan checkpoint")
+    if ck["format"] != FORMAT:
+        raise UnusableCheckpoint(f"checkpoint format {ck['format']!r}, this satgan writes {FORMAT!r}")
+    for key, kind in (("resume_hash", str), ("data_hash", str), ("parts", dict)):
+        if key not in ck:
+            raise UnusableCheckpoint(f"checkpoint has no {key!r}")
+        if not isinstance(ck[key], kind):
+            raise UnusableCheckpoint(f"checkpoint {key!r} is a {type(ck[key]).__name__}, expected a {kind.__name__}")
+    progress = ck["parts"][PROGRESS_PART] if PROGRESS_PART in ck["parts"] else None
+    step = progress["step"] if isinstance(progress, dict) and "step" in progress else None
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise UnusableCheckpoint(f"checkpoint has no valid {PROGRESS_PART}.step (got {step!r})")
+    return Checkpoint(resume_hash=ck["resume_hash"], data_hash=ck["data_hash"], step=step, parts=ck["parts"])
+
+
+def restore(parts: dict[str, Stateful], ck: Checkpoint) -> None:
+    """Load every part from ``ck`` in registration order; :class:`UnusableCheckpoint` names the first part that does not fit.
+
+    On that error some parts may already hold the checkpoint's state: the caller must rebuild
+    the trainer before starting fresh.
+    """
+    missing = [name for name in parts if name not in ck.parts]
+    if missing:
+        raise UnusableCheckpoint(f"checkpoint has no {missing[0]!r} state")
+    extra = [name for name in ck.parts if name not in parts]
+    if extra:
+        raise UnusableCheckpoint(f"checkpoint holds {extra[0]!r} state this run does not have")
+    for name, part in parts.items():
+        try:
+            part.load_state_dict(ck.parts[name])
+            if isinstance(part, torch.optim.Optimizer):
+                _check_optimizer_shapes(part)
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+            raise UnusableCheckpoint(f"{name}: {_one_line(exc)}") from None
+
+
+def _check_optimizer_shapes(opt: torch.optim.Optimizer) -> None:
+    """``Optimizer.load_state_dict`` does not compare state shapes with the parameters; a mismatch would fail mid-step."""
+    for group in opt.param_groups:
+        for p in group["params"]:
+            for key, value in opt.state[p].items() if p in opt.state else ():
+                if isinstance(value, torch.Tensor) and value.ndim > 0 and value.shape != p.shape:
+                    raise ValueError(f"state {key!r} has shape {list(value.shape)}, its parameter {list(p.shape)}")
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, KeyError):
+        return f"missing key {exc}"
+    return " ".join(str(exc).split()) or type(exc).__name__

@@ -1,0 +1,217 @@
+"""The train stage: set up, resume or start fresh, run the iterations, log, checkpoint, write the model.
+
+``train(params, data_dir, out_dir, checkpoints_dir, live_dir)`` is the whole stage. It is
+importable without DVC: only the logging path imports dvclive (and only when ``live_dir``
+is given).
+
+Reproducibility: one seed drives Python, numpy and torch; on a CPU two runs with the same
+params give bit-identical weights, and a run killed at any moment and rerun resumes from its
+last checkpoint to the same final weights. Checkpoints hold every registered part of the
+trainer (:mod:`satgan.train.checkpoint`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from satgan import names
+from satgan.arrays import open_prepared
+from satgan.errors import DataError, TrainingError
+from satgan.fsutil import sha256_file
+from satgan.modelio import save_model
+from satgan.train import hacks as H
+from satgan.train.checkpoint import (
+    CHECKPOINT_FILE,
+    Checkpoint,
+    UnusableCheckpoint,
+    checkpoint_state,
+    read_checkpoint,
+    restore,
+    save_checkpoint,
+)
+from satgan.train.params import TrainParams
+from satgan.train.runtime import Dist, all_ranks_agree, cpu_threads, dist_from_env, local_world_size, pick_device, process_group, say
+from satgan.train.step import Trainer, model_config
+
+
+class Logger:
+    """dvclive on rank 0 (imported only here), a no-op elsewhere or without ``live_dir``."""
+
+    def __init__(self, live_dir: Path | None, resume: bool, enabled: bool) -> None:
+        self.live = None
+        if live_dir is not None and enabled:
+            from dvclive import Live
+
+            # dvcyaml=False: plots are declared in the project's dvc.yaml, never rewritten by dvclive
+            self.live = Live(dir=str(live_dir), resume=resume, dvcyaml=False, save_dvc_exp=False)
+
+    def metrics(self, step: int, values: dict[str, float]) -> None:
+        if self.live is None:
+            return
+        self.live.step = step
+        for k, v in values.items():
+            self.live.log_metric(f"train/{k}", v)
+        self.live.make_summary()
+
+    def image(self, step: int, grid: np.ndarray) -> None:
+        if self.live is not None:
+            self.live.step = step
+            self.live.log_image(f"samples/{step}.png", grid)  # a folder of steps: dvc plots shows a slider
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.end()
+
+
+def check_finite(out: dict[str, torch.Tensor], step: int, ck_dir: Path) -> dict[str, float]:
+    """The step's metrics as floats; a NaN/inf loss or norm stops training with a clear error."""
+    vals = {k: float(v) for k, v in out.items()}
+    bad = [k for k, v in vals.items() if not math.isfinite(v)]
+    if bad:
+        raise TrainingError(
+            f"training diverged at step {step}: {', '.join(f'{k}={vals[k]}' for k in bad)} "
+            f"(try lower learning rates or other hacks; the last good checkpoint is in {ck_dir})"
+        )
+    return vals
+
+
+def train(
+    p: TrainParams,
+    data_dir: str | Path,
+    out_dir: str | Path,
+    checkpoints_dir: str | Path,
+    live_dir: str | Path | None = None,
+    max_seconds: float | None = None,
+) -> dict[str, Any]:
+    """Train (or resume) on ``data_dir/tiles.npy`` and write the model to ``out_dir``; returns model.json.
+
+    ``max_seconds`` (a library argument for benchmarks at equal compute, not a param): stop
+    after the step that passes this many seconds of training (setup, resume and data loading
+    not counted), then checkpoint and write the model as usual; the card's ``step`` says where
+    it stopped and ``max_seconds`` records the budget. A later call without it resumes from
+    that checkpoint. None trains all ``p.iterations``.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) the same call trains with DistributedDataParallel:
+    NCCL on GPUs, gloo on CPUs; ``batch_size`` is per process; rank 0 logs and writes files.
+    """
+    if max_seconds is not None and not (max_seconds >= 0 and math.isfinite(max_seconds)):
+        raise ValueError(f"max_seconds must be a finite number >= 0 or None, got {max_seconds!r}")
+    dist = dist_from_env()
+    device = pick_device(p.device, dist.local_rank)
+    with process_group(device, dist):
+        return _train(p, Path(data_dir), Path(out_dir), Path(checkpoints_dir), Path(live_dir) if live_dir else None,
+                      device, dist, max_seconds)
+
+
+def _resume_refusal(ck: Checkpoint, resume_hash: str, data_hash: str, iterations: int) -> str | None:
+    """Why ``ck`` must not be resumed from, or None when it can be."""
+    if ck.resume_hash != resume_hash:
+        return f"train params changed since step {ck.step} (keys other than iterations/*_every)"
+    if ck.data_hash != data_hash:
+        return f"training data changed since step {ck.step}"
+    if ck.step > iterations:
+        return f"checkpoint step {ck.step} is past train.iterations={iterations}"
+    return None
+
+
+def _train(p: TrainParams, data_dir: Path, out_dir: Path, ck_dir: Path, live_dir: Path | None,
+           device: torch.device, dist: Dist, max_seconds: float | None) -> dict[str, Any]:
+    tiles = data_dir / names.TRAIN_TILES
+    array, meta = open_prepared(tiles)
+    if len(array) < 2:
+        raise DataError(f"{tiles}: need at least 2 tiles to train, found {len(array)}")
+    torch.set_num_threads(cpu_threads(p.threads, local_world_size()))
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    data_hash = sha256_file(tiles)
+    resume_hash = p.resume_hash()
+    cfg = model_config(p, int(meta["image_size"]), int(meta["channels"]))
+    trainer = Trainer(p, cfg, array, device, dist)
+
+    ck_path = ck_dir / CHECKPOINT_FILE
+    resumed = False
+    try:
+        ck = read_checkpoint(ck_path)
+    except UnusableCheckpoint as exc:
+        say(f"{ck_path}: {exc}; starting fresh")
+        ck = None
+    else:
+        if ck is None:
+            say("no checkpoint: starting fresh")
+    if ck is not None:
+        refusal = _resume_refusal(ck, resume_hash, data_hash, p.iterations)
+        if refusal is not None:
+            say(f"{ck_path}: {refusal}: starting fresh")
+        else:
+            try:
+                restore(trainer.parts, ck)
+            except UnusableCheckpoint as exc:
+                say(f"{ck_path}: {exc}; starting fresh")
+                trainer = Trainer(p, cfg, array, device, dist)  # the failed restore may have loaded some parts
+            else:
+                trainer.after_restore()
+                resumed = True
+                say(f"resuming from {ck_path} at step {ck.step} of {p.iterations}")
+    del ck
+    say(f"{cfg.image_size}x{cfg.image_size}x{cfg.channels}, {len(array)} tiles, device {device}"
+        f"{f' x{dist.world} (DDP)' if dist.enabled else ''}, data {'resident' if trainer.resident else 'streamed'}, "
+        f"graph {'on' if trainer.graph_mode else 'off'}, threads {torch.get_num_threads()}")
+
+    logger = Logger(live_dir, resume=resumed, enabled=dist.main)
+    trainer.feed.start()
+    ft = p.hacks.failure_tracking
+    tracker = H.FailureTracker(ft.d_loss_floor, ft.patience, ft.grad_norm_limit) if ft.enabled else None
+    t_start = time.perf_counter()
+    t_last, step_last = t_start, trainer.step
+    try:
+        while trainer.step < p.iterations:
+            out = trainer.run_step()
+            step = trainer.step
+            out_of_time = max_seconds is not None and all_ranks_agree(
+                time.perf_counter() - t_start >= max_seconds, device, dist)
+            final = step == p.iterations or out_of_time
+            if step % p.log_every == 0 or final:
+                vals = check_finite(out, step, ck_dir)  # the one host sync every log_every steps
+                now = time.perf_counter()
+                vals["img_per_s"] = (step - step_last) * p.batch_size * dist.world / max(now - t_last, 1e-9)
+                t_last, step_last = now, step
+                vals["lr_g"] = trainer.opt_g.param_groups[0]["lr"]
+                vals["lr_d"] = trainer.opt_d.param_groups[0]["lr"]
+                if tracker is not None:
+                    msgs, warn = tracker.update(vals["loss_d_adv"], vals["grad_norm_d"], vals["grad_norm_g"])
+                    vals.update(warn)
+                    for m in msgs:
+                        say(f"warning: step {step}: {m}")
+                logger.metrics(step, vals)
+                if dist.main:
+                    say(f"step {step}/{p.iterations} loss_d {vals['loss_d']:.3f} loss_g {vals['loss_g']:.3f} "
+                        f"D(x) {vals['d_real']:.2f} D(G(z)) {vals['d_fake']:.2f} {vals['img_per_s']:.0f} img/s")
+            if step % p.sample_every == 0 or final:
+                logger.image(step, trainer.sample_grid())
+            if (step % p.checkpoint_every == 0 or final) and dist.main:
+                check_finite(out, step, ck_dir)  # never checkpoint diverged weights
+                save_checkpoint(ck_path, checkpoint_state(trainer.parts, resume_hash, data_hash))
+            if out_of_time:
+                say(f"max_seconds={max_seconds} reached: stopping at step {step} of {p.iterations}")
+                break
+    finally:
+        trainer.feed.close()
+        logger.close()
+
+    card: dict[str, Any] = {}
+    if dist.main:
+        extra: dict[str, Any] = {"resumed": resumed, "world_size": dist.world, "device": str(device.type)}
+        if max_seconds is not None:
+            extra["max_seconds"] = max_seconds
+        card = save_model(
+            out_dir, trainer.g, trainer.d, cfg, generator_ema=trainer.ema.module if trainer.ema is not None else None,
+            params_hash=p.resume_hash(), data_hash=data_hash, step=trainer.step, extra=extra,
+        )
+        say(f"wrote {out_dir} at step {trainer.step}")
+    return card

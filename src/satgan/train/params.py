@@ -1,0 +1,265 @@
+"""The ``train`` section of params.yaml as typed, frozen, validated dataclasses.
+
+Every GAN hack is one key under ``train.hacks``: a bare boolean, or a mapping with an
+``enabled`` boolean plus its settings (so ``dvc exp run -S train.hacks.X.enabled=false``
+ablates it). What each hack is and where it comes from is listed once, in
+:mod:`satgan.train.registry`; README's hack table is generated from that list.
+
+Every ``__post_init__`` validates with :func:`satgan.params.check`, one call per field, so a
+bad value is reported under its own key (``train.hacks.l2_penalty.d: expected >= 0, got -1``).
+Upper bounds exist only where a larger value could not run anyway (nets and buffers that would
+not fit in memory), so that it fails at load time with the key named instead of at the first
+allocation with a traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Literal
+
+from satgan.model import MAX_NZ, MAX_WIDTH
+from satgan.params import check, params_hash
+
+# Keys that change how often things happen, not what is trained: a checkpoint written under
+# other values resumes. ``iterations`` is here so that raising it continues a finished run.
+RESUME_IGNORED_KEYS = ("iterations", "checkpoint_every", "log_every", "sample_every")
+
+MAX_BATCH = 65536  # per process; far above what fits a GPU at 32x32
+MAX_SAMPLE_GRID = 1024  # images in one dvclive sample grid
+MAX_REPLAY = 65536  # past fakes kept on the device (65536 x 3 x 64 x 64 fp32 = 3 GiB)
+MAX_STEPS_PER_ITERATION = 100  # extra D/G updates per iteration
+
+
+def _unit_range(lo_hi: tuple[float, float]) -> bool:
+    lo, hi = lo_hi
+    return 0.0 <= lo <= hi <= 1.0
+
+
+@dataclass(frozen=True)
+class SoftLabels:
+    enabled: bool
+    real: tuple[float, float]
+    fake: tuple[float, float]
+    one_sided: bool
+
+    def __post_init__(self) -> None:
+        check("real", _unit_range(self.real), "[lo, hi] with 0 <= lo <= hi <= 1", list(self.real))
+        check("fake", _unit_range(self.fake), "[lo, hi] with 0 <= lo <= hi <= 1", list(self.fake))
+
+
+@dataclass(frozen=True)
+class NoisyLabels:
+    enabled: bool
+    fraction: float
+
+    def __post_init__(self) -> None:
+        check("fraction", 0.0 <= self.fraction < 0.5, "0 <= fraction < 0.5", self.fraction)
+
+
+@dataclass(frozen=True)
+class InstanceNoise:
+    enabled: bool
+    std: float
+    decay_iters: int
+
+    def __post_init__(self) -> None:
+        check("std", self.std >= 0, ">= 0", self.std)
+        check("decay_iters", self.decay_iters >= 1, ">= 1", self.decay_iters)
+
+
+@dataclass(frozen=True)
+class Replay:
+    enabled: bool
+    size: int
+    fraction: float
+
+    def __post_init__(self) -> None:
+        check("size", 1 <= self.size <= MAX_REPLAY, f"1 <= size <= {MAX_REPLAY}", self.size)
+        check("fraction", 0.0 <= self.fraction < 1.0, "0 <= fraction < 1", self.fraction)
+
+
+@dataclass(frozen=True)
+class Weighted:
+    enabled: bool
+    weight: float
+
+    def __post_init__(self) -> None:
+        check("weight", self.weight >= 0, ">= 0", self.weight)
+
+
+@dataclass(frozen=True)
+class GDropout:
+    enabled: bool
+    p: float
+
+    def __post_init__(self) -> None:
+        check("p", 0.0 < self.p < 1.0, "0 < p < 1", self.p)
+
+
+@dataclass(frozen=True)
+class Checkerboard:
+    enabled: bool
+    mode: Literal["deconv_conv", "resize_conv"]
+
+
+@dataclass(frozen=True)
+class ExtraSteps:
+    enabled: bool
+    d_steps: int
+    g_steps: int
+
+    def __post_init__(self) -> None:
+        top = MAX_STEPS_PER_ITERATION
+        check("d_steps", 1 <= self.d_steps <= top, f"1 <= d_steps <= {top}", self.d_steps)
+        check("g_steps", 1 <= self.g_steps <= top, f"1 <= g_steps <= {top}", self.g_steps)
+
+
+@dataclass(frozen=True)
+class Moderated:
+    enabled: bool
+    max_extra_d_steps: int
+
+    def __post_init__(self) -> None:
+        top = MAX_STEPS_PER_ITERATION
+        check("max_extra_d_steps", 1 <= self.max_extra_d_steps <= top, f"1 <= max_extra_d_steps <= {top}", self.max_extra_d_steps)
+
+
+@dataclass(frozen=True)
+class L2Penalty:
+    enabled: bool
+    g: float
+    d: float
+
+    def __post_init__(self) -> None:
+        check("g", self.g >= 0, ">= 0", self.g)
+        check("d", self.d >= 0, ">= 0", self.d)
+
+
+@dataclass(frozen=True)
+class SgdDiscriminator:
+    enabled: bool
+    lr: float
+    momentum: float
+
+    def __post_init__(self) -> None:
+        check("lr", self.lr > 0, "> 0", self.lr)
+        check("momentum", 0 <= self.momentum < 1, "0 <= momentum < 1", self.momentum)
+
+
+@dataclass(frozen=True)
+class CheckpointSwap:
+    enabled: bool
+    every: int
+    length: int
+
+    def __post_init__(self) -> None:
+        check("every", self.every >= 2, ">= 2 (length >= 1 steps must fit before the next snapshot)", self.every)
+        check("length", 1 <= self.length < self.every, f"1 <= length < every ({self.every})", self.length)
+
+
+@dataclass(frozen=True)
+class Ema:
+    enabled: bool
+    decay: float
+
+    def __post_init__(self) -> None:
+        check("decay", 0.0 < self.decay < 1.0, "0 < decay < 1", self.decay)
+
+
+@dataclass(frozen=True)
+class FailureTracking:
+    enabled: bool
+    d_loss_floor: float
+    patience: int
+    grad_norm_limit: float
+
+    def __post_init__(self) -> None:
+        check("d_loss_floor", self.d_loss_floor >= 0, ">= 0", self.d_loss_floor)
+        check("patience", self.patience >= 1, ">= 1", self.patience)
+        check("grad_norm_limit", self.grad_norm_limit > 0, "> 0", self.grad_norm_limit)
+
+
+@dataclass(frozen=True)
+class TrainHacks:
+    """``train.hacks``: one field per entry of :data:`satgan.train.registry.HACKS`, in the same order."""
+
+    gaussian_latent: bool
+    separate_batches: bool
+    non_saturating: bool
+    soft_labels: SoftLabels
+    noisy_labels: NoisyLabels
+    instance_noise: InstanceNoise
+    replay: Replay
+    feature_matching: Weighted
+    minibatch_stddev: bool
+    historical_averaging: Weighted
+    g_dropout: GDropout
+    checkerboard: Checkerboard
+    extra_steps: ExtraSteps
+    moderated: Moderated
+    l2_penalty: L2Penalty
+    sgd_discriminator: SgdDiscriminator
+    checkpoint_swap: CheckpointSwap
+    instance_norm: bool
+    leaky_relu_g: bool
+    ema: Ema
+    dihedral_augment: bool
+    failure_tracking: FailureTracking
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """params.yaml ``train:``."""
+
+    iterations: int
+    batch_size: int
+    seed: int
+    device: Literal["auto", "cpu", "cuda"]
+    checkpoint_every: int
+    log_every: int
+    sample_every: int
+    n_samples: int
+    nz: int
+    ngf: int
+    ndf: int
+    init: Literal["normal", "xavier"]
+    lr_g: float
+    lr_d: float
+    beta1: float
+    beta2: float
+    data_budget_mb: int
+    compile: Literal["none", "cuda_graph", "torch_compile"]
+    amp: bool
+    channels_last: bool
+    threads: int
+    hacks: TrainHacks
+
+    def __post_init__(self) -> None:
+        check("iterations", self.iterations >= 1, ">= 1", self.iterations)
+        check("batch_size", 2 <= self.batch_size <= MAX_BATCH, f"2 <= batch_size <= {MAX_BATCH} (BatchNorm needs a batch)", self.batch_size)
+        check("seed", 0 <= self.seed < 2**63, "0 <= seed < 2**63", self.seed)
+        check("checkpoint_every", self.checkpoint_every >= 1, ">= 1", self.checkpoint_every)
+        check("log_every", self.log_every >= 1, ">= 1", self.log_every)
+        check("sample_every", self.sample_every >= 1, ">= 1", self.sample_every)
+        check("n_samples", 1 <= self.n_samples <= MAX_SAMPLE_GRID, f"1 <= n_samples <= {MAX_SAMPLE_GRID}", self.n_samples)
+        check("nz", 1 <= self.nz <= MAX_NZ, f"1 <= nz <= {MAX_NZ}", self.nz)
+        check("ngf", 1 <= self.ngf <= MAX_WIDTH, f"1 <= ngf <= {MAX_WIDTH}", self.ngf)
+        check("ndf", 1 <= self.ndf <= MAX_WIDTH, f"1 <= ndf <= {MAX_WIDTH}", self.ndf)
+        check("lr_g", self.lr_g > 0, "> 0", self.lr_g)
+        check("lr_d", self.lr_d > 0, "> 0", self.lr_d)
+        check("beta1", 0 <= self.beta1 < 1, "0 <= beta1 < 1", self.beta1)
+        check("beta2", 0 <= self.beta2 < 1, "0 <= beta2 < 1", self.beta2)
+        check("data_budget_mb", self.data_budget_mb >= 0, ">= 0", self.data_budget_mb)
+        check("threads", 0 <= self.threads <= 4096, "0 <= threads <= 4096 (0 = automatic)", self.threads)
+        r = self.hacks.replay
+        n_replay = round(r.fraction * self.batch_size)
+        check("hacks.replay.fraction", not r.enabled or n_replay < self.batch_size,
+              f"a fraction that leaves fresh fakes in D's batch of {self.batch_size}", r.fraction)
+
+    def resume_hash(self) -> str:
+        """Hash of the section minus :data:`RESUME_IGNORED_KEYS`: a checkpoint resumes only under the same value."""
+        plain = dataclasses.asdict(self)
+        for key in RESUME_IGNORED_KEYS:
+            plain.pop(key)
+        return params_hash(plain)

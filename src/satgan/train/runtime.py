@@ -1,0 +1,139 @@
+"""Where training runs: device, CPU threads, DistributedDataParallel ranks, seeds and RNG state."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import random
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from satgan.errors import TrainingError
+
+
+def say(msg: str) -> None:
+    """Progress and warnings go to stderr (DVC shows them; stdout stays clean)."""
+    print(f"train: {msg}", file=sys.stderr, flush=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Dist:
+    """This process's place in a ``torchrun`` job (the defaults: a single process)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def dist_from_env() -> Dist:
+    """The ranks ``torchrun`` sets in the environment (not params: the launcher decides them)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    return Dist(rank=int(os.environ["RANK"]), world=world, local_rank=int(os.environ["LOCAL_RANK"]))
+
+
+def local_world_size() -> int:
+    """Processes of this job on this machine (``torchrun`` sets it; 1 otherwise)."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+
+
+def pick_device(choice: str, local_rank: int) -> torch.device:
+    """``train.device``: ``cpu``, ``cuda`` (an error without one) or ``auto`` (CUDA when available)."""
+    if choice == "cpu":
+        return torch.device("cpu")
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise TrainingError("train.device is 'cuda' but no CUDA device is available (use 'auto' or 'cpu')")
+    if torch.cuda.is_available():
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def cpu_threads(requested: int, local_world: int) -> int:
+    """``requested``, or (0 = auto) all cores but one on machines with more than 2, split between local ranks."""
+    if requested > 0:
+        return requested
+    cores = os.cpu_count() or 1
+    usable = cores - 1 if cores > 2 else cores
+    return max(1, usable // max(local_world, 1))
+
+
+@contextlib.contextmanager
+def process_group(device: torch.device, dist: Dist) -> Iterator[None]:
+    """The DDP process group for the duration of training (NCCL on GPUs, gloo on CPUs); nothing for one process."""
+    if not dist.enabled:
+        yield
+        return
+    import torch.distributed as tdist
+
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    tdist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    try:
+        yield
+    finally:
+        tdist.destroy_process_group()
+
+
+def all_ranks_agree(flag: bool, device: torch.device, dist: Dist) -> bool:
+    """Rank 0's ``flag`` on every rank (a broadcast; a host sync, so only for rare decisions)."""
+    if not dist.enabled:
+        return flag
+    import torch.distributed as tdist
+
+    t = torch.tensor([int(flag)], device=device)
+    tdist.broadcast(t, src=0)
+    return bool(t.item())
+
+
+def seed_everything(seed: int) -> None:
+    """One seed for Python, numpy and torch (CPU and every CUDA device)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    """All RNG states as plain types and tensors (loadable with ``weights_only=True``)."""
+    np_state = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`rng_state`; a malformed state raises ``TypeError``/``ValueError``/``KeyError``/``RuntimeError``."""
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if torch.cuda.is_available() and state["cuda"]:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class RngState:
+    """The global RNG streams (Python, numpy, torch CPU and CUDA) as a checkpoint part."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return rng_state()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        set_rng_state(state)

@@ -1,0 +1,380 @@
+"""The GAN step: :class:`Trainer` holds the nets, optimizers and hack state; one iteration is
+(1) update D, (2) update G.
+
+Speed (the GPU path; everything falls back to plain eager fp32 on a CPU):
+- bf16 autocast (``amp``), channels_last (``channels_last``), fused Adam;
+- no host sync inside the step: it returns metric *tensors*; the loop reads them as floats
+  only every ``log_every`` steps (that is also when NaN/inf is detected);
+- ``compile: cuda_graph`` captures the whole D+G step in one CUDA graph (randomness
+  included: noise, labels, augmentation and replay indices are drawn inside it);
+  ``torch_compile`` compiles G and D instead.
+
+Resumable state: every object whose state a resumed run needs is registered once, in
+``__init__``, as a named checkpoint part (:attr:`Trainer.parts`: the nets, the optimizers,
+each stateful hack, the data feed, the step counter and the RNG streams).
+:mod:`satgan.train.checkpoint` saves and restores exactly those parts, so a new stateful hack
+is saved by registering it where it is created.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from satgan.model import ModelConfig, build_discriminator, build_generator, discriminator_features, sample_latent
+from satgan.train import hacks as H
+from satgan.train.checkpoint import PROGRESS_PART, Stateful
+from satgan.train.data import RealFeed
+from satgan.train.params import TrainParams
+from satgan.train.runtime import Dist, RngState, say, seed_everything
+
+GRAPH_WARMUP_STEPS = 3
+
+P = TypeVar("P", bound=Stateful)
+
+
+def model_config(p: TrainParams, image_size: int, channels: int) -> ModelConfig:
+    """The architecture (and latent distribution) implied by the params and the data's sidecar."""
+    h = p.hacks
+    return ModelConfig(
+        image_size=image_size,
+        channels=channels,
+        nz=p.nz,
+        ngf=p.ngf,
+        ndf=p.ndf,
+        g_activation="leaky_relu" if h.leaky_relu_g else "relu",
+        norm="instance" if h.instance_norm else "batch",
+        g_dropout=h.g_dropout.p if h.g_dropout.enabled else 0.0,
+        upsample=h.checkerboard.mode if h.checkerboard.enabled else "deconv",
+        minibatch_stddev=h.minibatch_stddev,
+        init=p.init,
+        latent="gaussian" if h.gaussian_latent else "uniform",
+    )
+
+
+class Progress:
+    """Iterations done, on the host (``step``) and on the device (``step_t``, read by the decay schedules)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.step = 0
+        self.step_t = torch.zeros((), dtype=torch.int64, device=device)
+
+    def advance(self) -> None:
+        self.step += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        step = state["step"]
+        if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+            raise ValueError(f"step: expected an integer >= 0, got {step!r}")
+        self.step = step
+        self.step_t.fill_(step)
+
+
+class Trainer:
+    """The nets, optimizers and hack state; :meth:`run_step` is one D+G iteration.
+
+    Public pieces of an iteration, in order: :meth:`real_batch` and :meth:`latent` (inputs),
+    :meth:`update_d` (phase 1), :meth:`update_g` (phase 2), :meth:`iteration` (both phases,
+    device-side only) and :meth:`run_step` (one iteration, through a CUDA graph when on).
+    """
+
+    def __init__(self, p: TrainParams, cfg: ModelConfig, array: np.ndarray, device: torch.device, dist: Dist) -> None:
+        self.p, self.h, self.cfg, self.device, self.dist = p, p.hacks, cfg, device, dist
+        self.parts: dict[str, Stateful] = {}
+        h = self.h
+        cuda = device.type == "cuda"
+        self.batch = p.batch_size
+        self.d_steps = h.extra_steps.d_steps if h.extra_steps.enabled else 1
+        self.g_steps = h.extra_steps.g_steps if h.extra_steps.enabled else 1
+        self.n_replay = round(h.replay.fraction * self.batch) if h.replay.enabled else 0
+        self.channels_last = p.channels_last and cuda
+        self.amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if (p.amp and cuda) else contextlib.nullcontext
+
+        # Same seed on every rank so the initial weights agree; ranks then diverge in their noise.
+        seed_everything(p.seed)
+        self.g = self._own("g", build_generator(cfg).to(device))
+        self.d = self._own("d", build_discriminator(cfg).to(device))
+        if self.channels_last:
+            self.g.to(memory_format=torch.channels_last)
+            self.d.to(memory_format=torch.channels_last)
+        self.ema = self._own("ema", H.Ema(self.g, h.ema.decay)) if h.ema.enabled else None
+        self.swap = (self._own("checkpoint_swap", H.CheckpointSwap(self.g, self.d, h.checkpoint_swap.every,
+                                                                   h.checkpoint_swap.length, device))
+                     if h.checkpoint_swap.enabled else None)
+
+        self.graph_mode = p.compile == "cuda_graph" and cuda and not dist.enabled and not h.moderated.enabled
+        if p.compile != "none" and not cuda:
+            say(f"compile={p.compile} needs CUDA; running eager on {device}")
+        elif p.compile == "cuda_graph" and not self.graph_mode:
+            say("compile=cuda_graph is not used with DDP or the moderated schedule (host decisions); running eager")
+        fused = cuda
+        self.opt_g = self._own("opt_g", torch.optim.Adam(self.g.parameters(), lr=p.lr_g, betas=(p.beta1, p.beta2),
+                                                         fused=fused, capturable=self.graph_mode))
+        if h.sgd_discriminator.enabled:
+            # ganhacks #9: SGD for D, Adam for G
+            opt_d: torch.optim.Optimizer = torch.optim.SGD(self.d.parameters(), lr=h.sgd_discriminator.lr,
+                                                           momentum=h.sgd_discriminator.momentum)
+        else:
+            opt_d = torch.optim.Adam(self.d.parameters(), lr=p.lr_d, betas=(p.beta1, p.beta2), fused=fused,
+                                     capturable=self.graph_mode)
+        self.opt_d = self._own("opt_d", opt_d)
+        hist = h.historical_averaging.enabled
+        self.hist_g = self._own("historical_average_g", H.HistoricalAverage(list(self.g.parameters()))) if hist else None
+        self.hist_d = self._own("historical_average_d", H.HistoricalAverage(list(self.d.parameters()))) if hist else None
+        self.progress = self._own(PROGRESS_PART, Progress(device))
+
+        # Replay buffer prefilled from the initial G (eval mode: no BN statistics are touched).
+        self.replay: H.ReplayBuffer | None = None
+        if h.replay.enabled:
+            with torch.no_grad():
+                self.g.eval()
+                z = sample_latent(cfg, h.replay.size, device=device)
+                self.replay = self._own("replay", H.ReplayBuffer(self.g(z).float().contiguous()))
+                self.g.train()
+
+        # Fixed noise for the sample grid, from its own generator so it never shifts the training RNG.
+        self.fixed_noise = sample_latent(cfg, p.n_samples, torch.Generator().manual_seed(p.seed)).to(device)
+
+        self.feed = self._own("data", RealFeed(array, device, self.batch, self.d_steps, p.data_budget_mb,
+                                               self.channels_last, p.seed, dist.rank))
+        self.rng = self._own("rng", RngState())  # last: restored after every part that might draw
+
+        self.g_run: nn.Module = self.g
+        self.d_run: nn.Module = self.d
+        if dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [device.index] if cuda else None
+            # broadcast_buffers=False: D runs several forwards per backward and BN buffers are
+            # updated in place; broadcasting them would break autograd (and rank 0 checkpoints anyway).
+            self.g_run = DDP(self.g, device_ids=ids, broadcast_buffers=False)
+            self.d_run = DDP(self.d, device_ids=ids, broadcast_buffers=False)
+        self.d_fwd: nn.Module = self.d  # raw D for G's step: D's gradients are not wanted there
+        if p.compile == "torch_compile" and cuda:
+            self.g_run, self.d_run, self.d_fwd = (torch.compile(m) for m in (self.g_run, self.d_run, self.d_fwd))
+        self._graph: torch.cuda.CUDAGraph | None = None
+        self._graph_out: dict[str, torch.Tensor] | None = None
+
+    def _own(self, name: str, part: P) -> P:
+        """Register ``part`` as checkpoint part ``name`` (saved and restored by name) and return it."""
+        assert name not in self.parts, name
+        self.parts[name] = part
+        return part
+
+    @property
+    def step(self) -> int:
+        """Iterations done."""
+        return self.progress.step
+
+    @property
+    def resident(self) -> bool:
+        return self.feed.resident
+
+    def after_restore(self) -> None:
+        """Called once every part is restored: other DDP ranks continue with their own noise streams."""
+        if self.dist.rank > 0:
+            # derived from (seed, rank, step), as rank 0's restored stream is not theirs
+            torch.manual_seed(hash((self.p.seed, self.dist.rank, self.step)) % 2**63)
+
+    # ---------------------------------------------------------------- inputs
+
+    def real_batch(self, i: int) -> torch.Tensor:
+        """The i-th real batch of this iteration, augmented (dihedral flips/rotations when on)."""
+        x = self.feed.batch(i)
+        if self.h.dihedral_augment:
+            x = H.dihedral_augment(x)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def latent(self) -> torch.Tensor:
+        """A batch of latents from the model's latent distribution, on the device (torch's default generator)."""
+        return sample_latent(self.cfg, self.batch, device=self.device)
+
+    # ---------------------------------------------------------------- (1) update D
+
+    def update_d(self, real: torch.Tensor, fake: torch.Tensor, noise_std: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One D update on an all-real and an all-fake batch (``fake`` already detached)."""
+        h, b = self.h, self.batch
+        if self.swap is not None:
+            with torch.no_grad(), self.amp():
+                old = self.swap.g_old(self.latent())
+            fake = torch.where(self.swap.flag, old.to(fake.dtype), fake)  # ganhacks #8: D vs an older G
+        old = self.replay.draw(self.n_replay, fake.dtype) if self.replay is not None else None
+        clean_fake = fake  # the buffer keeps fakes as G made them; instance noise is drawn afresh on replay
+        if h.instance_noise.enabled:
+            real = H.add_instance_noise(real, noise_std)
+            fake = H.add_instance_noise(fake, noise_std)
+            old = H.add_instance_noise(old, noise_std) if old is not None else None
+        soft = h.soft_labels
+        flip = h.noisy_labels.fraction if h.noisy_labels.enabled else 0.0
+        fake_range = soft.fake if soft.enabled and not soft.one_sided else None
+        t_real = H.label_targets(b, True, self.device, soft.real if soft.enabled else None, flip)
+        t_fake = H.label_targets(b, False, self.device, fake_range, flip)
+        with self.amp():
+            if h.separate_batches:
+                # ganhacks #4: all-real and all-fake batches, so BN statistics never mix the two.
+                # Replayed fakes get a forward of their own for the same reason: mixed into the
+                # fresh batch, their statistics made D's view of fresh fakes differ from the
+                # all-fresh batch G is scored on, and once G collapsed that batch normalised its
+                # sameness away, D called it real in G's step and G stalled (docs/experiments.md).
+                real_logits, fake_logits = self.d_run(real), self.d_run(fake)
+                old_logits = self.d_run(old) if old is not None else None
+            else:
+                parts = self.d_run(torch.cat([real, fake] + ([old] if old is not None else [])))
+                real_logits, fake_logits = parts[:b], parts[b:2 * b]
+                old_logits = parts[2 * b:] if old is not None else None
+            loss_fake = F.binary_cross_entropy_with_logits(fake_logits.float(), t_fake)
+            if old_logits is not None:
+                # past fakes carry `replay.fraction` of the fake term, as when they filled that share of the batch
+                t_old = H.label_targets(self.n_replay, False, self.device, fake_range, flip)
+                frac = self.n_replay / b
+                loss_fake = (1 - frac) * loss_fake + frac * F.binary_cross_entropy_with_logits(old_logits.float(), t_old)
+            adv = F.binary_cross_entropy_with_logits(real_logits.float(), t_real) + loss_fake
+        loss, l2 = self._penalised(adv, self.d, h.l2_penalty.d, self.hist_d)
+        self.opt_d.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = H.grad_norm(list(self.d.parameters()))
+        self.opt_d.step()
+        if self.replay is not None:
+            self.replay.push(clean_fake, self.n_replay)
+        return {
+            "loss_d": loss.detach(), "loss_d_adv": adv.detach(), "loss_d_l2": l2.detach(),
+            "d_real": torch.sigmoid(real_logits.detach().float()).mean(),
+            "d_fake": torch.sigmoid(fake_logits.detach().float()).mean(),
+            "grad_norm_d": gnorm,
+            "_real_logits": real_logits.detach(), "_fake_logits": fake_logits.detach(),
+        }
+
+    # ---------------------------------------------------------------- (2) update G
+
+    def update_g(self, fake: torch.Tensor, real: torch.Tensor, noise_std: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One G update through the raw D (D's parameters frozen for this backward)."""
+        h = self.h
+        d_params = list(self.d.parameters())
+        for q in d_params:
+            q.requires_grad_(False)
+        d_in = H.add_instance_noise(fake, noise_std) if h.instance_noise.enabled else fake
+        with self.amp():
+            logits = self.d_fwd(d_in).float()
+            if self.swap is not None:
+                logits = torch.where(self.swap.flag, self.swap.d_old(d_in).float(), logits)  # ganhacks #8: G vs an older D
+            adv = H.generator_adv_loss(logits, h.non_saturating)  # ganhacks #2 when non_saturating
+            fm = torch.zeros((), device=self.device)
+            if h.feature_matching.enabled:
+                with torch.no_grad():
+                    f_real = discriminator_features(self.d, real)
+                fm = H.feature_matching_loss(f_real, discriminator_features(self.d, d_in))
+        loss = adv + h.feature_matching.weight * fm if h.feature_matching.enabled else adv
+        loss, l2 = self._penalised(loss, self.g, h.l2_penalty.g, self.hist_g)
+        self.opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        for q in d_params:
+            q.requires_grad_(True)
+        gnorm = H.grad_norm(list(self.g.parameters()))
+        self.opt_g.step()
+        return {"loss_g": loss.detach(), "loss_g_adv": adv.detach(), "loss_g_l2": l2.detach(), "loss_g_fm": fm.detach(),
+                "d_fake_g": torch.sigmoid(logits.detach()).mean(), "grad_norm_g": gnorm}
+
+    def _penalised(self, loss: torch.Tensor, net: nn.Module, l2_weight: float,
+                   history: H.HistoricalAverage | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``loss`` plus ``net``'s L2 and historical-averaging penalties, when on (the same for D and G)."""
+        h = self.h
+        return H.add_weight_penalties(loss, list(net.parameters()), l2_weight if h.l2_penalty.enabled else None,
+                                      history, h.historical_averaging.weight)
+
+    # ---------------------------------------------------------------- one iteration
+
+    def iteration(self) -> dict[str, torch.Tensor]:
+        """One iteration, device-side only: (1) update D, (2) update G. Returns metric tensors."""
+        h = self.h
+        step_t = self.progress.step_t
+        noise_std = (H.instance_noise_std(step_t, h.instance_noise.std, h.instance_noise.decay_iters)
+                     if h.instance_noise.enabled else torch.zeros((), device=self.device))
+        # (1) update D: d_steps times; the last one keeps G's graph so step (2) reuses its fakes
+        for i in range(self.d_steps):
+            real = self.real_batch(i)
+            last = i == self.d_steps - 1
+            with torch.set_grad_enabled(last), self.amp():
+                fake = self.g_run(self.latent())
+            out_d = self.update_d(real, fake.detach(), noise_std)
+        if h.moderated.enabled:
+            # Moderated schedule: extra D steps only while D misclassifies half of a class (host sync).
+            for j in range(h.moderated.max_extra_d_steps):
+                if not bool(H.moderated_needs_more_d(out_d["_real_logits"], out_d["_fake_logits"])):
+                    break
+                with torch.no_grad(), self.amp():
+                    extra_fake = self.g_run(self.latent())
+                out_d = self.update_d(self.real_batch(self.d_steps + j), extra_fake, noise_std)
+        # (2) update G: g_steps times, fresh fakes after the first
+        for j in range(self.g_steps):
+            if j > 0:
+                with self.amp():
+                    fake = self.g_run(self.latent())
+            out_g = self.update_g(fake, real, noise_std)
+        if self.ema is not None:
+            self.ema.update(self.g, step_t)
+        if self.hist_g is not None and self.hist_d is not None:
+            self.hist_g.update()
+            self.hist_d.update()
+        step_t.add_(1)  # in place: progress.step_t is read by the next iteration (and captured graphs)
+        out = {k: v for k, v in {**out_d, **out_g}.items() if not k.startswith("_")}
+        out["instance_noise_std"] = noise_std.detach().float()
+        return out
+
+    def run_step(self) -> dict[str, torch.Tensor]:
+        """One training iteration; through a captured CUDA graph when ``graph_mode``."""
+        if self.swap is not None:
+            self.swap.before_step(self.step)
+        self.feed.begin_iteration()
+        if not self.graph_mode:
+            out = self.iteration()
+        elif self._graph is not None:
+            self._graph.replay()
+            out = self._graph_out
+        elif self.step < GRAPH_WARMUP_STEPS:
+            # CUDA graphs need warm-up iterations on a side stream (these are real training steps)
+            s = torch.cuda.Stream(self.device)
+            s.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(s):
+                out = self.iteration()
+            torch.cuda.current_stream(self.device).wait_stream(s)
+        else:
+            self._graph = torch.cuda.CUDAGraph()
+            self.opt_g.zero_grad(set_to_none=True)
+            self.opt_d.zero_grad(set_to_none=True)
+            with torch.cuda.graph(self._graph):
+                self._graph_out = self.iteration()
+            self._graph.replay()  # capture records only; replay runs this iteration
+            out = self._graph_out
+        self.progress.advance()
+        return out
+
+    # ---------------------------------------------------------------- sampling
+
+    @property
+    def sampling_generator(self) -> nn.Module:
+        """The G used for samples and saved for sampling: the EMA copy when on, else G."""
+        return self.ema.module if self.ema is not None else self.g
+
+    @torch.no_grad()
+    def sample_grid(self) -> np.ndarray:
+        """uint8 (H, W, C) grid of the sampling G (EMA when on) on the fixed noise."""
+        from satgan.imageops import make_grid
+
+        g = self.sampling_generator
+        was_training = g.training
+        g.eval()
+        images = g(self.fixed_noise).float().cpu().numpy()
+        g.train(was_training)
+        grid = make_grid(images, nrow=int(math.ceil(math.sqrt(len(images)))))
+        return grid[..., 0] if grid.shape[-1] == 1 else grid
