@@ -1,42 +1,52 @@
-"""Tests for satgan.ablate: one queued experiment per default-on hack."""
+"""Tests for satgan.ablate: one queued experiment per hack that is on, derived from the hack registry."""
 
 from __future__ import annotations
 
 import pytest
 import yaml
 
-from satgan.ablate import ablation_commands, default_on_hacks
-from satgan.errors import SatganError
+from satgan.ablate import ablated_hacks, ablation_commands
+from satgan.errors import ParamsError
+from satgan.train.registry import HACKS
 
 
-def test_default_on_hacks_finds_bool_and_enabled_switches():
-    """Both `x: true` and `x: {enabled: true}` hacks are ablated; off ones are not."""
-    params = {"train": {"hacks": {"ema": True, "dropout": False,
-                                  "soft_labels": {"enabled": True, "real": [0.9, 1.0]},
-                                  "replay": {"enabled": False}}}}
-    assert default_on_hacks(params) == ["train.hacks.ema", "train.hacks.soft_labels.enabled"]
-
-
-def test_missing_hacks_section_is_a_clear_error():
-    """Without train.hacks there is nothing to ablate, and the error says so."""
-    with pytest.raises(SatganError, match="train.hacks"):
-        default_on_hacks({"train": {}})
-
-
-def test_commands_queue_each_ablation_then_run_the_queue(tmp_path):
-    """Every default-on hack becomes a `dvc exp run --queue -S key=false`, then --run-all."""
+def _params(tmp_path, repo_root, edit=None):
+    doc = yaml.safe_load((repo_root / "params.yaml").read_text())
+    if edit is not None:
+        edit(doc["train"]["hacks"])
     path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump({"train": {"hacks": {"ema": True, "gaussian_latent": True}}}))
-    cmds = ablation_commands(path, ["train.iterations=5"])
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_ablated_hacks_are_the_ones_switched_on(tmp_path, repo_root):
+    """Both `x: true` and `x: {enabled: true}` hacks are ablated; off ones are not."""
+    def edit(h):
+        h["ema"]["enabled"] = False  # on by default: now skipped
+        h["minibatch_stddev"] = True  # off by default: now ablated
+        h["l2_penalty"]["enabled"] = True
+    names = [h.name for h in ablated_hacks(_params(tmp_path, repo_root, edit))]
+    assert "ema" not in names and {"minibatch_stddev", "l2_penalty", "gaussian_latent", "replay"} <= set(names)
+
+
+def test_params_errors_name_the_key(tmp_path, repo_root):
+    """Ablation reads the typed train section: a bad value stops it with the key named."""
+    path = _params(tmp_path, repo_root, lambda h: h["replay"].update(enabled="yes"))
+    with pytest.raises(ParamsError, match="train.hacks.replay.enabled"):
+        ablated_hacks(path)
+
+
+def test_commands_queue_each_ablation_then_run_the_queue(tmp_path, repo_root):
+    """Every hack that is on becomes a `dvc exp run --queue -S <its registry key>=false`, then --run-all."""
+    cmds = ablation_commands(_params(tmp_path, repo_root), ["train.iterations=5"])
     queued = [c for c in cmds if "--queue" in c]
-    assert ["-S", "train.hacks.ema=false"] == queued[0][6:8]
-    assert all(c[-2:] == ["-S", "train.iterations=5"] for c in queued)
-    assert [c[-1] for c in queued][-1] == "train.iterations=5" and len(queued) == 3
+    on = [h for h in HACKS if h.default_on]
+    assert [c[5] for c in queued[:-1]] == ["no-" + h.name.replace("_", "-") for h in on]
+    assert [c[7] for c in queued[:-1]] == [f"{h.params_key}=false" for h in on]
+    assert all(c[-2:] == ["-S", "train.iterations=5"] for c in queued) and queued[-1][5] == "baseline"
     assert cmds[-2][:4] == ["dvc", "exp", "run", "--run-all"]
 
 
 def test_real_params_have_default_on_hacks(repo_root):
     """The shipped params.yaml has default-on hacks for `make ablate` to ablate."""
-    from satgan.params import read_params_file
-
-    assert len(default_on_hacks(read_params_file(repo_root / "params.yaml"))) >= 5
+    assert len(ablated_hacks(repo_root / "params.yaml")) >= 5

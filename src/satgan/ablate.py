@@ -2,7 +2,9 @@
 
 Experiments are ``dvc exp run -S`` variations of params.yaml, never copied scripts. This
 queues one experiment per hack that is on in params.yaml (turning that one hack off),
-runs the queue, and prints ``dvc exp show`` with the evaluation columns side by side.
+runs the queue, and prints ``dvc exp show`` with the evaluation columns side by side. The
+hacks and the key that switches each come from :data:`satgan.train.registry.HACKS`; whether
+one is on is read from the typed ``train`` section, so a params error names its key.
 
     python -m satgan.ablate              # queue + run + show
     python -m satgan.ablate --dry-run    # print the dvc commands only
@@ -15,38 +17,26 @@ import argparse
 import shlex
 import subprocess
 from pathlib import Path
-from typing import Any
 
 from satgan.cli import run_main
 from satgan.errors import SatganError
-from satgan.params import read_params_file
+from satgan.params import load_section
+from satgan.train import TrainParams
+from satgan.train.registry import Hack, hacks_on
 
-def default_on_hacks(params: dict[str, Any]) -> list[str]:
-    """Dotted params keys that switch off each hack that is on, e.g. ``train.hacks.ema.enabled``.
 
-    A hack is either a boolean switch (``train.hacks.x: true``) or a mapping with an
-    ``enabled`` boolean (``train.hacks.x.enabled: true``).
-    """
-    try:
-        hacks = params["train"]["hacks"]
-    except (KeyError, TypeError):
-        raise SatganError("params.yaml: train.hacks: missing section (nothing to ablate)") from None
-    keys = []
-    for name, value in hacks.items():
-        if value is True:
-            keys.append(f"train.hacks.{name}")
-        elif isinstance(value, dict) and "enabled" in value and value["enabled"] is True:
-            keys.append(f"train.hacks.{name}.enabled")
-    return keys
+def ablated_hacks(params_path: Path) -> list[Hack]:
+    """The hacks switched on in ``params_path``'s ``train`` section, in registry order (one run each)."""
+    return hacks_on(load_section("train", TrainParams, params_path).hacks)
 
 
 def ablation_commands(params_path: Path, extra: list[str]) -> list[list[str]]:
-    """The ``dvc exp run --queue`` commands, one per default-on hack, then the run of the queue."""
+    """The ``dvc exp run --queue`` commands, one per hack that is on, then the run of the queue."""
     sets = [a for s in extra for a in ("-S", s)]
     cmds = []
-    for key in default_on_hacks(read_params_file(params_path)):
-        name = "no-" + key.removeprefix("train.hacks.").removesuffix(".enabled").replace("_", "-")
-        cmds.append(["dvc", "exp", "run", "--queue", "-n", name, "-S", f"{key}=false", *sets])
+    for hack in ablated_hacks(params_path):
+        name = "no-" + hack.name.replace("_", "-")
+        cmds.append(["dvc", "exp", "run", "--queue", "-n", name, "-S", f"{hack.params_key}=false", *sets])
     cmds.append(["dvc", "exp", "run", "--queue", "-n", "baseline", *sets])
     cmds.append(["dvc", "exp", "run", "--run-all", "--jobs", "1"])
     cmds.append(["dvc", "exp", "show", "--md", "--drop", "Created|State|Executor"])
