@@ -1,7 +1,8 @@
 """Print the key evaluation numbers and where the outputs are: ``python -m satgan.summary``.
 
-``make demo`` calls it after ``dvc repro``. It reads params.yaml's ``paths`` section for
-the folders and ``data/eval/metrics.json`` (+ ``fid_kid.json``) for the numbers.
+``make demo`` calls it after ``dvc repro``. It reads params.yaml's ``paths`` section (typed:
+:class:`satgan.paths.PathsParams`) for the folders and ``data/eval/metrics.json``
+(+ ``fid_kid.json``) for the numbers.
 """
 
 from __future__ import annotations
@@ -11,22 +12,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from satgan import names
 from satgan.cli import run_main
-from satgan.errors import DataError, ParamsError
+from satgan.errors import DataError
 from satgan.evaluate import EvaluateParams
-from satgan.params import DEFAULT_PARAMS, load_section, read_params_file
-
-
-def _paths(params_path: Path) -> tuple[Path, Path]:
-    """(samples folder, eval folder) from params.yaml's ``paths`` section."""
-    doc = read_params_file(params_path)
-    paths = doc["paths"] if "paths" in doc else None
-    if not isinstance(paths, dict):
-        raise ParamsError(f"{params_path}: missing section 'paths'")
-    for key in ("samples", "eval"):
-        if key not in paths or not isinstance(paths[key], str):
-            raise ParamsError(f"{params_path}: paths.{key}: expected a folder path")
-    return Path(paths["samples"]), Path(paths["eval"])
+from satgan.params import DEFAULT_PARAMS, load_section
+from satgan.paths import PathsParams
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -64,14 +55,14 @@ def render(metrics: dict[str, Any], fid: dict[str, Any], samples: Path, eval_dir
     lines += [
         "",
         "Outputs:",
-        f"  quiz page (open in a browser)  {eval_dir / 'quiz.html'}",
-        f"  Turing grid                    {eval_dir / 'turing_grid.png'}   (answer key: {eval_dir / 'turing_key.json'})",
-        f"  sample grid                    {samples / 'grid.png'}",
-        f"  latent interpolation (slerp)   {samples / 'interpolation.png'}",
-        f"  closest sample/train pairs     {eval_dir / 'closest_pairs.png'}",
-        f"  metrics                        {eval_dir / 'metrics.json'}   (compare runs: dvc metrics diff)",
+        f"  quiz page (open in a browser)  {eval_dir / names.QUIZ}",
+        f"  Turing grid                    {eval_dir / names.TURING_GRID}   (answer key: {eval_dir / names.TURING_KEY})",
+        f"  sample grid                    {samples / names.SAMPLE_GRID}",
+        f"  latent interpolation           {samples / names.INTERPOLATION}",
+        f"  closest sample/train pairs     {eval_dir / names.CLOSEST_PAIRS}",
+        f"  metrics                        {eval_dir / names.METRICS}   (compare runs: dvc metrics diff)",
         "",
-        f"Score quiz answers: python -m satgan.turing score answers.json [...] --key {eval_dir / 'turing_key.json'}",
+        f"Score quiz answers: python -m satgan.turing score answers.json [...] --key {eval_dir / names.TURING_KEY}",
     ]
     return "\n".join(lines)
 
@@ -81,9 +72,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m satgan.summary", description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path, default=DEFAULT_PARAMS, help="params file (default: params.yaml)")
     args = parser.parse_args(argv)
-    samples, eval_dir = _paths(args.params)
+    paths = load_section("paths", PathsParams, args.params)
+    samples, eval_dir = Path(paths.samples), Path(paths.eval)
     threshold = load_section("evaluate", EvaluateParams, args.params).memorization.ssim_threshold
-    print(render(_read(eval_dir / "metrics.json"), _read(eval_dir / "fid_kid.json"), samples, eval_dir, threshold))
+    print(render(_read(eval_dir / names.METRICS), _read(eval_dir / names.FID_KID), samples, eval_dir, threshold))
 
 
 if __name__ == "__main__":
