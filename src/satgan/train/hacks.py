@@ -7,7 +7,8 @@ generator, which the trainer seeds and checkpoints.
 
 The hacks that keep state across steps (:class:`ReplayBuffer`, :class:`HistoricalAverage`,
 :class:`CheckpointSwap`, :class:`Ema`) each own that state and save and restore it with
-``state_dict()`` / ``load_state_dict()``; the trainer registers each one as a checkpoint part,
+``state_dict()`` / ``load_state_dict()`` (like ``nn.Module``, ``state_dict`` returns live tensors;
+the checkpoint copies them to the CPU); the trainer registers each one as a checkpoint part,
 so resuming restores every one of them without the checkpoint code naming them. A
 ``load_state_dict`` checks shapes and raises ``ValueError`` on a mismatch (a crafted or
 foreign checkpoint), which the checkpoint code reports in one line.
@@ -30,11 +31,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-
-def module_state(module: nn.Module) -> dict[str, torch.Tensor]:
-    """A detached CPU copy of ``module``'s state dict (what a checkpoint stores for a network)."""
-    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
 
 
 def _tensor_like(name: str, value: Any, like: torch.Tensor) -> torch.Tensor:
@@ -127,7 +123,7 @@ class ReplayBuffer:
         self.images.index_copy_(0, idx, fake[:n_push].detach().to(self.images.dtype))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"images": self.images.detach().cpu().clone()}
+        return {"images": self.images}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.images.copy_(_tensor_like("images", state["images"], self.images))
@@ -188,7 +184,7 @@ class HistoricalAverage:
             a.add_((p.float() - a) * w)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"average": [a.detach().cpu().clone() for a in self.average], "count": self.count.detach().cpu().clone()}
+        return {"average": list(self.average), "count": self.count}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         average = state["average"]
@@ -236,7 +232,7 @@ class Ema:
         ema_update(self.module, g, self.decay, step)
 
     def state_dict(self) -> dict[str, Any]:
-        return module_state(self.module)
+        return self.module.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.module.load_state_dict(state)
@@ -267,7 +263,7 @@ class CheckpointSwap:
         self.flag.fill_(swap_active(step, self.every, self.length))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"g_old": module_state(self.g_old), "d_old": module_state(self.d_old)}
+        return {"g_old": self.g_old.state_dict(), "d_old": self.d_old.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.g_old.load_state_dict(state["g_old"])
