@@ -1,0 +1,69 @@
+"""GAN losses on D's raw outputs (logits) and the R1 gradient penalty, as plain functions.
+
+Every loss takes D's logits, (N,) or any shape (averaged over all elements), and returns a
+0-d tensor to minimise; none reads a value back to the host, so they can live in a CUDA graph.
+
+- BCE family (Goodfellow et al. 2014): :func:`d_bce` (D's cross-entropy, with optional target
+  values for label smoothing), :func:`g_non_saturating` (G maximises log D(G(z)): strong
+  gradients while D rejects the fakes) and :func:`g_saturating` (the minimax form, G minimises
+  log(1 - D(G(z))), which vanishes exactly then).
+- Hinge (Lim & Ye 2017, "Geometric GAN"; Miyato et al. 2018, "Spectral Normalization for
+  Generative Adversarial Networks"): :func:`d_hinge` = E[max(0, 1 - D(x))] + E[max(0, 1 + D(G(z)))],
+  :func:`g_hinge` = -E[D(G(z))].
+- :func:`r1_penalty` (Mescheder et al. 2018, "Which Training Methods for GANs do actually
+  Converge?"): (gamma / 2) E[||grad_x D(x)||^2] on real x, which keeps D flat on the data
+  and makes training converge locally. Lazy regularisation (every k steps, scaled by k;
+  Karras et al. 2020, StyleGAN2) is the caller's choice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+Tensor = torch.Tensor
+
+
+def d_bce(real_logits: Tensor, fake_logits: Tensor, real_target: float | Tensor = 1.0,
+          fake_target: float | Tensor = 0.0) -> Tensor:
+    """D's binary cross-entropy: reals toward ``real_target``, fakes toward ``fake_target`` (targets may be tensors)."""
+    rt = torch.as_tensor(real_target, dtype=real_logits.dtype, device=real_logits.device).expand_as(real_logits)
+    ft = torch.as_tensor(fake_target, dtype=fake_logits.dtype, device=fake_logits.device).expand_as(fake_logits)
+    return F.binary_cross_entropy_with_logits(real_logits, rt) + F.binary_cross_entropy_with_logits(fake_logits, ft)
+
+
+def g_non_saturating(fake_logits: Tensor) -> Tensor:
+    """-E[log sigmoid(D(G(z)))] = E[softplus(-D(G(z)))]: G's non-saturating loss (Goodfellow et al. 2014)."""
+    return F.softplus(-fake_logits).mean()
+
+
+def g_saturating(fake_logits: Tensor) -> Tensor:
+    """E[log(1 - sigmoid(D(G(z))))] = -E[softplus(D(G(z)))]: G's original minimax loss."""
+    return -F.softplus(fake_logits).mean()
+
+
+def d_hinge(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+    """E[max(0, 1 - D(x))] + E[max(0, 1 + D(G(z)))]: D's hinge loss (Lim & Ye 2017; Miyato et al. 2018)."""
+    return F.relu(1.0 - real_logits).mean() + F.relu(1.0 + fake_logits).mean()
+
+
+def g_hinge(fake_logits: Tensor) -> Tensor:
+    """-E[D(G(z))]: G's loss under the hinge D loss (Lim & Ye 2017; Miyato et al. 2018)."""
+    return -fake_logits.mean()
+
+
+def r1_penalty(d: Callable[[Tensor], Tensor], real: Tensor, gamma: float) -> Tensor:
+    """(gamma / 2) * mean over the batch of ||d/dx D(x)||^2 at the real images x (Mescheder et al. 2018).
+
+    ``real`` (N, C, H, W) is detached and made to require grad here; the gradient is taken with
+    ``create_graph=True``, so the returned 0-d penalty backpropagates into D's parameters. The
+    gradient of the summed outputs is each image's own gradient only when D treats images
+    independently (BatchNorm in training mode mixes a batch; the DCGAN D here has it, so the
+    penalty then includes that coupling, as in the reference implementation).
+    """
+    x = real.detach().requires_grad_(True)
+    out = d(x)
+    (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
+    return 0.5 * gamma * grad.pow(2).flatten(1).sum(1).mean()

@@ -1,0 +1,146 @@
+"""Tests for satgan.augment: DiffAugment ops (gradients, identity at p=0, range, determinism) and the ADA controller."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from satgan.augment import (
+    AdaController, brightness, contrast, cutout, diff_augment, saturation, translation,
+)
+
+OPS = [brightness, saturation, contrast, translation, cutout]
+
+
+def images(n: int = 8, c: int = 3, h: int = 16, w: int = 16, seed: int = 0) -> torch.Tensor:
+    """Random (n, c, h, w) images in [-1, 1], with no zero pixel (so a zeroed pixel is detectable)."""
+    x = torch.rand(n, c, h, w, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+    return torch.where(x == 0, torch.full_like(x, 0.5), x)
+
+
+@pytest.mark.parametrize("op", OPS, ids=lambda f: f.__name__)
+def test_gradients_reach_the_input(op):
+    """Every op is differentiable: a weighted sum of its output has a finite, non-zero gradient at the input."""
+    x = images().requires_grad_(True)
+    weights = torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
+    (op(x, 1.0, generator=torch.Generator().manual_seed(2)) * weights).sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("op", [*OPS, diff_augment], ids=lambda f: f.__name__)
+def test_p_zero_is_the_identity(op):
+    """With probability 0 (a float or a tensor) every op returns its input unchanged."""
+    x = images()
+    assert torch.equal(op(x, 0.0), x) and torch.equal(op(x, torch.tensor(0.0)), x)
+
+
+@pytest.mark.parametrize("op", [*OPS, diff_augment], ids=lambda f: f.__name__)
+def test_the_same_seed_gives_the_same_output(op):
+    """Seeded generators make every op reproducible, and another seed draws another augmentation."""
+    x = images()
+    a, b, c = (op(x, 1.0, generator=torch.Generator().manual_seed(s)) for s in (3, 3, 4))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 6), st.integers(4, 24), st.integers(4, 24), st.integers(0, 2**31))
+def test_translation_is_a_zero_filled_shift_within_an_eighth(n, h, w, seed):
+    """Each image comes out as itself shifted by whole pixels (at most 1/8 of each side), zeros filling the gap."""
+    x = images(n, 2, h, w, seed)
+    out = translation(x, 1.0, generator=torch.Generator().manual_seed(seed))
+    assert out.shape == x.shape and out.min() >= -1 and out.max() <= 1
+    sh, sw = int(h * 0.125 + 0.5), int(w * 0.125 + 0.5)
+    for k in range(n):
+        matches = []
+        for dy in range(-sh, sh + 1):
+            for dx in range(-sw, sw + 1):
+                ref = torch.zeros_like(x[k])
+                ys, xs = slice(max(dy, 0), h + min(dy, 0)), slice(max(dx, 0), w + min(dx, 0))
+                ref[:, ys, xs] = x[k][:, max(-dy, 0):h - max(dy, 0), max(-dx, 0):w - max(dx, 0)]
+                matches.append(torch.equal(out[k], ref))
+        assert any(matches)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 6), st.integers(4, 24), st.integers(4, 24), st.integers(0, 2**31))
+def test_cutout_zeroes_one_square_of_half_the_side(n, h, w, seed):
+    """Each image keeps its pixels except one (border-clipped) rectangle of at most (h/2) x (w/2), set to 0."""
+    x = images(n, 2, h, w, seed)
+    out = cutout(x, 1.0, generator=torch.Generator().manual_seed(seed))
+    assert out.shape == x.shape and out.min() >= -1 and out.max() <= 1
+    ch, cw = int(h * 0.5 + 0.5), int(w * 0.5 + 0.5)
+    for k in range(n):
+        changed = (out[k] != x[k]).any(0)
+        assert torch.equal(changed, (out[k] == 0).all(0))  # every change is a zeroed pixel, across all channels
+        rows, cols = changed.any(1).nonzero().flatten(), changed.any(0).nonzero().flatten()
+        if len(rows):
+            box = changed[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+            assert box.all() and box.shape[0] <= ch and box.shape[1] <= cw
+
+
+def test_p_is_the_per_image_probability():
+    """With p = 0.3, brightness changes about 30% of 4000 images (binomial 6-sigma bounds)."""
+    x = torch.zeros(4000, 1, 2, 2)
+    changed = (brightness(x, 0.3, generator=torch.Generator().manual_seed(0)) != 0).flatten(1).any(1).float().mean()
+    assert abs(changed.item() - 0.3) < 6 * (0.3 * 0.7 / 4000) ** 0.5
+
+
+def test_colour_ops_change_what_they_say():
+    """Brightness moves the mean, saturation keeps the per-pixel channel mean, contrast keeps the image mean."""
+    x = images(4)
+    g = torch.Generator().manual_seed(5)
+    assert not torch.allclose(brightness(x, 1.0, generator=g).mean((1, 2, 3)), x.mean((1, 2, 3)))
+    assert torch.allclose(saturation(x, 1.0, generator=g).mean(1), x.mean(1), atol=1e-6)
+    assert torch.allclose(contrast(x, 1.0, generator=g).mean((1, 2, 3)), x.mean((1, 2, 3)), atol=1e-6)
+
+
+def test_unknown_policy_is_refused():
+    """A misspelt policy name is an error that lists the known ones."""
+    with pytest.raises(ValueError, match="cutout"):
+        diff_augment(images(), 1.0, policy=("colour",))
+
+
+def test_ada_raises_p_while_d_is_sure_of_the_reals_and_lowers_it_after():
+    """All-positive real logits (r_t = 1 > 0.6) raise p by images / (speed_kimg * 1000); all-negative lower it, clamped at 0."""
+    ada = AdaController(target=0.6, speed_kimg=1.0, device="cpu")
+    p_tensor = ada.p
+    for _ in range(4):
+        ada.observe(torch.full((64,), 3.0))
+    ada.update()
+    assert ada.p.item() == pytest.approx(256 / 1000) and ada.r_t.item() == 1.0 and ada.p is p_tensor
+    ada.observe(-torch.ones(1000))
+    ada.update()
+    assert ada.p.item() == 0.0 and ada.r_t.item() == -1.0
+
+
+def test_ada_update_without_observations_keeps_p():
+    """An update with no real batch observed since the last one changes nothing."""
+    ada = AdaController(p_init=0.4)
+    ada.update()
+    assert ada.p.item() == pytest.approx(0.4)
+
+
+def test_ada_state_round_trips_in_place():
+    """load_state_dict restores p, r_t and the pending counts into the same tensors (a captured graph keeps working)."""
+    a = AdaController(target=0.5, speed_kimg=2.0)
+    a.observe(torch.tensor([1.0, 1.0, -1.0]))
+    a.update()
+    a.observe(torch.tensor([2.0]))
+    b = AdaController()
+    p_before = b.p
+    b.load_state_dict(a.state_dict())
+    assert b.state_dict() == a.state_dict() and b.p is p_before
+    a.update()
+    b.update()
+    assert a.p.item() == b.p.item()
+
+
+def test_ada_p_drives_diff_augment():
+    """The controller's p tensor is accepted by diff_augment as the probability."""
+    ada = AdaController(p_init=0.0)
+    x = images()
+    assert torch.equal(diff_augment(x, ada.p), x)
+    ada.load_state_dict({**ada.state_dict(), "p": 1.0})
+    assert not torch.equal(diff_augment(x, ada.p, generator=torch.Generator().manual_seed(0)), x)
