@@ -614,13 +614,22 @@ def train(
     checkpoints_dir: str | Path,
     live_dir: str | Path | None = None,
     on_step: Callable[[int], None] | None = None,
+    max_seconds: float | None = None,
 ) -> dict[str, Any]:
     """Train (or resume) on ``data_dir/tiles.npy`` and write the model to ``out_dir``; returns model.json.
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1) the same call trains with DistributedDataParallel:
     NCCL on GPUs, gloo on CPUs; ``batch_size`` is per process; rank 0 logs and writes files.
+
+    ``max_seconds`` (a wall-clock budget, bench/quality_bench.py): stop after the first step
+    that ends past this many seconds of the training loop, before ``iterations``; that step
+    logs, samples and checkpoints as a final one, and the model is written as usual. Single
+    process only (each rank would read its own clock and they could stop at different steps).
     """
     dist = _dist_from_env()
+    if max_seconds is not None and (dist.enabled or max_seconds <= 0):
+        raise ValueError(f"max_seconds needs a single process and a positive budget, got {max_seconds} "
+                         f"with world size {dist.world}")
     device = pick_device(p.device, dist.local_rank)
     if dist.enabled:
         import torch.distributed as tdist
@@ -629,7 +638,8 @@ def train(
             torch.cuda.set_device(device)
         tdist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     try:
-        return _train(p, Path(data_dir), Path(out_dir), Path(checkpoints_dir), Path(live_dir) if live_dir else None, device, dist, on_step)
+        return _train(p, Path(data_dir), Path(out_dir), Path(checkpoints_dir), Path(live_dir) if live_dir else None, device, dist, on_step,
+                      max_seconds)
     finally:
         if dist.enabled:
             import torch.distributed as tdist
@@ -638,7 +648,8 @@ def train(
 
 
 def _train(p: TrainParams, data_dir: Path, out_dir: Path, ck_dir: Path, live_dir: Path | None,
-           device: torch.device, dist: Dist, on_step: Callable[[int], None] | None) -> dict[str, Any]:
+           device: torch.device, dist: Dist, on_step: Callable[[int], None] | None,
+           max_seconds: float | None = None) -> dict[str, Any]:
     array, meta = open_prepared(data_dir / TILES_FILE)
     if len(array) < 2:
         raise DataError(f"{data_dir / TILES_FILE}: need at least 2 tiles to train, found {len(array)}")
@@ -675,13 +686,16 @@ def _train(p: TrainParams, data_dir: Path, out_dir: Path, ck_dir: Path, live_dir
     ft = p.hacks.failure_tracking
     tracker = H.FailureTracker(ft.d_loss_floor, ft.patience, ft.grad_norm_limit) if ft.enabled else None
     t_last, step_last = time.perf_counter(), trainer.step
+    t_loop = t_last  # max_seconds counts from here: the training loop, not the setup above
+    out_of_time = False
     try:
-        while trainer.step < p.iterations:
+        while trainer.step < p.iterations and not out_of_time:
             out = trainer.run_step()
             step = trainer.step
             if on_step is not None:
                 on_step(step)
-            final = step == p.iterations
+            out_of_time = max_seconds is not None and time.perf_counter() - t_loop >= max_seconds
+            final = step == p.iterations or out_of_time
             if step % p.log_every == 0 or final:
                 vals = _check_finite(out, step, ck_dir)  # the one host sync every log_every steps
                 now = time.perf_counter()
@@ -708,6 +722,8 @@ def _train(p: TrainParams, data_dir: Path, out_dir: Path, ck_dir: Path, live_dir
             trainer.stream.close()
         logger.close()
 
+    if out_of_time and trainer.step < p.iterations:
+        say(f"max_seconds={max_seconds:g} reached at step {trainer.step} of {p.iterations}")
     card: dict[str, Any] = {}
     if dist.main:
         card = save_model(
