@@ -7,12 +7,13 @@ export PATH := $(BIN):$(PATH)
 export PYTHONUNBUFFERED := 1
 PYTEST_ARGS ?= -n 2 --dist loadfile
 
-.PHONY: setup demo test bench ablate clean help
+.PHONY: setup demo test bench quality ablate clean help
 
 help:
 	@echo "make demo   - set up .venv and run the whole pipeline (dvc repro) on the embedded default"
 	@echo "make test   - set up .venv and run the test suite"
 	@echo "make bench  - run the CPU benchmarks in bench/ (figures go in docs/benchmarks.md)"
+	@echo "make quality - train each recipe for the same budget, evaluate each, print one table (QUALITY_ARGS)"
 	@echo "make ablate - queue and run one experiment per default-on GAN hack (dvc exp)"
 
 # Idempotent: reinstalls only when requirements.txt or pyproject.toml change.
@@ -36,6 +37,13 @@ bench: setup
 	python bench/prepare_bench.py
 	python bench/download_bench.py
 	python bench/train_bench.py
+
+# Equal-compute quality table (bench/quality_bench.py); results under bench/out/ (git-ignored).
+# The default is a CPU run of ~35 minutes; e.g. make quality QUALITY_ARGS="--budget-seconds 60 --seeds 0"
+QUALITY_ARGS ?= --budget-seconds 480 --recipes canonical,default --seeds 0,1
+quality: setup
+	dvc repro prepare
+	python bench/quality_bench.py $(QUALITY_ARGS)
 
 ablate: setup
 	python -m satgan.ablate

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from satgan.errors import ParamsError
@@ -73,6 +74,20 @@ def test_model_card_joins_the_evaluated_model_and_its_metrics(dirs, repo_root, t
     card = json.loads((tmp_path / "eval" / "model_card.json").read_text())
     assert card["model"]["step"] == 3 and card["model"]["loaded_weights"] == "generator_ema.safetensors"
     assert card["metrics"] == json.loads((tmp_path / "eval" / "metrics.json").read_text()) == json.loads(json.dumps(m))
+
+
+def test_two_runs_give_identical_metrics(dirs, repo_root, tmp_path):
+    """evaluate twice on the same samples and held-out tiles, on 2 threads: the same metrics.json, judge included."""
+    params = load_section("evaluate", EvaluateParams, _params(repo_root, tmp_path))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        a = evaluate(dirs / "prepared", dirs / "samples", tmp_path / "a", params)
+        b = evaluate(dirs / "prepared", dirs / "samples", tmp_path / "b", params)
+    finally:
+        torch.set_num_threads(threads)
+    assert a == b and {"log_loss", "brier"} <= set(a["judge"])
+    assert (tmp_path / "a" / "metrics.json").read_bytes() == (tmp_path / "b" / "metrics.json").read_bytes()
 
 
 def test_copied_training_tiles_are_flagged(dirs, repo_root, tmp_path):

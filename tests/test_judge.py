@@ -7,13 +7,14 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from satgan.judge import JudgeConfig, binomial_p_value, judge, roc_auc
+from satgan.judge import JudgeParams, binomial_p_value, brier_score, judge, log_loss, roc_auc
 from tiles import load_tiles
 
-CFG = JudgeConfig(test_fraction=0.5, epochs=30, batch_size=16, lr=2e-3, width=16)
+CFG = JudgeParams(test_fraction=0.5, epochs=30, batch_size=16, lr=2e-3, width=16)
 
 
 
@@ -34,10 +35,11 @@ def test_real_vs_real_is_chance(halves):
 
 
 def test_real_vs_noise_is_caught(halves):
-    """Real tiles against Gaussian noise: accuracy ~1 and a vanishing p-value."""
+    """Real tiles against Gaussian noise: accuracy ~1, a vanishing p-value, log-loss far below chance's ln 2."""
     noise = np.clip(np.random.default_rng(1).normal(0, 0.5, halves[1].shape), -1, 1).astype(np.float32)
     res = judge(halves[0], noise, CFG, seed=0)
     assert res.accuracy >= 0.95 and res.auc >= 0.95 and res.p_value < 1e-20
+    assert res.log_loss < 0.2 and res.brier < 0.05
 
 
 def test_real_vs_blurred_real_is_caught(halves):
@@ -48,8 +50,46 @@ def test_real_vs_blurred_real_is_caught(halves):
 
 def test_judge_balances_classes(halves):
     """With 140 real and 30 fake tiles, both classes are cut to 30 and half of each is tested."""
-    res = judge(halves[0], halves[1][:30], JudgeConfig(0.5, 1, 16, 2e-3, 4), seed=0)
+    res = judge(halves[0], halves[1][:30], JudgeParams(0.5, 1, 16, 2e-3, 4), seed=0)
     assert res.n_per_class == 30 and res.n_test == 30 and res.n_train == 30
+
+
+def test_two_runs_are_identical_and_leave_the_caller_alone(halves):
+    """Two judge runs on 2 threads give the same result bit for bit; threads and global RNG come back as they were."""
+    small = JudgeParams(0.5, 3, 16, 2e-3, 8)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        torch.manual_seed(123)
+        before = torch.random.get_rng_state()
+        a = judge(halves[0][:40], halves[2][:40], small, seed=4)
+        assert torch.equal(torch.random.get_rng_state(), before) and torch.get_num_threads() == 2
+        b = judge(halves[0][:40], halves[2][:40], small, seed=4)
+    finally:
+        torch.set_num_threads(threads)
+    assert a == b and not torch.are_deterministic_algorithms_enabled()
+
+
+def test_log_loss_and_brier_on_known_logits():
+    """log-loss and Brier equal their textbook values: ln 2 and 1/4 at logit 0, -ln(sigmoid) for confident hits."""
+    labels = np.array([1, 0, 1, 0])
+    assert log_loss(np.zeros(4), labels) == pytest.approx(math.log(2))
+    assert brier_score(np.zeros(4), labels) == pytest.approx(0.25)
+    z = np.array([2.0, -3.0, -1.0, 800.0])  # the last is a confident mistake: large but finite
+    sig = 1 / (1 + np.exp(-z[:3]))
+    expected_ll = (-math.log(sig[0]) - math.log(1 - sig[1]) - math.log(sig[2]) + 800.0) / 4
+    assert log_loss(z, labels) == pytest.approx(expected_ll)
+    assert brier_score(z, labels) == pytest.approx(((sig - labels[:3]) ** 2).sum() / 4 + 0.25)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.floats(-30, 30), st.booleans()), min_size=1, max_size=20))
+def test_log_loss_grows_as_predictions_worsen(pairs):
+    """Pushing every logit away from its label raises the log-loss and the Brier score (never lowers them)."""
+    z = np.array([v for v, _ in pairs])
+    y = np.array([lab for _, lab in pairs])
+    worse = z - np.where(y, 1.0, -1.0)
+    assert log_loss(worse, y) >= log_loss(z, y) and brier_score(worse, y) >= brier_score(z, y)
 
 
 @settings(max_examples=60, deadline=None)

@@ -12,15 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from PIL import Image
 
 from satgan import imageops as ops
 from satgan.arrays import open_prepared
 from satgan.errors import DataError, ParamsError
 from satgan.params import from_mapping, load_section
-from satgan.prepare import PrepareParams, prepare, split_holdout
+from satgan.prepare import PrepareParams, prepare
 from satgan.validate import ValidateParams, validate
 
 
@@ -105,15 +103,6 @@ def test_holdout_is_seeded_disjoint_and_recorded(real_crops, tmp_path, params):
     assert side["a"]["tiles"]["accepted_csv_sha256"] == accepted_sha
 
 
-@settings(max_examples=50, deadline=None)
-@given(st.integers(2, 500), st.floats(0.01, 0.5), st.integers(0, 2**31))
-def test_split_holdout_properties(n, fraction, seed):
-    """split_holdout partitions 0..n-1 into sorted, disjoint, non-empty train and holdout."""
-    train, hold = split_holdout(n, fraction, seed)
-    assert len(hold) >= 1 and len(train) >= 1 and len(train) + len(hold) == n
-    assert sorted(set(train) | set(hold)) == list(range(n)) and list(hold) == sorted(hold)
-
-
 def test_output_independent_of_chunk_size_and_workers(real_crops, tmp_path, params):
     """chunk_size and workers change speed and memory only, never the bytes written."""
     run(real_crops, tmp_path / "a", dataclasses.replace(params, chunk_size=1, workers=1))
@@ -194,7 +183,8 @@ def test_mixed_channel_counts_are_refused(real_crops, tmp_path, params):
 
 def test_bad_holdout_fraction_names_the_key():
     """holdout_fraction outside (0, 0.5] is refused naming prepare.holdout_fraction."""
-    good = {"image_size": 32, "dtype": "float16", "holdout_fraction": 0.1, "seed": 0, "chunk_size": 8, "workers": 1}
+    good = {"image_size": 32, "dtype": "float16", "holdout_fraction": 0.1, "seed": 0, "chunk_size": 8, "workers": 1,
+            "holdout_split": "auto", "holdout_margin_px": 0, "holdout_blocks": 4}
     with pytest.raises(ParamsError, match="prepare.holdout_fraction: must be in"):
         from_mapping(PrepareParams, good | {"holdout_fraction": 0.0}, "prepare")
 
@@ -203,7 +193,8 @@ def test_stage_reads_only_the_prepare_section(real_crops, tmp_path, repo_root):
     """stages/prepare.py runs with a params file holding nothing but a prepare section."""
     raw, validated, _ = real_crops
     (tmp_path / "params.yaml").write_text(
-        "prepare:\n  image_size: 32\n  dtype: float16\n  holdout_fraction: 0.25\n  seed: 3\n  chunk_size: 8\n  workers: 2\n")
+        "prepare:\n  image_size: 32\n  dtype: float16\n  holdout_fraction: 0.25\n  seed: 3\n  chunk_size: 8\n  workers: 2\n"
+        "  holdout_split: auto\n  holdout_margin_px: 0\n  holdout_blocks: 4\n")
     proc = subprocess.run([sys.executable, str(repo_root / "stages" / "prepare.py"), "--raw", str(raw),
                            "--validated", str(validated), "--out", str(tmp_path / "out"),
                            "--params", str(tmp_path / "params.yaml")],

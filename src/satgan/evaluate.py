@@ -9,6 +9,10 @@ Inputs (all through the :mod:`satgan.arrays` contract, memory-mapped): the train
 - ``fid_kid.json``: FID/KID, or ``"not computed"`` with the reason;
 - ``turing_grid.png`` + ``turing_key.json`` + ``quiz.html``: the Turing test (:mod:`satgan.turing`);
 - ``closest_pairs.png``: the samples most similar to a training tile, each beside that tile.
+
+Deterministic: every random choice is drawn from ``evaluate.seed`` and the judge trains on one
+thread under deterministic algorithms (:mod:`satgan.judge`), so two runs on the same samples
+and held-out tiles write the same metrics.json.
 """
 
 from __future__ import annotations
@@ -20,13 +24,13 @@ from typing import Any
 
 import numpy as np
 
-from satgan import metrics
+from satgan import metrics, names
 from satgan.arrays import open_prepared
 from satgan.errors import DataError, ParamsError
 from satgan.fsutil import write_json_atomic
 from satgan.imageops import save_grid
-from satgan.judge import JudgeConfig, judge
-from satgan.params import InvalidParam
+from satgan.judge import JudgeParams, judge
+from satgan.params import check
 from satgan.turing import write_turing_test
 
 
@@ -39,29 +43,9 @@ class TuringParams:
     nrow: int
 
     def __post_init__(self) -> None:
-        for name in ("n_real", "n_fake", "nrow"):
-            if getattr(self, name) < 1:
-                raise InvalidParam(name, f"expected an integer >= 1, got {getattr(self, name)}")
-
-
-@dataclass(frozen=True)
-class JudgeParams:
-    """``evaluate.judge``: the classifier two-sample test."""
-
-    test_fraction: float
-    epochs: int
-    batch_size: int
-    lr: float
-    width: int
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.test_fraction < 1.0:
-            raise InvalidParam("test_fraction", f"expected a fraction in (0, 1), got {self.test_fraction}")
-        for name in ("epochs", "batch_size", "width"):
-            if getattr(self, name) < 1:
-                raise InvalidParam(name, f"expected an integer >= 1, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise InvalidParam("lr", f"expected a positive learning rate, got {self.lr}")
+        check("n_real", self.n_real >= 1, "an integer >= 1", self.n_real)
+        check("n_fake", self.n_fake >= 1, "an integer >= 1", self.n_fake)
+        check("nrow", self.nrow >= 1, "an integer >= 1", self.nrow)
 
 
 @dataclass(frozen=True)
@@ -74,11 +58,10 @@ class SwdParams:
     repeats: int
 
     def __post_init__(self) -> None:
-        for name in ("patches_per_image", "n_projections", "repeats"):
-            if getattr(self, name) < 1:
-                raise InvalidParam(name, f"expected an integer >= 1, got {getattr(self, name)}")
-        if not 1 <= self.patch_size <= 16:
-            raise InvalidParam("patch_size", f"expected 1..16 (the coarsest level is 16 px), got {self.patch_size}")
+        check("patches_per_image", self.patches_per_image >= 1, "an integer >= 1", self.patches_per_image)
+        check("patch_size", 1 <= self.patch_size <= 16, "1..16 (the coarsest level is 16 px)", self.patch_size)
+        check("n_projections", self.n_projections >= 1, "an integer >= 1", self.n_projections)
+        check("repeats", self.repeats >= 1, "an integer >= 1", self.repeats)
 
 
 @dataclass(frozen=True)
@@ -91,11 +74,10 @@ class MemorizationParams:
     n_pairs_image: int
 
     def __post_init__(self) -> None:
-        for name in ("top_k", "chunk_size", "n_pairs_image"):
-            if getattr(self, name) < 1:
-                raise InvalidParam(name, f"expected an integer >= 1, got {getattr(self, name)}")
-        if not -1.0 < self.ssim_threshold < 1.0:
-            raise InvalidParam("ssim_threshold", f"expected an SSIM in (-1, 1), got {self.ssim_threshold}")
+        check("top_k", self.top_k >= 1, "an integer >= 1", self.top_k)
+        check("chunk_size", self.chunk_size >= 1, "an integer >= 1", self.chunk_size)
+        check("ssim_threshold", -1.0 < self.ssim_threshold < 1.0, "an SSIM in (-1, 1)", self.ssim_threshold)
+        check("n_pairs_image", self.n_pairs_image >= 1, "an integer >= 1", self.n_pairs_image)
 
 
 @dataclass(frozen=True)
@@ -106,10 +88,8 @@ class DiversityParams:
     margin: float
 
     def __post_init__(self) -> None:
-        if self.max_pairs < 1:
-            raise InvalidParam("max_pairs", f"expected an integer >= 1, got {self.max_pairs}")
-        if not 0.0 <= self.margin < 2.0:
-            raise InvalidParam("margin", f"expected an SSIM difference in [0, 2), got {self.margin}")
+        check("max_pairs", self.max_pairs >= 1, "an integer >= 1", self.max_pairs)
+        check("margin", 0.0 <= self.margin < 2.0, "an SSIM difference in [0, 2)", self.margin)
 
 
 @dataclass(frozen=True)
@@ -126,8 +106,7 @@ class EvaluateParams:
     inception_weights: str
 
     def __post_init__(self) -> None:
-        if self.histogram_bins < 2:
-            raise InvalidParam("histogram_bins", f"expected an integer >= 2, got {self.histogram_bins}")
+        check("histogram_bins", self.histogram_bins >= 2, "an integer >= 2", self.histogram_bins)
 
 
 def fid_kid(real: np.ndarray, fake: np.ndarray, weights: str) -> dict[str, Any]:
@@ -185,11 +164,12 @@ def _load(path: Path, what: str) -> tuple[np.ndarray, dict[str, Any]]:
 def evaluate(prepared_dir: str | Path, samples_dir: str | Path, out_dir: str | Path, params: EvaluateParams) -> dict[str, Any]:
     """Run every check and write metrics.json, fid_kid.json, the Turing test and closest_pairs.png; returns the metrics."""
     prepared, out = Path(prepared_dir), Path(out_dir)
-    train = _load(prepared / "tiles.npy", "training")[0]
-    holdout = np.asarray(_load(prepared / "holdout.npy", "held-out real")[0], np.float32)
-    fake_arr, fake_meta = _load(Path(samples_dir) / "samples.npy", "generated")
+    train = _load(prepared / names.TRAIN_TILES, "training")[0]
+    holdout = np.asarray(_load(prepared / names.HOLDOUT_TILES, "held-out real")[0], np.float32)
+    samples_npy = Path(samples_dir) / names.SAMPLES
+    fake_arr, fake_meta = _load(samples_npy, "generated")
     if not {"model", "architecture"} <= set(fake_meta):
-        raise DataError(f"{Path(samples_dir) / 'samples.json'}: expected the 'model' and 'architecture' keys the "
+        raise DataError(f"{samples_npy.with_suffix('.json')}: expected the 'model' and 'architecture' keys the "
                         f"generate stage writes, got {sorted(fake_meta)}")
     fake = np.asarray(fake_arr, np.float32)
     if not train.shape[1:] == holdout.shape[1:] == fake.shape[1:]:
@@ -202,8 +182,7 @@ def evaluate(prepared_dir: str | Path, samples_dir: str | Path, out_dir: str | P
     t = params.turing
     turing_paths = write_turing_test(holdout, fake, out, t.n_real, t.n_fake, t.nrow, seed)
 
-    j = params.judge
-    verdict = judge(holdout, fake, JudgeConfig(j.test_fraction, j.epochs, j.batch_size, j.lr, j.width), seed)
+    verdict = judge(holdout, fake, params.judge, seed)
     s = params.swd
     swd = metrics.sliced_wasserstein_pyramid(holdout, fake, s.patches_per_image, s.patch_size, s.n_projections, s.repeats, seed)
     hist = metrics.colour_histogram_distance(holdout, fake, params.histogram_bins)
@@ -214,17 +193,18 @@ def evaluate(prepared_dir: str | Path, samples_dir: str | Path, out_dir: str | P
     mem_real = metrics.memorization(holdout, train, m.top_k, m.chunk_size, m.ssim_threshold)
     worst = np.argsort(-mem.ssim)[: m.n_pairs_image]
     pairs = np.stack([x for i in worst for x in (fake[i], np.asarray(train[mem.index[i]], np.float32))])
-    save_grid(pairs, out / "closest_pairs.png", nrow=2)
+    save_grid(pairs, out / names.CLOSEST_PAIRS, nrow=2)
 
     d = params.diversity
     div = metrics.diversity(holdout, fake, d.max_pairs, d.margin, seed)
 
     extra = fid_kid(holdout, fake, params.inception_weights)
-    write_json_atomic(out / "fid_kid.json", extra)
+    write_json_atomic(out / names.FID_KID, extra)
     result: dict[str, Any] = {
         "n": {"train": int(len(train)), "holdout": int(len(holdout)), "fake": int(len(fake))},
-        "judge": {"accuracy": verdict.accuracy, "auc": verdict.auc, "p_value": verdict.p_value,
-                  "log10_p_value": verdict.log10_p_value, "n_test": verdict.n_test},
+        "judge": {"accuracy": verdict.accuracy, "auc": verdict.auc, "log_loss": verdict.log_loss,
+                  "brier": verdict.brier, "p_value": verdict.p_value, "log10_p_value": verdict.log10_p_value,
+                  "n_test": verdict.n_test},
         "swd": swd,
         "colour_hist": hist,
         "memorization": {**mem.summary(), "holdout_frac_above_threshold": mem_real.fraction_above,
@@ -234,15 +214,16 @@ def evaluate(prepared_dir: str | Path, samples_dir: str | Path, out_dir: str | P
     }
     if isinstance(extra["fid"], float):
         result["fid"], result["kid"] = extra["fid"], extra["kid"]
-    write_json_atomic(out / "metrics.json", result)
+    write_json_atomic(out / names.METRICS, result)
     # The model card with its evaluation: data/model/model.json cannot hold these numbers (train
     # runs before evaluate), so this card joins the evaluated model's identity, from the samples'
     # sidecar, with the metrics; `dvc get <repo> data/eval/model_card.json --rev <tag>` fetches it.
-    write_json_atomic(out / "model_card.json", {
+    write_json_atomic(out / names.EVAL_MODEL_CARD, {
         "model": fake_meta["model"], "architecture": fake_meta["architecture"], "metrics": result,
     })
     print(
-        f"evaluate: judge accuracy {verdict.accuracy:.3f} (AUC {verdict.auc:.3f}, p={verdict.p_value:.2g}); "
+        f"evaluate: judge accuracy {verdict.accuracy:.3f} (AUC {verdict.auc:.3f}, log-loss {verdict.log_loss:.3f}, "
+        f"p={verdict.p_value:.2g}); "
         f"SWD {swd['mean']:.4f}; memorized {mem.fraction_above:.1%} > SSIM {m.ssim_threshold}; "
         f"diversity SSIM fake {div.fake_mean_ssim:.3f} vs real {div.real_mean_ssim:.3f}; quiz: {turing_paths['quiz']}"
     )

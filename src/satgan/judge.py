@@ -6,21 +6,37 @@ distributions were the same, no classifier could beat chance on unseen tiles: th
 held-out accuracy would be ~0.5, and the number of correct test predictions would be
 Binomial(n_test, 1/2). The p-value is that binomial's upper tail at the observed count.
 For the GAN, 0.5 accuracy (AUC 0.5, large p-value) is the perfect score.
+
+Accuracy saturates: every run that the judge tells apart scores 0.98-1.0. The log-loss (mean
+binary cross-entropy of the judge's predicted probabilities on the test half) and the Brier
+score (mean squared error of those probabilities) are graded: they keep falling as the judge
+grows surer, so such runs can still be ranked. An uninformed judge (p = 1/2 everywhere) has
+log-loss ln 2 ~ 0.693 and Brier 0.25; a judge that cannot tell the sets apart but overfits its
+training half scores worse than that. For the GAN, higher is better on both.
+
+Deterministic: the same inputs, params and seed give the same result bit for bit. The judge
+draws every random number from seeded generators (the caller's global torch RNG is left as
+it was) and trains on one intra-op thread under ``torch.use_deterministic_algorithms``, so no
+parallel reduction can reorder a sum.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
+from satgan.params import check
+
 
 @dataclass(frozen=True)
-class JudgeConfig:
-    """Training knobs of the judge (see params.yaml ``evaluate.judge``)."""
+class JudgeParams:
+    """params.yaml ``evaluate.judge``: the classifier two-sample test."""
 
     test_fraction: float
     epochs: int
@@ -28,13 +44,22 @@ class JudgeConfig:
     lr: float
     width: int
 
+    def __post_init__(self) -> None:
+        check("test_fraction", 0.0 < self.test_fraction < 1.0, "a fraction in (0, 1)", self.test_fraction)
+        check("epochs", self.epochs >= 1, "an integer >= 1", self.epochs)
+        check("batch_size", self.batch_size >= 1, "an integer >= 1", self.batch_size)
+        check("lr", self.lr > 0, "a positive learning rate", self.lr)
+        check("width", self.width >= 1, "an integer >= 1", self.width)
+
 
 @dataclass(frozen=True)
 class JudgeResult:
-    """Held-out accuracy, ROC AUC and the one-sided binomial p-value against chance."""
+    """Held-out accuracy, ROC AUC, log-loss, Brier score and the one-sided binomial p-value against chance."""
 
     accuracy: float
     auc: float
+    log_loss: float
+    brier: float
     p_value: float
     log10_p_value: float
     n_train: int
@@ -62,6 +87,28 @@ def binomial_log_sf(k: int, n: int, p: float = 0.5) -> float:
 def binomial_p_value(k: int, n: int, p: float = 0.5) -> float:
     """P(X >= k) for X ~ Binomial(n, p): the one-sided p-value of ``k`` correct out of ``n``."""
     return min(1.0, math.exp(binomial_log_sf(k, n, p)))
+
+
+def log_loss(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Mean binary cross-entropy (nats) of sigmoid(``logits``) (N,) against ``labels`` (N,) in {0, 1}.
+
+    Computed from the logits as softplus(-z) for label 1 and softplus(z) for label 0, in
+    float64, so confident mistakes give large finite values instead of log(0).
+    """
+    z = np.asarray(logits, np.float64)
+    y = np.asarray(labels).astype(bool)
+    if z.shape != y.shape or z.ndim != 1 or len(z) == 0:
+        raise ValueError(f"expected non-empty logits and labels of the same 1-D shape, got {z.shape} and {y.shape}")
+    return float(np.where(y, np.logaddexp(0.0, -z), np.logaddexp(0.0, z)).mean())
+
+
+def brier_score(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Mean squared error of sigmoid(``logits``) (N,) against ``labels`` (N,) in {0, 1} (Brier 1950)."""
+    z = np.asarray(logits, np.float64)
+    y = np.asarray(labels).astype(np.float64)
+    if z.shape != y.shape or z.ndim != 1 or len(z) == 0:
+        raise ValueError(f"expected non-empty logits and labels of the same 1-D shape, got {z.shape} and {y.shape}")
+    return float(((0.5 * (1.0 + np.tanh(0.5 * z)) - y) ** 2).mean())  # tanh form: sigmoid without overflow
 
 
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -118,7 +165,7 @@ def build_judge(channels: int, width: int) -> nn.Sequential:
     )
 
 
-def judge(real: np.ndarray, fake: np.ndarray, cfg: JudgeConfig, seed: int) -> JudgeResult:
+def judge(real: np.ndarray, fake: np.ndarray, cfg: JudgeParams, seed: int) -> JudgeResult:
     """Classifier two-sample test between real (N, C, H, W) and fake (M, C, H, W) tiles in [-1, 1].
 
     Classes are balanced by subsampling both to min(N, M) (seeded); each class is split
@@ -140,24 +187,41 @@ def judge(real: np.ndarray, fake: np.ndarray, cfg: JudgeConfig, seed: int) -> Ju
     x_test = torch.cat([r[:n_test], f[:n_test]])
     y_test = np.concatenate([np.zeros(n_test), np.ones(n_test)])
 
-    # One intra-op thread: the judge's convs are too small to gain from more, and on a
-    # shared 2-core machine OpenMP workers spinning against other processes made training
-    # 5-10x slower. Restored afterwards so callers keep their own setting.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with _deterministic_cpu():
         return _train_and_test(x_train, y_train, x_test, y_test, n, cfg, seed)
+
+
+@contextlib.contextmanager
+def _deterministic_cpu() -> Iterator[None]:
+    """One intra-op thread and deterministic algorithms for the block; the caller's settings restored after.
+
+    One thread: a sum split over threads is added in an order that depends on the split, so
+    results could differ in the last bits between machines or thread counts; and the judge's
+    convs are too small to gain from more (on a shared 2-core machine OpenMP workers spinning
+    against other processes made training 5-10x slower). ``use_deterministic_algorithms``
+    makes any op without a deterministic implementation raise instead of silently varying.
+    """
+    threads = torch.get_num_threads()
+    was_det = torch.are_deterministic_algorithms_enabled()
+    was_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
     finally:
+        torch.use_deterministic_algorithms(was_det, warn_only=was_warn)
         torch.set_num_threads(threads)
 
 
 def _train_and_test(
-    x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor, y_test: np.ndarray, n: int, cfg: JudgeConfig, seed: int
+    x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor, y_test: np.ndarray, n: int, cfg: JudgeParams, seed: int
 ) -> JudgeResult:
     """Fit the judge on (x_train, y_train) and score it on the held-out (x_test, y_test); 1 = fake."""
-    torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    net = build_judge(x_train.shape[1], cfg.width)
+    # The weight init draws from the global RNG: seed it inside a fork so the caller's stream is untouched.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = build_judge(x_train.shape[1], cfg.width)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     loss_fn = nn.BCEWithLogitsLoss()
     net.train()
@@ -183,6 +247,8 @@ def _train_and_test(
     return JudgeResult(
         accuracy=correct / total,
         auc=roc_auc(scores, y_test),
+        log_loss=log_loss(scores, y_test),
+        brier=brier_score(scores, y_test),
         p_value=binomial_p_value(correct, total),
         log10_p_value=log_p / math.log(10),
         n_train=len(x_train),

@@ -3,7 +3,8 @@
 Reads ``<validated>/accepted.csv`` (and the raw files it lists) and writes to ``<out>``:
 
 - ``tiles.npy`` + ``tiles.json``: the training tiles; ``holdout.npy`` + ``holdout.json``: real
-  tiles held out for evaluation, split by a seeded shuffle before any training exists;
+  tiles held out for evaluation, split before any training exists by :mod:`satgan.split` (a spatial
+  block with a margin where tiles have positions, else a seeded shuffle);
 - ``preview.png``: a grid of the first prepared training tiles.
 
 The arrays follow :mod:`satgan.arrays` (open them with :func:`satgan.arrays.open_prepared`).
@@ -34,7 +35,9 @@ from tqdm import tqdm
 from satgan import imageops as ops
 from satgan.errors import DataError
 from satgan.fsutil import atomic_path, sha256_bytes, sha256_file, write_json_atomic
-from satgan.params import InvalidParam
+from satgan.names import MANIFEST
+from satgan.params import InvalidParam, check
+from satgan.split import Split, SplitMode, read_manifest_sources, split_tiles, tile_position
 
 PREVIEW_TILES = 64  # tiles shown in preview.png (8 x 8)
 
@@ -49,8 +52,13 @@ class PrepareParams:
     seed: int
     chunk_size: int
     workers: int
+    holdout_split: SplitMode
+    holdout_margin_px: int
+    holdout_blocks: int
 
     def __post_init__(self) -> None:
+        check("holdout_margin_px", self.holdout_margin_px >= 0, "an integer >= 0", self.holdout_margin_px)
+        check("holdout_blocks", self.holdout_blocks >= 1, "an integer >= 1", self.holdout_blocks)
         if not 0 < self.holdout_fraction <= 0.5:
             raise InvalidParam("holdout_fraction", f"must be in (0, 0.5] (evaluation needs held-out real tiles), got {self.holdout_fraction}")
         if self.chunk_size < 1:
@@ -109,17 +117,12 @@ def read_accepted(path: Path) -> _Accepted:
     return _Accepted(paths, shas, widths, heights, modes, channels.pop(), max_pixels)
 
 
-def split_holdout(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded split of row indices 0..n-1 into (train, holdout), each sorted (row order kept).
-
-    The holdout gets ``round(n * fraction)`` rows but at least one; the same (n, fraction, seed)
-    always gives the same split.
-    """
-    n_hold = max(1, round(n * fraction))
-    if n - n_hold < 1:
-        raise DataError(f"{n} accepted tile(s) cannot be split into training and holdout (holdout_fraction {fraction})")
-    perm = np.random.default_rng(seed).permutation(n)
-    return np.sort(perm[n_hold:]), np.sort(perm[:n_hold])
+def split_holdout(raw: Path, acc: _Accepted, params: PrepareParams) -> Split:
+    """The holdout split of the accepted tiles (:mod:`satgan.split`), positioned by ``raw``/manifest.csv's sources."""
+    sources = read_manifest_sources(raw / MANIFEST)
+    positions = [tile_position(p, sources.get(p, ""), w, h) for p, w, h in zip(acc.paths, acc.widths, acc.heights)]
+    return split_tiles(positions, params.holdout_fraction, params.seed, params.holdout_split,
+                       params.holdout_margin_px, params.holdout_blocks)
 
 
 JPEG_SOI = b"\xff\xd8\xff"  # a JPEG file's first bytes
@@ -235,7 +238,8 @@ def prepare(raw: str | Path, validated: str | Path, out: str | Path, params: Pre
     raw, out = Path(raw), Path(out)
     accepted_csv = Path(validated) / "accepted.csv"
     acc = read_accepted(accepted_csv)
-    train_rows, hold_rows = split_holdout(len(acc.paths), params.holdout_fraction, params.seed)
+    split = split_holdout(raw, acc, params)
+    train_rows, hold_rows = split.train, split.holdout
     common = {
         "dtype": params.dtype,
         "channels": acc.channels,
@@ -246,6 +250,7 @@ def prepare(raw: str | Path, validated: str | Path, out: str | Path, params: Pre
         "seed": params.seed,
         "holdout_fraction": params.holdout_fraction,
         "total": len(acc.paths),
+        "holdout_split": split.record(acc.paths),
     }
     out.mkdir(parents=True, exist_ok=True)
     # validate already refused bombs, by its own limit; tiles it accepted may still exceed Pillow's
