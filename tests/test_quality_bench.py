@@ -16,7 +16,7 @@ import yaml
 from satgan.generate import save_array
 from satgan.params import from_mapping, read_params_file
 from satgan.train import train
-from satgan.trainparams import TrainParams
+from satgan.train import TrainParams
 from tiles import load_tiles
 
 REPO = Path(__file__).resolve().parents[1]
