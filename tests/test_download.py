@@ -23,7 +23,7 @@ from PIL import Image
 from satgan.download import DownloadParams, run_download
 from satgan.download.fetch import Fetcher, FetchError, parse_retry_after
 from satgan.download.sources import xyz_url
-from satgan.download.output import JOURNAL, MANIFEST, safe_dest
+from satgan.download.output import FAILED_MANIFEST, JOURNAL, MANIFEST, SCRATCH, safe_dest
 from satgan.errors import DataError, DownloadError, ParamsError
 from satgan.fsutil import read_csv, sha256_bytes, sha256_file
 from satgan.params import from_mapping, read_params_file
@@ -65,9 +65,9 @@ def xyz_params(repo_root: Path, srv: TileServer, nx: int, ny: int, **over: Any) 
     return make_params(repo_root, **merge(base, over))
 
 
-def manifest(out: Path) -> list[dict[str, str]]:
-    """The manifest rows of ``out``."""
-    return read_csv(out / MANIFEST)
+def manifest(out: Path, failed: bool = False) -> list[dict[str, str]]:
+    """The manifest rows of ``out`` (of its failed run's manifest.failed.csv with ``failed``)."""
+    return read_csv(out / (FAILED_MANIFEST if failed else MANIFEST))
 
 
 def by_source(out: Path) -> dict[str, dict[str, str]]:
@@ -96,7 +96,7 @@ def test_repo_params_load() -> None:
 
 def test_bad_url_scheme_is_params_error(repo_root: Path) -> None:
     """An ftp:// tile URL is refused with a ParamsError naming download.xyz.url."""
-    with pytest.raises(ParamsError, match=r"download\.xyz\.url: only http:// and https://"):
+    with pytest.raises(ParamsError, match=r"download\.xyz\.url: expected an http:// or https:// URL"):
         make_params(repo_root, xyz={"url": "ftp://example.org/{z}/{x}/{y}.png"})
 
 
@@ -108,7 +108,7 @@ def test_bad_bbox_is_params_error(repo_root: Path) -> None:
 
 def test_bbox_over_max_tiles_is_params_error(repo_root: Path) -> None:
     """A bbox covering more tiles than max_tiles is refused with the count."""
-    with pytest.raises(ParamsError, match=r"download\.xyz\.max_tiles: .* covers 36 tiles"):
+    with pytest.raises(ParamsError, match=r"download\.xyz\.max_tiles: expected >= 36, .*got 35$"):
         make_params(repo_root, xyz={"bbox": bbox_for(6, 6), "zoom": Z, "max_tiles": 35})
 
 
@@ -120,7 +120,7 @@ def test_archive_source_requires_sha256(repo_root: Path) -> None:
 
 def test_archive_file_url_is_params_error(repo_root: Path) -> None:
     """A file:// archive location is refused (only http, https or a plain path)."""
-    with pytest.raises(ParamsError, match=r"download\.archive\.location: only http"):
+    with pytest.raises(ParamsError, match=r"download\.archive\.location: expected an http:// or https:// URL"):
         make_params(repo_root, archive={"location": "file:///etc/passwd"})
 
 
@@ -222,11 +222,11 @@ def test_xyz_retries_exhausted_is_failure_row(repo_root: Path, tmp_path: Path, b
 
 
 def test_too_many_failures_raise_after_writing_manifest(repo_root: Path, tmp_path: Path, bodies: list[bytes]) -> None:
-    """More failures than max_failed_fraction raise DownloadError, and the manifest still lists them."""
+    """More failures than max_failed_fraction raise DownloadError, and manifest.failed.csv lists them."""
     with TileServer(bodies, faults={(Z, X0, Y0): ["404"]}) as srv:
-        with pytest.raises(DownloadError, match=r"1 of 4 tiles failed .*max_failed_fraction=0\.05"):
+        with pytest.raises(DownloadError, match=r"1 of 4 tiles failed .*max_failed_fraction=0\.05.*manifest\.failed\.csv"):
             run_download(xyz_params(repo_root, srv, 4, 1), tmp_path)
-    assert [r["status"] for r in manifest(tmp_path)].count("failed") == 1
+    assert [r["status"] for r in manifest(tmp_path, failed=True)].count("failed") == 1
 
 
 def test_xyz_rerun_resumes_and_refetches_tampered(repo_root: Path, tmp_path: Path, bodies: list[bytes]) -> None:
@@ -267,10 +267,11 @@ def test_kill_9_mid_run_then_resume(repo_root: Path, tmp_path: Path, bodies: lis
                 _, z, x, y = Path(json.loads(line)["path"]).with_suffix("").parts
                 done.add((int(z), int(x), int(y)))
         assert len(done) >= 5
-        for path in (out / "tiles").rglob("*"):
-            if path.is_file() and not path.name.startswith("."):
-                with Image.open(path) as im:
-                    im.load()  # a half-written tile would fail to decode
+        staged = [p for p in (out / SCRATCH).rglob("*") if p.is_file() and not p.name.startswith(".")]
+        assert len(staged) >= len(done) and not (out / "tiles").exists()  # nothing committed before success
+        for path in staged:
+            with Image.open(path) as im:
+                im.load()  # a half-written tile would fail to decode
         before = srv.hits.copy()
         summary = run_download(from_mapping(DownloadParams, doc["download"], key="download"), out)
     assert summary.counts["ok"] + summary.counts["resumed"] == 30
@@ -341,9 +342,9 @@ def archive_params(repo_root: Path, path: Path | str, sha: str, **over: Any) -> 
                        archive={"location": str(path), "sha256": sha, **over})
 
 
-def statuses(out: Path) -> dict[str, tuple[str, str]]:
+def statuses(out: Path, failed: bool = False) -> dict[str, tuple[str, str]]:
     """Archive manifest rows as member name -> (status, error)."""
-    return {r["source"].split("!", 1)[1]: (r["status"], r["error"]) for r in manifest(out)}
+    return {r["source"].split("!", 1)[1]: (r["status"], r["error"]) for r in manifest(out, failed)}
 
 
 def test_zip_refuses_slip_absolute_and_symlink(repo_root: Path, tmp_path: Path, bodies: list[bytes]) -> None:
@@ -419,7 +420,7 @@ def test_zip_bomb_lying_about_its_size_is_stopped(repo_root: Path, tmp_path: Pat
     out = tmp_path / "out"
     with pytest.raises(DownloadError, match="no tiles"):
         run_download(archive_params(repo_root, zpath, sha256_file(zpath)), out)
-    status, error = statuses(out)["bomb.jpg"]
+    status, error = statuses(out, failed=True)["bomb.jpg"]
     assert status in ("failed", "refused") and error
     assert not (out / "tiles/bomb.jpg").exists()
 

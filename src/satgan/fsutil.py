@@ -144,24 +144,31 @@ def write_csv_atomic(dest: str | Path, rows: Iterable[Mapping[str, Any]], fieldn
 
 
 def safe_join(root: str | Path, relpath: str) -> Path:
-    """``root / relpath``, or :class:`UnsafePath` with the reason when it would land outside ``root``.
+    """``root / relpath``, or :class:`UnsafePath` with the reason when it would leave ``root``.
 
-    Checks the string (empty, NUL, absolute, a drive letter, ``..``, backslashes count as
-    separators) and then the resolved path, so a symlinked directory inside ``root`` cannot
-    redirect a read or write elsewhere either.
+    Checks the string (empty, NUL, absolute, a drive letter, ``..``; backslashes count as
+    separators) and then the resolved path: it must resolve inside ``root`` to exactly the
+    path spelled, so no symlink anywhere below ``root`` (a planted folder link, or the file
+    itself) is followed, whether it points outside or back inside.
     """
     root = Path(root)
     if not relpath or "\x00" in relpath:
         raise UnsafePath("empty path or NUL byte in path")
     if relpath.startswith(("/", "\\")) or (len(relpath) > 1 and relpath[1] == ":"):
         raise UnsafePath(f"absolute path {relpath!r}")
-    if ".." in relpath.replace("\\", "/").split("/"):
+    parts = [p for p in relpath.replace("\\", "/").split("/") if p not in ("", ".")]
+    if ".." in parts:
         raise UnsafePath(f"path {relpath!r} contains '..'")
+    if not parts:
+        raise UnsafePath(f"path {relpath!r} names the folder itself")
     resolved_root = root.resolve()
-    dest = (resolved_root / relpath).resolve()
-    if dest == resolved_root or not dest.is_relative_to(resolved_root):
+    spelled = resolved_root.joinpath(*parts)
+    dest = spelled.resolve()
+    if not dest.is_relative_to(resolved_root) or dest == resolved_root:
         raise UnsafePath(f"path {relpath!r} resolves outside {root}")
-    return root / relpath
+    if dest != spelled:
+        raise UnsafePath(f"path {relpath!r} goes through a symlink inside {root} (not followed)")
+    return root.joinpath(*parts)
 
 
 @contextlib.contextmanager
