@@ -155,13 +155,13 @@ JPEG_SOI = b"\xff\xd8\xff"  # a JPEG file's first bytes
 def _load_tile(item: tuple[str, str, int, int, str], raw: Path, channels: int, size: int) -> np.ndarray:
     """Read, check, decode and resize one (path, sha256, width, height, mode) tile -> uint8 (size, size, channels)."""
     rel, sha, width, height, mode = item
-    path = raw / rel  # read_accepted checked it stays inside raw
     try:
+        path = safe_join(raw, rel)  # checked by read_accepted too; again here, as the tree may have changed
         data = read_regular(path)
     except FileNotFoundError:
-        raise DataError(f"{path}: accepted by validate but no longer exists; rerun validate") from None
+        raise DataError(f"{raw / rel}: accepted by validate but no longer exists; rerun validate") from None
     except (OSError, UnsafePath) as exc:
-        raise DataError(f"{path}: cannot read: {exc}") from None
+        raise DataError(f"{raw / rel}: cannot read: {exc}") from None
     if sha256_bytes(data) != sha:
         raise DataError(f"{path}: changed since validate (sha256 differs from accepted.csv); rerun validate")
     try:
@@ -195,13 +195,14 @@ def _prepare_rows(task: tuple[int, list[tuple[str, str, int, int, str]]], npy: P
     return hist
 
 
-def _write_split(name: str, rows: np.ndarray, acc: _Accepted, raw: Path, out: Path, params: PrepareParams,
+def _write_split(filename: str, rows: np.ndarray, acc: _Accepted, raw: Path, out: Path, params: PrepareParams,
                  pmap: Callable[..., Iterable[np.ndarray]], common: dict[str, Any], progress: bool,
                  group: AtomicGroup, preview: Path | None = None) -> dict[str, Any]:
-    """Write ``<out>/<name>.npy`` (+ .json) from accepted rows ``rows``, one slice per task, into ``group``.
+    """Write ``<out>/<filename>`` (+ its .json sidecar) from accepted rows ``rows``, one slice per task, into ``group``.
 
     With ``preview``, also write there a grid of the first :data:`PREVIEW_TILES` tiles.
     """
+    name = Path(filename).stem  # the split: "tiles" or "holdout"
     size, c = params.image_size, acc.channels
     shape = (len(rows), c, size, size)
     # uint8 -> stored value as a 256-entry table: the same numbers as imageops.normalize, in one
@@ -239,7 +240,7 @@ def _write_split(name: str, rows: np.ndarray, acc: _Accepted, raw: Path, out: Pa
             "sources": [acc.paths[i] for i in rows],
         }
 
-    return write_array_with_sidecar(out / f"{name}.npy", shape, params.dtype, fill, group)
+    return write_array_with_sidecar(out / filename, shape, params.dtype, fill, group)
 
 
 def _init_worker(limit: int | None) -> None:
@@ -293,8 +294,8 @@ def prepare(raw: str | Path, validated: str | Path, out: str | Path, params: Pre
     # run that fails half way (a tile gone, a decode error) leaves the previous dataset whole.
     with ops.pixel_limit(limit), _tile_mapper(params, limit) as pmap, atomic_group() as group:
         preview = group.path(out / names.PREVIEW, suffix=".png")
-        _write_split("tiles", train_rows, acc, raw, out, params, pmap, common, progress, group, preview)
-        _write_split("holdout", hold_rows, acc, raw, out, params, pmap, common, progress, group)
+        _write_split(names.TRAIN_TILES, train_rows, acc, raw, out, params, pmap, common, progress, group, preview)
+        _write_split(names.HOLDOUT_TILES, hold_rows, acc, raw, out, params, pmap, common, progress, group)
     return PrepareResult(train=len(train_rows), holdout=len(hold_rows),
                          shape=(acc.channels, params.image_size, params.image_size),
                          seconds=time.perf_counter() - t0)

@@ -231,10 +231,12 @@ def validate(raw: str | Path, out: str | Path, params: ValidateParams, progress:
     rows = _read_manifest(raw)
     verdicts: list[dict[str, Any] | _Reject | None] = [None] * len(rows)
     hashes: list[str | None] = [None] * len(rows)
+    paths: list[Path | None] = [None] * len(rows)
     # Pass 1: path, existence, size, checksum and hash, so duplicates and placeholders skip decoding.
     for i, row in enumerate(rows):
         try:
-            hashes[i] = hash_raw_file(raw_file(raw, row["path"] or ""))
+            paths[i] = raw_file(raw, row["path"] or "")
+            hashes[i] = hash_raw_file(paths[i])
         except _Reject as rej:
             verdicts[i] = rej
             continue
@@ -256,7 +258,8 @@ def validate(raw: str | Path, out: str | Path, params: ValidateParams, progress:
 
     # Pass 2: decode the survivors on threads (Pillow releases the GIL while decoding).
     def check(i: int) -> dict[str, Any] | _Reject:
-        path = raw / rows[i]["path"]  # pass 1 checked it is inside raw
+        path = paths[i]  # pass 1 checked it is inside raw
+        assert path is not None
         try:
             data = read_regular(path)
         except (OSError, UnsafePath) as exc:  # changed since pass 1
