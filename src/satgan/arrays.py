@@ -12,6 +12,7 @@ corrupt pair is one :class:`~satgan.errors.DataError` naming the file, never a t
 from __future__ import annotations
 
 import json
+import tokenize
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,10 @@ REQUIRED_SIDECAR_KEYS = ("shape", "dtype", "channels", "image_size", "value_rang
 DTYPES = ("float16", "float32")
 
 # What np.load raises on a 0-byte, truncated or garbage .npy: an empty file (EOFError), a bad
-# magic string or a pickle (ValueError), a header that does not parse (SyntaxError), a shape or
-# data region larger than the file (ValueError from mmap, OverflowError), an unreadable file.
-_NPY_ERRORS = (ValueError, EOFError, SyntaxError, OverflowError, TypeError, MemoryError, OSError)
+# magic string or a pickle (ValueError), a header that does not parse (SyntaxError, or numpy's
+# tokenizer's TokenError), a shape or data region larger than the file (ValueError from mmap,
+# OverflowError), an unreadable file.
+_NPY_ERRORS = (ValueError, EOFError, SyntaxError, tokenize.TokenError, OverflowError, TypeError, MemoryError, OSError)
 
 
 def sidecar_path(npy_path: str | Path) -> Path:
