@@ -18,6 +18,7 @@ import contextlib
 import functools
 import io
 import json
+import logging
 import math
 import struct
 from collections.abc import Iterator, Sequence
@@ -204,15 +205,21 @@ def _wide_tiff_pixels(data: bytes, width: int, height: int) -> tuple[np.ndarray,
     composited onto black first (as Pillow's alpha modes are), so transparency stays no-data.
     Raises ValueError for layouts other than gray or RGB (+ alpha), or a codec tifffile lacks.
     """
+    import lzma
+    import zlib
+
     import tifffile  # imported lazily: only wide colour TIFFs need it
 
+    # A broken file's problems become the rejection's reason; tifffile would also log each one.
+    logging.getLogger("tifffile").setLevel(logging.CRITICAL)
     try:
         with tifffile.TiffFile(io.BytesIO(data)) as tif:
             page = tif.pages[0]
             arr = page.asarray(maxworkers=1)
             axes, photometric, extra = page.axes, int(page.photometric), tuple(page.extrasamples)
-    except (tifffile.TiffFileError, KeyError) as exc:  # KeyError: a codec that needs imagecodecs
-        raise ValueError(f"tifffile cannot decode it: {exc}") from None
+    # KeyError: a codec that needs the imagecodecs package; zlib/lzma: corrupt compressed strips.
+    except (tifffile.TiffFileError, zlib.error, lzma.LZMAError, *DECODE_ERRORS) as exc:
+        raise ValueError(f"tifffile cannot decode it: {type(exc).__name__}: {exc}") from None
     if sorted(axes) != sorted("YXS"):
         raise ValueError(f"unsupported TIFF layout {axes} {arr.shape}")
     arr = arr.transpose([axes.index(a) for a in "YXS"])
