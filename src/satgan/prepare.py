@@ -41,7 +41,7 @@ from satgan import imageops as ops
 from satgan import names
 from satgan.arrays import write_array_with_sidecar
 from satgan.errors import DataError
-from satgan.fsutil import AtomicGroup, UnsafePath, atomic_group, open_regular, read_regular, safe_join, sha256_bytes, sha256_file
+from satgan.fsutil import AtomicGroup, UnsafePath, atomic_group, open_regular, read_regular, safe_join, sha256_bytes
 from satgan.params import check
 
 PREVIEW_TILES = 64  # tiles shown in preview.png (8 x 8)
@@ -89,6 +89,7 @@ class _Accepted:
     modes: list[str]
     channels: int
     max_pixels: int
+    csv_sha256: str  # of the bytes parsed, so the sidecars name exactly the accepted.csv used
 
 
 def read_accepted(path: Path, raw: Path) -> _Accepted:
@@ -100,7 +101,8 @@ def read_accepted(path: Path, raw: Path) -> _Accepted:
     paths, shas, widths, heights, modes, channels, max_pixels = [], [], [], [], [], set(), 1
     try:
         with open_regular(path) as fh:
-            text = fh.read().decode("utf-8")
+            blob = fh.read()
+        text = blob.decode("utf-8")
     except FileNotFoundError:
         raise DataError(f"{path}: not found (run `dvc repro validate`)") from None
     except (OSError, UnsafePath, UnicodeDecodeError) as exc:
@@ -133,7 +135,7 @@ def read_accepted(path: Path, raw: Path) -> _Accepted:
         raise DataError(f"{path}: no accepted tiles to prepare")
     if len(channels) != 1 or not channels <= {1, 3}:
         raise DataError(f"{path}: expected one channel count (1 or 3) for every row, got {sorted(channels)}")
-    return _Accepted(paths, shas, widths, heights, modes, channels.pop(), max_pixels)
+    return _Accepted(paths, shas, widths, heights, modes, channels.pop(), max_pixels, sha256_bytes(blob))
 
 
 def split_holdout(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -281,7 +283,7 @@ def prepare(raw: str | Path, validated: str | Path, out: str | Path, params: Pre
         "image_size": params.image_size,
         "value_range": [-1.0, 1.0],
         "normalization": "x / 127.5 - 1 of uint8 pixels; resize shortest side (INTER_AREA) + centre crop",
-        "accepted_csv_sha256": sha256_file(accepted_csv),
+        "accepted_csv_sha256": acc.csv_sha256,
         "seed": params.seed,
         "holdout_fraction": params.holdout_fraction,
         "total": len(acc.paths),

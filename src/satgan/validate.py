@@ -104,7 +104,9 @@ class _Reject(Exception):
         self.reason, self.detail, self.thumb = reason, detail, thumb
 
 
-def _thumb(pixels: np.ndarray) -> np.ndarray:
+def _thumb(pixels: np.ndarray) -> np.ndarray | None:
+    if 0 in pixels.shape[:2]:  # nothing to show (a 0-pixel-wide image): the sheet draws a grey box
+        return None
     rgb = ops.to_channels(pixels, 3)
     return np.asarray(Image.fromarray(rgb).resize((THUMB, THUMB), Image.Resampling.BOX))
 
@@ -301,7 +303,7 @@ def _write_outputs(out: Path, rows: list[dict[str, str]], hashes: list[str | Non
     with atomic_group() as group:
         write_csv(group.path(out / names.ACCEPTED), accepted, ACCEPTED_FIELDS)
         write_csv(group.path(out / names.REJECTED), rejected, REJECTED_FIELDS)
-        group.path(out / names.VALIDATE_REPORT).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+        group.path(out / names.VALIDATE_REPORT).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         write_contact_sheet(group.path(out / names.REJECTED_SHEET, suffix=".png"), sheet)
     if not accepted:
         top = ", ".join(f"{k} {n}" for k, n in by_reason.most_common(3))
