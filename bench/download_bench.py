@@ -1,7 +1,8 @@
 """Benchmark: xyz download throughput against a loopback tile server with 50 ms latency per tile.
 
 With latency L and concurrency C the ideal is C / L tiles/s; the goal is >= 80% of it, i.e.
-that threads, hashing, atomic writes and the journal add little over waiting on the network.
+that threads, the per-request wall-clock watchdog, hashing, atomic writes to the staging folder,
+the journal and the final commit into tiles/ add little over waiting on the network.
 Run from the repository root: ``python bench/download_bench.py [--tiles 400] [--concurrency 8]``.
 """
 

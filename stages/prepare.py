@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+from satgan import names
 from satgan.cli import run_main
 from satgan.params import DEFAULT_PARAMS, load_section
 from satgan.prepare import PrepareParams, prepare
@@ -24,7 +25,7 @@ def main() -> None:
     result = prepare(args.raw, args.validated, args.out, params)
     c, h, w = result.shape
     print(f"prepare: {result.train} training + {result.holdout} holdout tiles of {c}x{h}x{w} {params.dtype} "
-          f"in {result.seconds:.1f}s -> {args.out}/tiles.npy, holdout.npy")
+          f"in {result.seconds:.1f}s -> {args.out}/{names.TRAIN_TILES}, {names.HOLDOUT_TILES}")
 
 
 if __name__ == "__main__":

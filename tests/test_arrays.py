@@ -6,8 +6,10 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from satgan.arrays import open_prepared
+from satgan.arrays import open_prepared, save_array_with_sidecar
 from satgan.errors import DataError
 
 
@@ -42,3 +44,55 @@ def test_missing_files_are_named(tmp_path):
     np.save(tmp_path / "tiles.npy", np.zeros((1, 1, 2, 2), np.float16))
     with pytest.raises(DataError, match="sidecar not found"):
         open_prepared(tmp_path / "tiles.npy")
+
+
+def test_empty_npy_is_a_data_error_naming_the_file(tmp_path):
+    """A 0-byte tiles.npy (a killed copy, a full disk) is one DataError line naming it, not an EOFError."""
+    path = _write(tmp_path)
+    path.write_bytes(b"")
+    with pytest.raises(DataError, match=r"tiles\.npy: empty file \(0 bytes\)"):
+        open_prepared(path)
+
+
+@pytest.mark.parametrize("cut", [6, 60, 200])
+def test_truncated_npy_is_a_data_error_naming_the_file(tmp_path, cut):
+    """A .npy cut inside its magic, its header or its data is a DataError naming the file."""
+    path = _write(tmp_path)
+    path.write_bytes(path.read_bytes()[:cut])
+    with pytest.raises(DataError, match=r"tiles\.npy: not a readable \.npy file"):
+        open_prepared(path)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_mutated_npy_or_sidecar_is_a_data_error_or_opens(tmp_path_factory, data):
+    """Any truncation, byte flip or garbage in the .npy or a garbage sidecar: DataError naming the file, or a valid open."""
+    tmp_path = tmp_path_factory.mktemp("npy")
+    path = _write(tmp_path)
+    target = data.draw(st.sampled_from([path, tmp_path / "tiles.json"]))
+    blob = bytearray(target.read_bytes())
+    for _ in range(data.draw(st.integers(1, 4))):
+        kind = data.draw(st.sampled_from(["cut", "flip", "insert"]))
+        pos = data.draw(st.integers(0, max(len(blob) - 1, 0)))
+        if kind == "cut":
+            del blob[pos:]
+        elif kind == "flip" and blob:
+            blob[pos] = data.draw(st.integers(0, 255))
+        else:
+            blob[pos:pos] = data.draw(st.binary(min_size=1, max_size=8))
+    target.write_bytes(bytes(blob))
+    try:
+        arr, meta = open_prepared(path)
+    except DataError as exc:
+        assert "\n" not in str(exc) and ("tiles.npy" in str(exc) or "tiles.json" in str(exc))
+    else:
+        assert list(arr.shape) == meta["shape"] and str(arr.dtype) == meta["dtype"]
+
+
+def test_save_array_with_sidecar_round_trips_through_open_prepared(tmp_path):
+    """save_array_with_sidecar writes the contract: open_prepared reads the same array and the extra keys."""
+    images = np.random.default_rng(0).uniform(-1, 1, (4, 3, 8, 8)).astype(np.float32)
+    meta = save_array_with_sidecar(tmp_path / "samples.npy", images, {"seed": 3})
+    arr, read = open_prepared(tmp_path / "samples.npy")
+    assert np.array_equal(arr, images) and read == meta and read["seed"] == 3 and read["channels"] == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["samples.json", "samples.npy"]

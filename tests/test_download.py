@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import copy
+import http.server
 import io
 import json
 import os
 import signal
+import socket
+import stat
 import subprocess
 import sys
 import tarfile
+import tempfile
+import threading
 import time
+import unicodedata
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -18,12 +24,14 @@ from typing import Any
 import mercantile
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from satgan.download import DownloadParams, run_download
 from satgan.download.fetch import Fetcher, FetchError, parse_retry_after
 from satgan.download.sources import xyz_url
-from satgan.download.output import JOURNAL, MANIFEST, safe_dest
+from satgan.download.output import FAILED_MANIFEST, JOURNAL, MANIFEST, SCRATCH, safe_dest
 from satgan.errors import DataError, DownloadError, ParamsError
 from satgan.fsutil import read_csv, sha256_bytes, sha256_file
 from satgan.params import from_mapping, read_params_file
@@ -65,9 +73,9 @@ def xyz_params(repo_root: Path, srv: TileServer, nx: int, ny: int, **over: Any) 
     return make_params(repo_root, **merge(base, over))
 
 
-def manifest(out: Path) -> list[dict[str, str]]:
-    """The manifest rows of ``out``."""
-    return read_csv(out / MANIFEST)
+def manifest(out: Path, failed: bool = False) -> list[dict[str, str]]:
+    """The manifest rows of ``out`` (of its failed run's manifest.failed.csv with ``failed``)."""
+    return read_csv(out / (FAILED_MANIFEST if failed else MANIFEST))
 
 
 def by_source(out: Path) -> dict[str, dict[str, str]]:
@@ -96,7 +104,7 @@ def test_repo_params_load() -> None:
 
 def test_bad_url_scheme_is_params_error(repo_root: Path) -> None:
     """An ftp:// tile URL is refused with a ParamsError naming download.xyz.url."""
-    with pytest.raises(ParamsError, match=r"download\.xyz\.url: only http:// and https://"):
+    with pytest.raises(ParamsError, match=r"download\.xyz\.url: expected an http:// or https:// URL"):
         make_params(repo_root, xyz={"url": "ftp://example.org/{z}/{x}/{y}.png"})
 
 
@@ -108,7 +116,7 @@ def test_bad_bbox_is_params_error(repo_root: Path) -> None:
 
 def test_bbox_over_max_tiles_is_params_error(repo_root: Path) -> None:
     """A bbox covering more tiles than max_tiles is refused with the count."""
-    with pytest.raises(ParamsError, match=r"download\.xyz\.max_tiles: .* covers 36 tiles"):
+    with pytest.raises(ParamsError, match=r"download\.xyz\.max_tiles: expected >= 36, .*got 35$"):
         make_params(repo_root, xyz={"bbox": bbox_for(6, 6), "zoom": Z, "max_tiles": 35})
 
 
@@ -120,7 +128,7 @@ def test_archive_source_requires_sha256(repo_root: Path) -> None:
 
 def test_archive_file_url_is_params_error(repo_root: Path) -> None:
     """A file:// archive location is refused (only http, https or a plain path)."""
-    with pytest.raises(ParamsError, match=r"download\.archive\.location: only http"):
+    with pytest.raises(ParamsError, match=r"download\.archive\.location: expected an http:// or https:// URL"):
         make_params(repo_root, archive={"location": "file:///etc/passwd"})
 
 
@@ -222,11 +230,11 @@ def test_xyz_retries_exhausted_is_failure_row(repo_root: Path, tmp_path: Path, b
 
 
 def test_too_many_failures_raise_after_writing_manifest(repo_root: Path, tmp_path: Path, bodies: list[bytes]) -> None:
-    """More failures than max_failed_fraction raise DownloadError, and the manifest still lists them."""
+    """More failures than max_failed_fraction raise DownloadError, and manifest.failed.csv lists them."""
     with TileServer(bodies, faults={(Z, X0, Y0): ["404"]}) as srv:
-        with pytest.raises(DownloadError, match=r"1 of 4 tiles failed .*max_failed_fraction=0\.05"):
+        with pytest.raises(DownloadError, match=r"1 of 4 tiles failed .*max_failed_fraction=0\.05.*manifest\.failed\.csv"):
             run_download(xyz_params(repo_root, srv, 4, 1), tmp_path)
-    assert [r["status"] for r in manifest(tmp_path)].count("failed") == 1
+    assert [r["status"] for r in manifest(tmp_path, failed=True)].count("failed") == 1
 
 
 def test_xyz_rerun_resumes_and_refetches_tampered(repo_root: Path, tmp_path: Path, bodies: list[bytes]) -> None:
@@ -267,10 +275,11 @@ def test_kill_9_mid_run_then_resume(repo_root: Path, tmp_path: Path, bodies: lis
                 _, z, x, y = Path(json.loads(line)["path"]).with_suffix("").parts
                 done.add((int(z), int(x), int(y)))
         assert len(done) >= 5
-        for path in (out / "tiles").rglob("*"):
-            if path.is_file() and not path.name.startswith("."):
-                with Image.open(path) as im:
-                    im.load()  # a half-written tile would fail to decode
+        staged = [p for p in (out / SCRATCH).rglob("*") if p.is_file() and not p.name.startswith(".")]
+        assert len(staged) >= len(done) and not (out / "tiles").exists()  # nothing committed before success
+        for path in staged:
+            with Image.open(path) as im:
+                im.load()  # a half-written tile would fail to decode
         before = srv.hits.copy()
         summary = run_download(from_mapping(DownloadParams, doc["download"], key="download"), out)
     assert summary.counts["ok"] + summary.counts["resumed"] == 30
@@ -341,9 +350,9 @@ def archive_params(repo_root: Path, path: Path | str, sha: str, **over: Any) -> 
                        archive={"location": str(path), "sha256": sha, **over})
 
 
-def statuses(out: Path) -> dict[str, tuple[str, str]]:
+def statuses(out: Path, failed: bool = False) -> dict[str, tuple[str, str]]:
     """Archive manifest rows as member name -> (status, error)."""
-    return {r["source"].split("!", 1)[1]: (r["status"], r["error"]) for r in manifest(out)}
+    return {r["source"].split("!", 1)[1]: (r["status"], r["error"]) for r in manifest(out, failed)}
 
 
 def test_zip_refuses_slip_absolute_and_symlink(repo_root: Path, tmp_path: Path, bodies: list[bytes]) -> None:
@@ -419,7 +428,7 @@ def test_zip_bomb_lying_about_its_size_is_stopped(repo_root: Path, tmp_path: Pat
     out = tmp_path / "out"
     with pytest.raises(DownloadError, match="no tiles"):
         run_download(archive_params(repo_root, zpath, sha256_file(zpath)), out)
-    status, error = statuses(out)["bomb.jpg"]
+    status, error = statuses(out, failed=True)["bomb.jpg"]
     assert status in ("failed", "refused") and error
     assert not (out / "tiles/bomb.jpg").exists()
 
@@ -445,3 +454,287 @@ def test_archive_over_http(repo_root: Path, tmp_path: Path, bodies: list[bytes])
         assert srv.hits[(0, 0, 0)] == 2
     assert (tmp_path / "out/tiles/x/a.jpg").read_bytes() == bodies[0]
     assert not (tmp_path / "out/.download").exists()
+
+
+# --- issue 10: nothing outside the output, a failed run destroys nothing, no traceback -------------
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    """Every regular file under ``root`` (symlinks not followed) with its bytes."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file() and not p.is_symlink()}
+
+
+def folder_src(tmp_path: Path, files: list[Path]) -> Path:
+    """A source folder holding copies of ``files``."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for f in files:
+        (src / f.name).write_bytes(f.read_bytes())
+    return src
+
+
+def test_symlinked_tiles_folder_is_refused_and_its_target_untouched(repo_root: Path, tmp_path: Path,
+                                                                    rsscn7_files: list[Path]) -> None:
+    """out/tiles linked to another folder: one DataError, and that folder keeps every file (nothing written or deleted)."""
+    big = tmp_path / "big"
+    (big / "sub").mkdir(parents=True)
+    (big / "precious.txt").write_text("x")
+    (big / "sub" / "keep.jpg").write_bytes(b"y")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "tiles").symlink_to(big)
+    src = folder_src(tmp_path, rsscn7_files[:2])
+    with pytest.raises(DataError, match=r"out/tiles is a symlink .*never through a link"):
+        run_download(make_params(repo_root, source="folder", folder={"path": str(src)}), out)
+    assert tree(big) == {"precious.txt": b"x", "sub/keep.jpg": b"y"}
+    assert sorted(p.name for p in out.iterdir()) == ["tiles"]
+
+
+def test_stale_cleanup_removes_links_never_their_targets(repo_root: Path, tmp_path: Path, rsscn7_files: list[Path]) -> None:
+    """Links planted below out/tiles are removed as links after a successful run; what they point to is untouched."""
+    outside = tmp_path / "outside"
+    (outside / "d").mkdir(parents=True)
+    (outside / "d" / "f.jpg").write_bytes(b"keep")
+    out = tmp_path / "out"
+    (out / "tiles").mkdir(parents=True)
+    (out / "tiles" / "dir_link").symlink_to(outside / "d")
+    (out / "tiles" / "file_link.jpg").symlink_to(outside / "d" / "f.jpg")
+    src = folder_src(tmp_path, rsscn7_files[:2])
+    summary = run_download(make_params(repo_root, source="folder", folder={"path": str(src)}), out)
+    assert summary.counts["ok"] == 2 and tree(outside) == {"d/f.jpg": b"keep"}
+    assert sorted(p.name for p in (out / "tiles").iterdir()) == sorted(f.name for f in rsscn7_files[:2])
+
+
+def test_failed_rerun_keeps_the_previous_tiles(repo_root: Path, tmp_path: Path, bodies: list[bytes]) -> None:
+    """36 good xyz tiles, then a rerun whose server answers 500: exit error, and tiles/ + manifest.csv are unchanged."""
+    with TileServer(bodies) as good:
+        run_download(xyz_params(repo_root, good, 6, 6), tmp_path)
+    before = tree(tmp_path)
+    assert len([k for k in before if k.startswith("tiles/")]) == 36
+    faults = {(Z, X0 + i, Y0 + j): ["500"] * 9 for i in range(6) for j in range(6)}
+    with TileServer(bodies, faults=faults) as bad:
+        with pytest.raises(DownloadError, match=r"produced no tiles; .*manifest\.failed\.csv; .* are kept"):
+            run_download(xyz_params(repo_root, bad, 6, 6, http={"retries": 0}), tmp_path)
+    after = tree(tmp_path)
+    assert {k: v for k, v in after.items() if k != FAILED_MANIFEST} == before
+    assert [r["status"] for r in manifest(tmp_path, failed=True)] == ["failed"] * 36
+
+
+def test_failed_run_staged_tiles_are_resumed_then_committed(repo_root: Path, tmp_path: Path, bodies: list[bytes]) -> None:
+    """A run failing on too many 404s commits nothing; the next run fetches only the missing tiles, then commits."""
+    faults = {(Z, X0 + i, Y0): ["404"] for i in range(2)}
+    with TileServer(bodies, faults=faults) as srv:
+        with pytest.raises(DownloadError, match="2 of 4 tiles failed"):
+            run_download(xyz_params(repo_root, srv, 4, 1), tmp_path)
+        assert not (tmp_path / "tiles").exists() and not (tmp_path / MANIFEST).exists()
+        summary = run_download(xyz_params(repo_root, srv, 4, 1), tmp_path)
+    assert summary.counts == {"ok": 2, "resumed": 2, "failed": 0, "refused": 0, "skipped": 0}
+    assert all(n == 2 for k, n in srv.hits.items() if k in faults) and sum(srv.hits.values()) == 6
+    assert len(list((tmp_path / "tiles").rglob("*.jpg"))) == 4
+    assert not (tmp_path / SCRATCH).exists() and not (tmp_path / FAILED_MANIFEST).exists()
+
+
+def test_malformed_journal_and_manifest_records_are_ignored(repo_root: Path, tmp_path: Path, bodies: list[bytes]) -> None:
+    """Garbage, non-object and field-less journal lines and a bad manifest row are skipped: the run refetches, no traceback."""
+    with TileServer(bodies) as srv:
+        params = xyz_params(repo_root, srv, 2, 1)
+        run_download(params, tmp_path)
+        text = (tmp_path / MANIFEST).read_text().splitlines()
+        (tmp_path / MANIFEST).write_text("\n".join(text[:2] + ["tiles/x.jpg,src,abc,not-a-number,ok,"]) + "\n")
+        (tmp_path / JOURNAL).write_text('not json\n[1, 2]\n{"source": 3}\n{"path": "tiles/a", "source": "s"}\n')
+        summary = run_download(params, tmp_path)
+    assert summary.counts["ok"] + summary.counts["resumed"] == 2
+
+
+def test_output_that_is_a_file_is_one_error_line(repo_root: Path, tmp_path: Path) -> None:
+    """--out naming an existing file is a DataError, not a FileExistsError traceback."""
+    (tmp_path / "out").write_text("x")
+    with pytest.raises(DataError, match="exists and is not a folder"):
+        run_download(make_params(repo_root), tmp_path / "out")
+
+
+def test_download_outputs_honour_the_umask(repo_root: Path, tmp_path: Path, rsscn7_files: list[Path]) -> None:
+    """With umask 022 the tiles and the manifest are 0644 (readable in a shared workspace), not mkstemp's 0600."""
+    src = folder_src(tmp_path, rsscn7_files[:1])
+    old = os.umask(0o022)
+    try:
+        run_download(make_params(repo_root, source="folder", folder={"path": str(src)}), tmp_path / "out")
+    finally:
+        os.umask(old)
+    for path in (tmp_path / "out" / MANIFEST, tmp_path / "out" / "tiles" / rsscn7_files[0].name):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+
+
+def test_folder_reads_only_regular_files_inside_it(repo_root: Path, tmp_path: Path, rsscn7_files: list[Path]) -> None:
+    """A FIFO (never blocks), links to /dev/zero and /etc/hostname, an oversized file and a linked folder are rows."""
+    src = folder_src(tmp_path, rsscn7_files[:1])
+    os.mkfifo(src / "fifo.png")
+    (src / "zero.png").symlink_to("/dev/zero")
+    (tmp_path / "hostname.png").write_text("an outside file")
+    (src / "host.png").symlink_to(tmp_path / "hostname.png")
+    (src / "inside.jpg").symlink_to(src / rsscn7_files[0].name)
+    (src / "big.jpg").write_bytes(b"\xff\xd8\xff" + b"\0" * 300_000)
+    (src / "linked_dir").symlink_to(tmp_path)
+    params = make_params(repo_root, source="folder", max_failed_fraction=1.0,
+                         folder={"path": str(src), "max_file_bytes": 250_000})
+    signal.alarm(30)  # a FIFO opened for blocking reads would hang here forever
+    try:
+        run_download(params, tmp_path / "out")
+    finally:
+        signal.alarm(0)
+    rows = {Path(r["source"]).name: (r["status"], r["error"]) for r in manifest(tmp_path / "out")}
+    assert rows[rsscn7_files[0].name][0] == rows["inside.jpg"][0] == "ok"
+    assert rows["fifo.png"] == ("refused", f"{src / 'fifo.png'} is not a regular file (a FIFO)")
+    assert rows["zero.png"][0] == rows["host.png"][0] == "refused" and "outside the folder" in rows["host.png"][1]
+    assert rows["big.jpg"][0] == "refused" and "download.folder.max_file_bytes" in rows["big.jpg"][1]
+    assert rows["linked_dir"] == ("skipped", "symlinked folder not followed")
+    assert "host.png" not in tree(tmp_path / "out" / "tiles")
+
+
+def test_archive_member_aliases_are_refused(repo_root: Path, tmp_path: Path, bodies: list[bytes]) -> None:
+    """./b.jpg after b.jpg, c//d.jpg and c/./d.jpg after c/d.jpg, B.JPG and an NFD name: one file each, others refused."""
+    names = ["b.jpg", "./b.jpg", "c/d.jpg", "c//d.jpg", "c/./d.jpg", "B.JPG", "caf\u00e9.jpg", "cafe\u0301.jpg"]
+    zpath = tmp_path / "a.zip"
+    with zipfile.ZipFile(zpath, "w") as zf:
+        for i, name in enumerate(names):
+            zf.writestr(name, bodies[i % 2] + bytes([i]))
+    out = tmp_path / "out"
+    run_download(archive_params(repo_root, zpath, sha256_file(zpath)), out)
+    st_ = statuses(out)
+    assert [st_[n][0] for n in names] == ["ok", "refused", "ok", "refused", "refused", "refused", "ok", "refused"]
+    assert "same file as 'b.jpg'" in st_["./b.jpg"][1] and "same file as 'c/d.jpg'" in st_["c/./d.jpg"][1]
+    assert tree(out / "tiles") == {"b.jpg": bodies[0] + b"\0", "c/d.jpg": bodies[0] + b"\2", "caf\u00e9.jpg": bodies[0] + b"\6"}
+
+
+ALIAS_PARTS = st.lists(st.sampled_from(["a", "A", "b", "\u00e9", "e\u0301", "\u00df", "ss", "K", "\u212a"]), min_size=1, max_size=3)
+
+
+@st.composite
+def member_names(draw: st.DrawFn) -> list[str]:
+    """Archive member names that often alias one another: case, Unicode forms, ./, // and /./ spellings."""
+    out = []
+    for _ in range(draw(st.integers(1, 6))):
+        parts = ["".join(draw(ALIAS_PARTS)) for _ in range(draw(st.integers(1, 2)))]
+        seps = [draw(st.sampled_from(["/", "//", "/./"])) for _ in parts[1:]]
+        name = parts[0] + "".join(s + p for s, p in zip(seps, parts[1:]))
+        out.append(draw(st.sampled_from(["", "./"])) + name + draw(st.sampled_from([".jpg", ".JPG"])))
+    return list(dict.fromkeys(out))  # a zip may repeat a name; the generator varies spellings instead
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(names=member_names())
+def test_generated_member_names_never_overwrite_each_other(repo_root: Path, bodies: list[bytes], names: list[str]) -> None:
+    """Whatever the names: each ok row's file holds its own member's bytes, and no two ok rows are one file anywhere."""
+    with tempfile.TemporaryDirectory() as tmp:
+        zpath = Path(tmp) / "a.zip"
+        with zipfile.ZipFile(zpath, "w") as zf:
+            for i, name in enumerate(names):
+                zf.writestr(name, bodies[0] + i.to_bytes(2, "big"))
+        out = Path(tmp) / "out"
+        run_download(archive_params(repo_root, zpath, sha256_file(zpath)), out)
+        rows = manifest(out)
+        ok = [r for r in rows if r["status"] == "ok"]
+        assert len(rows) == len(names) and ok
+        keys = [unicodedata.normalize("NFC", unicodedata.normalize("NFC", r["path"]).casefold()) for r in ok]
+        assert len(set(keys)) == len(keys)
+        for r in ok:
+            i = names.index(r["source"].split("!", 1)[1])
+            assert (out / r["path"]).read_bytes() == bodies[0] + i.to_bytes(2, "big")
+        assert sorted(tree(out / "tiles")) == sorted(r["path"][len("tiles/"):] for r in ok)
+        assert sorted(p.name for p in Path(tmp).iterdir()) == ["a.zip", "out"]
+
+
+class DripServer:
+    """A loopback HTTP server that sends its answer one byte at a time (its headers, or its body), forever."""
+
+    def __init__(self, part: str, interval_s: float = 0.05) -> None:
+        self.part, self.interval_s = part, interval_s
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/{{z}}/{{x}}/{{y}}"
+        self.stop = threading.Event()
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._drip, args=(conn,), daemon=True).start()
+
+    def _drip(self, conn: socket.socket) -> None:
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: 1000000\r\n\r\n"
+        with conn:
+            conn.recv(65536)
+            if self.part == "body":
+                conn.sendall(head)
+            payload = head if self.part == "headers" else b"\x89PNG" + b"\0" * 1000000
+            for i in range(len(payload)):
+                if self.stop.is_set():
+                    return
+                try:
+                    conn.sendall(payload[i:i + 1])
+                except OSError:
+                    return  # the client gave up: what the test wants
+                time.sleep(self.interval_s)
+
+    def __enter__(self) -> DripServer:
+        threading.Thread(target=self._serve, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.sock.close()
+
+
+@pytest.mark.parametrize("part", ["headers", "body"])
+def test_slow_drip_server_is_cut_at_the_wall_clock_limit(repo_root: Path, tmp_path: Path, part: str) -> None:
+    """A server dripping 20 bytes/s (headers or body) never trips a socket timeout; the request still ends at timeout_s."""
+    with DripServer(part) as srv:
+        params = xyz_params(repo_root, srv, 1, 1, http={"timeout_s": 0.5, "retries": 0})  # type: ignore[arg-type]
+        start = time.monotonic()
+        with pytest.raises(DownloadError, match="produced no tiles"):
+            run_download(params, tmp_path)
+        elapsed = time.monotonic() - start
+    assert elapsed < 3.0
+    [row] = manifest(tmp_path, failed=True)
+    assert row["error"] == "timed out after 0.5 s (download.http.timeout_s, wall clock)"
+
+
+def test_archive_over_http_size_error_names_the_archive_key(repo_root: Path, tmp_path: Path, bodies: list[bytes]) -> None:
+    """An archive URL larger than download.archive.max_total_bytes is refused naming that key (not http.max_response_bytes)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("a.jpg", bodies[0])
+    blob = buf.getvalue()
+    with TileServer([blob], content_type="application/zip") as srv:
+        params = archive_params(repo_root, srv.url.format(z=0, x=0, y=0), sha256_bytes(blob), max_total_bytes=1000)
+        with pytest.raises(DownloadError, match=rf"Content-Length {len(blob)} exceeds download\.archive\.max_total_bytes=1000$"):
+            run_download(params, tmp_path / "out")
+
+
+def test_redirect_loop_reason_is_one_line_in_the_manifest(repo_root: Path, tmp_path: Path) -> None:
+    """urllib's three-line redirect-loop message becomes one line in the manifest's error cell."""
+
+    class Loop(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            self.send_response(302)
+            self.send_header("Location", self.path)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Loop)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/{{z}}/{{x}}/{{y}}"
+        params = make_params(repo_root, source="xyz", http=FAST_HTTP, xyz={"url": url, "bbox": bbox_for(1, 1), "zoom": Z})
+        with pytest.raises(DownloadError) as info:
+            run_download(params, tmp_path)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    [row] = manifest(tmp_path, failed=True)
+    assert "infinite loop" in row["error"] and "\n" not in row["error"] and "\n" not in str(info.value)
+    assert len((tmp_path / FAILED_MANIFEST).read_text().splitlines()) == 2

@@ -186,3 +186,76 @@ def test_reduced_jpeg_decode_rejects_non_jpeg_bytes():
     """Bytes OpenCV cannot decode raise ValueError naming what was expected."""
     with pytest.raises(ValueError, match="expected an RGB JPEG of 8x8"):
         ops.decode_jpeg_reduced(b"not a jpeg", 8, 8, 4)
+
+
+def _tiff(arr: np.ndarray, **kwargs) -> bytes:
+    import tifffile
+
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, arr, **kwargs)
+    return buf.getvalue()
+
+
+def test_stretch_flat_band_is_mid_grey_and_percentiles_apply():
+    """The one stretch: a flat band is 128 (low contrast, not false no-data), and the percentiles argument is used."""
+    assert np.all(ops.stretch_to_uint8(np.full((4, 4), 7000, np.uint16)) == 128)
+    ramp = np.arange(100, dtype=np.uint16).reshape(10, 10)
+    out = ops.stretch_to_uint8(ramp, (10.0, 90.0))
+    assert out[0, 0] == 0 and out[-1, -1] == 255 and 0 < out[5, 0] < 255
+
+
+def test_twelve_bit_colour_tiff_is_stretched_not_cut_to_the_high_byte():
+    """12-bit RGB in a 16-bit TIFF decodes to well-spread colour (Pillow alone gives 0..15, i.e. near-black gray)."""
+    rng = np.random.default_rng(0)
+    rgb = np.stack([rng.integers(0, 4096, (64, 64)), rng.integers(0, 2048, (64, 64)), rng.integers(1024, 4096, (64, 64))],
+                   axis=-1).astype(np.uint16)
+    decoded = ops.decode(_tiff(rgb, photometric="rgb"))
+    assert decoded.mode == "RGB;16" and decoded.stretched and decoded.pixels.shape == (64, 64, 3)
+    expected = np.stack([ops.stretch_to_uint8(rgb[..., c]) for c in range(3)], axis=-1)
+    assert np.array_equal(decoded.pixels, expected) and not ops.is_content_gray(decoded.pixels, 8)
+
+
+def test_planar_rgb_tiff_decodes_like_contiguous():
+    """A planar (separate) RGB TIFF, 8- or 16-bit, decodes to the same pixels as the contiguous one."""
+    rng = np.random.default_rng(1)
+    for dtype, top in ((np.uint8, 256), (np.uint16, 65536)):
+        rgb = rng.integers(0, top, (40, 48, 3)).astype(dtype)
+        contiguous = ops.decode(_tiff(rgb, photometric="rgb")).pixels
+        planar = ops.decode(_tiff(np.moveaxis(rgb, -1, 0), photometric="rgb", planarconfig="separate")).pixels
+        assert planar.shape == (40, 48, 3) and np.array_equal(planar, contiguous)
+
+
+def test_tiff_stack_is_a_problem_but_overviews_are_not():
+    """Several full-resolution pages (a band stack) are refused by structure; reduced-resolution pages are fine."""
+    import tifffile
+
+    stack = ops.identify(_tiff(np.zeros((5, 32, 32), np.uint8)))
+    assert "5 full-resolution pages" in ops.tiff_problem(stack)
+    buf = io.BytesIO()
+    with tifffile.TiffWriter(buf) as tw:
+        tw.write(np.zeros((64, 64, 3), np.uint8), photometric="rgb")
+        tw.write(np.zeros((32, 32, 3), np.uint8), photometric="rgb", subfiletype=1)  # an overview
+    assert ops.tiff_problem(ops.identify(buf.getvalue())) is None
+
+
+def test_description_json_is_never_trusted():
+    """A TIFF whose ImageDescription holds odd JSON (shape [400, 400, null]) is judged by its structure only."""
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 40)).save(buf, format="TIFF", tiffinfo={270: '{"shape":[400,400,null]}'})
+    img = ops.identify(buf.getvalue())
+    assert ops.tiff_problem(img) is None and ops.decode_image(img, buf.getvalue()).pixels.shape == (40, 40, 3)
+
+
+def test_only_project_formats_are_opened(monkeypatch):
+    """An EPS file named .png is refused without its plugin (and Ghostscript) ever being run."""
+    from PIL import EpsImagePlugin, UnidentifiedImageError
+
+    def never(self):  # noqa: ANN001
+        raise AssertionError("the EPS plugin was run")
+
+    monkeypatch.setattr(EpsImagePlugin.EpsImageFile, "_open", never)
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n"
+    with pytest.raises(UnidentifiedImageError):
+        ops.identify(eps)
+    with pytest.raises(UnidentifiedImageError):
+        ops.decode_pixels(eps, 3)

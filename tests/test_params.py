@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import re
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from satgan.download import DownloadParams
 from satgan.errors import ParamsError
-from satgan.params import InvalidParam, from_mapping, load_section, params_hash
+from satgan.params import InvalidParam, from_mapping, load_section, params_hash, read_params_file
+from satgan.prepare import PrepareParams
+from satgan.validate import ValidateParams
 
 
 @dataclass(frozen=True)
@@ -121,3 +129,96 @@ def test_check_helper_wording():
     check("size", True, ">= 1", 0)
     with pytest.raises(InvalidParam, match=r"^size: expected >= 1, got 0$"):
         check("size", False, ">= 1", 0)
+
+
+@pytest.mark.parametrize(("text", "line", "column"), [
+    ("download:\n  source: xyz\n   bad: [1, 2\n", 3, 7),   # a mapping inside a scalar
+    ('a: "unterminated\nb: 1\n', 3, 1),                   # a quoted string never closed
+    ("a:\n\t- 1\n", 2, 1),                                 # a tab where indentation is expected
+])
+def test_yaml_syntax_error_is_one_line_naming_file_line_column(tmp_path, text, line, column):
+    """A YAML syntax error is one line naming the file, line and column (not PyYAML's 5-8 lines)."""
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    with pytest.raises(ParamsError) as info:
+        read_params_file(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: line {line}, column {column}: not valid YAML: ")
+    assert "\n" not in message and "<unicode string>" not in message
+
+
+def test_non_utf8_params_file_is_a_params_error(tmp_path):
+    """A params file that is not UTF-8 is one ParamsError line naming it, not a UnicodeDecodeError."""
+    path = tmp_path / "params.yaml"
+    path.write_bytes(b"a: \xff\xfe\n")
+    with pytest.raises(ParamsError, match=r"params\.yaml: not UTF-8 text"):
+        read_params_file(path)
+
+
+# --- every numeric key of the data sections: NaN, +-inf, huge and wrong types name the key -------
+
+DATA_SECTIONS = [("download", DownloadParams), ("validate", ValidateParams), ("prepare", PrepareParams)]
+
+
+def numeric_keys(cls: type, prefix: str) -> list[tuple[str, ...]]:
+    """Dotted paths (as tuples) of every int/float/number-list/number-Literal field, nested dataclasses included."""
+    keys = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            keys += [(f.name, *k) for k in numeric_keys(tp, f"{prefix}.{f.name}")]
+            continue
+        args = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
+        literal_numbers = typing.get_origin(tp) is Literal and all(type(a) is int for a in typing.get_args(tp))
+        if literal_numbers or any(a in (int, float) for a in args) or (
+                typing.get_origin(tp) is tuple and set(typing.get_args(tp)) - {Ellipsis} <= {int, float}):
+            keys.append((f.name,))
+    return keys
+
+
+SECTION_KEYS = [(section, cls, key) for section, cls in DATA_SECTIONS for key in numeric_keys(cls, section)]
+BAD_VALUES = st.sampled_from([
+    float("nan"), float("inf"), float("-inf"), 1e300, -1e300, 10**30, -(10**30),
+    "abc", "1", True, None, [], [1.0], {"a": 1}, [float("nan")] * 4, [10**30] * 4,
+])
+
+
+def test_numeric_keys_cover_the_sections():
+    """The generator finds the keys this test is about (so an empty list cannot pass silently)."""
+    found = {".".join((section, *key)) for section, _, key in SECTION_KEYS}
+    assert {"download.http.timeout_s", "download.http.backoff_s", "download.xyz.bbox", "download.folder.max_file_bytes",
+            "download.archive.timeout_s", "validate.max_cloud_fraction", "prepare.holdout_fraction",
+            "prepare.image_size"} <= found
+
+
+@pytest.fixture(scope="module")
+def repo_params(repo_root) -> dict:
+    """The repository's params.yaml, parsed once."""
+    return read_params_file(repo_root / "params.yaml")
+
+
+@pytest.mark.parametrize(("section", "cls", "key"), SECTION_KEYS, ids=[".".join((s, *k)) for s, _, k in SECTION_KEYS])
+@settings(max_examples=16, deadline=None)
+@given(bad=BAD_VALUES)
+def test_bad_numeric_value_is_one_line_naming_the_key(repo_params, section, cls, key, bad):
+    """NaN, +-inf, huge values and wrong types for every numeric key give one ParamsError line naming that key."""
+    doc = copy.deepcopy(repo_params[section])
+    node = doc
+    for part in key[:-1]:
+        node = node[part]
+    if bad is None and typing.get_type_hints(_nested(cls, key[:-1]))[key[-1]] == float | None:
+        bad = float("nan")  # null is a valid value for an optional key
+    node[key[-1]] = bad
+    with pytest.raises(ParamsError) as info:
+        from_mapping(cls, doc, key=section, file="params.yaml")
+    message = str(info.value)
+    assert "\n" not in message
+    assert re.match(rf"params\.yaml: {re.escape('.'.join((section, *key)))}(\[\d+\])?: expected ", message), message
+
+
+def _nested(cls: type, path: tuple[str, ...]) -> type:
+    """The dataclass type at ``path`` below ``cls``."""
+    for part in path:
+        cls = typing.get_type_hints(cls)[part]
+    return cls

@@ -185,7 +185,7 @@ def test_bad_holdout_fraction_names_the_key():
     """holdout_fraction outside (0, 0.5] is refused naming prepare.holdout_fraction."""
     good = {"image_size": 32, "dtype": "float16", "holdout_fraction": 0.1, "seed": 0, "chunk_size": 8, "workers": 1,
             "holdout_split": "auto", "holdout_margin_px": 0, "holdout_blocks": 4}
-    with pytest.raises(ParamsError, match="prepare.holdout_fraction: must be in"):
+    with pytest.raises(ParamsError, match=r"prepare\.holdout_fraction: expected a fraction in \(0, 0\.5\]"):
         from_mapping(PrepareParams, good | {"holdout_fraction": 0.0}, "prepare")
 
 
@@ -202,3 +202,53 @@ def test_stage_reads_only_the_prepare_section(real_crops, tmp_path, repo_root):
     assert proc.returncode == 0, proc.stderr
     assert "prepare: 30 training + 10 holdout tiles of 3x32x32 float16" in proc.stdout
     assert (tmp_path / "out" / "preview.png").is_file()
+
+
+def copy_raw(raw: Path, dest: Path, names: list[str]) -> Path:
+    """A private copy of raw/tiles, so a test may delete or replace files."""
+    (dest / "tiles").mkdir(parents=True)
+    for name in names:
+        (dest / "tiles" / name).write_bytes((raw / "tiles" / name).read_bytes())
+    return dest
+
+
+def test_vanished_tile_is_one_error_line_and_keeps_the_previous_output(real_crops, tmp_path, params):
+    """An accepted tile deleted after validate: one DataError naming it; the previous five outputs stay byte-identical."""
+    raw, validated, names = real_crops
+    copy = copy_raw(raw, tmp_path / "raw", names)
+    out = tmp_path / "prepared"
+    prepare(copy, validated, out, params, progress=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    (copy / "tiles" / names[-1]).unlink()
+    with pytest.raises(DataError) as info:
+        prepare(copy, validated, out, dataclasses.replace(params, image_size=64), progress=False)
+    message = str(info.value)
+    assert message.startswith(str(copy / "tiles" / names[-1])) and "no longer exists" in message and "\n" not in message
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before and len(before) == 5
+
+
+@pytest.mark.parametrize("bad", ["/etc/hostname", "../outside.png", "tiles/../../outside.png", "tiles/link.png"])
+def test_accepted_paths_outside_raw_are_refused(real_crops, tmp_path, params, bad):
+    """An absolute, '..' or symlinked accepted.csv path stops prepare naming the line; the outside file is never read."""
+    raw, validated, names = real_crops
+    copy = copy_raw(raw, tmp_path / "raw", names)
+    (tmp_path / "outside.png").write_bytes((raw / "tiles" / names[0]).read_bytes())
+    (copy / "tiles" / "link.png").symlink_to(tmp_path / "outside.png")
+    text = (validated / "accepted.csv").read_text().replace(f"tiles/{names[3]},", f"{bad},", 1)
+    (tmp_path / "v").mkdir()
+    (tmp_path / "v" / "accepted.csv").write_text(text)
+    with pytest.raises(DataError, match=r"accepted\.csv: line 5: .*prepare reads only files inside"):
+        prepare(copy, tmp_path / "v", tmp_path / "prepared", params, progress=False)
+    assert not (tmp_path / "prepared").exists()
+
+
+def test_malformed_accepted_row_is_one_error_line(real_crops, tmp_path, params):
+    """A row with a non-numeric width is a DataError naming accepted.csv and the line, not a ValueError."""
+    raw, validated, _ = real_crops
+    lines = (validated / "accepted.csv").read_text().splitlines()
+    cells = lines[2].split(",")
+    cells[2] = "wide"
+    (tmp_path / "v").mkdir()
+    (tmp_path / "v" / "accepted.csv").write_text("\n".join(lines[:2] + [",".join(cells)] + lines[3:]) + "\n")
+    with pytest.raises(DataError, match=r"accepted\.csv: line 3: malformed row"):
+        prepare(raw, tmp_path / "v", tmp_path / "prepared", params, progress=False)

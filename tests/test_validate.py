@@ -6,18 +6,24 @@ import dataclasses
 import hashlib
 import io
 import json
+import os
+import struct
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
+from satgan import imageops as ops
 from satgan.errors import DataError, ParamsError
 from satgan.fsutil import read_csv
 from satgan.params import from_mapping, load_section
-from satgan.validate import REASONS, ValidateParams, validate
+from satgan.validate import REASONS, ValidateParams, _Reject, inspect_bytes, validate
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +83,7 @@ def test_real_odd_files_get_their_reasons(tmp_path, params, odd_dir):
     """The 7-band TIFF is unsupported, the no-data corner is nodata, the full and cloudy tiles pass."""
     acc, rej = run(tmp_path, {p.name: p for p in odd_dir.iterdir()}, params)
     assert rej["landsat_7band_crop.tif"]["reason"] == "unsupported"
-    assert "7 bands" in rej["landsat_7band_crop.tif"]["detail"]
+    assert "full-resolution pages" in rej["landsat_7band_crop.tif"]["detail"]
     assert rej["landsat7_nodata_corner.png"]["reason"] == "nodata"
     assert rej["landsat8_pan_0_u16.tif"]["reason"] == "grayscale"
     assert {"landsat7_full_tile.png", "landsat8_cloudy_truecolour.png"} <= set(acc)
@@ -198,7 +204,7 @@ def test_report_is_flat_numbers_and_sheet_written(tmp_path, params, odd_dir):
 def test_bad_param_value_names_the_key():
     """An out-of-range value is refused naming validate.<key>."""
     good = {f.name: 1 for f in dataclasses.fields(ValidateParams)} | {"grayscale": "drop", "max_cloud_fraction": None}
-    with pytest.raises(ParamsError, match="validate.max_nodata_fraction: must be within 0..1"):
+    with pytest.raises(ParamsError, match=r"validate\.max_nodata_fraction: expected 0\.\.1, got 2\.0$"):
         from_mapping(ValidateParams, good | {"max_nodata_fraction": 2}, "validate")
 
 
@@ -210,3 +216,167 @@ def test_stage_script_runs_and_summarises(tmp_path, repo_root, rsscn7_files):
                           cwd=repo_root, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "accepted 3, rejected 1 (unreadable 1)" in proc.stdout
+
+
+def tiff_bytes(arr, **kwargs) -> bytes:
+    import tifffile
+
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, arr, **kwargs)
+    return buf.getvalue()
+
+
+def colour12(seed=0, size=96) -> np.ndarray:
+    """Real-looking 12-bit colour: three differently distributed bands in 0..4095, uint16."""
+    rng = np.random.default_rng(seed)
+    return np.stack([rng.integers(lo, hi, (size, size)) for lo, hi in ((0, 4096), (500, 2500), (1000, 4096))],
+                    axis=-1).astype(np.uint16)
+
+
+def test_tiff_with_odd_description_is_a_row_not_a_crash(tmp_path, params):
+    """The issue's TIFF (description shape [400, 400, null]) gets a row; validate writes both CSVs."""
+    black, textured = io.BytesIO(), io.BytesIO()
+    Image.new("RGB", (400, 400)).save(black, format="TIFF", tiffinfo={270: '{"shape":[400,400,null]}'})
+    noise((400, 400)).save(textured, format="TIFF", tiffinfo={270: '{"shape":[400,400,null]}'})
+    acc, rej = run(tmp_path, {"x.tif": black.getvalue(), "y.tif": textured.getvalue()}, params)
+    assert rej["x.tif"]["reason"] == "grayscale" and "y.tif" in acc  # judged on its pixels, like any tile
+
+
+def test_wide_and_planar_colour_tiffs_are_accepted_as_colour(tmp_path, params):
+    """12-bit colour (contiguous and planar) is stretched, not cut and judged gray; planar 8-bit RGB is accepted."""
+    files = {
+        "c12.tif": tiff_bytes(colour12(0), photometric="rgb"),
+        "p12.tif": tiff_bytes(np.moveaxis(colour12(1), -1, 0), photometric="rgb", planarconfig="separate"),
+        "p8.tif": tiff_bytes(np.moveaxis(np.asarray(noise((96, 96))), -1, 0), photometric="rgb", planarconfig="separate"),
+    }
+    acc, rej = run(tmp_path, files, params)
+    assert not rej, rej
+    assert acc["c12.tif"]["mode"] == acc["p12.tif"]["mode"] == "RGB;16"
+    assert acc["c12.tif"]["action"] == acc["p12.tif"]["action"] == "stretch+to_rgb"
+    assert acc["p8.tif"]["action"] == "as_is"
+
+
+def test_manifest_paths_outside_raw_are_rejected_unread(tmp_path, params):
+    """Absolute, '..', symlinked (file or folder) and FIFO paths are unsafe_path rows; outside images never accepted."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    secret = encode(noise(seed=9))
+    (outside / "secret.png").write_bytes(secret)
+    raw = make_raw(tmp_path, {"good.png": encode(noise())})
+    (raw / "tiles" / "link.png").symlink_to(outside / "secret.png")
+    (raw / "tiles" / "dir").symlink_to(outside)
+    os.mkfifo(raw / "tiles" / "fifo.png")
+    sha = hashlib.sha256(secret).hexdigest()
+    bad = [str(outside / "secret.png"), "../outside/secret.png", "tiles/../../outside/secret.png",
+           "tiles/link.png", "tiles/dir/secret.png", "tiles/fifo.png"]
+    with open(raw / "manifest.csv", "a") as fh:
+        fh.writelines(f"{p},test,{sha},{len(secret)},ok,\n" for p in bad)
+    validate(raw, tmp_path / "out", params, progress=False)
+    accepted = [r["path"] for r in read_csv(tmp_path / "out" / "accepted.csv")]
+    rejected = {r["path"]: r["reason"] for r in read_csv(tmp_path / "out" / "rejected.csv")}
+    assert accepted == ["tiles/good.png"] and rejected == dict.fromkeys(bad, "unsafe_path")
+
+
+def test_symlinked_manifest_is_a_data_error(tmp_path, params):
+    """A manifest.csv that is a symlink is not followed: one DataError naming it."""
+    raw = make_raw(tmp_path, {"good.png": encode(noise())})
+    (raw / "manifest.csv").rename(tmp_path / "elsewhere.csv")
+    (raw / "manifest.csv").symlink_to(tmp_path / "elsewhere.csv")
+    with pytest.raises(DataError, match=r"manifest\.csv: cannot read the manifest: .*symlink"):
+        validate(raw, tmp_path / "out", params, progress=False)
+
+
+def test_eps_named_png_is_unreadable(tmp_path, params):
+    """An EPS file named .png is an 'unreadable' row (Pillow is asked only for the project's formats)."""
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 64 64\nnewpath 0 0 moveto showpage\n"
+    _, rej = run(tmp_path, {"eps.png": eps, "good.png": encode(noise())}, params)
+    assert rej["eps.png"]["reason"] == "unreadable" and "PNG/JPEG/TIFF/GIF/WEBP" in rej["eps.png"]["detail"]
+
+
+# --- property tests: whatever the bytes or tags, a tile is accepted or rejected with a reason ----
+
+SEEDS = {
+    "png": encode(noise((64, 64))),
+    "jpeg": encode(noise((64, 64)), "JPEG"),
+    "gif": encode(noise((64, 64), mode="P"), "GIF"),
+    "webp": encode(noise((64, 64)), "WEBP"),
+    "tiff": encode(noise((64, 64)), "TIFF"),
+    "tiff16": tiff_bytes(colour12(2, 64), photometric="rgb"),
+}
+
+
+def verdict(data: bytes, params: ValidateParams) -> str:
+    """The reason inspect_bytes gives (or 'accepted'), under validate's own pixel limit."""
+    with ops.pixel_limit(params.max_image_pixels), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            row = inspect_bytes(data, params)
+        except _Reject as rej:
+            assert rej.reason in REASONS and rej.detail and "\n" not in rej.detail
+            return rej.reason
+    assert set(row) == {"width", "height", "mode", "channels", "action"}
+    return "accepted"
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.sampled_from(sorted(SEEDS)), st.lists(st.tuples(st.sampled_from(["flip", "cut", "insert", "delete"]),
+                                                          st.integers(0, 1 << 16), st.binary(min_size=1, max_size=16)),
+                                                min_size=1, max_size=4))
+def test_mutated_image_bytes_give_a_row_with_a_reason(params, kind, edits):
+    """Byte flips, cuts, insertions and deletions in real PNG/JPEG/GIF/WebP/TIFF bytes: accepted or a reason."""
+    blob = bytearray(SEEDS[kind])
+    for op, pos, chunk in edits:
+        pos %= max(len(blob), 1)
+        if op == "flip":
+            blob[pos:pos + len(chunk)] = chunk
+        elif op == "cut":
+            del blob[pos:]
+        elif op == "insert":
+            blob[pos:pos] = chunk
+        else:
+            del blob[pos:pos + len(chunk)]
+    assert verdict(bytes(blob), params) in REASONS + ("accepted",)
+
+
+def ifd_entries(tiff: bytes) -> list[int]:
+    """Byte offsets of the 12-byte entries of a little-endian TIFF's first IFD."""
+    assert tiff[:4] == b"II*\x00"
+    ifd = struct.unpack_from("<I", tiff, 4)[0]
+    count = struct.unpack_from("<H", tiff, ifd)[0]
+    return [ifd + 2 + 12 * i for i in range(count)]
+
+
+TAG_VALUES = st.one_of(st.integers(0, 0xFFFFFFFF), st.sampled_from([0, 1, 2, 3, 4, 5, 7, 8, 16, 255, 65535, 1 << 31]))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.sampled_from(["tiff", "tiff16"]), st.data())
+def test_mutated_tiff_tags_give_a_row_with_a_reason(params, kind, data):
+    """Any TIFF tag entry given another type, count or value (sizes, bits, samples, offsets): accepted or a reason."""
+    blob = bytearray(SEEDS[kind])
+    entries = ifd_entries(bytes(blob))
+    for _ in range(data.draw(st.integers(1, 3))):
+        entry = data.draw(st.sampled_from(entries))
+        field = data.draw(st.sampled_from(["type", "count", "value", "tag"]))
+        if field == "type":
+            struct.pack_into("<H", blob, entry + 2, data.draw(st.integers(0, 20)))
+        elif field == "count":
+            struct.pack_into("<I", blob, entry + 4, data.draw(TAG_VALUES))
+        elif field == "value":
+            struct.pack_into("<I", blob, entry + 8, data.draw(TAG_VALUES))
+        else:
+            struct.pack_into("<H", blob, entry, data.draw(st.sampled_from([254, 256, 257, 258, 259, 262, 270, 273, 277,
+                                                                           278, 279, 284, 317, 338, 339, 65000])))
+    assert verdict(bytes(blob), params) in REASONS + ("accepted",)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.one_of(st.text(max_size=60), st.builds(json.dumps, st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.sampled_from(["shape", "axes", "x"]), kids, max_size=3),
+    max_leaves=10))))
+def test_any_tiff_description_gives_a_row_with_a_reason(params, description):
+    """Whatever an RGB TIFF's ImageDescription says (odd JSON, shape lists of anything), the tile gets a verdict."""
+    buf = io.BytesIO()
+    noise((64, 64)).save(buf, format="TIFF", tiffinfo={270: description})
+    assert verdict(buf.getvalue(), params) == "accepted"

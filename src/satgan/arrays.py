@@ -1,22 +1,35 @@
-"""The prepared-array contract between prepare, train and evaluate.
+"""The prepared-array contract between prepare, generate, train and evaluate.
 
-prepare writes ``<name>.npy`` (a real .npy, shape (N, C, H, W), float16 or float32,
+A writer produces ``<name>.npy`` (a real .npy, shape (N, C, H, W), float16 or float32,
 values in [-1, 1]) and a sidecar ``<name>.json`` with at least ``shape``, ``dtype``,
-``channels``, ``image_size`` and ``value_range``. Readers open the array memory-mapped
-and check it against its sidecar, so a stale or mismatched pair is caught up front.
+``channels``, ``image_size`` and ``value_range``, through :func:`write_array_with_sidecar`
+(arrays filled slice by slice, as prepare does) or :func:`save_array_with_sidecar` (an array
+already in memory, as generate has). Readers open the array memory-mapped with
+:func:`open_prepared`, which checks it against its sidecar, so a stale, mismatched, empty or
+corrupt pair is one :class:`~satgan.errors.DataError` naming the file, never a traceback.
 """
 
 from __future__ import annotations
 
 import json
+import tokenize
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from satgan.errors import DataError
+from satgan.fsutil import AtomicGroup, atomic_group
 
 REQUIRED_SIDECAR_KEYS = ("shape", "dtype", "channels", "image_size", "value_range")
+DTYPES = ("float16", "float32")
+
+# What np.load raises on a 0-byte, truncated or garbage .npy: an empty file (EOFError), a bad
+# magic string or a pickle (ValueError), a header that does not parse (SyntaxError, or numpy's
+# tokenizer's TokenError), a shape or data region larger than the file (ValueError from mmap,
+# OverflowError), an unreadable file.
+_NPY_ERRORS = (ValueError, EOFError, SyntaxError, tokenize.TokenError, OverflowError, TypeError, MemoryError, OSError)
 
 
 def sidecar_path(npy_path: str | Path) -> Path:
@@ -24,35 +37,111 @@ def sidecar_path(npy_path: str | Path) -> Path:
     return Path(npy_path).with_suffix(".json")
 
 
+def sidecar_meta(shape: tuple[int, ...], dtype: Any, extra: dict[str, Any]) -> dict[str, Any]:
+    """The contract's sidecar for an (N, C, H, W) array of ``dtype``, plus ``extra`` keys."""
+    dtype = str(np.dtype(dtype))
+    if len(shape) != 4 or shape[1] not in (1, 3) or shape[2] != shape[3] or dtype not in DTYPES:
+        raise ValueError(f"sidecar_meta: expected (N, 1|3, S, S) float16/float32, got {tuple(shape)} {dtype}")
+    return {
+        "shape": [int(n) for n in shape],
+        "dtype": dtype,
+        "channels": int(shape[1]),
+        "image_size": int(shape[2]),
+        "value_range": [-1.0, 1.0],
+        **extra,
+    }
+
+
+def write_array_with_sidecar(npy_path: str | Path, shape: tuple[int, ...], dtype: Any,
+                             fill: Callable[[Path], dict[str, Any]], group: AtomicGroup | None = None) -> dict[str, Any]:
+    """Write ``npy_path`` (+ its sidecar) as an (N, C, H, W) ``dtype`` array filled by ``fill``; returns the sidecar.
+
+    ``fill(tmp)`` receives the path of a temp .npy already of the right shape and dtype (zeros),
+    writes the rows (e.g. through ``np.lib.format.open_memmap(tmp, mode="r+")``, from any
+    process) and returns extra sidecar keys. Both files appear only when everything succeeded:
+    at the end of ``group`` when one is given (so several arrays change together), else at once.
+    """
+    npy_path = Path(npy_path)
+    if group is None:
+        with atomic_group() as own:
+            return write_array_with_sidecar(npy_path, shape, dtype, fill, own)
+    tmp = group.path(npy_path, suffix=".npy")
+    np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=tuple(shape)).flush()
+    meta = sidecar_meta(tuple(shape), dtype, fill(tmp))
+    side = group.path(sidecar_path(npy_path))
+    side.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return meta
+
+
+def save_array_with_sidecar(npy_path: str | Path, images: np.ndarray, extra: dict[str, Any],
+                            group: AtomicGroup | None = None) -> dict[str, Any]:
+    """Write in-memory (N, C, H, W) float16/float32 ``images`` as ``npy_path`` + sidecar; returns the sidecar."""
+
+    def fill(tmp: Path) -> dict[str, Any]:
+        mm = np.lib.format.open_memmap(tmp, mode="r+")
+        mm[:] = images
+        mm.flush()
+        del mm
+        return extra
+
+    return write_array_with_sidecar(npy_path, images.shape, images.dtype, fill, group)
+
+
+def _read_sidecar(side: Path) -> dict[str, Any]:
+    """The sidecar as a dict whose contract keys have the contract's types, or DataError naming the file."""
+    if not side.is_file():
+        raise DataError(f"{side}: sidecar not found next to {side.with_suffix('.npy').name}")
+    try:
+        meta = json.loads(side.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{side}: not valid JSON: {exc}") from None
+    except OSError as exc:
+        raise DataError(f"{side}: cannot read: {exc.strerror or exc}") from None
+    if not isinstance(meta, dict):
+        raise DataError(f"{side}: expected a JSON object, got {type(meta).__name__}")
+    missing = [k for k in REQUIRED_SIDECAR_KEYS if k not in meta]
+    if missing:
+        raise DataError(f"{side}: missing keys {missing}")
+    shape, dtype = meta["shape"], meta["dtype"]
+    if not (isinstance(shape, list) and len(shape) == 4
+            and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)):
+        raise DataError(f"{side}: shape: expected a list of 4 non-negative integers, got {shape!r}")
+    if dtype not in DTYPES:
+        raise DataError(f"{side}: dtype: expected one of {', '.join(DTYPES)}, got {dtype!r}")
+    for key in ("channels", "image_size"):
+        if not isinstance(meta[key], int) or isinstance(meta[key], bool):
+            raise DataError(f"{side}: {key}: expected an integer, got {meta[key]!r}")
+    return meta
+
+
 def open_prepared(npy_path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
     """Open a prepared array read-only and memory-mapped, with its validated sidecar.
 
     Returns ``(array, meta)`` where ``array`` is an (N, C, H, W) ``np.memmap`` and ``meta`` the
-    sidecar dict. Raises :class:`DataError` naming the file when either is missing or they disagree.
+    sidecar dict. Raises :class:`DataError` naming the file when either is missing, empty,
+    truncated, not a .npy, or when they disagree.
     """
     npy_path = Path(npy_path)
     side = sidecar_path(npy_path)
     if not npy_path.is_file():
         raise DataError(f"{npy_path}: prepared array not found (run `dvc repro prepare`)")
-    if not side.is_file():
-        raise DataError(f"{side}: sidecar not found next to {npy_path.name}")
+    meta = _read_sidecar(side)
+    if npy_path.stat().st_size == 0:
+        raise DataError(f"{npy_path}: empty file (0 bytes), not a .npy array; rerun the stage that writes it")
     try:
-        meta = json.loads(side.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{side}: not valid JSON: {exc}") from None
-    missing = [k for k in REQUIRED_SIDECAR_KEYS if k not in meta]
-    if missing:
-        raise DataError(f"{side}: missing keys {missing}")
-    try:
-        array = np.load(npy_path, mmap_mode="r")
-    except ValueError as exc:
-        raise DataError(f"{npy_path}: not a readable .npy file: {exc}") from None
+        array = np.load(npy_path, mmap_mode="r", allow_pickle=False)
+    except _NPY_ERRORS as exc:
+        raise DataError(f"{npy_path}: not a readable .npy file (truncated or corrupt?): {type(exc).__name__}: {exc}") from None
+    if not isinstance(array, np.ndarray):  # np.load gives an NpzFile for a zip archive
+        array.close()
+        raise DataError(f"{npy_path}: expected a .npy array, got a {type(array).__name__}")
     if list(array.shape) != list(meta["shape"]) or str(array.dtype) != meta["dtype"]:
         raise DataError(
             f"{npy_path}: array is {tuple(array.shape)} {array.dtype} but {side.name} says "
             f"{tuple(meta['shape'])} {meta['dtype']}"
         )
-    if array.ndim != 4 or array.shape[1] != meta["channels"] or array.shape[2] != meta["image_size"]:
+    if array.ndim != 4 or array.shape[1] != meta["channels"] or array.shape[2] != meta["image_size"] \
+            or array.shape[3] != meta["image_size"]:
         raise DataError(
             f"{npy_path}: expected (N, {meta['channels']}, {meta['image_size']}, {meta['image_size']}), "
             f"got {tuple(array.shape)}"

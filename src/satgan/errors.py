@@ -6,9 +6,27 @@ this class and exit with a one-line message and status 2; everything else is a b
 keeps its traceback.
 """
 
+from __future__ import annotations
+
+
+def one_line(text: object) -> str:
+    """``text`` as one line: every run of whitespace (newlines included) becomes a single space.
+
+    Error messages end up on one stderr line and in CSV cells (a manifest's ``error``, a
+    rejection's ``detail``); library messages such as urllib's redirect-loop error or a YAML
+    parser's span several lines.
+    """
+    return " ".join(str(text).split())
+
 
 class SatganError(Exception):
-    """An error caused by the user's inputs or configuration, with a message that names the culprit."""
+    """An error caused by the user's inputs or configuration, with a message that names the culprit.
+
+    The message is always one line (see :func:`one_line`), whatever the text it was built from.
+    """
+
+    def __init__(self, message: object = "") -> None:
+        super().__init__(one_line(message))
 
 
 class ParamsError(SatganError):

@@ -1,8 +1,16 @@
-"""Atomic file writes and hashing shared by every stage.
+"""Atomic file writes, confined reads and hashing shared by every stage.
 
 A stage killed at any instant must never leave a half-written file under its output
 folder: every write goes to a temporary file in the same directory and is moved into
-place with :func:`os.replace`, which is atomic on POSIX filesystems.
+place with :func:`os.replace`, which is atomic on POSIX filesystems. Files that must change
+together (an array and its sidecar) are renamed together at the end by :func:`atomic_group`,
+so a run that fails half way keeps the previous set whole.
+
+Temporary files are created with mode ``0o666`` and the process umask applies, as for any
+file ``open()`` creates (``tempfile.mkstemp`` would force ``0o600``, unreadable to the rest of a
+shared workspace). Reads of files named by a manifest go through :func:`safe_join` and
+:func:`open_regular`: a path must stay inside its root folder, symlinks are not followed,
+and only regular files are opened (never a FIFO, which would block, or a device).
 """
 
 from __future__ import annotations
@@ -10,12 +18,84 @@ from __future__ import annotations
 import contextlib
 import csv
 import hashlib
+import io
 import json
 import os
-import tempfile
+import secrets
+import stat
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+
+class UnsafePath(ValueError):
+    """A path that would leave its root folder, follow a symlink, or open something other than a regular file."""
+
+
+class FileTooLarge(ValueError):
+    """A regular file larger than the cap its reader allows."""
+
+
+def _create_temp(dest: Path, suffix: str) -> Path:
+    """Create an empty temp file next to ``dest`` (mode 0o666 minus the umask) and return its path."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        tmp = dest.parent / f".{dest.name}.{secrets.token_hex(4)}{suffix}.tmp"
+        try:
+            fd = os.open(tmp, flags, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+    raise FileExistsError(f"{dest.parent}: could not create a unique temporary file for {dest.name}")
+
+
+class AtomicGroup:
+    """Temp files for several destinations, renamed into place together by :func:`atomic_group`."""
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[Path, Path]] = []
+
+    def path(self, dest: str | Path, suffix: str = "") -> Path:
+        """A new empty temp file next to ``dest``; it replaces ``dest`` when the group commits.
+
+        ``suffix`` lets writers that infer the format from the extension (``np.save``) see it.
+        """
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _create_temp(dest, suffix)
+        self._pending.append((tmp, dest))
+        return tmp
+
+    def _commit(self) -> None:
+        for tmp, dest in self._pending:
+            os.replace(tmp, dest)
+        self._pending.clear()
+
+    def _abort(self) -> None:
+        for tmp, _ in self._pending:
+            tmp.unlink(missing_ok=True)
+        self._pending.clear()
+
+
+@contextlib.contextmanager
+def atomic_group() -> Iterator[AtomicGroup]:
+    """Collect temp files (``group.path(dest)``); on success rename them all into place, in order.
+
+    On an exception every temp file is removed and every destination is left as it was, so a
+    failed run never replaces half of a set of files that belong together.
+    """
+    group = AtomicGroup()
+    try:
+        yield group
+    except BaseException:
+        group._abort()
+        raise
+    try:
+        group._commit()
+    except BaseException:
+        group._abort()
+        raise
 
 
 @contextlib.contextmanager
@@ -25,17 +105,8 @@ def atomic_path(dest: str | Path, suffix: str = "") -> Iterator[Path]:
     On an exception the temporary file is removed and ``dest`` is left untouched.
     ``suffix`` lets writers that infer the format from the extension (``np.save``) see it.
     """
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=f"{suffix}.tmp", dir=dest.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, dest)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
+    with atomic_group() as group:
+        yield group.path(dest, suffix)
 
 
 def write_bytes_atomic(dest: str | Path, data: bytes) -> None:
@@ -57,20 +128,110 @@ def write_json_atomic(dest: str | Path, obj: Any) -> None:
     write_text_atomic(dest, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def write_csv(path: str | Path, rows: Iterable[Mapping[str, Any]], fieldnames: Sequence[str]) -> None:
+    """Write ``rows`` (mappings with exactly ``fieldnames``) as CSV to ``path`` (e.g. a temp file of a group)."""
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(fieldnames), extrasaction="raise")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(row)
+
+
 def write_csv_atomic(dest: str | Path, rows: Iterable[Mapping[str, Any]], fieldnames: Sequence[str]) -> None:
     """Write ``rows`` (mappings with exactly ``fieldnames``) as CSV to ``dest`` atomically."""
     with atomic_path(dest) as tmp:
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(fieldnames), extrasaction="raise")
-            writer.writeheader()
-            for row in rows:
-                writer.writerow(row)
+        write_csv(tmp, rows, fieldnames)
+
+
+def safe_join(root: str | Path, relpath: str) -> Path:
+    """``root / relpath``, or :class:`UnsafePath` with the reason when it would leave ``root``.
+
+    Checks the string (empty, NUL, absolute, a drive letter, ``..``; backslashes count as
+    separators) and then the resolved path: it must resolve inside ``root`` to exactly the
+    path spelled, so no symlink anywhere below ``root`` (a planted folder link, or the file
+    itself) is followed, whether it points outside or back inside.
+    """
+    root = Path(root)
+    if not relpath or "\x00" in relpath:
+        raise UnsafePath("empty path or NUL byte in path")
+    if relpath.startswith(("/", "\\")) or (len(relpath) > 1 and relpath[1] == ":"):
+        raise UnsafePath(f"absolute path {relpath!r}")
+    parts = [p for p in relpath.replace("\\", "/").split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise UnsafePath(f"path {relpath!r} contains '..'")
+    if not parts:
+        raise UnsafePath(f"path {relpath!r} names the folder itself")
+    resolved_root = root.resolve()
+    spelled = resolved_root.joinpath(*parts)
+    dest = spelled.resolve()
+    if not dest.is_relative_to(resolved_root) or dest == resolved_root:
+        raise UnsafePath(f"path {relpath!r} resolves outside {root}")
+    if dest != spelled:
+        raise UnsafePath(f"path {relpath!r} goes through a symlink inside {root} (not followed)")
+    return root.joinpath(*parts)
+
+
+@contextlib.contextmanager
+def open_regular(path: str | Path, max_bytes: int | None = None) -> Iterator[IO[bytes]]:
+    """Open ``path`` for binary reading only if it is a regular file, not a symlink, within ``max_bytes``.
+
+    Raises :class:`UnsafePath` (a symlink, FIFO, device, socket or directory), :class:`FileTooLarge`,
+    or the ``OSError`` of a missing or unreadable file. ``O_NONBLOCK`` makes opening a FIFO return
+    at once (so it can be refused) instead of waiting for a writer.
+    """
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if os.path.islink(path):  # O_NOFOLLOW on a symlink: ELOOP
+            raise UnsafePath(f"{path} is a symlink (not followed)") from None
+        raise exc from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UnsafePath(f"{path} is not a regular file ({_kind(st.st_mode)})")
+        if max_bytes is not None and st.st_size > max_bytes:
+            raise FileTooLarge(f"{path} is {st.st_size} bytes, more than the cap of {max_bytes}")
+        os.set_blocking(fd, True)
+        fh = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with fh:
+        yield fh
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "a special file"
+
+
+def read_regular(path: str | Path, max_bytes: int | None = None) -> bytes:
+    """The bytes of a regular, non-symlink file (see :func:`open_regular`); never more than ``max_bytes``."""
+    with open_regular(path, max_bytes) as fh:
+        data = fh.read() if max_bytes is None else fh.read(max_bytes + 1)
+    if max_bytes is not None and len(data) > max_bytes:  # the file grew after the size check
+        raise FileTooLarge(f"{path} grew past the cap of {max_bytes} bytes while being read")
+    return data
+
+
+def sha256_regular(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a regular, non-symlink file (see :func:`open_regular`), read in chunks."""
+    h = hashlib.sha256()
+    with open_regular(path) as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
 
 
 def read_csv(path: str | Path) -> list[dict[str, str]]:
-    """Read a CSV written by :func:`write_csv_atomic` into a list of dicts."""
-    with open(path, newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
+    """Read a CSV written by :func:`write_csv_atomic` into a list of dicts (a regular file, never a symlink)."""
+    with open_regular(path) as fh:
+        text = fh.read().decode("utf-8")
+    return list(csv.DictReader(io.StringIO(text, newline="")))
 
 
 def sha256_bytes(data: bytes) -> str:

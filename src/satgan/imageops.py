@@ -1,14 +1,15 @@
 """Pure image operations shared by validate, prepare, train, generate and evaluate.
 
-Every function here is free of I/O side effects except :func:`open_image` (reads one
-file) and :func:`save_grid` (writes one PNG atomically). Arrays follow two layouts:
+Every function here is free of I/O side effects except :func:`save_grid` (writes one PNG
+atomically); decoding takes bytes, never a path. Arrays follow two layouts:
 
 - *pixels*: ``uint8`` (H, W) or (H, W, C) with C in {1, 3}, values 0..255 (HWC, as images are);
 - *tensors*: ``float16``/``float32`` (C, H, W) or (N, C, H, W), values in [-1, 1] (CHW, as torch wants).
 
-Validate and prepare both decode through :func:`decode_pixels`, so a tile is converted the
-same way in both stages and prepare needs no validate params: the output channel count
-(3, or 1 for a grayscale dataset) travels in ``accepted.csv``.
+Validate and prepare both decode through :func:`decode_image` (:func:`decode_pixels`), which
+opens only :data:`FORMATS`, so a tile is converted the same way in both stages and prepare
+needs no validate params: the output channel count (3, or 1 for a grayscale dataset) travels
+in ``accepted.csv``.
 """
 
 from __future__ import annotations
@@ -16,8 +17,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import json
+import logging
 import math
+import struct
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,35 +67,212 @@ def pixel_limit(max_pixels: int | None) -> Iterator[None]:
         Image.MAX_IMAGE_PIXELS = old
 
 
+#: The formats a tile may be in: what the download stage recognises by signature. Pillow is asked
+#: to try only these (``Image.open(formats=...)``), so an EPS, PDF or PSD file named ``.png`` is
+#: never handed to a plugin that runs Ghostscript or parses formats nobody needs here.
+FORMATS = ("PNG", "JPEG", "TIFF", "GIF", "WEBP")
+#: What decoding untrusted bytes can raise, from Pillow's plugins or tifffile: each is a rejection
+#: row in validate (a reason, never a crash) and one error line in prepare. Crafted headers and
+#: tags reach code paths that raise more than OSError/ValueError (struct.error on short tag data,
+#: TypeError and ZeroDivisionError on tags of the wrong type or value, MemoryError on sizes).
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError, KeyError, TypeError,
+                 ZeroDivisionError, OverflowError, MemoryError, RecursionError, NotImplementedError)
+#: TIFF tags read here (TIFF 6.0): NewSubfileType, BitsPerSample, SamplesPerPixel.
+_NEW_SUBFILE_TYPE, _BITS_PER_SAMPLE, _SAMPLES_PER_PIXEL = 254, 258, 277
+#: Pages scanned for a second full-resolution image: a stack is found on page 2, and the cap keeps
+#: a crafted file with thousands of IFDs cheap.
+_MAX_TIFF_PAGES = 64
+
+
+def identify(data: bytes) -> Image.Image:
+    """Open ``data`` lazily (header only) as one of :data:`FORMATS`; nothing is decoded yet.
+
+    Raises ``UnidentifiedImageError`` for anything else, ``DecompressionBombError`` past Pillow's
+    limit (see :func:`pixel_limit`) and other :data:`DECODE_ERRORS` on a broken header.
+    """
+    return Image.open(io.BytesIO(data), formats=FORMATS)
+
+
 def open_image(data: bytes) -> Image.Image:
     """Open and fully decode ``data`` (``load()``, not just ``verify()``) into a Pillow image.
 
-    Raises whatever Pillow raises for bad input (``UnidentifiedImageError``, ``OSError`` for
-    truncated files, ``DecompressionBombError``, ``ValueError``); callers turn those into
-    rejection rows.
+    Only :data:`FORMATS` are tried. Raises whatever Pillow raises for bad input
+    (``UnidentifiedImageError``, ``OSError`` for truncated files, ``DecompressionBombError``,
+    ``ValueError``); callers turn those into rejection rows.
     """
-    img = Image.open(io.BytesIO(data))
+    img = identify(data)
     img.load()
     return img
 
 
-def stretch_to_uint8(arr: np.ndarray) -> np.ndarray:
-    """Scale a wide (uint16/int32/float) (H, W) array to uint8 (H, W) by robust percentiles.
+def stretch_to_uint8(arr: np.ndarray, percentiles: tuple[float, float] = STRETCH_PERCENTILES) -> np.ndarray:
+    """Scale a wide (uint16/int32/float) (H, W) band to uint8 (H, W) between two percentiles.
 
-    Values are mapped linearly so the 0.5th percentile becomes 0 and the 99.5th 255; a flat
-    array becomes all zeros (there is no range to stretch).
+    Values are mapped linearly so the ``low`` percentile becomes 0 and the ``high`` one 255,
+    clipping outside; NaN/inf are ignored when computing the percentiles (and NaN maps to 0).
+    A flat band (or one without finite values) has no range to stretch and becomes mid-grey
+    128: its low contrast is then what validate reports, not a false "no-data" black.
     """
     if arr.ndim != 2:
         raise ValueError(f"stretch_to_uint8: expected a (H, W) array, got shape {arr.shape}")
+    low_pct, high_pct = percentiles
+    if not 0 <= low_pct < high_pct <= 100:
+        raise ValueError(f"stretch_to_uint8: expected 0 <= low < high <= 100 percentiles, got {percentiles}")
     data = arr.astype(np.float64)
     finite = data[np.isfinite(data)]
     if finite.size == 0:
-        return np.zeros(arr.shape, np.uint8)
-    lo, hi = np.percentile(finite, STRETCH_PERCENTILES)
+        return np.full(arr.shape, 128, np.uint8)
+    lo, hi = np.percentile(finite, [low_pct, high_pct])
     if hi <= lo:
-        return np.zeros(arr.shape, np.uint8)
-    out = (np.nan_to_num(data, nan=lo) - lo) * (255.0 / (hi - lo))
+        return np.full(arr.shape, 128, np.uint8)
+    out = (np.nan_to_num(data, nan=lo, posinf=hi, neginf=lo) - lo) * (255.0 / (hi - lo))
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def _tag_ints(img: Image.Image, tag: int, default: int) -> tuple[int, ...]:
+    """A TIFF tag's values as ints (``default`` when absent); ValueError when it holds anything else."""
+    tags = getattr(img, "tag_v2", None)
+    if tags is None or tag not in tags:
+        return (default,)
+    value = tags[tag]
+    values = value if isinstance(value, tuple) else (value,)
+    if not values or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise ValueError(f"TIFF tag {tag} holds {value!r}, expected integers")
+    return values
+
+
+def tiff_problem(img: Image.Image) -> str | None:
+    """Why a TIFF cannot be one tile (None when it can): more than 4 samples per pixel, or a stack.
+
+    Decided from the TIFF's own structure, never from its free-text ImageDescription (tifffile's
+    ``{"shape": ...}`` JSON there describes how an array was written, not what Pillow reads, and
+    may hold anything). A stack is a file with more than one full-resolution page: tifffile
+    writes a 7-band array as 256 pages of 256x7, which Pillow would read as one 7-pixel-wide
+    image. Reduced-resolution pages (overviews of a cloud-optimised GeoTIFF) and masks are fine.
+    """
+    if img.format != "TIFF":
+        return None
+    samples = _tag_ints(img, _SAMPLES_PER_PIXEL, 1)[0]
+    if samples > 4:
+        return f"TIFF has {samples} samples per pixel; only 1-4 band images are supported"
+    full = 1
+    try:
+        for page in range(1, _MAX_TIFF_PAGES):
+            try:
+                img.seek(page)
+            except EOFError:
+                break
+            if _tag_ints(img, _NEW_SUBFILE_TYPE, 0)[0] & 0b101 == 0:  # bit 0: reduced, bit 2: mask
+                full += 1
+    finally:
+        img.seek(0)
+    if full > 1:
+        return (f"TIFF holds {full}{'+' if full >= _MAX_TIFF_PAGES else ''} full-resolution pages of "
+                f"{img.width}x{img.height} {img.mode} (a band or image stack{_described_shape(img)}); "
+                "only single-image TIFFs (plus reduced-resolution overviews) are supported")
+    return None
+
+
+def _described_shape(img: Image.Image) -> str:
+    """``", described as shape [...]"`` from tifffile's JSON ImageDescription, for the message only."""
+    tags = getattr(img, "tag_v2", None)
+    try:
+        described = json.loads(str(tags[270])) if tags is not None and 270 in tags else None
+    except (json.JSONDecodeError, RecursionError):
+        return ""
+    shape = described.get("shape") if isinstance(described, dict) else None
+    if isinstance(shape, list) and all(isinstance(n, int) and not isinstance(n, bool) for n in shape):
+        return f", described as shape {shape}"
+    return ""
+
+
+def is_wide_colour_tiff(img: Image.Image) -> bool:
+    """True for a TIFF with 2+ samples per pixel of more than 8 bits (16-bit RGB, 12-bit colour).
+
+    Pillow has no 16-bit colour mode: it decodes these keeping only each sample's high byte, so
+    12-bit data (0..4095) arrives as 0..15, dark and near-gray. :func:`decode_image` reads them
+    with tifffile instead and stretches each band, as it does a 16-bit single band.
+    """
+    if img.format != "TIFF":
+        return False
+    return _tag_ints(img, _SAMPLES_PER_PIXEL, 1)[0] >= 2 and max(_tag_ints(img, _BITS_PER_SAMPLE, 1)) > 8
+
+
+def _wide_tiff_pixels(data: bytes, width: int, height: int) -> tuple[np.ndarray, str]:
+    """First image of a wide colour TIFF -> (uint8 (H, W, 3) or (H, W), a mode label like ``RGB;16``).
+
+    Each colour band is stretched between :data:`STRETCH_PERCENTILES`; an alpha sample is
+    composited onto black first (as Pillow's alpha modes are), so transparency stays no-data.
+    Raises ValueError for layouts other than gray or RGB (+ alpha), or a codec tifffile lacks.
+    """
+    import lzma
+    import zlib
+
+    import tifffile  # imported lazily: only wide colour TIFFs need it
+
+    # A broken file's problems become the rejection's reason; tifffile would also log each one.
+    logging.getLogger("tifffile").setLevel(logging.CRITICAL)
+    try:
+        with tifffile.TiffFile(io.BytesIO(data)) as tif:
+            page = tif.pages[0]
+            arr = page.asarray(maxworkers=1)
+            axes, photometric, extra = page.axes, int(page.photometric), tuple(page.extrasamples)
+    # KeyError: a codec that needs the imagecodecs package; zlib/lzma: corrupt compressed strips.
+    except (tifffile.TiffFileError, zlib.error, lzma.LZMAError, *DECODE_ERRORS) as exc:
+        raise ValueError(f"tifffile cannot decode it: {type(exc).__name__}: {exc}") from None
+    if sorted(axes) != sorted("YXS"):
+        raise ValueError(f"unsupported TIFF layout {axes} {arr.shape}")
+    arr = arr.transpose([axes.index(a) for a in "YXS"])
+    if arr.shape[:2] != (height, width):
+        raise ValueError(f"tifffile reads {arr.shape[1]}x{arr.shape[0]}, Pillow {width}x{height}")
+    colour = arr.shape[2] - len(extra)
+    if not ((photometric == 2 and colour == 3) or (photometric in (0, 1) and colour == 1)) or len(extra) > 1:
+        raise ValueError(f"unsupported TIFF: photometric {photometric} with {arr.shape[2]} samples ({len(extra)} extra)")
+    top = float(np.iinfo(arr.dtype).max) if np.issubdtype(arr.dtype, np.integer) else 1.0
+    alpha = None
+    if extra and extra[0] == 2:  # unassociated alpha; associated (1) colour is premultiplied already
+        alpha = np.clip(arr[..., colour].astype(np.float64) / top, 0.0, 1.0)
+    stretched = []
+    for c in range(colour):  # one float64 band at a time bounds memory on large tiles
+        band = arr[..., c].astype(np.float64)
+        if photometric == 0:  # MinIsWhite: 0 is white
+            band = top - band
+        if alpha is not None:
+            band *= alpha
+        stretched.append(stretch_to_uint8(band))
+    pixels = np.stack(stretched, axis=-1)
+    kind = "F" if np.issubdtype(arr.dtype, np.floating) else ""
+    label = f"{'RGB' if colour == 3 else 'L'}{'A' if extra else ''};{arr.dtype.itemsize * 8}{kind}"
+    return (pixels if colour == 3 else pixels[:, :, 0]), label
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A decoded tile: ``pixels`` uint8 (H, W) for gray or (H, W, 3); ``mode`` the source's mode
+    (Pillow's, or e.g. ``RGB;16`` for a wide colour TIFF); ``stretched`` when wide samples were
+    stretched to 8 bits by percentiles."""
+
+    pixels: np.ndarray
+    mode: str
+    stretched: bool
+
+
+def decode_image(img: Image.Image, data: bytes) -> Decoded:
+    """Decode an :func:`identify`-ed image (``data`` its bytes) into 8-bit :class:`Decoded` pixels.
+
+    The one decode rule of validate and prepare. Raises :data:`DECODE_ERRORS` on bad input
+    (``OSError`` when the data is cut short).
+    """
+    if is_wide_colour_tiff(img):
+        pixels, mode = _wide_tiff_pixels(data, img.width, img.height)
+        return Decoded(pixels, mode, True)
+    img.load()
+    return Decoded(to_uint8(img), img.mode, img.mode in WIDE_MODES)
+
+
+def decode(data: bytes) -> Decoded:
+    """Encoded file bytes -> :class:`Decoded` (see :func:`decode_image`)."""
+    return decode_image(identify(data), data)
 
 
 def _composite_on_black(img: Image.Image) -> Image.Image:
@@ -105,7 +287,8 @@ def to_uint8(img: Image.Image) -> np.ndarray:
     """Any decoded Pillow image -> uint8 (H, W) for single-band modes or (H, W, 3) otherwise.
 
     16-bit/32-bit/float bands are stretched by percentiles (not clipped), palettes are expanded,
-    alpha is composited onto black, CMYK/YCbCr/LAB/HSV are converted to RGB.
+    alpha is composited onto black, CMYK/YCbCr/LAB/HSV are converted to RGB. (Wide *colour*
+    TIFFs never get here: :func:`decode_image` reads them with tifffile.)
     """
     mode = img.mode
     if mode in WIDE_MODES:
@@ -154,7 +337,7 @@ def to_uint8_rgb(img: Image.Image) -> np.ndarray:
 
 def decode_pixels(data: bytes, channels: int) -> np.ndarray:
     """Encoded file bytes -> uint8 (H, W, channels): the one decode path of validate and prepare."""
-    return to_channels(to_uint8(open_image(data)), channels)
+    return to_channels(decode(data).pixels, channels)
 
 
 def decode_jpeg_reduced(data: bytes, width: int, height: int, min_side: int) -> np.ndarray:

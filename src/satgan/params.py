@@ -64,13 +64,31 @@ def read_params_file(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ParamsError(f"{path}: file not found (run from the repository root)") from None
+    except UnicodeDecodeError as exc:
+        raise ParamsError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+    except OSError as exc:
+        raise ParamsError(f"{path}: cannot read: {exc.strerror or exc}") from None
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+        raise ParamsError(_yaml_error(path, exc)) from None
     if not isinstance(doc, dict):
         raise ParamsError(f"{path}: expected a mapping of sections at the top level, got {type(doc).__name__}")
     return doc
+
+
+def _yaml_error(path: Path, exc: yaml.YAMLError) -> str:
+    """One line naming the file, line and column: PyYAML's own text spans several lines,
+    quotes a source excerpt and calls the file ``"<unicode string>"``."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None)
+    if mark is None or problem is None:
+        return f"{path}: not valid YAML: {' '.join(str(exc).split())}"
+    context = getattr(exc, "context", None)
+    context_mark = getattr(exc, "context_mark", None)
+    where = f" (line {context_mark.line + 1}, column {context_mark.column + 1})" if context_mark is not None else ""
+    why = f"{problem} {context}{where}" if context else problem
+    return f"{path}: line {mark.line + 1}, column {mark.column + 1}: not valid YAML: {' '.join(why.split())}"
 
 
 def load_section(section: str, cls: type[T], path: str | Path = DEFAULT_PARAMS) -> T:

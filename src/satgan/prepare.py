@@ -13,15 +13,21 @@ Tiles are decoded through :func:`satgan.imageops.decode_pixels` (as validate did
 process pool, ``chunk_size`` at a time. Each worker writes its slice straight into the shared
 memory-mapped output and returns only a histogram, so no pixels cross processes and peak
 memory depends on the chunk size, not on the number of tiles.
+
+Prepare reads only inside its inputs: every accepted.csv path must stay inside ``<raw>``, and
+raw files are opened only when they are regular files, never through a symlink. Every output
+is written to a temp file and all five replace the previous ones together at the end, so a run
+that fails (a tile gone or changed since validate) leaves the previous dataset whole.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
-import time
 import functools
+import io
 import multiprocessing
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -29,17 +35,20 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from tqdm import tqdm
 
 from satgan import imageops as ops
+from satgan import names
+from satgan.arrays import write_array_with_sidecar
 from satgan.errors import DataError
-from satgan.fsutil import atomic_path, sha256_bytes, sha256_file, write_json_atomic
-from satgan.names import MANIFEST
-from satgan.params import InvalidParam, check
+from satgan.fsutil import AtomicGroup, UnsafePath, atomic_group, open_regular, read_regular, safe_join, sha256_bytes
+from satgan.params import check
 from satgan.split import Split, SplitMode, read_manifest_sources, split_tiles, tile_position
 
 PREVIEW_TILES = 64  # tiles shown in preview.png (8 x 8)
+MAX_CHUNK = 1 << 20  # tiles per chunk: far past any memory budget, low enough to stay a sane number
+MAX_WORKERS = 256  # decode processes
 
 
 @dataclass(frozen=True)
@@ -57,14 +66,13 @@ class PrepareParams:
     holdout_blocks: int
 
     def __post_init__(self) -> None:
-        check("holdout_margin_px", self.holdout_margin_px >= 0, "an integer >= 0", self.holdout_margin_px)
-        check("holdout_blocks", self.holdout_blocks >= 1, "an integer >= 1", self.holdout_blocks)
-        if not 0 < self.holdout_fraction <= 0.5:
-            raise InvalidParam("holdout_fraction", f"must be in (0, 0.5] (evaluation needs held-out real tiles), got {self.holdout_fraction}")
-        if self.chunk_size < 1:
-            raise InvalidParam("chunk_size", f"must be >= 1, got {self.chunk_size}")
-        if self.workers < 1:
-            raise InvalidParam("workers", f"must be >= 1, got {self.workers}")
+        check("holdout_fraction", 0 < self.holdout_fraction <= 0.5,
+              "a fraction in (0, 0.5] (evaluation needs held-out real tiles)", self.holdout_fraction)
+        check("seed", 0 <= self.seed < 2**63, "an integer in 0..2**63-1", self.seed)
+        check("chunk_size", 1 <= self.chunk_size <= MAX_CHUNK, f"1..{MAX_CHUNK}", self.chunk_size)
+        check("workers", 1 <= self.workers <= MAX_WORKERS, f"1..{MAX_WORKERS}", self.workers)
+        check("holdout_margin_px", 0 <= self.holdout_margin_px <= 1 << 20, "an integer in 0..2**20", self.holdout_margin_px)
+        check("holdout_blocks", 1 <= self.holdout_blocks <= 4096, "an integer in 1..4096", self.holdout_blocks)
 
 
 @dataclass(frozen=True)
@@ -88,38 +96,58 @@ class _Accepted:
     modes: list[str]
     channels: int
     max_pixels: int
+    csv_sha256: str  # of the bytes parsed, so the sidecars name exactly the accepted.csv used
 
 
-def read_accepted(path: Path) -> _Accepted:
-    """Stream accepted.csv into parallel lists; every row must agree on the channel count."""
-    if not path.is_file():
-        raise DataError(f"{path}: not found (run `dvc repro validate`)")
+def read_accepted(path: Path, raw: Path) -> _Accepted:
+    """Stream accepted.csv into parallel lists; every row must agree on the channel count.
+
+    Every path must name a file inside ``raw`` (not absolute, no ``..``, not through a symlinked
+    folder): accepted.csv is an input like any other, and prepare reads nothing outside its inputs.
+    """
     paths, shas, widths, heights, modes, channels, max_pixels = [], [], [], [], [], set(), 1
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.reader(fh)
+    try:
+        with open_regular(path) as fh:
+            blob = fh.read()
+        text = blob.decode("utf-8")
+    except FileNotFoundError:
+        raise DataError(f"{path}: not found (run `dvc repro validate`)") from None
+    except (OSError, UnsafePath, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read: {exc}") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
         header = next(reader, [])
         need = ("path", "sha256", "width", "height", "mode", "channels")
         if not set(need) <= set(header):
             raise DataError(f"{path}: expected columns {list(need)}, got {header}")
         col = {name: header.index(name) for name in need}
-        for row in reader:
-            paths.append(row[col["path"]])
-            shas.append(row[col["sha256"]])
-            widths.append(int(row[col["width"]]))
-            heights.append(int(row[col["height"]]))
-            modes.append(row[col["mode"]])
-            channels.add(int(row[col["channels"]]))
+        for line, row in enumerate(reader, start=2):
+            try:
+                rel = row[col["path"]]
+                safe_join(raw, rel)
+                paths.append(rel)
+                shas.append(row[col["sha256"]])
+                widths.append(int(row[col["width"]]))
+                heights.append(int(row[col["height"]]))
+                modes.append(row[col["mode"]])
+                channels.add(int(row[col["channels"]]))
+            except UnsafePath as exc:
+                raise DataError(f"{path}: line {line}: {exc}; prepare reads only files inside {raw}") from None
+            except (IndexError, ValueError) as exc:
+                raise DataError(f"{path}: line {line}: malformed row {row!r}: {exc}") from None
             max_pixels = max(max_pixels, widths[-1] * heights[-1])
+    except csv.Error as exc:
+        raise DataError(f"{path}: not a valid CSV: {exc}") from None
     if not paths:
         raise DataError(f"{path}: no accepted tiles to prepare")
     if len(channels) != 1 or not channels <= {1, 3}:
         raise DataError(f"{path}: expected one channel count (1 or 3) for every row, got {sorted(channels)}")
-    return _Accepted(paths, shas, widths, heights, modes, channels.pop(), max_pixels)
+    return _Accepted(paths, shas, widths, heights, modes, channels.pop(), max_pixels, sha256_bytes(blob))
 
 
 def split_holdout(raw: Path, acc: _Accepted, params: PrepareParams) -> Split:
     """The holdout split of the accepted tiles (:mod:`satgan.split`), positioned by ``raw``/manifest.csv's sources."""
-    sources = read_manifest_sources(raw / MANIFEST)
+    sources = read_manifest_sources(raw / names.MANIFEST)
     positions = [tile_position(p, sources.get(p, ""), w, h) for p, w, h in zip(acc.paths, acc.widths, acc.heights)]
     return split_tiles(positions, params.holdout_fraction, params.seed, params.holdout_split,
                        params.holdout_margin_px, params.holdout_blocks)
@@ -131,9 +159,15 @@ JPEG_SOI = b"\xff\xd8\xff"  # a JPEG file's first bytes
 def _load_tile(item: tuple[str, str, int, int, str], raw: Path, channels: int, size: int) -> np.ndarray:
     """Read, check, decode and resize one (path, sha256, width, height, mode) tile -> uint8 (size, size, channels)."""
     rel, sha, width, height, mode = item
-    data = (raw / rel).read_bytes()
+    try:
+        path = safe_join(raw, rel)  # checked by read_accepted too; again here, as the tree may have changed
+        data = read_regular(path)
+    except FileNotFoundError:
+        raise DataError(f"{raw / rel}: accepted by validate but no longer exists; rerun validate") from None
+    except (OSError, UnsafePath) as exc:
+        raise DataError(f"{raw / rel}: cannot read: {exc}") from None
     if sha256_bytes(data) != sha:
-        raise DataError(f"{raw / rel}: changed since validate (sha256 differs from accepted.csv); rerun validate")
+        raise DataError(f"{path}: changed since validate (sha256 differs from accepted.csv); rerun validate")
     try:
         if channels == 3 and mode == "RGB" and data[:3] == JPEG_SOI:
             # Most tiles servers send: an 8-bit RGB JPEG, which validate already decoded in full.
@@ -141,8 +175,8 @@ def _load_tile(item: tuple[str, str, int, int, str], raw: Path, channels: int, s
             pixels = ops.decode_jpeg_reduced(data, width, height, size)
         else:
             pixels = ops.decode_pixels(data, channels)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise DataError(f"{raw / rel}: accepted by validate but no longer decodes: {exc}") from None
+    except ops.DECODE_ERRORS as exc:
+        raise DataError(f"{path}: accepted by validate but no longer decodes: {type(exc).__name__}: {exc}") from None
     return ops.resize_center_crop(pixels, size)
 
 
@@ -165,18 +199,22 @@ def _prepare_rows(task: tuple[int, list[tuple[str, str, int, int, str]]], npy: P
     return hist
 
 
-def _write_split(name: str, rows: np.ndarray, acc: _Accepted, raw: Path, out: Path, params: PrepareParams,
-                 pmap: Callable[..., Iterable[np.ndarray]], common: dict[str, Any], progress: bool) -> dict[str, Any]:
-    """Write ``<out>/<name>.npy`` (+ .json) from accepted rows ``rows``, one slice per task."""
+def _write_split(filename: str, rows: np.ndarray, acc: _Accepted, raw: Path, out: Path, params: PrepareParams,
+                 pmap: Callable[..., Iterable[np.ndarray]], common: dict[str, Any], progress: bool,
+                 group: AtomicGroup, preview: Path | None = None) -> dict[str, Any]:
+    """Write ``<out>/<filename>`` (+ its .json sidecar) from accepted rows ``rows``, one slice per task, into ``group``.
+
+    With ``preview``, also write there a grid of the first :data:`PREVIEW_TILES` tiles.
+    """
+    name = Path(filename).stem  # the split: "tiles" or "holdout"
     size, c = params.image_size, acc.channels
     shape = (len(rows), c, size, size)
     # uint8 -> stored value as a 256-entry table: the same numbers as imageops.normalize, in one
     # gather per slice, and exact streaming statistics from per-channel histograms of the uint8s.
     lut = ops.normalize(np.arange(256, dtype=np.uint8)[None, :], params.dtype)[0, 0]
-    hist = np.zeros((c, 256), np.int64)
-    npy = out / f"{name}.npy"
-    with atomic_path(npy, suffix=".npy") as tmp:
-        np.lib.format.open_memmap(tmp, mode="w+", dtype=params.dtype, shape=shape).flush()
+
+    def fill(tmp: Path) -> dict[str, Any]:
+        hist = np.zeros((c, 256), np.int64)
         tasks = [
             (start, [(acc.paths[i], acc.sha256[i], acc.widths[i], acc.heights[i], acc.modes[i])
                      for i in rows[start:start + params.chunk_size]])
@@ -189,22 +227,24 @@ def _write_split(name: str, rows: np.ndarray, acc: _Accepted, raw: Path, out: Pa
                 bar.update(len(items))
         # No fsync: the temp + rename already means a killed run never leaves a partial tiles.npy,
         # and syncing tens of MB to disk would cost more than the rest of a small run.
-    values = lut.astype(np.float64)
-    counts = np.maximum(hist.sum(axis=1, keepdims=True), 1)
-    mean = (hist * values).sum(axis=1) / counts[:, 0]
-    std = np.sqrt((hist * (values[None, :] - mean[:, None]) ** 2).sum(axis=1) / counts[:, 0])
-    meta = {
-        **common,
-        "split": name,
-        "count": len(rows),
-        "shape": list(shape),
-        "mean": [round(float(m), 6) for m in mean],
-        "std": [round(float(s), 6) for s in std],
-        "rows": [int(i) for i in rows],
-        "sources": [acc.paths[i] for i in rows],
-    }
-    write_json_atomic(out / f"{name}.json", meta)
-    return meta
+        if preview is not None:
+            head = np.load(tmp, mmap_mode="r")[:PREVIEW_TILES]
+            ops.save_grid(np.asarray(head, np.float32), preview, nrow=8)
+        values = lut.astype(np.float64)
+        counts = np.maximum(hist.sum(axis=1, keepdims=True), 1)
+        mean = (hist * values).sum(axis=1) / counts[:, 0]
+        std = np.sqrt((hist * (values[None, :] - mean[:, None]) ** 2).sum(axis=1) / counts[:, 0])
+        return {
+            **common,
+            "split": name,
+            "count": len(rows),
+            "mean": [round(float(m), 6) for m in mean],
+            "std": [round(float(s), 6) for s in std],
+            "rows": [int(i) for i in rows],
+            "sources": [acc.paths[i] for i in rows],
+        }
+
+    return write_array_with_sidecar(out / filename, shape, params.dtype, fill, group)
 
 
 def _init_worker(limit: int | None) -> None:
@@ -236,8 +276,8 @@ def prepare(raw: str | Path, validated: str | Path, out: str | Path, params: Pre
     """Prepare every tile in ``<validated>/accepted.csv`` into ``out`` (see the module docstring)."""
     t0 = time.perf_counter()
     raw, out = Path(raw), Path(out)
-    accepted_csv = Path(validated) / "accepted.csv"
-    acc = read_accepted(accepted_csv)
+    accepted_csv = Path(validated) / names.ACCEPTED
+    acc = read_accepted(accepted_csv, raw)
     split = split_holdout(raw, acc, params)
     train_rows, hold_rows = split.train, split.holdout
     common = {
@@ -246,7 +286,7 @@ def prepare(raw: str | Path, validated: str | Path, out: str | Path, params: Pre
         "image_size": params.image_size,
         "value_range": [-1.0, 1.0],
         "normalization": "x / 127.5 - 1 of uint8 pixels; resize shortest side (INTER_AREA) + centre crop",
-        "accepted_csv_sha256": sha256_file(accepted_csv),
+        "accepted_csv_sha256": acc.csv_sha256,
         "seed": params.seed,
         "holdout_fraction": params.holdout_fraction,
         "total": len(acc.paths),
@@ -256,12 +296,12 @@ def prepare(raw: str | Path, validated: str | Path, out: str | Path, params: Pre
     # validate already refused bombs, by its own limit; tiles it accepted may still exceed Pillow's
     # default limit, so raise that limit (for this run only) to the largest accepted tile.
     limit = None if Image.MAX_IMAGE_PIXELS is None else max(acc.max_pixels, Image.MAX_IMAGE_PIXELS)
-    with ops.pixel_limit(limit), _tile_mapper(params, limit) as pmap:
-        _write_split("tiles", train_rows, acc, raw, out, params, pmap, common, progress)
-        _write_split("holdout", hold_rows, acc, raw, out, params, pmap, common, progress)
-    tiles = np.load(out / "tiles.npy", mmap_mode="r")
-    ops.save_grid(np.asarray(tiles[:PREVIEW_TILES], np.float32), out / "preview.png", nrow=8)
+    # The five outputs are one dataset: they replace the previous ones together at the end, so a
+    # run that fails half way (a tile gone, a decode error) leaves the previous dataset whole.
+    with ops.pixel_limit(limit), _tile_mapper(params, limit) as pmap, atomic_group() as group:
+        preview = group.path(out / names.PREVIEW, suffix=".png")
+        _write_split(names.TRAIN_TILES, train_rows, acc, raw, out, params, pmap, common, progress, group, preview)
+        _write_split(names.HOLDOUT_TILES, hold_rows, acc, raw, out, params, pmap, common, progress, group)
     return PrepareResult(train=len(train_rows), holdout=len(hold_rows),
                          shape=(acc.channels, params.image_size, params.image_size),
                          seconds=time.perf_counter() - t0)
-

@@ -27,6 +27,7 @@ All functions but :func:`read_manifest_sources` are pure: the same inputs give t
 from __future__ import annotations
 
 import csv
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ from typing import Any, Literal
 import numpy as np
 
 from satgan.errors import DataError
+from satgan.fsutil import UnsafePath, read_regular
 
 SplitMode = Literal["auto", "spatial", "random"]
 
@@ -90,13 +92,16 @@ def read_manifest_sources(manifest: Path) -> dict[str, str]:
     No manifest (tiles placed by hand) means no positions: :func:`split_tiles` then says so in
     its reason and splits at random (auto) or refuses (spatial).
     """
-    if not manifest.is_file():
+    if not manifest.exists() and not manifest.is_symlink():
         return {}
-    with open(manifest, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        if not {"path", "source"} <= set(reader.fieldnames or ()):
-            raise DataError(f"{manifest}: expected columns path and source, got {reader.fieldnames}")
-        return {row["path"]: row["source"] for row in reader if row["path"]}
+    try:
+        text = read_regular(manifest).decode("utf-8")
+    except (UnsafePath, OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{manifest}: cannot read the manifest: {exc}") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    if not {"path", "source"} <= set(reader.fieldnames or ()):
+        raise DataError(f"{manifest}: expected columns path and source, got {reader.fieldnames}")
+    return {row["path"]: row["source"] for row in reader if row["path"]}
 
 
 def tile_position(path: str, source: str, width: int, height: int) -> Position | None:

@@ -8,17 +8,20 @@ Reads ``<raw>/manifest.csv`` (rows whose ``status`` is ``ok`` or ``resumed``) an
 - ``rejected.png``: a contact sheet of rejected tiles labelled with their reasons.
 
 A bad image is data, not an exception: it becomes a rejected row with a reason from
-:data:`REASONS`. Raw files are only read, never modified. Zero accepted tiles is a
+:data:`REASONS`. Raw files are only read, never modified, and only inside ``<raw>``: a manifest
+path that is absolute, holds ``..``, resolves outside (through a symlinked folder), is itself a
+symlink or is not a regular file (a FIFO, a device) is rejected as ``unsafe_path`` unread. The
+four outputs replace the previous ones together. Zero accepted tiles is a
 :class:`~satgan.errors.DataError` (after the CSVs and report are written, to show why).
 """
 
 from __future__ import annotations
 
 import collections
-import io
+import csv
+import hashlib
 import json
 import os
-import struct
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,9 +33,10 @@ from PIL import Image, ImageDraw, UnidentifiedImageError
 from tqdm import tqdm
 
 from satgan import imageops as ops
-from satgan.errors import DataError
-from satgan.fsutil import atomic_path, read_csv, sha256_file, write_csv_atomic, write_json_atomic
-from satgan.params import InvalidParam
+from satgan import names
+from satgan.errors import DataError, one_line
+from satgan.fsutil import UnsafePath, atomic_group, open_regular, read_csv, read_regular, safe_join, write_csv
+from satgan.params import check
 
 #: Manifest statuses of files on disk: `resumed` is a tile kept (sha256-verified) from an earlier
 #: interrupted download, as usable as one fetched in this run; every other status has no file.
@@ -41,11 +45,15 @@ ACCEPTED_FIELDS = ("path", "sha256", "width", "height", "mode", "channels", "act
 REJECTED_FIELDS = ("path", "reason", "detail")
 #: Every reason a tile can be rejected for, in the order the checks run.
 REASONS = (
-    "missing", "empty", "checksum", "placeholder", "duplicate", "unreadable", "truncated", "bomb",
+    "unsafe_path", "missing", "empty", "checksum", "placeholder", "duplicate", "unreadable", "truncated", "bomb",
     "unsupported", "too_small", "grayscale", "nodata", "low_contrast", "cloudy",
 )
 SHEET_MAX = 64  # rejected tiles shown on the contact sheet; the CSV has them all
 THUMB = 64
+# Upper bounds of the params: far past any real tile, low enough that nothing overflows.
+MAX_SIDE = 1 << 20
+MAX_PIXELS = 1 << 40
+MAX_COUNT = 1 << 31
 
 
 @dataclass(frozen=True)
@@ -64,24 +72,18 @@ class ValidateParams:
     cloud_brightness: int
 
     def __post_init__(self) -> None:
-        if not 0 <= self.gray_tolerance <= 255:
-            raise InvalidParam("gray_tolerance", f"must be within 0..255, got {self.gray_tolerance}")
-        if self.min_size < 1:
-            raise InvalidParam("min_size", f"must be >= 1, got {self.min_size}")
-        if self.max_image_pixels < self.min_size**2:
-            raise InvalidParam("max_image_pixels", f"must be >= min_size**2 ({self.min_size**2}), got {self.max_image_pixels}")
-        if not 0 <= self.max_nodata_fraction <= 1:
-            raise InvalidParam("max_nodata_fraction", f"must be within 0..1, got {self.max_nodata_fraction}")
-        if not 0 <= self.low_contrast_fraction <= 1:
-            raise InvalidParam("low_contrast_fraction", f"must be within 0..1, got {self.low_contrast_fraction}")
-        if not 0 <= self.min_entropy <= 8:
-            raise InvalidParam("min_entropy", f"must be within 0..8 bits, got {self.min_entropy}")
-        if self.placeholder_repeats < 1:
-            raise InvalidParam("placeholder_repeats", f"must be >= 1, got {self.placeholder_repeats}")
-        if self.max_cloud_fraction is not None and not 0 <= self.max_cloud_fraction <= 1:
-            raise InvalidParam("max_cloud_fraction", f"must be null or within 0..1, got {self.max_cloud_fraction}")
-        if not 0 <= self.cloud_brightness <= 255:
-            raise InvalidParam("cloud_brightness", f"must be within 0..255, got {self.cloud_brightness}")
+        check("gray_tolerance", 0 <= self.gray_tolerance <= 255, "0..255", self.gray_tolerance)
+        check("min_size", 1 <= self.min_size <= MAX_SIDE, f"1..{MAX_SIDE}", self.min_size)
+        check("max_image_pixels", self.min_size**2 <= self.max_image_pixels <= MAX_PIXELS,
+              f"min_size**2 ({self.min_size**2})..{MAX_PIXELS}", self.max_image_pixels)
+        check("max_nodata_fraction", 0 <= self.max_nodata_fraction <= 1, "0..1", self.max_nodata_fraction)
+        check("low_contrast_fraction", 0 <= self.low_contrast_fraction <= 1, "0..1", self.low_contrast_fraction)
+        check("min_entropy", 0 <= self.min_entropy <= 8, "0..8 bits", self.min_entropy)
+        check("placeholder_repeats", 1 <= self.placeholder_repeats <= MAX_COUNT, f"1..{MAX_COUNT}",
+              self.placeholder_repeats)
+        check("max_cloud_fraction", self.max_cloud_fraction is None or 0 <= self.max_cloud_fraction <= 1,
+              "null or 0..1", self.max_cloud_fraction)
+        check("cloud_brightness", 0 <= self.cloud_brightness <= 255, "0..255", self.cloud_brightness)
 
 
 @dataclass(frozen=True)
@@ -97,66 +99,67 @@ class _Reject(Exception):
     """Internal: a tile failed a check (never escapes this module)."""
 
     def __init__(self, reason: str, detail: str, thumb: np.ndarray | None = None) -> None:
+        detail = one_line(detail)  # a CSV cell: library messages may span lines
         super().__init__(f"{reason}: {detail}")
         self.reason, self.detail, self.thumb = reason, detail, thumb
 
 
-# What Pillow raises on undecodable bytes: each becomes a rejection row, anything else is a bug.
-_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError, KeyError)
-
-
-def _thumb(pixels: np.ndarray) -> np.ndarray:
+def _thumb(pixels: np.ndarray) -> np.ndarray | None:
+    if 0 in pixels.shape[:2]:  # nothing to show (a 0-pixel-wide image): the sheet draws a grey box
+        return None
     rgb = ops.to_channels(pixels, 3)
     return np.asarray(Image.fromarray(rgb).resize((THUMB, THUMB), Image.Resampling.BOX))
 
 
-def _multiband_tiff_detail(img: Image.Image) -> str | None:
-    """Pillow reads some multi-band TIFFs (e.g. tifffile's 7-band) as a wrong-shaped 1-band image."""
-    if img.format != "TIFF":
-        return None
-    tags = getattr(img, "tag_v2", {})
-    samples = tags[277] if 277 in tags else 1  # SamplesPerPixel; TIFF's default is 1
-    if samples > 4:
-        return f"TIFF has {samples} samples per pixel; only 1-4 band images are supported"
+def _failure(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def decode_checked(data: bytes, max_image_pixels: int) -> ops.Decoded:
+    """Every step that parses the untrusted bytes, under one guard: the decoded tile or _Reject.
+
+    Opening (only :data:`satgan.imageops.FORMATS`), the pixel-count check, the TIFF structure
+    check and the decode itself all run here, so whatever a crafted header or tag makes Pillow
+    or tifffile raise (:data:`satgan.imageops.DECODE_ERRORS`) is a rejection with its reason.
+    """
     try:
-        described = json.loads(str(tags[270])) if 270 in tags else None
-    except json.JSONDecodeError:
-        return None
-    shape = described.get("shape") if isinstance(described, dict) else None
-    if isinstance(shape, list) and len(shape) == 3 and shape[2] > 4:
-        return (f"multispectral TIFF: its description says shape {shape} ({shape[2]} bands) but Pillow "
-                f"decodes it as {img.width}x{img.height} {img.mode}; only 1-4 band images are supported")
-    return None
+        img = ops.identify(data)
+    except Image.DecompressionBombError as exc:
+        raise _Reject("bomb", str(exc)) from None
+    except UnidentifiedImageError:
+        raise _Reject("unreadable", f"not a {'/'.join(ops.FORMATS)} image ({len(data)} bytes)") from None
+    except ops.DECODE_ERRORS as exc:
+        raise _Reject("unreadable", _failure(exc)) from None
+    with img:
+        try:
+            w, h = img.size
+            if w * h > max_image_pixels:
+                raise _Reject("bomb", f"{w}x{h} = {w * h} pixels > max_image_pixels {max_image_pixels}")
+            problem = ops.tiff_problem(img)
+        except ops.DECODE_ERRORS as exc:
+            raise _Reject("unsupported", f"{img.format}: {_failure(exc)}") from None
+        if problem:
+            raise _Reject("unsupported", problem)
+        try:
+            return ops.decode_image(img, data)
+        except Image.DecompressionBombError as exc:
+            raise _Reject("bomb", str(exc)) from None
+        except OSError as exc:
+            raise _Reject("truncated", f"{img.format} {w}x{h}: {exc}") from None
+        except ops.DECODE_ERRORS as exc:
+            raise _Reject("unsupported", f"{img.format} {img.mode}: {_failure(exc)}") from None
 
 
 def inspect_bytes(data: bytes, params: ValidateParams) -> dict[str, Any]:
     """Decode ``data`` and run the per-tile checks; returns accepted-row fields or raises _Reject."""
-    try:
-        img = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError as exc:
-        raise _Reject("bomb", str(exc)) from None
-    except UnidentifiedImageError:
-        raise _Reject("unreadable", f"not an image Pillow can identify ({len(data)} bytes)") from None
-    except _DECODE_ERRORS as exc:
-        raise _Reject("unreadable", f"{type(exc).__name__}: {exc}") from None
-    w, h = img.size
-    if w * h > params.max_image_pixels:
-        raise _Reject("bomb", f"{w}x{h} = {w * h} pixels > max_image_pixels {params.max_image_pixels}")
-    detail = _multiband_tiff_detail(img)
-    if detail:
-        raise _Reject("unsupported", detail)
-    try:
-        img.load()
-        arr = ops.to_uint8(img)
-    except OSError as exc:
-        raise _Reject("truncated", f"{img.format} {w}x{h}: {exc}") from None
-    except _DECODE_ERRORS as exc:
-        raise _Reject("unsupported", f"{img.format} {img.mode}: {type(exc).__name__}: {exc}") from None
+    decoded = decode_checked(data, params.max_image_pixels)
+    arr, mode = decoded.pixels, decoded.mode
+    h, w = arr.shape[:2]
     if min(w, h) < params.min_size:
         raise _Reject("too_small", f"{w}x{h} < min_size {params.min_size}", _thumb(arr))
-    gray = img.mode in ops.GRAY_MODES or ops.is_content_gray(arr, params.gray_tolerance)
+    gray = arr.ndim == 2 or ops.is_content_gray(arr, params.gray_tolerance)
     if gray and params.grayscale == "drop":
-        why = f"mode {img.mode}" if img.mode in ops.GRAY_MODES else f"RGB with R=G=B within {params.gray_tolerance}"
+        why = f"mode {mode}" if arr.ndim == 2 else f"{mode} with R=G=B within {params.gray_tolerance}"
         raise _Reject("grayscale", f"{why} (validate.grayscale: drop)", _thumb(arr))
     channels = 1 if params.grayscale == "keep" else 3
     pixels = ops.to_channels(arr, channels)
@@ -171,24 +174,53 @@ def inspect_bytes(data: bytes, params: ValidateParams) -> dict[str, Any]:
         if bright > params.max_cloud_fraction:
             raise _Reject("cloudy", f"{bright:.1%} of pixels >= {params.cloud_brightness}", _thumb(pixels))
     steps = []
-    if img.mode in ops.WIDE_MODES:
+    if decoded.stretched:
         steps.append("stretch")
     if channels == 3 and arr.ndim == 2:
         steps.append("gray_to_rgb")
-    elif channels == 1 and img.mode != "L":
+    elif channels == 1 and mode != "L":
         steps.append("to_luminance")
-    elif channels == 3 and img.mode != "RGB":
+    elif channels == 3 and mode != "RGB":
         steps.append("to_rgb")
-    return {"width": w, "height": h, "mode": img.mode, "channels": channels, "action": "+".join(steps) or "as_is"}
+    return {"width": w, "height": h, "mode": mode, "channels": channels, "action": "+".join(steps) or "as_is"}
+
+
+def raw_file(raw: Path, relpath: str) -> Path:
+    """The file a manifest row names, or _Reject("unsafe_path") when it is not inside ``raw``."""
+    try:
+        return safe_join(raw, relpath)
+    except UnsafePath as exc:
+        raise _Reject("unsafe_path", f"{exc} (only files inside the raw folder {raw} are read)") from None
+
+
+def hash_raw_file(path: Path) -> str:
+    """sha256 of a raw tile, or _Reject: missing, empty, a symlink or a special file."""
+    try:
+        with open_regular(path) as fh:
+            if os.fstat(fh.fileno()).st_size == 0:
+                raise _Reject("empty", "0-byte file")
+            digest = hashlib.sha256()
+            while block := fh.read(1 << 20):
+                digest.update(block)
+    except FileNotFoundError:
+        raise _Reject("missing", f"{path} is listed as ok but does not exist") from None
+    except UnsafePath as exc:
+        raise _Reject("unsafe_path", str(exc)) from None
+    except OSError as exc:
+        raise _Reject("unreadable", f"cannot read {path}: {exc.strerror or exc}") from None
+    return digest.hexdigest()
 
 
 def _read_manifest(raw: Path) -> list[dict[str, str]]:
-    manifest = raw / "manifest.csv"
-    if not manifest.is_file():
-        raise DataError(f"{manifest}: manifest not found (run `dvc repro download`)")
-    rows = read_csv(manifest)
+    manifest = raw / names.MANIFEST
+    try:
+        rows = read_csv(manifest)
+    except FileNotFoundError:
+        raise DataError(f"{manifest}: manifest not found (run `dvc repro download`)") from None
+    except (OSError, UnsafePath, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{manifest}: cannot read the manifest: {exc}") from None
     if rows and not {"path", "status"} <= set(rows[0]):
-        raise DataError(f"{manifest}: expected columns path and status, got {sorted(rows[0])}")
+        raise DataError(f"{manifest}: expected columns path and status, got {sorted(map(str, rows[0]))}")
     ok = [r for r in rows if r["status"] in USABLE_STATUSES]
     if not ok:
         raise DataError(f"{manifest}: no rows with status {' or '.join(USABLE_STATUSES)} ({len(rows)} rows in all)")
@@ -201,19 +233,19 @@ def validate(raw: str | Path, out: str | Path, params: ValidateParams, progress:
     rows = _read_manifest(raw)
     verdicts: list[dict[str, Any] | _Reject | None] = [None] * len(rows)
     hashes: list[str | None] = [None] * len(rows)
-    # Pass 1: existence, size, checksum and hash, so duplicates and placeholders skip decoding.
+    paths: list[Path | None] = [None] * len(rows)
+    # Pass 1: path, existence, size, checksum and hash, so duplicates and placeholders skip decoding.
     for i, row in enumerate(rows):
-        path = raw / row["path"]
-        if not path.is_file():
-            verdicts[i] = _Reject("missing", f"{path} is listed as ok but does not exist")
-        elif path.stat().st_size == 0:
-            verdicts[i] = _Reject("empty", "0-byte file")
-        else:
-            hashes[i] = sha256_file(path)
-            # A manifest without a sha256 (an empty cell) has nothing to check against.
-            expected = row["sha256"] if "sha256" in row and row["sha256"] else hashes[i]
-            if expected != hashes[i]:
-                verdicts[i] = _Reject("checksum", f"sha256 {hashes[i][:12]} != manifest {expected[:12]}")
+        try:
+            paths[i] = raw_file(raw, row["path"] or "")
+            hashes[i] = hash_raw_file(paths[i])
+        except _Reject as rej:
+            verdicts[i] = rej
+            continue
+        # A manifest without a sha256 (an empty cell) has nothing to check against.
+        expected = row["sha256"] if "sha256" in row and row["sha256"] else hashes[i]
+        if expected != hashes[i]:
+            verdicts[i] = _Reject("checksum", f"sha256 {hashes[i][:12]} != manifest {expected[:12]}")
     counts = collections.Counter(h for h, v in zip(hashes, verdicts) if h and v is None)
     first: dict[str, str] = {}
     for i, h in enumerate(hashes):
@@ -228,8 +260,14 @@ def validate(raw: str | Path, out: str | Path, params: ValidateParams, progress:
 
     # Pass 2: decode the survivors on threads (Pillow releases the GIL while decoding).
     def check(i: int) -> dict[str, Any] | _Reject:
+        path = paths[i]  # pass 1 checked it is inside raw
+        assert path is not None
         try:
-            return inspect_bytes((raw / rows[i]["path"]).read_bytes(), params)
+            data = read_regular(path)
+        except (OSError, UnsafePath) as exc:  # changed since pass 1
+            return _Reject("missing", f"cannot read {path} any more: {exc}")
+        try:
+            return inspect_bytes(data, params)
         except _Reject as rej:
             return rej
 
@@ -261,18 +299,20 @@ def _write_outputs(out: Path, rows: list[dict[str, str]], hashes: list[str | Non
     by_reason = collections.Counter(r["reason"] for r in rejected)
     report = {"total": len(rows), "accepted": len(accepted), "rejected": len(rejected),
               **{f"rejected_{reason}": by_reason[reason] for reason in REASONS}}
-    write_csv_atomic(out / "accepted.csv", accepted, ACCEPTED_FIELDS)
-    write_csv_atomic(out / "rejected.csv", rejected, REJECTED_FIELDS)
-    write_json_atomic(out / "report.json", report)
-    write_contact_sheet(out / "rejected.png", sheet)
+    # The four files are one result: they replace the previous ones together, or not at all.
+    with atomic_group() as group:
+        write_csv(group.path(out / names.ACCEPTED), accepted, ACCEPTED_FIELDS)
+        write_csv(group.path(out / names.REJECTED), rejected, REJECTED_FIELDS)
+        group.path(out / names.VALIDATE_REPORT).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        write_contact_sheet(group.path(out / names.REJECTED_SHEET, suffix=".png"), sheet)
     if not accepted:
         top = ", ".join(f"{k} {n}" for k, n in by_reason.most_common(3))
-        raise DataError(f"validate accepted 0 of {len(rows)} tiles ({top}); see {out / 'rejected.csv'}")
+        raise DataError(f"validate accepted 0 of {len(rows)} tiles ({top}); see {out / names.REJECTED}")
     return ValidateResult(accepted=len(accepted), rejected=len(rejected), report=report)
 
 
 def write_contact_sheet(path: Path, items: list[tuple[str, _Reject]], ncol: int = 8) -> None:
-    """A PNG grid of rejected tiles (grey box when undecodable) captioned with their reason."""
+    """Write to ``path`` a PNG grid of rejected tiles (grey box when undecodable) captioned with their reason."""
     cell_w, cell_h = THUMB + 40, THUMB + 26
     n = max(len(items), 1)
     cols = min(ncol, n)
@@ -288,5 +328,4 @@ def write_contact_sheet(path: Path, items: list[tuple[str, _Reject]], ncol: int 
             draw.rectangle((x, y, x + THUMB - 1, y + THUMB - 1), fill=(128, 128, 128))
         draw.text((x - 18, y + THUMB + 1), rej.reason, fill=(200, 0, 0))
         draw.text((x - 18, y + THUMB + 12), Path(name).name[:16], fill=(0, 0, 0))
-    with atomic_path(path, suffix=".png") as tmp:
-        sheet.save(tmp, format="PNG")
+    sheet.save(path, format="PNG")

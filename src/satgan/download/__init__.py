@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from satgan.download.archive import archive_rows
-from satgan.download.output import Journal, Row, Summary, finish
+from satgan.download.output import Journal, Row, Summary, finish, prepare_output
 from satgan.download.params import DownloadParams
 from satgan.download.sources import folder_rows, sample_rows, xyz_rows
 
@@ -21,11 +21,13 @@ __all__ = ["DownloadParams", "Summary", "run_download"]
 def run_download(params: DownloadParams, out: str | Path) -> Summary:
     """Download per ``params`` into ``out``; return the summary or raise DownloadError/DataError.
 
-    The manifest is written (failures included) before a too-many-failures error is raised,
-    and files under ``out/tiles`` that this run did not produce are removed.
+    New tiles are staged and moved into ``out/tiles`` only when the run succeeded; then files
+    under ``out/tiles`` that this run did not produce are removed. A failed run (too many
+    failures, or an error) leaves ``out/tiles`` and ``out/manifest.csv`` as they were, and writes
+    its rows to ``out/manifest.failed.csv``. Nothing outside ``out`` is written or deleted.
     """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_output(out)
     start = time.monotonic()
     journal = Journal(out)
     rows: list[Row]

@@ -1,15 +1,16 @@
 """The archive source: a sha256-pinned .zip / .tar(.gz|.bz2|.xz), fetched or local, extracted defensively.
 
 Extraction refuses, each as a ``refused`` manifest row with its reason: absolute paths, ``..``,
-paths resolving outside the out dir, symlinks, hardlinks, devices, FIFOs, duplicates, encrypted
-members, and anything past the member-count or total-size cap. Sizes are checked twice: the
+paths resolving outside the out dir, symlinks, hardlinks, devices, FIFOs, encrypted members,
+duplicates, and anything past the member-count or total-size cap. Duplicates are judged on the
+path as written: ``./b.jpg`` is ``b.jpg``, ``c//d.jpg`` and ``c/./d.jpg`` are ``c/d.jpg``, and
+names differing only in case or Unicode normalisation are one file on macOS and Windows. Sizes are checked twice: the
 size the archive declares before reading, and the bytes actually produced while streaming, so
 a member that lies about its size (a zip bomb) is stopped at the cap, not after.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import os
 import stat
@@ -24,7 +25,7 @@ from typing import IO
 from tqdm import tqdm
 
 from satgan.download.fetch import Fetcher, FetchError
-from satgan.download.output import OK, REFUSED, SCRATCH, SKIPPED, TILES, Row, safe_dest
+from satgan.download.output import OK, REFUSED, SCRATCH, SKIPPED, TILES, PathClaims, Row, member_path, same_file, staged_path
 from satgan.download.params import DownloadParams
 from satgan.errors import DataError, DownloadError
 from satgan.fsutil import atomic_path, sha256_file, write_bytes_atomic
@@ -80,11 +81,14 @@ def fetch_archive(out: Path, params: DownloadParams) -> Path:
     location, expected = params.archive.location, params.archive.sha256
     if "://" in location:
         path = out / SCRATCH / "archive"
-        if not (path.is_file() and sha256_file(path) == expected):
-            # The archive may be far bigger than one tile: cap it by the extraction size cap instead.
-            http = dataclasses.replace(params.http, max_response_bytes=params.archive.max_total_bytes)
+        if not same_file(path, expected):
+            # The archive is one request far bigger than a tile: it has its own size cap (the
+            # extraction cap) and wall-clock limit, and errors name those keys.
+            fetcher = Fetcher(params.http, max_bytes=params.archive.max_total_bytes,
+                              max_bytes_key="download.archive.max_total_bytes", timeout_s=params.archive.timeout_s,
+                              timeout_key="download.archive.timeout_s")
             try:
-                body, _ = Fetcher(http).get(location)
+                body, _ = fetcher.get(location)
             except FetchError as exc:
                 raise DownloadError(f"download.archive.location: {exc}") from None
             write_bytes_atomic(path, body)
@@ -92,7 +96,10 @@ def fetch_archive(out: Path, params: DownloadParams) -> Path:
         path = Path(location)
         if not path.is_file():
             raise DataError(f"download.archive.location: {path}: file not found")
-    actual = sha256_file(path)
+    try:
+        actual = sha256_file(path)
+    except OSError as exc:
+        raise DataError(f"download.archive.location: {path}: cannot read: {exc.strerror or exc}") from None
     if actual != expected:
         raise DownloadError(
             f"{location}: sha256 is {actual}, but download.archive.sha256 pins {expected} "
@@ -147,7 +154,7 @@ def _extract_all(out: Path, params: DownloadParams, path: Path) -> list[Row]:
     else:
         raise DataError(f"{arch.location}: neither a zip nor a tar archive")
     rows: list[Row] = []
-    seen: set[str] = set()
+    claims = PathClaims()
     files = 0
     budget = arch.max_total_bytes
     with container:
@@ -160,23 +167,25 @@ def _extract_all(out: Path, params: DownloadParams, path: Path) -> list[Row]:
             if m.kind == "dir":
                 continue
             files += 1
-            relpath = f"{TILES}/{m.name}"
             if m.kind != "file":
                 refuse(f"{m.kind} members are not extracted")
                 continue
             try:
-                # Check the member name itself: "tiles/" + "/abs.jpg" would otherwise look relative.
-                dest = safe_dest(out / TILES, m.name)
-            except ValueError as exc:
+                # The name as written (./b.jpg, c//d.jpg and c/./d.jpg are b.jpg and c/d.jpg), then
+                # checked as a path under tiles/ and in the staging folder.
+                relpath = f"{TILES}/{member_path(m.name)}"
+                dest = staged_path(out, relpath)
+            except ValueError as exc:  # UnsafePath is a ValueError
                 refuse(str(exc))
                 continue
             if not m.name.lower().endswith(arch.extensions):
                 rows.append(Row.failed("", source, "extension not in download.archive.extensions", status=SKIPPED))
                 continue
-            if m.name in seen:
-                refuse("duplicate member name")
+            earlier = claims.claim(relpath, m.name)
+            if earlier is not None:
+                refuse(f"duplicate member: {m.name!r} is the same file as {earlier!r} once written "
+                       "(after normalising the path, and on a case-insensitive filesystem)")
                 continue
-            seen.add(m.name)
             if files > arch.max_members:
                 refuse(f"more than download.archive.max_members={arch.max_members} files")
                 continue
@@ -188,7 +197,8 @@ def _extract_all(out: Path, params: DownloadParams, path: Path) -> list[Row]:
             except _Refused as exc:
                 refuse(str(exc))
                 continue
-            except (zipfile.BadZipFile, tarfile.TarError, zlib.error, EOFError, OSError) as exc:
+            except (zipfile.BadZipFile, tarfile.TarError, zlib.error, EOFError, OSError, RuntimeError,
+                    NotImplementedError) as exc:  # RuntimeError/NotImplementedError: zipfile's encryption/method errors
                 rows.append(Row.failed("", source, f"cannot extract: {type(exc).__name__}: {exc}"))
                 continue
             sha, size = result

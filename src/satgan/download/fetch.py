@@ -1,8 +1,9 @@
 """HTTP(S) fetching with the standard library: timeouts, retries with backoff, Retry-After, size caps.
 
-Transient problems (5xx, 408, 429, timeouts, connection resets, a body shorter than its
-Content-Length) are retried with exponential backoff; a 429's Retry-After is honoured up to
-``max_retry_after_s``. Permanent problems (404 and other 4xx, a non-image response) fail at
+Every request has a wall-clock limit (``timeout_s``) covering connect, headers and body together,
+so a server that drips bytes cannot hold a request past it. Transient problems (5xx, 408, 429,
+timeouts, connection resets, a body shorter than its Content-Length) are retried with
+exponential backoff; a 429's Retry-After is honoured up to ``max_retry_after_s``. Permanent problems (404 and other 4xx, a non-image response) fail at
 once. Either way the caller gets a :class:`FetchError` whose message names the URL and reason.
 """
 
@@ -11,13 +12,16 @@ from __future__ import annotations
 import email.utils
 import http.client
 import socket
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
+from typing import Any
 
 from satgan.download.params import HttpParams
+from satgan.errors import one_line
 
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 # Servers send odd but harmless content types for tiles; the signature check below is the real test.
@@ -33,9 +37,14 @@ SIGNATURES = {
 
 
 class FetchError(Exception):
-    """A URL could not be fetched; ``transient`` says whether a retry might help."""
+    """A URL could not be fetched; ``transient`` says whether a retry might help.
+
+    ``reason`` is one line (it becomes a manifest CSV cell): urllib's redirect-loop message, for
+    one, spans three.
+    """
 
     def __init__(self, url: str, reason: str, transient: bool, retry_after: float | None = None) -> None:
+        reason = one_line(reason)
         super().__init__(f"{url}: {reason}")
         self.reason = reason
         self.transient = transient
@@ -52,31 +61,145 @@ class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
+# The wall-clock deadline of the request this thread is making (urllib is synchronous: one request,
+# redirects included, runs on one thread), so the connection classes below can find it.
+_local = threading.local()
+
+
+class _Deadline:
+    """A wall-clock limit on one request: when it passes, every socket the request opened is shut down.
+
+    A socket timeout bounds each read, not the request: a server dripping one byte per second
+    never trips it. Shutting the socket down from a timer thread wakes the blocked read (it sees
+    end of file), wherever the request is: connecting, TLS, headers, redirects or the body.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.expired = False
+        self._socks: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Deadline:
+        _local.deadline = self
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+        _local.deadline = None
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            socks = list(self._socks)
+        for sock in socks:
+            _shutdown(sock)
+
+    def watch(self, sock: socket.socket) -> None:
+        """Shut ``sock`` down when the deadline passes (at once if it already has)."""
+        with self._lock:
+            self._socks.append(sock)
+            expired = self.expired
+        if expired:
+            _shutdown(sock)
+
+
+def _shutdown(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed
+
+
+class _WatchedConnection:
+    """Mixin for http.client connections: each new socket is handed to this thread's :class:`_Deadline`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
+        create = self._create_connection  # type: ignore[has-type]
+
+        def create_watched(*a: Any, **k: Any) -> socket.socket:
+            sock = create(*a, **k)
+            deadline = getattr(_local, "deadline", None)
+            if deadline is not None:
+                deadline.watch(sock)
+            return sock
+
+        self._create_connection = create_watched
+
+
+class _WatchedHTTPConnection(_WatchedConnection, http.client.HTTPConnection):
+    pass
+
+
+class _WatchedHTTPSConnection(_WatchedConnection, http.client.HTTPSConnection):
+    pass
+
+
+class _WatchedHTTPHandler(urllib.request.HTTPHandler):
+    def http_open(self, req):  # noqa: ANN001, ANN201, D102 (urllib's signature)
+        return self.do_open(_WatchedHTTPConnection, req)
+
+
+class _WatchedHTTPSHandler(urllib.request.HTTPSHandler):
+    def https_open(self, req):  # noqa: ANN001, ANN201, D102 (urllib's signature)
+        return self.do_open(_WatchedHTTPSConnection, req, context=self._context)
+
+
+def _opener() -> urllib.request.OpenerDirector:
+    return urllib.request.build_opener(_HttpOnlyRedirects, _WatchedHTTPHandler, _WatchedHTTPSHandler)
+
+
 @dataclass(frozen=True)
 class Fetcher:
-    """Fetches URLs under one :class:`HttpParams`; thread-safe (no shared connection state)."""
+    """Fetches URLs under one :class:`HttpParams`; thread-safe (no shared connection state).
+
+    ``max_bytes`` / ``timeout_s`` override the response-size cap and the per-request wall-clock
+    limit (an archive is one big request with its own caps); ``*_key`` are the params keys that
+    set them, named in error messages.
+    """
 
     http: HttpParams
+    max_bytes: int | None = None
+    max_bytes_key: str = "download.http.max_response_bytes"
+    timeout_s: float | None = None
+    timeout_key: str = "download.http.timeout_s"
     # Built once: its handlers keep no per-request state, so threads can share it.
-    opener: urllib.request.OpenerDirector = field(
-        default_factory=lambda: urllib.request.build_opener(_HttpOnlyRedirects), compare=False, repr=False
-    )
+    opener: urllib.request.OpenerDirector = field(default_factory=_opener, compare=False, repr=False)
 
     def get_once(self, url: str) -> tuple[bytes, str]:
-        """One GET of ``url``: (body, content type), or FetchError saying whether to retry."""
+        """One GET of ``url`` within the wall-clock limit: (body, content type), or FetchError saying whether to retry."""
         scheme = urllib.parse.urlsplit(url).scheme
         if scheme not in ("http", "https"):
             raise FetchError(url, f"refused non-http(s) URL scheme {scheme!r}", transient=False)
+        limit = self.http.timeout_s if self.timeout_s is None else self.timeout_s
+        with _Deadline(limit) as deadline:
+            try:
+                result = self._get_once(url, limit)
+            except (FetchError, OSError, http.client.HTTPException):
+                if not deadline.expired:
+                    raise
+                result = None
+            if deadline.expired:  # whatever the cut-off socket made the request raise or return
+                raise FetchError(url, f"timed out after {limit:g} s ({self.timeout_key}, wall clock)",
+                                 transient=True) from None
+        assert result is not None
+        return result
+
+    def _get_once(self, url: str, limit: float) -> tuple[bytes, str]:
+        cap = self.http.max_response_bytes if self.max_bytes is None else self.max_bytes
         request = urllib.request.Request(url, headers={"User-Agent": self.http.user_agent, "Accept": "image/*,*/*"})
         try:
-            with self.opener.open(request, timeout=self.http.timeout_s) as response:
+            with self.opener.open(request, timeout=limit) as response:
                 content_type = response.headers.get_content_type()
                 declared = response.headers["Content-Length"]
-                if declared is not None and declared.isdigit() and int(declared) > self.http.max_response_bytes:
-                    raise FetchError(url, f"Content-Length {declared} exceeds download.http.max_response_bytes", False)
-                body = read_capped(response, self.http.max_response_bytes + 1)
-                if len(body) > self.http.max_response_bytes:
-                    raise FetchError(url, "body exceeds download.http.max_response_bytes", transient=False)
+                if declared is not None and declared.isdigit() and int(declared) > cap:
+                    raise FetchError(url, f"Content-Length {declared} exceeds {self.max_bytes_key}={cap}", False)
+                body = read_capped(response, cap + 1)
+                if len(body) > cap:
+                    raise FetchError(url, f"body exceeds {self.max_bytes_key}={cap}", transient=False)
                 if declared is not None and declared.isdigit() and len(body) != int(declared):
                     raise FetchError(url, f"truncated body: {len(body)} of {declared} bytes", transient=True)
                 return body, content_type
@@ -87,7 +210,7 @@ class Fetcher:
         except http.client.IncompleteRead as exc:
             raise FetchError(url, f"truncated body: got {len(exc.partial)} bytes, more expected", True) from None
         except (TimeoutError, socket.timeout):
-            raise FetchError(url, f"timed out after {self.http.timeout_s:g} s", transient=True) from None
+            raise FetchError(url, f"timed out after {limit:g} s ({self.timeout_key})", transient=True) from None
         except (ConnectionError, http.client.HTTPException) as exc:
             raise FetchError(url, f"connection error: {type(exc).__name__}: {exc}", transient=True) from None
         except urllib.error.URLError as exc:

@@ -1,38 +1,53 @@
-"""The download output folder: manifest rows, the resume journal, safe paths and stale-file cleanup.
+"""The download output folder: manifest rows, staging, the resume journal, commit and stale-file cleanup.
 
 Layout of ``--out`` (a DVC ``persist: true`` output, so an earlier run's files may be present)::
 
-    tiles/          every tile or image, at the path its manifest row names
-    manifest.csv    one row per planned tile: path, source, sha256, bytes, status, error
-    .journal.jsonl  (only while a run is in progress) one JSON line per tile written, so a
-                    run killed with kill -9 resumes without refetching those tiles
-    .download/      (only while a run is in progress) a fetched archive before extraction
+    tiles/               the tiles of the last successful run, at the paths manifest.csv names
+    manifest.csv         one row per planned tile: path, source, sha256, bytes, status, error
+    .download/tiles/     (while a run is in progress, or after one failed) tiles this run wrote,
+                         staged at the path they will have under tiles/
+    .download/archive    (while a run is in progress) a fetched archive before extraction
+    .journal.jsonl       (xyz, while in progress or after a failed run) one JSON line per tile
+                         staged, so a run killed with kill -9 resumes without refetching those
+    manifest.failed.csv  (only after a failed run) that run's rows, with every failure's reason
+
+A run writes only into ``.download/``. Only when it succeeded (some tiles, failures within
+``download.max_failed_fraction``) does :func:`finish` move the staged tiles into ``tiles/``,
+replace ``manifest.csv`` and delete stale files; a failed run leaves ``tiles/`` and
+``manifest.csv`` exactly as the last successful run left them. Nothing outside ``--out`` is
+ever written or deleted: a symlinked ``tiles/`` or ``.download/`` stops the stage, and no path
+through a symlink below ``--out`` is written or followed.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
-from satgan.errors import DownloadError
-from satgan.fsutil import read_csv, sha256_file, write_csv_atomic
+from satgan import names
+from satgan.errors import DataError, DownloadError, one_line
+from satgan.fsutil import UnsafePath, open_regular, read_csv, read_regular, safe_join, write_csv_atomic
 
-MANIFEST = "manifest.csv"
-JOURNAL = ".journal.jsonl"
-TILES = "tiles"
+MANIFEST = names.MANIFEST
+JOURNAL = names.JOURNAL
+TILES = names.TILES_DIR
 SCRATCH = ".download"
+FAILED_MANIFEST = "manifest.failed.csv"
 FIELDS = ("path", "source", "sha256", "bytes", "status", "error")
 
 # Statuses. ok: on disk, fetched, cut or copied by this run. resumed: on disk from an earlier
-# (possibly killed) run with the recorded sha256, so not fetched again (xyz). failed: could not be fetched, read or written (error says why). refused: an
-# archive member rejected for safety (error says why). skipped: an archive member that is not
-# an image by extension. failed and refused count towards max_failed_fraction.
+# (possibly killed) run with the recorded sha256, so not fetched again (xyz). failed: could not
+# be fetched, read or written (error says why). refused: an archive member or folder entry
+# rejected for safety (error says why). skipped: an archive member that is not an image by
+# extension. failed and refused count towards max_failed_fraction.
 OK, RESUMED, FAILED, REFUSED, SKIPPED = "ok", "resumed", "failed", "refused", "skipped"
 PRESENT = (OK, RESUMED)
 BAD = (FAILED, REFUSED)
@@ -40,7 +55,10 @@ BAD = (FAILED, REFUSED)
 
 @dataclass(frozen=True)
 class Row:
-    """One manifest row; ``path`` is relative to the out dir and empty when nothing was written."""
+    """One manifest row; ``path`` is relative to the out dir and empty when nothing was written.
+
+    ``error`` is always one line (it is a CSV cell).
+    """
 
     path: str
     source: str
@@ -48,6 +66,9 @@ class Row:
     bytes: int
     status: str
     error: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "error", one_line(self.error))
 
     @classmethod
     def failed(cls, path: str, source: str, error: str, status: str = FAILED) -> Row:
@@ -89,24 +110,106 @@ def count_statuses(rows: Iterable[Row]) -> dict[str, int]:
     return counts
 
 
-def safe_dest(out: Path, relpath: str) -> Path:
-    """``out / relpath``, refusing (ValueError with the reason) a path that would land outside ``out``.
+def prepare_output(out: Path) -> None:
+    """Create ``out`` and refuse (DataError) to run when an entry the stage writes or deletes is a symlink.
 
-    Checks the string (absolute, ``..``, backslashes, NUL) and then the resolved path, so a
-    symlinked directory planted inside ``out`` cannot redirect a write elsewhere either.
+    Cleaning ``tiles/`` through a symlink would empty whatever folder it points to; writing
+    ``manifest.csv`` through one would overwrite any file. The stage never creates links, so
+    one there was planted: removing it is the user's call, not this stage's.
     """
-    if not relpath or "\x00" in relpath:
-        raise ValueError("empty path or NUL byte in path")
-    if relpath.startswith(("/", "\\")) or (len(relpath) > 1 and relpath[1] == ":"):
-        raise ValueError(f"absolute path {relpath!r}")
-    parts = relpath.replace("\\", "/").split("/")
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: the download output exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"{out}: cannot create the download output: {exc.strerror or exc}") from None
+    for name in (TILES, SCRATCH, MANIFEST, JOURNAL, FAILED_MANIFEST):
+        entry = out / name
+        if entry.is_symlink():
+            raise DataError(
+                f"{entry} is a symlink (to {os.readlink(entry)}): the download stage writes and deletes only "
+                f"inside {out} and never through a link; remove the link (the folder it points to is untouched)"
+            )
+        if name in (TILES, SCRATCH) and entry.exists() and not entry.is_dir():
+            raise DataError(f"{entry}: expected a folder, found a file")
+
+
+def safe_dest(out: Path, relpath: str) -> Path:
+    """``out / relpath``, refusing (ValueError with the reason) a path that leaves ``out`` or goes through a link."""
+    return safe_join(out, relpath)
+
+
+def staged_path(out: Path, relpath: str) -> Path:
+    """Where this run writes the file that will be ``out / relpath`` once the run succeeded."""
+    safe_join(out, relpath)
+    return safe_join(out / SCRATCH, relpath)
+
+
+def member_path(name: str) -> str:
+    """An archive member or folder entry name as the relative path to write: ValueError when unsafe.
+
+    Separators are unified (a backslash counts as one, as on the system that may have made the
+    archive), empty and ``.`` parts are dropped, and the text is NFC-normalised, so ``./b.jpg``,
+    ``c//d.jpg``, ``c/./d.jpg`` and an NFD spelling all name the one file they would be on disk.
+    Absolute paths, ``..`` and control characters (a newline in a name) are refused.
+    """
+    if not name or "\x00" in name:
+        raise ValueError("empty name or NUL byte in name")
+    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        raise ValueError(f"absolute path {name!r}")
+    if any(unicodedata.category(ch) == "Cc" for ch in name):
+        raise ValueError(f"control character in name {name!r}")
+    parts = [p for p in unicodedata.normalize("NFC", name).replace("\\", "/").split("/") if p not in ("", ".")]
     if ".." in parts:
-        raise ValueError(f"path {relpath!r} contains '..'")
-    root = out.resolve()
-    dest = (root / relpath).resolve()
-    if dest == root or not dest.is_relative_to(root):
-        raise ValueError(f"path {relpath!r} resolves outside {out}")
-    return out / relpath
+        raise ValueError(f"path {name!r} contains '..'")
+    if not parts:
+        raise ValueError(f"name {name!r} names no file")
+    return "/".join(parts)
+
+
+class PathClaims:
+    """Destinations already taken in this run, compared the way a case-insensitive filesystem would.
+
+    Two names that differ only in case (or in Unicode normalisation) are one file on macOS and
+    Windows, and the later copy would silently overwrite the earlier: the second is refused.
+    """
+
+    def __init__(self) -> None:
+        self._taken: dict[str, str] = {}
+
+    def claim(self, relpath: str, source: str) -> str | None:
+        """Take ``relpath`` for ``source``; return the earlier source holding the same path, or None."""
+        key = unicodedata.normalize("NFC", unicodedata.normalize("NFC", relpath).casefold())
+        if key in self._taken:
+            return self._taken[key]
+        self._taken[key] = source
+        return None
+
+
+def same_file(path: Path, sha256: str) -> bool:
+    """True when ``path`` is a regular, non-symlink file whose sha256 is ``sha256``."""
+    try:
+        with open_regular(path) as fh:
+            digest = hashlib.sha256()
+            while block := fh.read(1 << 20):
+                digest.update(block)
+    except (OSError, UnsafePath):
+        return False
+    return digest.hexdigest() == sha256
+
+
+def _row_from(rec: Any) -> Row | None:
+    """A Row from a manifest or journal record, or None when the record is malformed."""
+    if not isinstance(rec, dict) or not set(FIELDS) <= set(rec):
+        return None
+    values = {k: rec[k] for k in FIELDS}
+    if not all(isinstance(values[k], str) for k in FIELDS if k != "bytes"):
+        return None
+    try:
+        values["bytes"] = int(values["bytes"] or 0)
+    except (TypeError, ValueError):
+        return None
+    return Row(**values)
 
 
 class Journal:
@@ -117,79 +220,129 @@ class Journal:
         self._fh: IO[str] | None = None
 
     def load(self) -> dict[str, Row]:
-        """Rows of earlier runs on disk, by source: the last manifest, then the journal of a killed run."""
+        """Rows of earlier runs on disk, by source: the last manifest, then the journal of a killed or failed run.
+
+        Both are only a cache of what need not be fetched again: a malformed record is ignored
+        (its tile is fetched again), never trusted.
+        """
         rows: dict[str, Row] = {}
         manifest = self.path.parent / MANIFEST
-        if manifest.is_file():
+        try:
             for rec in read_csv(manifest):
-                if set(FIELDS) <= set(rec) and rec["status"] in PRESENT:
-                    rows[rec["source"]] = Row(**{**rec, "bytes": int(rec["bytes"] or 0)})
-        if self.path.is_file():
-            for line in self.path.read_text(encoding="utf-8").splitlines():
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # the line a kill -9 cut short: that tile is simply fetched again
-                rows[rec["source"]] = Row(**rec)
+                row = _row_from(rec)
+                if row is not None and row.status in PRESENT:
+                    rows[row.source] = row
+        except FileNotFoundError:
+            pass
+        except (OSError, UnsafePath, UnicodeDecodeError, ValueError) as exc:
+            raise DataError(f"{manifest}: cannot read the previous manifest: {exc}") from None
+        try:
+            text = read_regular(self.path).decode("utf-8", errors="replace")
+        except FileNotFoundError:
+            return rows
+        except (OSError, UnsafePath) as exc:
+            raise DataError(f"{self.path}: cannot read the resume journal: {exc}") from None
+        for line in text.splitlines():
+            try:
+                row = _row_from(json.loads(line))
+            except (json.JSONDecodeError, RecursionError):
+                continue  # the line a kill -9 cut short: that tile is simply fetched again
+            if row is not None:
+                rows[row.source] = row
         return rows
 
     def append(self, row: Row) -> None:
         """Record ``row`` (a tile now on disk) durably enough to survive the process being killed."""
         if self._fh is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = open(self.path, "a", encoding="utf-8")
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+            self._fh = os.fdopen(os.open(self.path, flags, 0o666), "a", encoding="utf-8")
         self._fh.write(json.dumps(dataclasses.asdict(row)) + "\n")
         self._fh.flush()
 
-    def close_and_remove(self) -> None:
-        """Close and delete the journal: the manifest now holds the same facts."""
+    def close(self) -> None:
+        """Close the journal, keeping it: a failed run's staged tiles are resumed by the next run."""
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+
+    def close_and_remove(self) -> None:
+        """Close and delete the journal: the manifest now holds the same facts."""
+        self.close()
         self.path.unlink(missing_ok=True)
 
 
 def resume_hit(out: Path, previous: dict[str, Row], source: str, path_prefix: str) -> Row | None:
-    """The earlier row for ``source`` if its file (under ``path_prefix``) is still on disk with the same sha256."""
+    """The earlier row for ``source`` if its file (under ``path_prefix``) is on disk with the same sha256.
+
+    The file may be staged (a killed or failed run wrote it) or in ``tiles/`` (a successful run).
+    """
     if source not in previous:
         return None
     row = previous[source]
     if not row.path.startswith(path_prefix):
         return None
     try:
-        dest = safe_dest(out, row.path)  # the manifest or journal could have been edited by hand
-    except ValueError:
+        # The manifest or journal could have been edited by hand: the path is checked like any other.
+        candidates = (staged_path(out, row.path), safe_dest(out, row.path))
+    except UnsafePath:
         return None
-    if not dest.is_file() or dest.is_symlink() or sha256_file(dest) != row.sha256:
+    if not any(same_file(path, row.sha256) for path in candidates):
         return None
     return dataclasses.replace(row, status=RESUMED, error="")
 
 
+def commit(out: Path, rows: list[Row]) -> None:
+    """Move every present row's staged file into ``tiles/`` (each rename atomic); check the rest are there."""
+    for row in rows:
+        if row.status not in PRESENT:
+            continue
+        try:
+            final, staged = safe_dest(out, row.path), staged_path(out, row.path)
+        except UnsafePath as exc:
+            raise DownloadError(f"{out}: cannot place {row.path}: {exc}") from None
+        if same_file(staged, row.sha256):
+            try:
+                final.parent.mkdir(parents=True, exist_ok=True)
+                safe_dest(out, row.path)  # re-checked: mkdir must not have met a link planted meanwhile
+                os.replace(staged, final)
+            except (OSError, UnsafePath) as exc:
+                raise DownloadError(f"{final}: cannot move the new tile into place: {exc}") from None
+        elif not same_file(final, row.sha256):
+            raise DownloadError(f"{final}: missing or changed while the download ran (sha256 differs); rerun")
+
+
 def remove_stale(out: Path, rows: list[Row]) -> int:
-    """Delete files under ``out/tiles`` that no present row names (earlier configs, temp files); return count."""
-    keep = {os.path.normpath(out / row.path) for row in rows if row.status in PRESENT}
+    """Delete files and links under ``out/tiles`` that no present row names (earlier configs); return the count.
+
+    Runs only after a successful run. Never follows a link: a symlink found below ``tiles/`` is
+    itself stale (this stage never makes one) and is removed as a link, its target untouched.
+    """
     tiles = out / TILES
-    removed = 0
-    if not tiles.exists():
+    if tiles.is_symlink():
+        raise DownloadError(f"{tiles} is a symlink: refusing to clean it")
+    if not tiles.is_dir():
         return 0
-    for dirpath, dirnames, filenames in os.walk(tiles, topdown=False):
+    keep = {os.path.normpath(out / row.path) for row in rows if row.status in PRESENT}
+    removed = 0
+    for dirpath, dirnames, filenames in os.walk(tiles, topdown=False, followlinks=False):
         for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
             path = os.path.join(dirpath, name)
-            if os.path.normpath(path) not in keep:
+            if os.path.normpath(path) not in keep or os.path.islink(path):
                 os.unlink(path)
                 removed += 1
         if dirpath != str(tiles) and not os.listdir(dirpath):
             os.rmdir(dirpath)
-    shutil.rmtree(out / SCRATCH, ignore_errors=True)
     return removed
 
 
 def finish(out: Path, source: str, rows: list[Row], journal: Journal, seconds: float, max_failed: float) -> Summary:
-    """Write the manifest, drop stale files and the journal, and fail when too many tiles failed."""
+    """On success: commit staged tiles, write the manifest, drop stale files, staging and journal.
+
+    On failure (no tiles, or more failures than ``max_failed``): write this run's rows to
+    ``manifest.failed.csv``, keep the staging and journal for a resume, touch nothing else,
+    and raise DownloadError.
+    """
     rows = sorted(rows, key=lambda r: (r.path, r.source))
-    write_csv_atomic(out / MANIFEST, (dataclasses.asdict(r) for r in rows), FIELDS)
-    journal.close_and_remove()
-    remove_stale(out, rows)
     summary = Summary(
         source=source,
         out=out,
@@ -197,13 +350,30 @@ def finish(out: Path, source: str, rows: list[Row], journal: Journal, seconds: f
         total_bytes=sum(r.bytes for r in rows if r.status in PRESENT),
         seconds=seconds,
     )
+    problem = None
     if not any(r.status in PRESENT for r in rows):
-        raise DownloadError(f"source '{source}' produced no tiles; see {out / MANIFEST}")
-    if summary.failed_fraction > max_failed:
+        problem = f"source '{source}' produced no tiles"
+    elif summary.failed_fraction > max_failed:
         bad = [r for r in rows if r.status in BAD]
-        raise DownloadError(
-            f"{len(bad)} of {len(rows)} tiles failed ({summary.failed_fraction:.1%} > "
-            f"download.max_failed_fraction={max_failed:g}); first: {bad[0].source}: {bad[0].error}; "
-            f"all failures are rows in {out / MANIFEST}"
-        )
+        problem = (f"{len(bad)} of {len(rows)} tiles failed ({summary.failed_fraction:.1%} > "
+                   f"download.max_failed_fraction={max_failed:g}); first: {bad[0].source}: {bad[0].error}")
+    if problem is not None:
+        journal.close()
+        _write_manifest(out / FAILED_MANIFEST, rows)
+        kept = f"{out / MANIFEST} and {out / TILES} are kept as the last successful run left them" \
+            if (out / MANIFEST).exists() else f"nothing was added to {out / TILES}"
+        raise DownloadError(f"{problem}; every row is in {out / FAILED_MANIFEST}; {kept}")
+    commit(out, rows)
+    _write_manifest(out / MANIFEST, rows)
+    journal.close_and_remove()
+    remove_stale(out, rows)
+    (out / FAILED_MANIFEST).unlink(missing_ok=True)
+    shutil.rmtree(out / SCRATCH, ignore_errors=True)
     return summary
+
+
+def _write_manifest(path: Path, rows: list[Row]) -> None:
+    try:
+        write_csv_atomic(path, (dataclasses.asdict(r) for r in rows), FIELDS)
+    except OSError as exc:
+        raise DownloadError(f"{path}: cannot write: {exc.strerror or exc}") from None

@@ -7,7 +7,6 @@ sha256) are required only when that source is selected.
 
 from __future__ import annotations
 
-import math
 import re
 import urllib.parse
 from dataclasses import dataclass
@@ -15,21 +14,28 @@ from typing import Literal
 
 import mercantile
 
-from satgan.params import InvalidParam
+from satgan.params import check
 
 SOURCES = ("sample", "xyz", "folder", "archive")
 # Web Mercator is undefined at the poles; mercantile clips here too.
 MAX_LAT = 85.0511287798
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# Upper bounds: far past any sensible setting, low enough that sleeps, socket timeouts and
+# in-memory tile lists never overflow or exhaust memory.
+MAX_WAIT_S = 3600.0
+MAX_ARCHIVE_WAIT_S = 86400.0
+MAX_BACKOFF_S = 60.0
+MAX_BYTES = 1 << 40
+MAX_MEMBERS = 1 << 31
+MAX_TILES = 10_000_000
+MAX_SIDE = 1 << 20
 
 
 def check_http_url(field: str, url: str) -> None:
     """Raise InvalidParam(field) unless ``url`` is an absolute http(s) URL with a host."""
     parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https"):
-        raise InvalidParam(field, f"only http:// and https:// URLs are allowed, got {url!r}")
-    if not parts.netloc:
-        raise InvalidParam(field, f"URL has no host: {url!r}")
+    check(field, parts.scheme in ("http", "https"), "an http:// or https:// URL (no other scheme)", url)
+    check(field, bool(parts.netloc), "a URL with a host", url)
 
 
 @dataclass(frozen=True)
@@ -45,20 +51,16 @@ class HttpParams:
     user_agent: str
 
     def __post_init__(self) -> None:
-        if not 1 <= self.concurrency <= 64:
-            raise InvalidParam("concurrency", f"must be between 1 and 64, got {self.concurrency}")
-        if not self.timeout_s > 0:
-            raise InvalidParam("timeout_s", f"must be > 0, got {self.timeout_s}")
-        if not 0 <= self.retries <= 20:
-            raise InvalidParam("retries", f"must be between 0 and 20, got {self.retries}")
-        if self.backoff_s < 0:
-            raise InvalidParam("backoff_s", f"must be >= 0, got {self.backoff_s}")
-        if self.max_retry_after_s < 0:
-            raise InvalidParam("max_retry_after_s", f"must be >= 0, got {self.max_retry_after_s}")
-        if self.max_response_bytes < 1:
-            raise InvalidParam("max_response_bytes", f"must be >= 1, got {self.max_response_bytes}")
-        if not self.user_agent.strip():
-            raise InvalidParam("user_agent", "must not be empty (tile servers block anonymous clients)")
+        check("concurrency", 1 <= self.concurrency <= 64, "1..64", self.concurrency)
+        check("timeout_s", 0 < self.timeout_s <= MAX_WAIT_S, f"> 0 and <= {MAX_WAIT_S:g} seconds", self.timeout_s)
+        check("retries", 0 <= self.retries <= 20, "0..20", self.retries)
+        check("backoff_s", 0 <= self.backoff_s <= MAX_BACKOFF_S, f"0..{MAX_BACKOFF_S:g} seconds", self.backoff_s)
+        check("max_retry_after_s", 0 <= self.max_retry_after_s <= MAX_WAIT_S, f"0..{MAX_WAIT_S:g} seconds",
+              self.max_retry_after_s)
+        check("max_response_bytes", 1 <= self.max_response_bytes <= MAX_BYTES, f"1..{MAX_BYTES}",
+              self.max_response_bytes)
+        check("user_agent", bool(self.user_agent.strip()), "a non-empty string (tile servers block anonymous clients)",
+              self.user_agent)
 
 
 @dataclass(frozen=True)
@@ -70,13 +72,10 @@ class SampleParams:
     percentiles: tuple[float, float]
 
     def __post_init__(self) -> None:
-        if not 16 <= self.tile_size <= 1024:
-            raise InvalidParam("tile_size", f"must be between 16 and 1024, got {self.tile_size}")
-        if self.stride < 1:
-            raise InvalidParam("stride", f"must be >= 1, got {self.stride}")
+        check("tile_size", 16 <= self.tile_size <= 1024, "16..1024", self.tile_size)
+        check("stride", 1 <= self.stride <= MAX_SIDE, f"1..{MAX_SIDE}", self.stride)
         low, high = self.percentiles
-        if not 0 <= low < high <= 100:
-            raise InvalidParam("percentiles", f"need 0 <= low < high <= 100, got [{low}, {high}]")
+        check("percentiles", 0 <= low < high <= 100, "[low, high] with 0 <= low < high <= 100", list(self.percentiles))
 
 
 @dataclass(frozen=True)
@@ -91,29 +90,20 @@ class XyzParams:
 
     def __post_init__(self) -> None:
         check_http_url("url", self.url)
-        for name in ("{z}", "{x}", "{y}"):
-            if name not in self.url:
-                raise InvalidParam("url", f"template must contain {name}, got {self.url!r}")
-        if "{s}" in self.url and not self.subdomains:
-            raise InvalidParam("subdomains", "url uses {s} but no subdomains are listed")
+        check("url", all(name in self.url for name in ("{z}", "{x}", "{y}")),
+              "a template containing {z}, {x} and {y}", self.url)
+        check("subdomains", "{s}" not in self.url or bool(self.subdomains),
+              "at least one entry (url uses {s})", list(self.subdomains))
         west, south, east, north = self.bbox
-        if not (-180 <= west < east <= 180):
-            raise InvalidParam("bbox", f"need -180 <= west < east <= 180 (lon, degrees), got {list(self.bbox)}")
-        if not (-MAX_LAT <= south < north <= MAX_LAT):
-            raise InvalidParam(
-                "bbox", f"need -{MAX_LAT:.4f} <= south < north <= {MAX_LAT:.4f} (lat, degrees), got {list(self.bbox)}"
-            )
-        if not 0 <= self.zoom <= 22:
-            raise InvalidParam("zoom", f"must be between 0 and 22, got {self.zoom}")
-        if self.max_tiles < 1:
-            raise InvalidParam("max_tiles", f"must be >= 1, got {self.max_tiles}")
+        check("bbox", -180 <= west < east <= 180 and -MAX_LAT <= south < north <= MAX_LAT,
+              f"[west, south, east, north] with -180 <= west < east <= 180 and "
+              f"-{MAX_LAT:.4f} <= south < north <= {MAX_LAT:.4f} (lon/lat degrees)", list(self.bbox))
+        check("zoom", 0 <= self.zoom <= 22, "0..22", self.zoom)
+        check("max_tiles", 1 <= self.max_tiles <= MAX_TILES, f"1..{MAX_TILES}", self.max_tiles)
         count = xyz_tile_count(self.bbox, self.zoom)
-        if count > self.max_tiles:
-            raise InvalidParam(
-                "max_tiles",
-                f"bbox {list(self.bbox)} at zoom {self.zoom} covers {count} tiles, more than "
-                f"max_tiles={self.max_tiles}: shrink the bbox, lower the zoom or raise max_tiles",
-            )
+        check("max_tiles", count <= self.max_tiles,
+              f">= {count}, the tiles bbox {list(self.bbox)} covers at zoom {self.zoom} (or shrink the bbox, "
+              "lower the zoom)", self.max_tiles)
 
 
 def xyz_tile_count(bbox: tuple[float, float, float, float], zoom: int) -> int:
@@ -128,13 +118,15 @@ def xyz_tile_count(bbox: tuple[float, float, float, float], zoom: int) -> int:
 
 @dataclass(frozen=True)
 class FolderParams:
-    """Images copied from a local directory tree."""
+    """Images copied from a local directory tree: regular files inside it, each at most ``max_file_bytes``."""
 
     path: str
     extensions: tuple[str, ...]
+    max_file_bytes: int
 
     def __post_init__(self) -> None:
         check_extensions(self.extensions)
+        check("max_file_bytes", 1 <= self.max_file_bytes <= MAX_BYTES, f"1..{MAX_BYTES}", self.max_file_bytes)
 
 
 @dataclass(frozen=True)
@@ -146,29 +138,27 @@ class ArchiveParams:
     extensions: tuple[str, ...]
     max_members: int
     max_total_bytes: int
+    timeout_s: float
 
     def __post_init__(self) -> None:
-        if self.location is not None:
-            if not self.location.strip():
-                raise InvalidParam("location", "must be a URL or a path, or null")
-            if "://" in self.location:
-                check_http_url("location", self.location)
-        if self.sha256 is not None and not _SHA256.match(self.sha256):
-            raise InvalidParam("sha256", f"must be 64 lowercase hex digits, got {self.sha256!r}")
+        check("location", self.location is None or bool(self.location.strip()), "a URL, a path or null",
+              self.location)
+        if self.location is not None and "://" in self.location:
+            check_http_url("location", self.location)
+        check("sha256", self.sha256 is None or bool(_SHA256.match(self.sha256)), "64 lowercase hex digits or null",
+              self.sha256)
         check_extensions(self.extensions)
-        if self.max_members < 1:
-            raise InvalidParam("max_members", f"must be >= 1, got {self.max_members}")
-        if self.max_total_bytes < 1:
-            raise InvalidParam("max_total_bytes", f"must be >= 1, got {self.max_total_bytes}")
+        check("max_members", 1 <= self.max_members <= MAX_MEMBERS, f"1..{MAX_MEMBERS}", self.max_members)
+        check("max_total_bytes", 1 <= self.max_total_bytes <= MAX_BYTES, f"1..{MAX_BYTES}", self.max_total_bytes)
+        check("timeout_s", 0 < self.timeout_s <= MAX_ARCHIVE_WAIT_S, f"> 0 and <= {MAX_ARCHIVE_WAIT_S:g} seconds",
+              self.timeout_s)
 
 
 def check_extensions(extensions: tuple[str, ...]) -> None:
     """Raise InvalidParam("extensions") unless every entry looks like ".png"."""
-    if not extensions:
-        raise InvalidParam("extensions", "list at least one extension, e.g. [.png, .jpg]")
+    check("extensions", bool(extensions), "at least one extension, e.g. [.png, .jpg]", list(extensions))
     for ext in extensions:
-        if not re.fullmatch(r"\.[a-z0-9]+", ext):
-            raise InvalidParam("extensions", f"each entry must look like '.png' (lowercase, leading dot), got {ext!r}")
+        check("extensions", bool(re.fullmatch(r"\.[a-z0-9]+", ext)), "entries like '.png' (lowercase, leading dot)", ext)
 
 
 @dataclass(frozen=True)
@@ -184,12 +174,11 @@ class DownloadParams:
     archive: ArchiveParams
 
     def __post_init__(self) -> None:
-        if not 0 <= self.max_failed_fraction <= 1 or math.isnan(self.max_failed_fraction):
-            raise InvalidParam("max_failed_fraction", f"must be between 0 and 1, got {self.max_failed_fraction}")
-        if self.source == "archive":
-            if self.archive.location is None:
-                raise InvalidParam("archive.location", "source is 'archive' but no location is set")
-            if self.archive.sha256 is None:
-                raise InvalidParam("archive.sha256", "source is 'archive' but no sha256 is set (pin the archive)")
-        if self.source == "folder" and not self.folder.path.strip():
-            raise InvalidParam("folder.path", "source is 'folder' but the path is empty")
+        check("max_failed_fraction", 0 <= self.max_failed_fraction <= 1, "0..1", self.max_failed_fraction)
+        archive = self.source == "archive"
+        check("archive.location", not archive or self.archive.location is not None,
+              "a URL or path (source is 'archive')", self.archive.location)
+        check("archive.sha256", not archive or self.archive.sha256 is not None,
+              "the archive's sha256 (source is 'archive': pin the archive)", self.archive.sha256)
+        check("folder.path", self.source != "folder" or bool(self.folder.path.strip()),
+              "a folder (source is 'folder')", self.folder.path)

