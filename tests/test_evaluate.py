@@ -14,7 +14,7 @@ import yaml
 
 from satgan.errors import ParamsError
 from satgan.evaluate import EvaluateParams, evaluate, fid_kid
-from satgan.generate import save_array
+from satgan.arrays import save_array_with_sidecar
 from satgan.params import load_section
 from tiles import load_tiles
 
@@ -41,11 +41,11 @@ def dirs(rsscn7_files, tmp_path_factory):
     root = tmp_path_factory.mktemp("pipe")
     tiles = load_tiles(rsscn7_files[::3][:90])
     (root / "prepared").mkdir()
-    save_array(tiles[:60].astype(np.float16), root / "prepared" / "tiles.npy", {})
-    save_array(tiles[60:], root / "prepared" / "holdout.npy", {})
+    save_array_with_sidecar(root / "prepared" / "tiles.npy", tiles[:60].astype(np.float16), {})
+    save_array_with_sidecar(root / "prepared" / "holdout.npy", tiles[60:], {})
     (root / "samples").mkdir()
     model = {"loaded_weights": "generator_ema.safetensors", "step": 3, "params_hash": "p", "data_hash": "d"}
-    save_array(tiles[:30], root / "samples" / "samples.npy", {"model": model, "architecture": {"image_size": 32}})
+    save_array_with_sidecar(root / "samples" / "samples.npy", tiles[:30], {"model": model, "architecture": {"image_size": 32}})
     return root
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from satgan.generate import save_array
+from satgan.arrays import save_array_with_sidecar
 from satgan.params import from_mapping, read_params_file
 from satgan.train import train
 from satgan.train import TrainParams
@@ -54,8 +54,8 @@ def write_prepared(folder: Path, files: list[Path], n_holdout: int) -> Path:
     """tiles.npy and holdout.npy (+ sidecars) of real 32 px tiles, in the prepared-array contract."""
     folder.mkdir(parents=True)
     tiles = load_tiles(files)
-    save_array(tiles[n_holdout:].astype(np.float16), folder / "tiles.npy", {})
-    save_array(tiles[:n_holdout], folder / "holdout.npy", {})
+    save_array_with_sidecar(folder / "tiles.npy", tiles[n_holdout:].astype(np.float16), {})
+    save_array_with_sidecar(folder / "holdout.npy", tiles[:n_holdout], {})
     return folder
 
 

@@ -128,9 +128,9 @@ def test_bad_split_params_name_their_keys():
     """holdout_blocks < 1 and a negative holdout_margin_px are refused naming the dotted key."""
     good = {"image_size": 32, "dtype": "float16", "holdout_fraction": 0.1, "seed": 0, "chunk_size": 8, "workers": 1,
             "holdout_split": "auto", "holdout_margin_px": 0, "holdout_blocks": 4}
-    with pytest.raises(ParamsError, match=r"prepare.holdout_blocks: expected an integer >= 1, got 0"):
+    with pytest.raises(ParamsError, match=r"prepare.holdout_blocks: expected an integer >= 1 \(at most 4096\), got 0"):
         from_mapping(PrepareParams, good | {"holdout_blocks": 0}, "prepare")
-    with pytest.raises(ParamsError, match=r"prepare.holdout_margin_px: expected an integer >= 0, got -1"):
+    with pytest.raises(ParamsError, match=r"prepare.holdout_margin_px: expected an integer >= 0 \(at most 2\*\*20\), got -1"):
         from_mapping(PrepareParams, good | {"holdout_margin_px": -1}, "prepare")
 
 

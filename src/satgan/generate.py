@@ -31,7 +31,8 @@ from PIL import Image
 from torch import nn
 
 from satgan import names
-from satgan.fsutil import atomic_path, write_json_atomic
+from satgan.arrays import save_array_with_sidecar
+from satgan.fsutil import atomic_path
 from satgan.imageops import denormalize, save_grid
 from satgan.model import ModelConfig, sample_latent
 from satgan.modelio import load_generator
@@ -118,22 +119,6 @@ def run_generator(g: nn.Module, z: torch.Tensor, batch_size: int) -> np.ndarray:
     return torch.cat(out).clamp(-1.0, 1.0).numpy()
 
 
-def save_array(images: np.ndarray, npy_path: Path, extra: dict[str, Any]) -> None:
-    """Write (N, C, H, W) float32 ``images`` as .npy + sidecar .json in the :mod:`satgan.arrays` contract."""
-    with atomic_path(npy_path, suffix=".npy") as tmp:
-        with open(tmp, "wb") as fh:  # a handle, so np.save does not append another ".npy"
-            np.save(fh, images)
-    meta = {
-        "shape": list(images.shape),
-        "dtype": str(images.dtype),
-        "channels": int(images.shape[1]),
-        "image_size": int(images.shape[2]),
-        "value_range": [-1, 1],
-        **extra,
-    }
-    write_json_atomic(npy_path.with_suffix(".json"), meta)
-
-
 def generate_from(g: nn.Module, cfg: ModelConfig, params: GenerateParams, out_dir: str | Path,
                   extra: dict[str, Any]) -> dict[str, Any]:
     """Sample with generator ``g`` ((B, nz, 1, 1) -> (B, C, H, W)) built from ``cfg`` and write every output into ``out_dir``."""
@@ -149,7 +134,7 @@ def generate_from(g: nn.Module, cfg: ModelConfig, params: GenerateParams, out_di
         with atomic_path(png_dir / f"{i:06d}.png", suffix=".png") as tmp:
             Image.fromarray(hwc[:, :, 0] if hwc.shape[2] == 1 else hwc).save(tmp, format="PNG")
     info = {"seed": params.seed, "n_samples": params.n_samples, "nz": cfg.nz, "latent": cfg.latent, **extra}
-    save_array(images, out / names.SAMPLES, info)
+    save_array_with_sidecar(out / names.SAMPLES, images, info)
     save_grid(images[: params.grid_tiles], out / names.SAMPLE_GRID, nrow=params.grid_nrow)
     strip = run_generator(g, interpolation_latents(cfg, params.interp_rows, params.interp_steps, interp_seed), params.batch_size)
     save_grid(strip, out / names.INTERPOLATION, nrow=params.interp_steps)

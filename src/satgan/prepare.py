@@ -71,8 +71,8 @@ class PrepareParams:
         check("seed", 0 <= self.seed < 2**63, "an integer in 0..2**63-1", self.seed)
         check("chunk_size", 1 <= self.chunk_size <= MAX_CHUNK, f"1..{MAX_CHUNK}", self.chunk_size)
         check("workers", 1 <= self.workers <= MAX_WORKERS, f"1..{MAX_WORKERS}", self.workers)
-        check("holdout_margin_px", 0 <= self.holdout_margin_px <= 1 << 20, "an integer in 0..2**20", self.holdout_margin_px)
-        check("holdout_blocks", 1 <= self.holdout_blocks <= 4096, "an integer in 1..4096", self.holdout_blocks)
+        check("holdout_margin_px", 0 <= self.holdout_margin_px <= 1 << 20, "an integer >= 0 (at most 2**20)", self.holdout_margin_px)
+        check("holdout_blocks", 1 <= self.holdout_blocks <= 4096, "an integer >= 1 (at most 4096)", self.holdout_blocks)
 
 
 @dataclass(frozen=True)
