@@ -40,7 +40,7 @@ from PIL import Image
 from satgan import names
 from satgan.cli import run_main
 from satgan.errors import ParamsError, SatganError
-from satgan.fsutil import write_json_atomic, write_text_atomic
+from satgan.fsutil import write_text_atomic
 
 REPORT = "report.html"
 HEADLINE = "headline.json"
@@ -258,11 +258,11 @@ def headline(metrics: dict[str, Any] | None, live_summary: dict[str, Any] | None
         "swd": number(m, "swd.mean"),
         "copied": number(m, "memorization.frac_above_threshold"),
         "ssim_fake": number(m, "diversity.fake_mean_ssim"),
-        "step": number(live, "step"),
-        "img_s": number(live, "train.img_per_s"),
     }
     if number(m, "fid") is not None:
         out["fid"] = number(m, "fid")
+    out["step"] = number(live, "step")
+    out["img_s"] = number(live, "train.img_per_s")
     return out
 
 
@@ -291,11 +291,11 @@ def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     return ticks
 
 
-def line_chart_svg(title: str, series: list[tuple[str, list[float], list[float]]], width: int = 520, height: int = 220) -> str:
+def line_chart_svg(title: str, series: list[tuple[str, list[float], list[float]]], width: int = 520, height: int = 236) -> str:
     """An inline SVG line chart of ``series`` [(label, xs, ys), ...] sharing x (step) and y axes."""
     if not series or not any(xs for _, xs, _ in series):
         raise ValueError("expected at least one non-empty series")
-    left, right, top, bottom = 56, 12, 26, 36
+    left, right, top, bottom = 56, 12, 40, 36  # title at y=16, legend row at y=32, plot below
     xs_all = [x for _, xs, _ in series for x in xs]
     ys_all = [y for _, _, ys in series for y in ys]
     yt = nice_ticks(min(ys_all), max(ys_all))
@@ -328,9 +328,9 @@ def line_chart_svg(title: str, series: list[tuple[str, list[float], list[float]]
         colour = COLOURS[i % len(COLOURS)]
         pts = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in zip(xs, ys))
         parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.6" points="{pts}" data-series="{e(label)}"/>')
-        lx = left + 8 + i * 110
-        parts.append(f'<rect x="{lx}" y="{top + 4}" width="12" height="3" fill="{colour}"/>'
-                     f'<text x="{lx + 16}" y="{top + 9}">{e(label)}</text>')
+        lx = left + i * 110
+        parts.append(f'<rect x="{lx}" y="27" width="12" height="3" fill="{colour}"/>'
+                     f'<text x="{lx + 16}" y="32">{e(label)}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
@@ -527,7 +527,8 @@ def write_report(eval_dir: str | Path, samples_dir: str | Path, live_dir: str | 
         live = _read_json(live_dir / LIVE_SUMMARY)
     except Missing:
         live = None
-    write_json_atomic(paths["headline"], headline(metrics, live))
+    # Key order is column order in `dvc exp show`: the judge first (write_json_atomic would sort).
+    write_text_atomic(paths["headline"], json.dumps(headline(metrics, live), indent=2) + "\n")
     return paths
 
 
