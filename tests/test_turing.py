@@ -423,3 +423,19 @@ def test_fixed_exposure_masks_the_tile_and_is_recorded(quiz_dir, key, tmp_path):
         browser.close()
     assert doc["protocol"] == {"mode": "single", "exposure_ms": 150}
     assert _score_exported(json.dumps(doc), tmp_path, quiz_dir)["protocol"]["exposure_ms"] == 150
+
+
+def test_make_finds_the_arrays_through_params_paths(real_fake, tmp_path, repo_root):
+    """`turing make --params p.yaml` reads holdout.npy and samples.npy from the folders params.yaml names."""
+    import yaml
+
+    doc = yaml.safe_load((repo_root / "params.yaml").read_text())
+    doc["paths"]["prepared"], doc["paths"]["samples"] = str(tmp_path / "prep"), str(tmp_path / "samp")
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(doc))
+    save_array(real_fake[0], tmp_path / "prep" / "holdout.npy", {})
+    save_array(real_fake[1], tmp_path / "samp" / "samples.npy", {})
+    proc = subprocess.run([sys.executable, "-m", "satgan.turing", "make", "--params", str(tmp_path / "p.yaml"),
+                           "--out", str(tmp_path / "q"), "--quiz-id", "fixed-1", "--n-real", "2", "--n-fake", "2"],
+                          capture_output=True, text=True, env=_env())
+    assert proc.returncode == 0, proc.stderr
+    assert load_key(tmp_path / "q" / "turing_key.json")["quiz_id"] == "fixed-1"

@@ -57,7 +57,7 @@ from PIL import Image
 
 from satgan import names
 from satgan.cli import run_main
-from satgan.errors import DataError
+from satgan.errors import DataError, ParamsError
 from satgan.fsutil import write_json_atomic, write_text_atomic
 from satgan.imageops import denormalize, save_grid
 
@@ -513,6 +513,20 @@ def _load_tiles(path: Path) -> np.ndarray:
     return np.asarray(arr, np.float32)
 
 
+def _pipeline_folders(params_path: Path) -> dict[str, Path]:
+    """The prepared and samples folders from params.yaml's ``paths`` section."""
+    from satgan.params import read_params_file
+
+    doc = read_params_file(params_path)
+    paths = doc["paths"] if "paths" in doc else None
+    if not isinstance(paths, dict):
+        raise ParamsError(f"{params_path}: missing section 'paths'")
+    for key in ("prepared", "samples"):
+        if key not in paths or not isinstance(paths[key], str):
+            raise ParamsError(f"{params_path}: paths.{key}: expected a folder path")
+    return {key: Path(paths[key]) for key in ("prepared", "samples")}
+
+
 def main(argv: list[str] | None = None, prog: str = "python -m satgan.turing") -> None:
     """``score`` quiz answers against a key, or ``make`` a fresh quiz from the pipeline's tiles."""
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
@@ -528,10 +542,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m satgan.turing") -
     mk = sub.add_parser("make", help="draw a fresh quiz (new tiles, new positions) for a new group of people",
                         description="Draw a fresh quiz from held-out real tiles and generated samples: "
                                     "turing_grid.png, turing_key.json (keep it) and quiz.html (hand it out).")
-    mk.add_argument("--holdout", type=Path, default=Path("data/prepared") / names.HOLDOUT_TILES,
-                    help="held-out real tiles (default: data/prepared/holdout.npy)")
-    mk.add_argument("--samples", type=Path, default=Path("data/samples") / names.SAMPLES,
-                    help="generated tiles (default: data/samples/samples.npy)")
+    mk.add_argument("--holdout", type=Path, default=None,
+                    help="held-out real tiles (default: holdout.npy in params.yaml's paths.prepared)")
+    mk.add_argument("--samples", type=Path, default=None,
+                    help="generated tiles (default: samples.npy in params.yaml's paths.samples)")
+    mk.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file whose `paths` locate the arrays")
     mk.add_argument("--out", type=Path, required=True, help="folder for the new quiz (not data/eval, which DVC owns)")
     mk.add_argument("--quiz-id", default=None, help="the quiz id the draw is seeded from (default: a random one)")
     mk.add_argument("--n-real", type=int, default=16, help="real tiles in the quiz (default 16)")
@@ -543,8 +558,13 @@ def main(argv: list[str] | None = None, prog: str = "python -m satgan.turing") -
             if getattr(args, flag) < 1:
                 parser.error(f"--{flag.replace('_', '-')}: expected an integer >= 1, got {getattr(args, flag)}")
         quiz_id = args.quiz_id if args.quiz_id is not None else new_quiz_id()
-        real = _load_tiles(args.holdout)
-        fake = _load_tiles(args.samples)
+        holdout, samples = args.holdout, args.samples
+        if holdout is None or samples is None:
+            folders = _pipeline_folders(args.params)
+            holdout = holdout if holdout is not None else folders["prepared"] / names.HOLDOUT_TILES
+            samples = samples if samples is not None else folders["samples"] / names.SAMPLES
+        real = _load_tiles(holdout)
+        fake = _load_tiles(samples)
         paths = write_turing_test(real, fake, args.out, args.n_real, args.n_fake, args.nrow, 0, quiz_id=quiz_id)
         print(f"quiz {quiz_id}: hand out {paths['quiz']}; keep {paths['key']} to score the answers")
         return
