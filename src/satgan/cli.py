@@ -1,11 +1,35 @@
-"""Shared entry-point behaviour for `stages/*.py` and `python -m satgan.*` commands."""
+"""The ``satgan`` command, and the entry-point behaviour shared by ``stages/*.py`` and ``python -m satgan.*``.
+
+    satgan sample --model data/model --n 64 --out grid.png
+    satgan summary
+    satgan quiz score alice.json bob.json --key data/eval/turing_key.json
+    satgan quiz make --out quiz-2
+    satgan report
+    satgan ablate --dry-run
+
+Each subcommand hands its arguments to the module it names (``python -m satgan.sample`` and
+the others keep working), imported only when that subcommand runs: ``satgan --help`` does not
+pay for importing torch.
+"""
 
 from __future__ import annotations
 
+import argparse
+import importlib
+import inspect
 import sys
 from collections.abc import Callable
 
 from satgan.errors import SatganError
+
+# subcommand -> (module whose main(argv) it runs, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "sample": ("satgan.sample", "sample tiles from a trained generator into a PNG grid (no DVC needed)"),
+    "summary": ("satgan.summary", "print the key evaluation numbers and where every output is"),
+    "quiz": ("satgan.turing", "the human Turing test: `quiz score` people's answers, `quiz make` a fresh quiz"),
+    "report": ("satgan.report", "build the evaluation page data/eval/report.html by hand"),
+    "ablate": ("satgan.ablate", "queue and run one DVC experiment per default-on GAN hack"),
+}
 
 
 def run_main(main: Callable[[], object], name: str) -> None:
@@ -21,3 +45,44 @@ def run_main(main: Callable[[], object], name: str) -> None:
     except KeyboardInterrupt:
         print(f"{name}: interrupted", file=sys.stderr)
         sys.exit(130)
+
+
+def _parser() -> argparse.ArgumentParser:
+    listing = "\n".join(f"  {name:<8} {help_}" for name, (_, help_) in COMMANDS.items())
+    return argparse.ArgumentParser(
+        prog="satgan",
+        usage="satgan <command> [arguments]  (satgan <command> --help for its arguments)",
+        description="satgan: satellite tiles -> DCGAN -> Turing test. The pipeline itself runs with `dvc repro`; "
+                    "these are the commands people run by hand.",
+        epilog=f"commands:\n{listing}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def dispatch(argv: list[str]) -> None:
+    """Run the subcommand named by ``argv[0]`` with the rest of ``argv``."""
+    parser = _parser()
+    if not argv or argv[0] in ("-h", "--help"):
+        parser.print_help()
+        if not argv:
+            sys.exit(2)
+        return
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        parser.error(f"unknown command {command!r} (expected one of: {', '.join(COMMANDS)})")
+    module_name, _ = COMMANDS[command]
+    module = importlib.import_module(module_name)
+    # satgan's own modules take the program name, so their --help reads `satgan <command>`.
+    kwargs = {"prog": f"satgan {command}"} if "prog" in inspect.signature(module.main).parameters else {}
+    module.main(rest, **kwargs)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The ``satgan`` console script."""
+    args = sys.argv[1:] if argv is None else argv
+    name = f"satgan {args[0]}" if args and args[0] in COMMANDS else "satgan"
+    run_main(lambda: dispatch(args), name)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,270 @@
+"""Tests for satgan.report: the pure parts (series, ticks, charts, marks, headline) and the page in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from satgan.imageops import save_grid
+from satgan.report import (
+    HEADLINE,
+    REPORT,
+    Missing,
+    headline,
+    line_chart_svg,
+    nice_ticks,
+    number,
+    rate_metrics,
+    read_series,
+    sample_frames,
+    write_report,
+)
+from satgan.turing import write_turing_test
+from tiles import load_tiles
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+needs_chromium = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian chromium at /usr/bin/chromium (see .ci/run)")
+
+# An evaluation as evaluate writes it (the input of the page, not an expected result).
+METRICS = {
+    "n": {"train": 60, "holdout": 30, "fake": 30},
+    "judge": {"accuracy": 0.97, "auc": 0.99, "p_value": 1e-12, "log10_p_value": -12.0, "n_test": 60},
+    "swd": {"16px": 0.3, "32px": 0.4, "mean": 0.35},
+    "colour_hist": {"ch0": 0.2, "mean": 0.25},
+    "memorization": {"frac_above_threshold": 0.0, "holdout_frac_above_threshold": 0.0, "ssim_median": 0.2,
+                     "ssim_max": 0.3, "holdout_ssim_median": 0.15},
+    "diversity": {"fake_mean_ssim": 0.36, "real_mean_ssim": 0.04, "collapsed": 1},
+}
+
+
+def _marks(metrics: dict) -> dict[str, str]:
+    return {r.name: r.mark for r in rate_metrics(metrics, None)}
+
+
+def _patched(**changes) -> dict:
+    doc = json.loads(json.dumps(METRICS))
+    for dotted, value in changes.items():
+        *parents, last = dotted.split("__")
+        node = doc
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    return doc
+
+
+# ----------------------------------------------------------------- pure parts
+
+
+def test_number_reads_finite_numbers_only():
+    """number() returns floats at dotted paths and None for missing keys, strings, bools and NaN."""
+    doc = {"a": {"b": 2, "s": "3", "t": True, "n": float("nan")}}
+    assert number(doc, "a.b") == 2.0
+    assert [number(doc, k) for k in ("a.s", "a.t", "a.n", "a.x", "a.b.c", "z")] == [None] * 6
+
+
+def test_read_series_skips_bad_rows(tmp_path):
+    """A dvclive TSV gives (steps, values); non-numeric and non-finite rows are skipped, not fatal."""
+    f = tmp_path / "loss_d.tsv"
+    f.write_text("step\tloss_d\n3\t0.5\nx\t1\n6\tnan\n9\t0.25\n")
+    assert read_series(f) == ([3.0, 9.0], [0.5, 0.25])
+
+
+def test_read_series_of_a_foreign_file_is_missing(tmp_path):
+    """A file without dvclive's 'step' column is 'not available', not an exception of another kind."""
+    f = tmp_path / "x.tsv"
+    f.write_bytes(b"\xff\xfe binary")
+    with pytest.raises(Missing):
+        read_series(f)
+
+
+def test_sample_frames_sort_by_step_and_keep_the_last(tmp_path):
+    """Frames are ordered by numeric step (10 after 9) and thinned evenly with the last one kept."""
+    for step in range(0, 100, 3):
+        (tmp_path / f"{step}.png").write_bytes(b"")
+    (tmp_path / "notes.png").write_bytes(b"")
+    frames = sample_frames(tmp_path, limit=5)
+    steps = [s for s, _ in frames]
+    assert len(frames) == 5 and steps == sorted(steps) and steps[0] == 0 and steps[-1] == 99
+
+
+@given(st.floats(-1e6, 1e6), st.floats(0, 1e6))
+def test_nice_ticks_cover_the_range(lo, span):
+    """Ticks are increasing and cover [lo, lo + span]."""
+    ticks = nice_ticks(lo, lo + span)
+    assert ticks == sorted(ticks) and len(ticks) >= 2
+    assert ticks[0] <= lo + 1e-9 * max(1, abs(lo)) and ticks[-1] >= lo + span - 1e-9 * max(1, abs(lo + span))
+
+
+def test_line_chart_puts_extremes_on_the_plot_edges():
+    """The first x lands on the left edge, the last on the right, and both series are drawn."""
+    svg = line_chart_svg("t", [("D", [0, 10], [0.0, 1.0]), ("G", [0, 10], [1.0, 0.0])], width=300, height=200)
+    lines = re.findall(r'points="([^"]+)" data-series="(\w+)"', svg)
+    assert [name for _, name in lines] == ["D", "G"]
+    xs = [float(p.split(",")[0]) for p in lines[0][0].split()]
+    assert xs == [56.0, 300 - 12.0]
+    assert "<script" not in svg and "href" not in svg
+
+
+def test_judge_marks_follow_significance_and_size():
+    """Significant and easy is red; not significant on enough tiles is green; on few tiles amber."""
+    assert _marks(METRICS)["judge accuracy"] == "red"
+    assert _marks(_patched(judge__p_value=0.4, judge__accuracy=0.55))["judge accuracy"] == "green"
+    assert _marks(_patched(judge__p_value=0.4, judge__accuracy=0.75, judge__n_test=9))["judge accuracy"] == "amber"
+    assert _marks(_patched(judge__p_value=0.01, judge__accuracy=0.6))["judge accuracy"] == "amber"
+
+
+def test_distances_are_grey_without_a_baseline_and_rated_with_one():
+    """SWD has no mark without a real-vs-real baseline; with one, 1.2x is green and 5x red."""
+    assert _marks(METRICS)["SWD (patch texture)"] == "grey"
+    assert _marks(_patched(baseline__swd_mean=0.35 / 1.2))["SWD (patch texture)"] == "green"
+    assert _marks(_patched(baseline__swd_mean=0.07))["SWD (patch texture)"] == "red"
+
+
+def test_copies_and_diversity_are_rated_against_the_real_tiles():
+    """Copies at the held-out rate are green, far above it red; collapsed diversity is red, equal diversity green."""
+    assert _marks(METRICS)["likely copies of training tiles"] == "green"
+    assert _marks(_patched(memorization__frac_above_threshold=0.2))["likely copies of training tiles"] == "red"
+    assert _marks(METRICS)["diversity (pairwise SSIM)"] == "red"
+    assert _marks(_patched(diversity__fake_mean_ssim=0.06, diversity__collapsed=0))["diversity (pairwise SSIM)"] == "green"
+
+
+def test_missing_metrics_are_grey_not_errors():
+    """An empty metrics document gives every row 'grey' with a reason."""
+    rated = rate_metrics({}, None)
+    assert {r.mark for r in rated} == {"grey"} and all(r.reading for r in rated)
+
+
+def test_headline_is_small_and_flat():
+    """The headline has a few flat numeric-or-None figures, FID only when computed."""
+    h = headline(METRICS, {"train": {"img_per_s": 120.0}, "step": 600})
+    assert h["judge_acc"] == 0.97 and h["step"] == 600 and h["img_s"] == 120.0 and "fid" not in h
+    assert all(v is None or isinstance(v, float) for v in h.values()) and len(h) <= 10
+    assert headline(None, None) == {k: None for k in h}
+    assert headline({**METRICS, "fid": 12.5}, None)["fid"] == 12.5
+
+
+# ----------------------------------------------------------------- the page
+
+
+@pytest.fixture(scope="module")
+def run_dirs(tmp_path_factory, rsscn7_files):
+    """eval/, samples/ and live/ folders as a real pipeline run leaves them (live written by dvclive)."""
+    from dvclive import Live
+
+    root = tmp_path_factory.mktemp("run")
+    tiles = load_tiles(rsscn7_files[::10][:24])
+    ev, samples, live_dir = root / "eval", root / "samples", root / "live"
+    ev.mkdir()
+    (ev / "metrics.json").write_text(json.dumps(METRICS))
+    (ev / "fid_kid.json").write_text(json.dumps({"fid": "not computed", "kid": "not computed", "reason": "no weights"}))
+    (ev / "model_card.json").write_text(json.dumps({"model": {"step": 12, "git_rev": "abc"}, "architecture": {"nz": 100},
+                                                    "metrics": METRICS}))
+    write_turing_test(tiles[:12], tiles[12:], ev, n_real=4, n_fake=4, nrow=4, seed=0)
+    save_grid(tiles[:8], ev / "closest_pairs.png", nrow=2)
+    save_grid(tiles[:16], samples / "grid.png", nrow=4)
+    save_grid(tiles[:10], samples / "interpolation.png", nrow=5)
+    live = Live(dir=str(live_dir), resume=False, dvcyaml=False, save_dvc_exp=False)
+    rng = np.random.default_rng(0)
+    for step in (3, 6, 9, 12):
+        live.step = step
+        for name in ("loss_d", "loss_g", "d_real", "d_fake", "grad_norm_d", "grad_norm_g", "img_per_s"):
+            live.log_metric(f"train/{name}", float(rng.uniform(0.1, 2)))
+        live.make_summary()
+        grid = ((tiles[step % 8: step % 8 + 4].transpose(0, 2, 3, 1) + 1) * 127.5).astype(np.uint8)
+        live.log_image(f"samples/{step}.png", np.concatenate(list(grid), axis=1))
+    live.end()
+    return root
+
+
+def test_write_report_with_every_input(run_dirs, tmp_path):
+    """With a full run the page inlines every image, draws four charts and writes the headline."""
+    paths = write_report(run_dirs / "eval", run_dirs / "samples", run_dirs / "live", out_dir=tmp_path)
+    page = paths["report"].read_text()
+    assert paths["report"] == tmp_path / REPORT and "not available" not in page
+    assert page.count('<svg class="chart"') == 4 and page.count("data:image/png;base64,") >= 5 + 4
+    assert not re.search(r'(src|href)="(https?:)?//', page)
+    h = json.loads((tmp_path / HEADLINE).read_text())
+    assert h["step"] == 12 and h["judge_acc"] == METRICS["judge"]["accuracy"]
+
+
+def test_write_report_with_nothing_says_not_available(tmp_path):
+    """With no inputs at all the page is still written, every piece 'not available', the headline all null."""
+    paths = write_report(tmp_path / "eval", tmp_path / "samples", tmp_path / "live", model_card_md=tmp_path / "card.md")
+    page = paths["report"].read_text()
+    assert page.count("not available") >= 6 and "Traceback" not in page
+    assert set(json.loads(paths["headline"].read_text()).values()) == {None}
+
+
+def test_damaged_inputs_do_not_stop_the_page(run_dirs, tmp_path):
+    """A truncated PNG, a foreign Turing key and bad JSON become 'not available' lines, not exceptions."""
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dirs, copy)
+    (copy / "samples" / "grid.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    (copy / "eval" / "turing_key.json").write_text(json.dumps({"format": "satgan-turing-key/2"}))
+    (copy / "eval" / "model_card.json").write_text("{oops")
+    page = write_report(copy / "eval", copy / "samples", copy / "live")["report"].read_text()
+    assert "grid.png is not a readable PNG" in page and "missing field" in page and "not readable JSON" in page
+
+
+def test_cli_builds_the_report_from_params_paths(run_dirs, tmp_path, repo_root):
+    """`python -m satgan.report --params p.yaml` reads the folders from `paths` and writes the page."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    params = yaml.safe_load((repo_root / "params.yaml").read_text())
+    params["paths"].update({k: str(run_dirs / k) for k in ("eval", "samples", "live")})
+    p = tmp_path / "params.yaml"
+    p.write_text(yaml.safe_dump(params))
+    proc = subprocess.run([sys.executable, "-m", "satgan.report", "--params", str(p), "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "out" / REPORT).is_file() and "open it in a browser" in proc.stdout
+
+
+@needs_chromium
+def test_page_renders_offline_slider_moves_answers_toggle(run_dirs, tmp_path):
+    """In headless Chromium: the page renders, nothing is requested but the page, the slider swaps the image, the toggle shows the answers."""
+    from playwright.sync_api import sync_playwright
+
+    page_path = write_report(run_dirs / "eval", run_dirs / "samples", run_dirs / "live", out_dir=tmp_path)["report"]
+    requested: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        page.route("**/*", lambda route: (requested.append(route.request.url),
+                                          route.continue_() if route.request.url.startswith("file:") else route.abort()))
+        page.on("request", lambda req: requested.append(req.url))
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(page_path.as_uri())
+        assert page.title() == "satgan evaluation report"
+        assert page.locator("table.metrics tbody tr").count() == len(rate_metrics(METRICS, None))
+        assert page.locator("svg.chart polyline").count() == 7
+        natural = page.evaluate("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+        before = page.locator("#frame-img").get_attribute("src")
+        assert page.locator("#frame-step").text_content() == "step 12"
+        page.focus("#frame")
+        page.keyboard.press("Home")
+        after = page.locator("#frame-img").get_attribute("src")
+        step_label = page.locator("#frame-step").text_content()
+        hidden_before = page.locator(".turing .answer").first.is_hidden()
+        page.check("#show-answers")
+        shown_after = page.locator(".turing .answer").first.is_visible()
+        labels = page.locator(".turing .answer").all_text_contents()
+        browser.close()
+    assert natural and not errors
+    assert after != before and after.startswith("data:image/png") and step_label == "step 3"
+    assert hidden_before and shown_after and sorted(labels) == ["fake"] * 4 + ["real"] * 4
+    assert {u for u in requested if not u.startswith("data:")} == {page_path.as_uri()}
