@@ -31,6 +31,7 @@ from satgan.fsutil import write_json_atomic
 from satgan.imageops import save_grid
 from satgan.judge import JudgeParams, judge
 from satgan.params import check
+from satgan.report import write_report
 from satgan.turing import write_turing_test
 
 
@@ -161,8 +162,14 @@ def _load(path: Path, what: str) -> tuple[np.ndarray, dict[str, Any]]:
     return arr, meta
 
 
-def evaluate(prepared_dir: str | Path, samples_dir: str | Path, out_dir: str | Path, params: EvaluateParams) -> dict[str, Any]:
-    """Run every check and write metrics.json, fid_kid.json, the Turing test and closest_pairs.png; returns the metrics."""
+def evaluate(prepared_dir: str | Path, samples_dir: str | Path, out_dir: str | Path, params: EvaluateParams,
+             live_dir: str | Path | None = None) -> dict[str, Any]:
+    """Run every check and write metrics.json, fid_kid.json, the Turing test and closest_pairs.png; returns the metrics.
+
+    With ``live_dir`` (train's dvclive folder) it ends by writing ``report.html`` and
+    ``headline.json`` (:func:`satgan.report.write_report`); a missing live folder only makes
+    the report's training sections read "not available".
+    """
     prepared, out = Path(prepared_dir), Path(out_dir)
     train = _load(prepared / names.TRAIN_TILES, "training")[0]
     holdout = np.asarray(_load(prepared / names.HOLDOUT_TILES, "held-out real")[0], np.float32)
@@ -227,4 +234,6 @@ def evaluate(prepared_dir: str | Path, samples_dir: str | Path, out_dir: str | P
         f"SWD {swd['mean']:.4f}; memorized {mem.fraction_above:.1%} > SSIM {m.ssim_threshold}; "
         f"diversity SSIM fake {div.fake_mean_ssim:.3f} vs real {div.real_mean_ssim:.3f}; quiz: {turing_paths['quiz']}"
     )
+    if live_dir is not None:
+        print(f"evaluate: report: {write_report(out, samples_dir, live_dir)['report']}")
     return result
