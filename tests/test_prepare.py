@@ -22,6 +22,10 @@ from satgan.prepare import PrepareParams, prepare
 from satgan.validate import ValidateParams, validate
 
 
+# Tests of other behaviours run on a few dozen tiles, under prepare's minimum dataset size.
+FEW = (1, 1)
+
+
 @pytest.fixture(scope="module")
 def params(repo_root) -> PrepareParams:
     """The repository's prepare params at the smallest size, so tests stay fast."""
@@ -57,7 +61,7 @@ def real_crops(tmp_path_factory, rsscn7_files) -> tuple[Path, Path, list[str]]:
 
 def run(real_crops, tmp_path, params):
     raw, validated, _ = real_crops
-    return prepare(raw, validated, tmp_path / "prepared", params, progress=False)
+    return prepare(raw, validated, tmp_path / "prepared", params, progress=False, min_tiles=FEW)
 
 
 def test_outputs_open_memmapped_and_via_contract(real_crops, tmp_path, params):
@@ -132,7 +136,7 @@ def test_one_channel_keep_path(tmp_path, repo_root, odd_dir, rsscn7_files, param
     (raw / "manifest.csv").write_text("\n".join(lines) + "\n")
     vparams = load_section("validate", ValidateParams, repo_root / "params.yaml")
     validate(raw, tmp_path / "validated", dataclasses.replace(vparams, grayscale="keep"), progress=False)
-    result = prepare(raw, tmp_path / "validated", tmp_path / "prepared", params, progress=False)
+    result = prepare(raw, tmp_path / "validated", tmp_path / "prepared", params, progress=False, min_tiles=FEW)
     arr, meta = open_prepared(tmp_path / "prepared" / "tiles.npy")
     assert arr.shape[1] == meta["channels"] == 1 and result.train + result.holdout == 10
 
@@ -151,7 +155,7 @@ def test_peak_memory_does_not_grow_with_tile_count(tmp_path, params):
     for n in (50, 200, 2000):  # the 50-tile run is a warm-up: first use imports albumentations
         write_accepted(raw, tmp_path / f"v{n}", names[:n])
         tracemalloc.start()
-        prepare(raw, tmp_path / f"v{n}", tmp_path / f"p{n}", small, progress=False)
+        prepare(raw, tmp_path / f"v{n}", tmp_path / f"p{n}", small, progress=False, min_tiles=FEW)
         peaks[n] = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
     held_pixels = 1800 * 3 * 64 * 64 * 4  # what holding the extra tiles in memory would cost (~88 MB)
@@ -167,7 +171,7 @@ def test_changed_raw_file_is_a_data_error_and_leaves_no_temp(real_crops, tmp_pat
         (copy / "tiles" / name).write_bytes((raw / "tiles" / name).read_bytes())
     (copy / "tiles" / names[-1]).write_bytes(b"changed")
     with pytest.raises(DataError, match="changed since validate"):
-        prepare(copy, validated, tmp_path / "prepared", params, progress=False)
+        prepare(copy, validated, tmp_path / "prepared", params, progress=False, min_tiles=FEW)
     assert not [p for p in (tmp_path / "prepared").iterdir() if p.name.startswith(".") or "tiles" in p.name]
 
 
@@ -178,7 +182,7 @@ def test_mixed_channel_counts_are_refused(real_crops, tmp_path, params):
     (tmp_path / "v").mkdir()
     (tmp_path / "v" / "accepted.csv").write_text(text)
     with pytest.raises(DataError, match=r"accepted.csv: expected one channel count"):
-        prepare(raw, tmp_path / "v", tmp_path / "prepared", params, progress=False)
+        prepare(raw, tmp_path / "v", tmp_path / "prepared", params, progress=False, min_tiles=FEW)
 
 
 def test_bad_holdout_fraction_names_the_key():
@@ -193,14 +197,14 @@ def test_stage_reads_only_the_prepare_section(real_crops, tmp_path, repo_root):
     """stages/prepare.py runs with a params file holding nothing but a prepare section."""
     raw, validated, _ = real_crops
     (tmp_path / "params.yaml").write_text(
-        "prepare:\n  image_size: 32\n  dtype: float16\n  holdout_fraction: 0.25\n  seed: 3\n  chunk_size: 8\n  workers: 2\n"
+        "prepare:\n  image_size: 32\n  dtype: float16\n  holdout_fraction: 0.2\n  seed: 3\n  chunk_size: 8\n  workers: 2\n"
         "  holdout_split: auto\n  holdout_margin_px: 0\n  holdout_blocks: 4\n")
     proc = subprocess.run([sys.executable, str(repo_root / "stages" / "prepare.py"), "--raw", str(raw),
                            "--validated", str(validated), "--out", str(tmp_path / "out"),
                            "--params", str(tmp_path / "params.yaml")],
                           cwd=repo_root, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert "prepare: 30 training + 10 holdout tiles of 3x32x32 float16" in proc.stdout
+    assert "prepare: 32 training + 8 holdout tiles of 3x32x32 float16" in proc.stdout
     assert (tmp_path / "out" / "preview.png").is_file()
 
 
@@ -217,11 +221,11 @@ def test_vanished_tile_is_one_error_line_and_keeps_the_previous_output(real_crop
     raw, validated, names = real_crops
     copy = copy_raw(raw, tmp_path / "raw", names)
     out = tmp_path / "prepared"
-    prepare(copy, validated, out, params, progress=False)
+    prepare(copy, validated, out, params, progress=False, min_tiles=FEW)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     (copy / "tiles" / names[-1]).unlink()
     with pytest.raises(DataError) as info:
-        prepare(copy, validated, out, dataclasses.replace(params, image_size=64), progress=False)
+        prepare(copy, validated, out, dataclasses.replace(params, image_size=64), progress=False, min_tiles=FEW)
     message = str(info.value)
     assert message.startswith(str(copy / "tiles" / names[-1])) and "no longer exists" in message and "\n" not in message
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before and len(before) == 5
@@ -238,7 +242,7 @@ def test_accepted_paths_outside_raw_are_refused(real_crops, tmp_path, params, ba
     (tmp_path / "v").mkdir()
     (tmp_path / "v" / "accepted.csv").write_text(text)
     with pytest.raises(DataError, match=r"accepted\.csv: line 5: .*prepare reads only files inside"):
-        prepare(copy, tmp_path / "v", tmp_path / "prepared", params, progress=False)
+        prepare(copy, tmp_path / "v", tmp_path / "prepared", params, progress=False, min_tiles=FEW)
     assert not (tmp_path / "prepared").exists()
 
 
@@ -251,4 +255,37 @@ def test_malformed_accepted_row_is_one_error_line(real_crops, tmp_path, params):
     (tmp_path / "v").mkdir()
     (tmp_path / "v" / "accepted.csv").write_text("\n".join(lines[:2] + [",".join(cells)] + lines[3:]) + "\n")
     with pytest.raises(DataError, match=r"accepted\.csv: line 3: malformed row"):
-        prepare(raw, tmp_path / "v", tmp_path / "prepared", params, progress=False)
+        prepare(raw, tmp_path / "v", tmp_path / "prepared", params, progress=False, min_tiles=FEW)
+
+
+def test_too_few_held_out_tiles_stop_before_writing(real_crops, tmp_path, params):
+    """40 tiles at holdout_fraction 0.1 leave 4 held out: prepare stops naming the counts and the params, writing nothing."""
+    raw, validated, _ = real_crops
+    with pytest.raises(DataError, match=r"40 accepted -> 36 training and 4 held out .*need at least 32 training tiles "
+                                        r".* and 6 held-out tiles.*prepare\.holdout_fraction"):
+        prepare(raw, validated, tmp_path / "prepared", params, progress=False)
+    assert not (tmp_path / "prepared").exists() or not any((tmp_path / "prepared").iterdir())
+
+
+def test_too_few_training_tiles_stop_the_stage_with_one_line(real_crops, tmp_path, repo_root):
+    """stages/prepare.py on 40 tiles with half held out exits 2 with one error line naming the minimum."""
+    raw, validated, _ = real_crops
+    (tmp_path / "params.yaml").write_text(
+        "prepare:\n  image_size: 32\n  dtype: float16\n  holdout_fraction: 0.5\n  seed: 3\n  chunk_size: 8\n  workers: 1\n"
+        "  holdout_split: auto\n  holdout_margin_px: 0\n  holdout_blocks: 4\n")
+    proc = subprocess.run([sys.executable, str(repo_root / "stages" / "prepare.py"), "--raw", str(raw),
+                           "--validated", str(validated), "--out", str(tmp_path / "out"),
+                           "--params", str(tmp_path / "params.yaml")],
+                          cwd=repo_root, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("prepare: error: too few tiles to train and evaluate: "
+                                                                    "40 accepted -> 20 training and 20 held out")
+    assert not (tmp_path / "out" / "tiles.npy").exists()
+
+
+def test_sidecars_carry_the_provenance_block(real_crops, tmp_path, params):
+    """Both sidecars hold the same provenance block, here for tiles download's manifest does not list."""
+    run(real_crops, tmp_path, params)
+    side = [json.loads((tmp_path / "prepared" / f"{n}.json").read_text()) for n in ("tiles", "holdout")]
+    assert side[0]["provenance"] == side[1]["provenance"]
+    assert side[0]["provenance"]["source"] == "unknown" and side[0]["provenance"]["tiles"] == 40

@@ -44,11 +44,20 @@ from satgan.arrays import write_array_with_sidecar
 from satgan.errors import DataError
 from satgan.fsutil import AtomicGroup, UnsafePath, atomic_group, open_regular, read_regular, safe_join, sha256_bytes
 from satgan.params import check
+from satgan.provenance import describe as describe_provenance
 from satgan.split import Split, SplitMode, read_manifest_sources, split_tiles, tile_position
 
 PREVIEW_TILES = 64  # tiles shown in preview.png (8 x 8)
 MAX_CHUNK = 1 << 20  # tiles per chunk: far past any memory budget, low enough to stay a sane number
 MAX_WORKERS = 256  # decode processes
+# The smallest dataset worth training and evaluating, checked after the holdout split (which may
+# drop tiles) and before anything is written, so a too-small area stops here, not after training.
+# Held out: with 5 tiles the judge (evaluate.judge.test_fraction 0.5) is scored on 2 + 2 tiles,
+# where even a perfect judge has p = 1/16 > 0.05; 6 give 3 + 3 and p = 1/64. Training: fewer than
+# 32 tiles is under half of one default batch (train.batch_size 64, drawn with replacement), so
+# every batch repeats each tile and the model can only learn those few tiles by heart.
+MIN_HOLDOUT_TILES = 6
+MIN_TRAIN_TILES = 32
 
 
 @dataclass(frozen=True)
@@ -143,6 +152,30 @@ def read_accepted(path: Path, raw: Path) -> _Accepted:
     if len(channels) != 1 or not channels <= {1, 3}:
         raise DataError(f"{path}: expected one channel count (1 or 3) for every row, got {sorted(channels)}")
     return _Accepted(paths, shas, widths, heights, modes, channels.pop(), max_pixels, sha256_bytes(blob))
+
+
+def check_minimum(split: Split, total: int, params: PrepareParams,
+                  min_tiles: tuple[int, int] = (MIN_TRAIN_TILES, MIN_HOLDOUT_TILES)) -> None:
+    """Stop (DataError) when the split leaves fewer than ``min_tiles`` (training, held-out) tiles.
+
+    The message names the counts, the split rule and the params that change them.
+    """
+    n_train, n_hold, n_drop = len(split.train), len(split.holdout), len(split.dropped)
+    min_train, min_hold = min_tiles
+    if n_train >= min_train and n_hold >= min_hold:
+        return
+    dropped = (f", {n_drop} dropped within prepare.holdout_margin_px={params.holdout_margin_px} of a held-out tile"
+               if n_drop else "")
+    rule = (f"{split.rule} split, prepare.holdout_fraction={params.holdout_fraction}"
+            + (f", holdout_blocks={params.holdout_blocks}" if split.rule == "spatial-block" else ""))
+    raise DataError(
+        f"too few tiles to train and evaluate: {total} accepted -> {n_train} training and {n_hold} held out{dropped} "
+        f"({rule}); need at least {min_train} training tiles (half a default batch) and {min_hold} "
+        f"held-out tiles (the fewest on which evaluate's judge could reach p < 0.05). Download a larger area "
+        f"(download.xyz.bbox, or a smaller download.sample.stride), "
+        + ("raise prepare.holdout_fraction, " if n_hold < min_hold else "")
+        + "or check validate's rejections (data/validated/rejected.csv)"
+    )
 
 
 def split_holdout(raw: Path, acc: _Accepted, params: PrepareParams) -> Split:
@@ -272,13 +305,18 @@ def _tile_mapper(params: PrepareParams, limit: int | None) -> Iterator[Callable[
 
 
 def prepare(raw: str | Path, validated: str | Path, out: str | Path, params: PrepareParams,
-            progress: bool = True) -> PrepareResult:
-    """Prepare every tile in ``<validated>/accepted.csv`` into ``out`` (see the module docstring)."""
+            progress: bool = True, min_tiles: tuple[int, int] = (MIN_TRAIN_TILES, MIN_HOLDOUT_TILES)) -> PrepareResult:
+    """Prepare every tile in ``<validated>/accepted.csv`` into ``out`` (see the module docstring).
+
+    ``min_tiles`` (training, held-out) is the smallest split accepted (:func:`check_minimum`); a
+    library argument, so tests of other behaviours can run on a handful of tiles.
+    """
     t0 = time.perf_counter()
     raw, out = Path(raw), Path(out)
     accepted_csv = Path(validated) / names.ACCEPTED
     acc = read_accepted(accepted_csv, raw)
     split = split_holdout(raw, acc, params)
+    check_minimum(split, len(acc.paths), params, min_tiles)
     train_rows, hold_rows = split.train, split.holdout
     common = {
         "dtype": params.dtype,
@@ -291,6 +329,8 @@ def prepare(raw: str | Path, validated: str | Path, out: str | Path, params: Pre
         "holdout_fraction": params.holdout_fraction,
         "total": len(acc.paths),
         "holdout_split": split.record(acc.paths),
+        # Where the tiles came from and under which terms (source, area, licence): the model card prints it.
+        "provenance": describe_provenance(acc.paths, read_manifest_sources(raw / names.MANIFEST)),
     }
     out.mkdir(parents=True, exist_ok=True)
     # validate already refused bombs, by its own limit; tiles it accepted may still exceed Pillow's
