@@ -171,3 +171,52 @@ def test_card_records_the_latent_distribution(tmp_path):
     assert _card(tmp_path)["architecture"]["latent"] == "uniform" and _card(tmp_path)["format"] == "satgan-dcgan/2"
     _, card = load_generator(tmp_path)
     assert ModelConfig.from_dict(card["architecture"]).latent == "uniform"
+
+
+# ----------------------------------------------------------------- which code trained the model
+
+
+def _git(cwd, *args):
+    import subprocess
+
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture
+def repo(tmp_path):
+    """A git repo with a committed params.yaml and dvc.lock."""
+    for name in ("params.yaml", "dvc.lock"):
+        (tmp_path / name).write_text("a: 1\n")
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "add", "-A")
+    _git(tmp_path, "commit", "-qm", "base")
+    return tmp_path
+
+
+def test_git_rev_is_dirty_for_changed_code_but_not_for_dvc_lock(repo):
+    """A rewritten dvc.lock (DVC does that mid-repro) keeps the rev clean; a changed params.yaml marks it dirty."""
+    from satgan.modelio import git_revision, git_state
+
+    (repo / "dvc.lock").write_text("a: 2\n")
+    state = git_state(repo, env={})
+    assert state["dirty_paths"] == [] and git_revision(repo, state=state) == state["rev"]
+    (repo / "params.yaml").write_text("a: 2\n")
+    state = git_state(repo, env={})
+    assert state["dirty_paths"] == ["params.yaml"] and git_revision(state=state) == state["rev"] + "-dirty"
+
+
+def test_under_dvc_exp_run_git_rev_names_the_experiments_ref(repo):
+    """With DVC's DVC_EXP_NAME and DVC_EXP_BASELINE_REV, git_rev is refs/exps/<base[:2]>/<base[2:]>/<name>."""
+    from satgan.modelio import git_revision, git_state
+
+    (repo / "params.yaml").write_text("a: 2\n")
+    base = git_state(repo, env={})["rev"]
+    state = git_state(repo, env={"DVC_EXP_NAME": "lusty-pike", "DVC_EXP_BASELINE_REV": base})
+    assert state["experiment"] == "lusty-pike" and state["rev"] == base and state["dirty_paths"] == ["params.yaml"]
+    assert git_revision(state=state) == f"refs/exps/{base[:2]}/{base[2:]}/lusty-pike"
+
+
+def test_save_model_writes_the_human_readable_card(tmp_path):
+    """save_model writes MODEL_CARD.md next to model.json, 'not evaluated yet'."""
+    _save(tmp_path)
+    assert "not evaluated yet" in (tmp_path / "MODEL_CARD.md").read_text()

@@ -7,7 +7,10 @@
 - ``discriminator.safetensors``  D's state dict,
 - ``model.json``                 ``format``, ``architecture`` (a :class:`~satgan.model.ModelConfig` dict,
   including the ``latent`` distribution G was trained on), ``nz``, ``ema`` (bool), ``files``,
-  ``params_hash``, ``data_hash``, ``step``, ``git_rev`` (or null), plus any extras.
+  ``params_hash``, ``data_hash``, ``step``, ``git_rev`` (or null), ``git`` (:func:`git_state`), plus
+  any extras and, when the trainer passes them, ``data`` + ``provenance`` (from the prepared
+  sidecar), ``recipe`` and ``compute`` (:mod:`satgan.modelcard`),
+- ``MODEL_CARD.md``              the human-readable card (:mod:`satgan.modelcard`), "not evaluated yet".
 
 ``load_generator(model_dir)`` rebuilds G from the card and loads the EMA weights when present.
 Everything read is treated as foreign input, and every problem is one :class:`ModelFileError`
@@ -26,6 +29,7 @@ line naming the file and the field, never a traceback:
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,7 +41,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from satgan import names
+from satgan import modelcard, names
 from satgan.errors import ModelFileError, ParamsError
 from satgan.fsutil import atomic_path, write_json_atomic
 from satgan.model import ModelConfig, build_discriminator, build_generator
@@ -73,19 +77,56 @@ class CardFields:
         check("step", self.step >= 0, ">= 0", self.step)
 
 
-def git_revision(cwd: str | Path | None = None) -> str | None:
-    """The current git commit (with ``-dirty`` when the tree has changes), or None outside git."""
+MAX_DIRTY_PATHS = 20  # changed files listed in the card (the count is always exact)
+# Written by DVC itself during `dvc repro` (it records outputs, not code): a changed lock is not changed code.
+DVC_WRITTEN = ("dvc.lock",)
+
+
+def git_state(cwd: str | Path | None = None, env: dict[str, str] | None = None) -> dict[str, Any] | None:
+    """Which code trained the model: ``rev``, ``dirty_paths``, ``dirty_count``, ``experiment``, ``exp_ref``; None outside git.
+
+    ``dirty_paths``: tracked files that differ from ``rev`` (dvc.lock, which DVC rewrites while
+    it runs the stages, excepted). Under ``dvc exp run`` (DVC sets ``DVC_EXP_NAME`` and
+    ``DVC_EXP_BASELINE_REV`` for every stage it runs, dvc/repo/experiments/queue/base.py), the
+    workspace is the baseline commit with the experiment's changes applied (its ``-S`` params,
+    any uncommitted edits), and DVC commits exactly that as the experiment once the stages are
+    done, under ``refs/exps/<baseline[:2]>/<baseline[2:]>/<name>`` (dvc/repo/experiments/refs.py).
+    Then ``rev`` is the baseline, ``experiment`` the name and ``exp_ref`` that ref: the
+    experiment's own commit, which ``git rev-parse`` resolves after the run.
+    """
+    env = dict(os.environ) if env is None else env
     try:
         rev = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10, check=True
         ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "-z"],
             cwd=cwd, capture_output=True, text=True, timeout=10, check=True,
-        ).stdout.strip()
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
-    return rev + ("-dirty" if dirty else "")
+    # -z: "XY path\0", a rename adds "\0old path"; the entries we keep start with two status letters and a space.
+    paths = [e[3:] for e in status.split("\0") if len(e) > 3 and e[2] == " "]
+    dirty = [p for p in paths if Path(p).name not in DVC_WRITTEN]
+    name = env.get("DVC_EXP_NAME") or None
+    baseline = env.get("DVC_EXP_BASELINE_REV") or None
+    state: dict[str, Any] = {"rev": rev, "dirty_paths": dirty[:MAX_DIRTY_PATHS], "dirty_count": len(dirty),
+                             "experiment": None, "exp_ref": None}
+    if name is not None and baseline is not None:
+        state.update(rev=baseline, experiment=name, exp_ref=f"refs/exps/{baseline[:2]}/{baseline[2:]}/{name}")
+    return state
+
+
+def git_revision(cwd: str | Path | None = None, state: dict[str, Any] | None = None) -> str | None:
+    """The revision that names the training code: the experiment's ref under ``dvc exp run``, else HEAD
+    (with ``-dirty`` when tracked files other than dvc.lock changed); None outside git.
+    """
+    state = git_state(cwd) if state is None else state
+    if state is None:
+        return None
+    if state["exp_ref"] is not None:
+        return str(state["exp_ref"])
+    return state["rev"] + ("-dirty" if state["dirty_count"] else "")
 
 
 def state_dict_cpu(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -123,10 +164,17 @@ def save_model(
     data_hash: str,
     step: int,
     extra: dict[str, Any] | None = None,
+    data_meta: dict[str, Any] | None = None,
+    train_params: Any = None,
+    wall_seconds: float | None = None,
 ) -> dict[str, Any]:
     """Write the model files into ``out_dir`` (created); returns the card written as model.json.
 
-    The card is written last, so a folder whose model.json names a step has all its weights.
+    The card is written last, so a folder whose model.json names a step has all its weights;
+    ``MODEL_CARD.md`` follows it. For a complete card the trainer passes ``data_meta`` (the
+    prepared tiles' sidecar: counts and the provenance block), ``train_params`` (the ``train``
+    section, for the recipe) and ``wall_seconds`` (this run's training time); without them those
+    parts of the card read "not recorded".
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -149,10 +197,25 @@ def save_model(
         "params_hash": params_hash,
         "data_hash": data_hash,
         "step": int(step),
-        "git_rev": git_revision(),
         **(extra or {}),
     }
+    git = git_state()
+    card["git_rev"] = git_revision(state=git) if git is not None else None
+    card["git"] = git
+    if data_meta is not None:
+        card["data"] = {"train_tiles": data_meta["count"], "image_size": data_meta["image_size"],
+                        "channels": data_meta["channels"],
+                        "holdout_tiles": data_meta["holdout_split"]["holdout"] if "holdout_split" in data_meta else None}
+        if "provenance" in data_meta:
+            card["provenance"] = data_meta["provenance"]
+    if train_params is not None:
+        card["recipe"] = modelcard.recipe(train_params)
+    compute: dict[str, Any] = {"steps": int(step)}
+    if wall_seconds is not None:
+        compute["wall_seconds"] = round(float(wall_seconds), 1)
+    card["compute"] = compute
     write_json_atomic(out / CARD_FILE, card)
+    modelcard.write(out, card)
     return card
 
 

@@ -23,6 +23,7 @@ PREVIEW = "preview.png"
 
 # train -> data/model, data/checkpoints
 MODEL_CARD = "model.json"
+MODEL_CARD_MD = "MODEL_CARD.md"  # the human-readable card (train: data/model; evaluate: with its evaluation, data/eval)
 GENERATOR = "generator.safetensors"
 GENERATOR_EMA = "generator_ema.safetensors"
 DISCRIMINATOR = "discriminator.safetensors"

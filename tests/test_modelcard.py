@@ -1,0 +1,72 @@
+"""Tests for satgan.modelcard: the human-readable MODEL_CARD.md written next to model.json."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from satgan.model import ModelConfig, build_discriminator, build_generator
+from satgan.modelcard import recipe, render
+from satgan.modelio import save_model
+from satgan.params import load_section
+from satgan.provenance import SENTINEL_TERMS
+from satgan.train import TrainParams
+from satgan.train.registry import HACKS
+
+CFG = ModelConfig(image_size=32, channels=3, nz=8, ngf=4, ndf=4)
+META = {"count": 700, "image_size": 32, "channels": 3, "holdout_split": {"holdout": 82},
+        "provenance": {"source": "sample", "tiles": 825, "what": "Sentinel-2 true colour (test)",
+                       "area": "scene window rows 0-1920, columns 0-1920 (pixels)", "licence": SENTINEL_TERMS}}
+
+
+@pytest.fixture(scope="module")
+def train_params(repo_root) -> TrainParams:
+    return load_section("train", TrainParams, repo_root / "params.yaml")
+
+
+def _save(folder, **kwargs):
+    return save_model(folder, build_generator(CFG), build_discriminator(CFG), CFG, generator_ema=build_generator(CFG),
+                      params_hash="ph", data_hash="dh", step=600, extra={"device": "cpu", "world_size": 1, "resumed": False},
+                      **kwargs)
+
+
+def test_train_writes_a_complete_card_next_to_model_json(tmp_path, train_params):
+    """With the sidecar, the train params and the wall time, every section of the card has its facts."""
+    card = _save(tmp_path, data_meta=META, train_params=train_params, wall_seconds=183.2)
+    text = (tmp_path / "MODEL_CARD.md").read_text()
+    for section in ("What it makes", "Training data", "Training recipe", "Compute", "Evaluation", "Intended use",
+                    "Limitations"):
+        assert f"## {section}" in text
+    assert "32x32 RGB" in text and "generator_ema.safetensors" in text
+    assert SENTINEL_TERMS in text and "scene window rows 0-1920" in text and "700 training tiles" in text
+    assert "`replay` (size 512, fraction 0.25)" in text and "600 steps on device `cpu`, 3 min 03 s of training" in text
+    assert "not evaluated yet" in text
+    assert json.loads((tmp_path / "model.json").read_text()) == json.loads(json.dumps(card))
+    assert card["provenance"] == META["provenance"] and card["compute"] == {"steps": 600, "wall_seconds": 183.2}
+
+
+def test_a_card_without_the_trainers_facts_says_what_is_not_recorded(tmp_path):
+    """Without sidecar, params or wall time, those parts read 'not recorded' instead of guessing."""
+    _save(tmp_path)
+    text = (tmp_path / "MODEL_CARD.md").read_text()
+    assert "source, area and licence: not recorded" in text and "wall time not recorded" in text
+    assert "not recorded beyond the train params hash `ph`" in text
+
+
+def test_recipe_lists_exactly_the_hacks_that_are_on(train_params):
+    """recipe() puts each hack the registry calls on under hacks_on (with its settings), the others under hacks_off."""
+    r = recipe(train_params)
+    assert set(r["hacks_on"]) == {h.name for h in HACKS if h.is_on(train_params.hacks)}
+    assert set(r["hacks_off"]) == {h.name for h in HACKS} - set(r["hacks_on"])
+    assert r["hacks_on"]["ema"] == {"decay": train_params.hacks.ema.decay} and r["settings"]["iterations"] == 600
+
+
+def test_an_evaluated_card_shows_the_table_and_names_the_experiment(tmp_path):
+    """render() with evaluation rows gives a table instead of 'not evaluated yet'; an experiment is named with its ref."""
+    card = _save(tmp_path)
+    card["git"] = {"rev": "a" * 40, "experiment": "lusty-pike", "exp_ref": "refs/exps/aa/x/lusty-pike", "dirty_paths": []}
+    text = render(card, evaluation=[("judge accuracy", "0.750 (95% CI 0.35-0.97)", "inconclusive: ...")],
+                  written_by="the evaluate stage")
+    assert "| judge accuracy | 0.750 (95% CI 0.35-0.97) | inconclusive: ... |" in text and "not evaluated yet" not in text
+    assert "DVC experiment `lusty-pike` on top of commit `" + "a" * 40 in text
