@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 
 import numpy as np
 import pytest
@@ -10,6 +11,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from satgan import metrics as M
+from satgan.judge import binomial_log_sf
+from satgan.metrics import clopper_pearson
 from tiles import load_tiles
 
 
@@ -88,3 +91,23 @@ def test_collapsed_generator_is_flagged(real):
     collapsed = np.repeat(b[:1], 40, axis=0)
     assert M.diversity(a, collapsed, max_pairs=200, margin=0.2, seed=0).collapsed
     assert not M.diversity(a, b, max_pairs=200, margin=0.2, seed=0).collapsed
+
+
+@given(st.integers(1, 300), st.data())
+def test_clopper_pearson_brackets_the_proportion_symmetrically(n, data):
+    """The interval holds k/n, mirrors for n-k, and its bounds put exactly alpha/2 in the binomial tails."""
+    k = data.draw(st.integers(0, n))
+    lo, hi = clopper_pearson(k, n)
+    assert 0.0 <= lo <= k / n <= hi <= 1.0
+    lo2, hi2 = clopper_pearson(n - k, n)
+    assert math.isclose(lo, 1 - hi2, abs_tol=1e-9) and math.isclose(hi, 1 - lo2, abs_tol=1e-9)
+    if k > 0:
+        assert math.isclose(math.exp(binomial_log_sf(k, n, lo)), 0.025, rel_tol=1e-6)
+    if k == 0:
+        assert math.isclose(hi, 1 - 0.025 ** (1 / n), rel_tol=1e-9)
+
+
+def test_clopper_pearson_of_six_of_eight():
+    """6 correct of 8 (the judge on a 9-tile holdout) is 0.349-0.968: nothing can be concluded from it."""
+    lo, hi = clopper_pearson(6, 8)
+    assert (round(lo, 3), round(hi, 3)) == (0.349, 0.968)
