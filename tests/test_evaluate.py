@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -12,13 +13,19 @@ import pytest
 import torch
 import yaml
 
-from satgan.errors import ParamsError
-from satgan.evaluate import EvaluateParams, evaluate, fid_kid
+from hypothesis import given
+from hypothesis import strategies as st
+
 from satgan.arrays import save_array_with_sidecar
+from satgan.errors import ParamsError
+from satgan.evaluate import EvaluateParams, adapt_counts, evaluate, judge_conclusive
+from satgan.metrics import clopper_pearson
+from satgan.model import ModelConfig, build_discriminator, build_generator
+from satgan.modelio import save_model
 from satgan.params import load_section
 from tiles import load_tiles
 
-
+PHASES = ["Turing test", "judge", "distances", "memorization", "diversity", "FID/KID"]
 
 
 def _params(repo_root: Path, tmp_path: Path, **patch) -> Path:
@@ -50,12 +57,14 @@ def dirs(rsscn7_files, tmp_path_factory):
 
 
 def test_stage_writes_numeric_metrics_and_every_artifact(dirs, repo_root, tmp_path):
-    """stages/evaluate.py writes numeric metrics.json, the Turing files, closest pairs, and FID as not computed."""
+    """stages/evaluate.py writes numeric metrics.json, the Turing files, closest pairs, FID as not computed; one stderr line per phase."""
     params = _params(repo_root, tmp_path)
     out = tmp_path / "eval"
-    subprocess.run([sys.executable, str(repo_root / "stages" / "evaluate.py"), "--prepared", str(dirs / "prepared"),
-                    "--samples", str(dirs / "samples"), "--out", str(out), "--params", str(params)],
-                   check=True, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, str(repo_root / "stages" / "evaluate.py"), "--prepared", str(dirs / "prepared"),
+                           "--samples", str(dirs / "samples"), "--out", str(out), "--params", str(params)],
+                          check=True, capture_output=True, text=True)
+    starts = [line.split("] ")[1].split(":")[0] for line in proc.stderr.splitlines() if line.startswith("evaluate: [")]
+    assert starts == PHASES and proc.stderr.splitlines()[-1].startswith("evaluate: done in ")
     m = json.loads((out / "metrics.json").read_text())
 
     def leaves(d):
@@ -98,13 +107,6 @@ def test_copied_training_tiles_are_flagged(dirs, repo_root, tmp_path):
     assert m["memorization"]["holdout_frac_above_threshold"] < 0.2
 
 
-def test_inception_path_that_does_not_exist_names_the_key(tmp_path):
-    """A set but missing inception_weights path is a ParamsError naming evaluate.inception_weights."""
-    x = np.zeros((2, 3, 32, 32), np.float32)
-    with pytest.raises(ParamsError, match="evaluate.inception_weights"):
-        fid_kid(x, x, str(tmp_path / "nope.pth"))
-
-
 def test_nested_param_errors_name_the_dotted_key(repo_root, tmp_path):
     """A bad nested value is refused with its full dotted key."""
     doc = yaml.safe_load((repo_root / "params.yaml").read_text())
@@ -113,3 +115,117 @@ def test_nested_param_errors_name_the_dotted_key(repo_root, tmp_path):
     path.write_text(yaml.safe_dump(doc))
     with pytest.raises(ParamsError, match=r"evaluate\.judge\.test_fraction"):
         load_section("evaluate", EvaluateParams, path)
+
+
+# ----------------------------------------------------------------- small data
+
+
+@st.composite
+def sizes_and_params(draw, repo_root=Path(__file__).resolve().parents[1]):
+    base = load_section("evaluate", EvaluateParams, repo_root / "params.yaml")
+    p = dataclasses.replace(
+        base,
+        turing=dataclasses.replace(base.turing, n_real=draw(st.integers(1, 64)), n_fake=draw(st.integers(1, 64))),
+        judge=dataclasses.replace(base.judge, test_fraction=draw(st.floats(0.01, 0.99))),
+        swd=dataclasses.replace(base.swd, patches_per_image=draw(st.integers(1, 500)), patch_size=draw(st.integers(1, 16))),
+        memorization=dataclasses.replace(base.memorization, top_k=draw(st.integers(1, 50)),
+                                         n_pairs_image=draw(st.integers(1, 50))),
+        diversity=dataclasses.replace(base.diversity, max_pairs=draw(st.integers(1, 5000))),
+    )
+    n = [draw(st.integers(2, 600)) for _ in range(3)]
+    return p, n, draw(st.sampled_from([32, 64, 128]))
+
+
+@given(sizes_and_params())
+def test_adapted_counts_never_exceed_what_is_asked_or_exists(case):
+    """Every used count is between 1 and the asked one, and fits the tiles, pairs or patches that exist."""
+    p, (n_train, n_holdout, n_fake), tile = case
+    got = {a.name: a for a in adapt_counts(p, n_train, n_holdout, n_fake, tile)}
+    assert all(1 <= a.used <= max(a.asked, 1) for a in got.values())
+    per_class = min(n_holdout, n_fake)
+    assert got["turing_n_real"].used <= n_holdout and got["turing_n_fake"].used <= n_fake
+    assert 1 <= got["judge_test_per_class"].used <= per_class - 1
+    assert got["memorization_top_k"].used <= n_train and got["memorization_n_pairs_image"].used <= n_fake
+    assert got["diversity_pairs_real"].used <= n_holdout * (n_holdout - 1) // 2
+    assert got["diversity_pairs_fake"].used <= n_fake * (n_fake - 1) // 2
+    assert got["swd_patches_per_image"].used <= 16 * 16
+
+
+def test_counts_the_data_can_fill_are_left_alone(repo_root):
+    """With the default params and the default dataset's sizes nothing is adapted."""
+    p = load_section("evaluate", EvaluateParams, repo_root / "params.yaml")
+    assert not [a for a in adapt_counts(p, 657, 82, 512, 64) if a.changed]
+
+
+def test_judge_reading_needs_a_difference_or_a_narrow_interval():
+    """Significant is conclusive; not significant is conclusive only when the 95% interval rules out 0.75."""
+    assert not judge_conclusive(0.14, clopper_pearson(6, 8)[1])
+    assert judge_conclusive(0.004, clopper_pearson(8, 8)[1])
+    assert judge_conclusive(0.6, clopper_pearson(82, 164)[1])
+
+
+@pytest.fixture(scope="module")
+def small(rsscn7_files, tmp_path_factory):
+    """A small region: 40 training, 9 held-out real and 24 generated tiles, and the model folder that made them."""
+    root = tmp_path_factory.mktemp("small")
+    tiles = load_tiles(rsscn7_files[1::3][:73])
+    (root / "prepared").mkdir()
+    save_array_with_sidecar(root / "prepared" / "tiles.npy", tiles[:40].astype(np.float16), {})
+    save_array_with_sidecar(root / "prepared" / "holdout.npy", tiles[40:49], {})
+    cfg = ModelConfig(image_size=32, channels=3, nz=8, ngf=4, ndf=4)
+    card = save_model(root / "model", build_generator(cfg), build_discriminator(cfg), cfg,
+                      params_hash="p", data_hash="d", step=3, extra={"device": "cpu"})
+    model = {"loaded_weights": "generator.safetensors", "step": card["step"], "params_hash": "p", "data_hash": "d"}
+    (root / "samples").mkdir()
+    save_array_with_sidecar(root / "samples" / "samples.npy", tiles[49:73], {"model": model, "architecture": card["architecture"]})
+    return root
+
+
+def test_small_region_runs_with_the_default_params_and_records_what_it_adapted(small, repo_root, tmp_path):
+    """9 held-out tiles with the default evaluate params: the stage succeeds, says each adaptation once, records asked/used."""
+    out = tmp_path / "eval"
+    proc = subprocess.run([sys.executable, str(repo_root / "stages" / "evaluate.py"), "--prepared", str(small / "prepared"),
+                           "--samples", str(small / "samples"), "--out", str(out), "--params", str(repo_root / "params.yaml")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["adapted"]["turing_n_real"] == {"asked": 16, "used": 9}
+    assert m["adapted"]["diversity_pairs_real"] == {"asked": 2000, "used": 36}
+    assert m["adapted"]["turing_n_fake"] == {"asked": 16, "used": 16}
+    adapted = [line for line in proc.stderr.splitlines() if line.startswith("evaluate: adapted ")]
+    assert adapted == ["evaluate: adapted turing.n_real: 16 -> 9 (only 9 held-out real tiles)",
+                       "evaluate: adapted diversity.max_pairs: 2000 -> 36 (9 held-out real tiles make only 36 pairs)",
+                       "evaluate: adapted diversity.max_pairs: 2000 -> 276 (24 generated tiles make only 276 pairs)"]
+    key = json.loads((out / "turing_key.json").read_text())
+    assert sum(t["label"] == "real" for t in key["tiles"]) == 9
+
+
+def test_a_judge_on_a_few_tiles_carries_its_interval(small, repo_root, tmp_path):
+    """The judge's 95% interval is recorded around its accuracy, and conclusive follows the rule."""
+    params = load_section("evaluate", EvaluateParams, repo_root / "params.yaml")
+    j = evaluate(small / "prepared", small / "samples", tmp_path / "eval", params, progress=False)["judge"]
+    assert j["n_test"] == 8
+    assert (j["accuracy_ci_low"], j["accuracy_ci_high"]) == clopper_pearson(round(j["accuracy"] * 8), 8)
+    assert j["accuracy_ci_low"] <= j["accuracy"] <= j["accuracy_ci_high"]
+    assert j["conclusive"] == int(judge_conclusive(j["p_value"], j["accuracy_ci_high"]))
+
+
+def test_model_card_with_the_evaluation_is_written_next_to_the_metrics(small, repo_root, tmp_path):
+    """With the model folder, MODEL_CARD.md holds the model's card and a table of this evaluation."""
+    params = load_section("evaluate", EvaluateParams, repo_root / "params.yaml")
+    evaluate(small / "prepared", small / "samples", tmp_path / "eval", params, model_dir=small / "model", progress=False)
+    card = (tmp_path / "eval" / "MODEL_CARD.md").read_text()
+    assert "not evaluated yet" in (small / "model" / "MODEL_CARD.md").read_text()
+    assert "not evaluated yet" not in card and "| judge accuracy |" in card and "Written by the evaluate stage" in card
+    assert "9 held-out real tiles, 24 samples" in card
+
+
+def test_a_card_of_another_model_is_not_joined_with_these_metrics(small, repo_root, tmp_path, capsys):
+    """A model folder at another step than the samples' model: no MODEL_CARD.md, one warning line."""
+    params = load_section("evaluate", EvaluateParams, repo_root / "params.yaml")
+    other = tmp_path / "model"
+    cfg = ModelConfig(image_size=32, channels=3, nz=8, ngf=4, ndf=4)
+    save_model(other, build_generator(cfg), build_discriminator(cfg), cfg, params_hash="p", data_hash="d", step=9)
+    evaluate(small / "prepared", small / "samples", tmp_path / "eval", params, model_dir=other)
+    assert not (tmp_path / "eval" / "MODEL_CARD.md").exists()
+    assert "is not the model whose samples were evaluated (step 9 vs 3)" in capsys.readouterr().err

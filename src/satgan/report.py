@@ -163,13 +163,40 @@ def _fmt(x: float | None, spec: str = ".3f") -> str:
     return "n/a" if x is None else format(x, spec)
 
 
+def judge_is_conclusive(metrics: dict[str, Any]) -> bool:
+    """metrics.json's ``judge.conclusive`` (evaluate decides it from the p-value and the 95% interval); for
+    metrics written before that field, not significant on fewer than :data:`JUDGE_MIN_TEST` test tiles is inconclusive.
+    """
+    flag = number(metrics, "judge.conclusive")
+    if flag is not None:
+        return flag != 0
+    p, n_test = number(metrics, "judge.p_value"), number(metrics, "judge.n_test")
+    return p is None or p < 0.05 or (n_test is not None and n_test >= JUDGE_MIN_TEST)
+
+
+def adaptations(metrics: dict[str, Any]) -> list[str]:
+    """The counts evaluate reduced to fit the data (metrics.json's ``adapted`` block), as "name: asked -> used"."""
+    block = metrics["adapted"] if isinstance(metrics, dict) and "adapted" in metrics else None
+    if not isinstance(block, dict):
+        return []
+    out = []
+    for name, entry in block.items():
+        asked, used = number(entry, "asked"), number(entry, "used")
+        if asked is not None and used is not None and used != asked:
+            out.append(f"{name}: {asked:.0f} -> {used:.0f}")
+    return out
+
+
 def rate_metrics(metrics: dict[str, Any], fid_kid: dict[str, Any] | None) -> list[Rated]:
     """Each headline metric of ``metrics.json`` against its real-vs-real baseline.
 
-    - judge accuracy (classifier two-sample test): a judge on real vs real scores 0.5. Green
-      when it does no better than chance (p >= 0.05) on at least 40 test tiles; amber when it
-      is significant below 0.75 accuracy, or not significant on fewer tiles (inconclusive);
-      red when it is significant at 0.75 or more.
+    - judge accuracy (classifier two-sample test): a judge on real vs real scores 0.5. Amber
+      and "inconclusive", with its 95% interval, when metrics.json says ``judge.conclusive`` 0
+      (it found no difference, p >= 0.05, but its interval does not rule out an easy one, upper
+      bound >= 0.75: a handful of test tiles; :func:`satgan.evaluate.judge_conclusive`), or, for
+      metrics without that field, when it is not significant on fewer than 40 test tiles. Else
+      green when it does no better than chance (p >= 0.05); amber when it is significant below
+      0.75 accuracy; red when it is significant at 0.75 or more.
     - SWD and colour-histogram distance: rated against ``baseline.swd_mean`` /
       ``baseline.colour_hist_mean`` (the same distance between two halves of the real tiles)
       when metrics.json has them: green within 1.5x, amber within 3x, red beyond; grey without.
@@ -181,19 +208,23 @@ def rate_metrics(metrics: dict[str, Any], fid_kid: dict[str, Any] | None) -> lis
     """
     out: list[Rated] = []
     acc, p, n_test = number(metrics, "judge.accuracy"), number(metrics, "judge.p_value"), number(metrics, "judge.n_test")
+    lo, hi = number(metrics, "judge.accuracy_ci_low"), number(metrics, "judge.accuracy_ci_high")
     if acc is None or p is None:
         out.append(Rated("judge accuracy", "n/a", "0.5 (chance)", "grey", "not available: no judge result in metrics.json"))
     else:
         tiles = f"{n_test:.0f} test tiles" if n_test is not None else "its test tiles"
-        if p >= 0.05 and (n_test is None or n_test < JUDGE_MIN_TEST):
-            mark, text = "amber", f"inconclusive: no difference found (p = {p:.2g}), but on only {tiles}"
+        ci = f" (95% CI {lo:.2f}-{hi:.2f})" if lo is not None and hi is not None else ""
+        if not judge_is_conclusive(metrics):
+            upper = f"accuracy up to {hi:.2f}" if hi is not None else "an easy difference"
+            mark, text = "amber", (f"inconclusive: too few tiles to say; no difference found (p = {p:.2g}), but {tiles} "
+                                   f"cannot rule out {upper}; more held-out tiles would decide")
         elif p >= 0.05:
             mark, text = "green", f"a trained classifier does no better than chance (p = {p:.2g} on {tiles})"
         elif acc < 0.75:
             mark, text = "amber", f"a classifier finds a difference, but not an easy one (p = {p:.2g})"
         else:
             mark, text = "red", f"a classifier tells fakes from reals {acc:.0%} of the time (p = {p:.2g})"
-        out.append(Rated("judge accuracy", _fmt(acc), "0.5 (chance)", mark, text))
+        out.append(Rated("judge accuracy", _fmt(acc) + ci, "0.5 (chance)", mark, text))
 
     for name, key, base_key, what in (
         ("SWD (patch texture)", "swd.mean", "baseline.swd_mean", "local texture and sharpness"),
@@ -245,7 +276,9 @@ def headline(metrics: dict[str, Any] | None, live_summary: dict[str, Any] | None
     """The figures ``dvc exp show`` compares runs by: short flat keys, None where not available.
 
     From metrics.json: judge accuracy and p-value, SWD, the share of likely copies, the mean
-    pairwise SSIM of fakes, and FID when computed. From dvclive's summary: the last step and
+    pairwise SSIM of fakes, and FID when computed. An inconclusive judge (too few test tiles to
+    say anything, :func:`judge_is_conclusive`) has no headline accuracy: ``judge_acc`` is None
+    and only its p-value stays. From dvclive's summary: the last step and
     img/s. Their real-vs-real baselines (copies among held-out reals, SSIM among reals) depend
     on the data only, not on the model, so they stay in metrics.json and on the report page:
     each headline column costs ``dvc exp show`` about 11 of its 160 characters.
@@ -253,7 +286,7 @@ def headline(metrics: dict[str, Any] | None, live_summary: dict[str, Any] | None
     m = metrics if isinstance(metrics, dict) else {}
     live = live_summary if isinstance(live_summary, dict) else {}
     out = {
-        "judge_acc": number(m, "judge.accuracy"),
+        "judge_acc": number(m, "judge.accuracy") if judge_is_conclusive(m) else None,
         "judge_p": number(m, "judge.p_value"),
         "swd": number(m, "swd.mean"),
         "copied": number(m, "memorization.frac_above_threshold"),
@@ -363,8 +396,11 @@ def _metrics_section(eval_dir: Path) -> str:
     for r in rate_metrics(metrics if isinstance(metrics, dict) else {}, fid):
         rows.append(f'<tr class="{r.mark}"><td><span class="mark {r.mark}" title="{r.mark}"></span>{html.escape(r.name)}</td>'
                     f"<td>{html.escape(r.value)}</td><td>{html.escape(r.baseline)}</td><td>{html.escape(r.reading)}</td></tr>")
+    adapted = adaptations(metrics if isinstance(metrics, dict) else {})
+    note = ('<p class="note adapted">This evaluation fitted its counts to the data (asked -> used; too few tiles for '
+            f'the params): {html.escape("; ".join(adapted))}.</p>' if adapted else "")
     return ('<table class="metrics"><thead><tr><th>metric</th><th>value</th><th>real-vs-real baseline</th>'
-            "<th>reading</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
+            "<th>reading</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>" + note +
             '<p class="legend"><span class="mark green"></span>as good as the baseline '
             '<span class="mark amber"></span>a difference, or too few tiles to say '
             '<span class="mark red"></span>clearly worse <span class="mark grey"></span>no baseline to compare with. '
