@@ -121,6 +121,27 @@ def test_judge_marks_follow_significance_and_size():
     assert _marks(_patched(judge__p_value=0.01, judge__accuracy=0.6))["judge accuracy"] == "amber"
 
 
+def test_an_inconclusive_judge_is_amber_with_its_interval_and_no_headline():
+    """judge.conclusive 0 (8 test tiles, accuracy 0.75, p 0.14): amber, the 95% CI shown, judge_acc None in the headline."""
+    small = _patched(judge__accuracy=0.75, judge__p_value=0.14, judge__n_test=8, judge__conclusive=0,
+                     judge__accuracy_ci_low=0.349, judge__accuracy_ci_high=0.968)
+    row = next(r for r in rate_metrics(small, None) if r.name == "judge accuracy")
+    assert row.mark == "amber" and row.value == "0.750 (95% CI 0.35-0.97)" and row.reading.startswith("inconclusive")
+    h = headline(small, None)
+    assert h["judge_acc"] is None and h["judge_p"] == 0.14
+    assert headline(_patched(judge__conclusive=1), None)["judge_acc"] == METRICS["judge"]["accuracy"]
+
+
+def test_the_page_lists_the_counts_evaluate_fitted_to_the_data(run_dirs, tmp_path):
+    """An adapted block with a reduced count puts an 'asked -> used' note under the metrics table."""
+    ev = tmp_path / "eval"
+    ev.mkdir()
+    doc = {**METRICS, "adapted": {"turing_n_real": {"asked": 16, "used": 9}, "turing_n_fake": {"asked": 16, "used": 16}}}
+    (ev / "metrics.json").write_text(json.dumps(doc))
+    page = write_report(ev, run_dirs / "samples", run_dirs / "live")["report"].read_text()
+    assert "turing_n_real: 16 -&gt; 9" in page and "turing_n_fake" not in page
+
+
 def test_distances_are_grey_without_a_baseline_and_rated_with_one():
     """SWD has no mark without a real-vs-real baseline; with one, 1.2x is green and 5x red."""
     assert _marks(METRICS)["SWD (patch texture)"] == "grey"
