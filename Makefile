@@ -7,7 +7,7 @@ export PATH := $(BIN):$(PATH)
 export PYTHONUNBUFFERED := 1
 PYTEST_ARGS ?= -n 2 --dist loadfile
 
-.PHONY: setup demo test bench quality ablate clean help
+.PHONY: setup demo test bench quality ablate readme-figures clean help
 
 help:
 	@echo "make demo   - set up .venv and run the whole pipeline (dvc repro) on the embedded default"
@@ -15,6 +15,7 @@ help:
 	@echo "make bench  - run the CPU benchmarks in bench/ (figures go in docs/benchmarks.md)"
 	@echo "make quality - train each recipe for the same budget, evaluate each, print one table (QUALITY_ARGS)"
 	@echo "make ablate - queue and run one experiment per default-on GAN hack (dvc exp)"
+	@echo "make readme-figures - after make demo: copy its figures to docs/img, rewrite README's demo table (date, machine, command)"
 
 # Idempotent: reinstalls only when requirements.txt or pyproject.toml change.
 setup: $(VENV)/.installed
@@ -47,6 +48,10 @@ quality: setup
 
 ablate: setup
 	python -m satgan.ablate
+
+# README's demo figures and metrics table, from the outputs of a real `make demo` (bench/readme_figures.py).
+readme-figures: setup
+	python bench/readme_figures.py
 
 clean:
 	rm -rf $(VENV)

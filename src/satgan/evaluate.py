@@ -387,11 +387,14 @@ def _write_card(model_dir: Path, prepared: Path, train_meta: dict[str, Any], out
             "no model card written (rerun generate)")
         (out / names.MODEL_CARD_MD).unlink(missing_ok=True)
         return None
-    provenance = None
-    if "provenance" in train_meta and sha256_file(prepared / names.TRAIN_TILES) == card["data_hash"]:
-        provenance = train_meta["provenance"]  # the same tiles the model trained on
+    provenance, data = None, None
+    if sha256_file(prepared / names.TRAIN_TILES) == card["data_hash"]:  # the tiles this model trained on
+        data = {"train_tiles": result["n"]["train"], "image_size": train_meta["image_size"],
+                "holdout_tiles": result["n"]["holdout"]}
+        if "provenance" in train_meta:
+            provenance = train_meta["provenance"]
     rows = [(r.name, r.value, r.reading) for r in rate_metrics(result, fid)]
     source = (f"From `{out / names.METRICS}` ({result['n']['holdout']} held-out real tiles, {result['n']['fake']} "
               f"samples of `{sampled.get('loaded_weights', 'the generator')}`); report.html shows it with the images.")
-    return modelcard.write(out, card, provenance=provenance, evaluation=rows, evaluation_source=source,
+    return modelcard.write(out, card, provenance=provenance, data=data, evaluation=rows, evaluation_source=source,
                            written_by="the evaluate stage")

@@ -79,9 +79,9 @@ def _what_it_makes(card: dict[str, Any]) -> list[str]:
     ]
 
 
-def _training_data(card: dict[str, Any], provenance: dict[str, Any] | None) -> list[str]:
+def _training_data(card: dict[str, Any], provenance: dict[str, Any] | None, data: dict[str, Any] | None) -> list[str]:
     lines = []
-    data = card["data"] if isinstance(card.get("data"), dict) else None
+    data = data if data is not None else card["data"] if isinstance(card.get("data"), dict) else None
     prov = provenance if provenance is not None else card.get("provenance")
     if isinstance(prov, dict):
         lines.append(f"- source: `{prov.get('source', 'unknown')}`: {prov.get('what', 'not recorded')}")
@@ -175,13 +175,14 @@ def _use_and_limits(card: dict[str, Any], provenance: dict[str, Any] | None) -> 
     return intended, limits
 
 
-def render(card: dict[str, Any], *, provenance: dict[str, Any] | None = None,
+def render(card: dict[str, Any], *, provenance: dict[str, Any] | None = None, data: dict[str, Any] | None = None,
            evaluation: Sequence[tuple[str, str, str]] | None = None, evaluation_source: str | None = None,
            written_by: str = "the train stage") -> str:
     """The markdown card of model.json ``card``; ``evaluation`` rows (metric, value, reading) or None for "not evaluated yet".
 
-    ``provenance`` overrides the card's own provenance block (evaluate reads the prepared
-    sidecar); ``evaluation_source`` is a line saying where the numbers come from.
+    ``provenance`` and ``data`` (``train_tiles``, ``image_size``, ``holdout_tiles``) override the
+    card's own blocks (evaluate reads them from the prepared arrays the model was trained on);
+    ``evaluation_source`` is a line saying where the numbers come from.
     """
     intended, limits = _use_and_limits(card, provenance)
     parts = [
@@ -191,7 +192,7 @@ def render(card: dict[str, Any], *, provenance: dict[str, Any] | None = None,
         f"`{names.MODEL_CARD}`; this card says what they mean.",
         "",
         "## What it makes", "", *"\n\n".join(_what_it_makes(card)).split("\n"), "",
-        "## Training data", "", *_training_data(card, provenance), "",
+        "## Training data", "", *_training_data(card, provenance, data), "",
         "## Training recipe", "", *_recipe(card), "",
         "## Compute", "", *_compute(card), "",
         "## Evaluation", "", *_evaluation(evaluation, evaluation_source), "",
