@@ -47,3 +47,15 @@ def test_summary_without_metrics_says_what_to_run(tmp_path, repo_root):
     """Before evaluate has run, the summary exits 2 and says to run it."""
     proc = _setup(tmp_path, repo_root, write_metrics=False)
     assert proc.returncode == 2 and "dvc repro evaluate" in proc.stderr
+
+
+def test_an_inconclusive_judge_is_not_printed_as_a_score(tmp_path, repo_root):
+    """judge.conclusive 0: the accuracy row reads 'inconclusive' with its interval, not the bare number."""
+    doc = json.loads(json.dumps(METRICS))
+    doc["judge"].update(accuracy=0.75, p_value=0.14, n_test=8, conclusive=0, accuracy_ci_low=0.349, accuracy_ci_high=0.968)
+    proc = _setup(tmp_path, repo_root)
+    (tmp_path / "eval" / "metrics.json").write_text(json.dumps(doc))
+    proc = subprocess.run([sys.executable, "-m", "satgan.summary", "--params", str(tmp_path / "params.yaml")],
+                          capture_output=True, text=True)
+    row = next(line for line in proc.stdout.splitlines() if "judge accuracy" in line)
+    assert "inconclusive" in row and "0.750 on only 8 test tiles, 95% CI 0.35-0.97" in row

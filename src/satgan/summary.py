@@ -18,6 +18,7 @@ from satgan.errors import DataError
 from satgan.evaluate import EvaluateParams
 from satgan.params import DEFAULT_PARAMS, load_section
 from satgan.paths import PathsParams
+from satgan.report import judge_is_conclusive
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -37,7 +38,11 @@ def render(metrics: dict[str, Any], fid: dict[str, Any], samples: Path, eval_dir
     rows = [
         ("tiles: train / held-out real / generated",
          f"{metrics['n']['train']} / {metrics['n']['holdout']} / {metrics['n']['fake']}", ""),
-        ("judge accuracy (held-out, C2ST)", f"{j['accuracy']:.3f}", "0.5 = can't tell real from fake (best); 1.0 = trivially fake"),
+        ("judge accuracy (held-out, C2ST)", f"{j['accuracy']:.3f}", "0.5 = can't tell real from fake (best); 1.0 = trivially fake")
+        if judge_is_conclusive(metrics) else
+        ("judge accuracy (held-out, C2ST)", "inconclusive",
+         f"{j['accuracy']:.3f} on only {j['n_test']} test tiles, 95% CI {j['accuracy_ci_low']:.2f}-{j['accuracy_ci_high']:.2f}: "
+         "too few held-out tiles to say"),
         ("judge ROC AUC", f"{j['auc']:.3f}", "0.5 = chance"),
         ("judge p-value vs chance", f"{j['p_value']:.2g}", f"small = the judge beats chance on {j['n_test']} test tiles"),
         ("SWD, mean over pyramid levels", f"{metrics['swd']['mean']:.4f}", "lower = closer local texture/colour; compare runs"),
