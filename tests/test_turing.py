@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from satgan.errors import DataError
-from satgan.generate import save_array
+from satgan.arrays import save_array_with_sidecar
 from satgan.turing import (
     ANSWERS_FORMAT,
     derive_quiz_id,
@@ -141,8 +141,8 @@ def test_make_key_is_reproducible(real_fake):
 
 def test_make_command_draws_a_fresh_quiz(real_fake, tmp_path):
     """`turing make` without --quiz-id writes a quiz with a new random id from the pipeline's arrays."""
-    save_array(real_fake[0], tmp_path / "holdout.npy", {})
-    save_array(real_fake[1], tmp_path / "samples.npy", {})
+    save_array_with_sidecar(tmp_path / "holdout.npy", real_fake[0], {})
+    save_array_with_sidecar(tmp_path / "samples.npy", real_fake[1], {})
     ids = []
     for i in range(2):
         out = tmp_path / f"quiz{i}"
@@ -432,8 +432,8 @@ def test_make_finds_the_arrays_through_params_paths(real_fake, tmp_path, repo_ro
     doc = yaml.safe_load((repo_root / "params.yaml").read_text())
     doc["paths"]["prepared"], doc["paths"]["samples"] = str(tmp_path / "prep"), str(tmp_path / "samp")
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(doc))
-    save_array(real_fake[0], tmp_path / "prep" / "holdout.npy", {})
-    save_array(real_fake[1], tmp_path / "samp" / "samples.npy", {})
+    save_array_with_sidecar(tmp_path / "prep" / "holdout.npy", real_fake[0], {})
+    save_array_with_sidecar(tmp_path / "samp" / "samples.npy", real_fake[1], {})
     proc = subprocess.run([sys.executable, "-m", "satgan.turing", "make", "--params", str(tmp_path / "p.yaml"),
                            "--out", str(tmp_path / "q"), "--quiz-id", "fixed-1", "--n-real", "2", "--n-fake", "2"],
                           capture_output=True, text=True, env=_env())
