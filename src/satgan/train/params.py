@@ -231,6 +231,7 @@ class TrainParams:
     data_budget_mb: int
     compile: Literal["none", "cuda_graph", "torch_compile"]
     amp: bool
+    cpu_bf16: Literal["auto", "on", "off"]
     channels_last: bool
     threads: int
     hacks: TrainHacks

@@ -1,8 +1,9 @@
 """The GAN step: :class:`Trainer` holds the nets, optimizers and hack state; one iteration is
 (1) update D, (2) update G.
 
-Speed (the GPU path; everything falls back to plain eager fp32 on a CPU):
-- bf16 autocast (``amp``), channels_last (``channels_last``), fused Adam;
+Speed (the GPU path; a CPU runs eager, in bf16 + channels_last where it has native bf16,
+see :mod:`satgan.train.precision`):
+- bf16 autocast (``amp``; ``cpu_bf16`` on a CPU), channels_last (``channels_last``), fused Adam;
 - no host sync inside the step: it returns metric *tensors*; the loop reads them as floats
   only every ``log_every`` steps (that is also when NaN/inf is detected);
 - ``compile: cuda_graph`` captures the whole D+G step in one CUDA graph (randomness
@@ -18,7 +19,6 @@ is saved by registering it where it is created.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Any, TypeVar
 
@@ -32,6 +32,7 @@ from satgan.train import hacks as H
 from satgan.train.checkpoint import PROGRESS_PART, Stateful
 from satgan.train.data import RealFeed
 from satgan.train.params import TrainParams
+from satgan.train.precision import choose_precision
 from satgan.train.runtime import Dist, RngState, say, seed_everything
 
 GRAPH_WARMUP_STEPS = 3
@@ -96,8 +97,10 @@ class Trainer:
         self.d_steps = h.extra_steps.d_steps if h.extra_steps.enabled else 1
         self.g_steps = h.extra_steps.g_steps if h.extra_steps.enabled else 1
         self.n_replay = round(h.replay.fraction * self.batch) if h.replay.enabled else 0
-        self.channels_last = p.channels_last and cuda
-        self.amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if (p.amp and cuda) else contextlib.nullcontext
+        self.precision = choose_precision(device, p.amp, p.cpu_bf16, p.channels_last)
+        self.channels_last = self.precision.channels_last
+        self.amp = self.precision.autocast()
+        say(f"precision: {self.precision.describe()}")
 
         # Same seed on every rank so the initial weights agree; ranks then diverge in their noise.
         seed_everything(p.seed)
