@@ -6,7 +6,8 @@ training step can be captured in one CUDA graph. Randomness comes from torch's d
 generator, which the trainer seeds and checkpoints.
 
 The hacks that keep state across steps (:class:`ReplayBuffer`, :class:`HistoricalAverage`,
-:class:`CheckpointSwap`, :class:`Ema`) each own that state and save and restore it with
+:class:`CheckpointSwap`, :class:`Ema`, :class:`LazyR1`, and DiffAugment's
+:class:`~satgan.augment.AdaController`) each own that state and save and restore it with
 ``state_dict()`` / ``load_state_dict()`` (like ``nn.Module``, ``state_dict`` returns live tensors;
 the checkpoint copies them to the CPU); the trainer registers each one as a checkpoint part,
 so resuming restores every one of them without the checkpoint code naming them. A
@@ -21,16 +22,21 @@ What each hack is, its params key and its source: :mod:`satgan.train.registry`. 
 - Sønderby et al. 2017 / Arjovsky & Bottou 2017: instance noise
 - Shrivastava et al. 2017: experience replay of past fakes (SimGAN)
 - Yazıcı et al. 2019 / Karras et al. 2018: EMA of G's weights
+- Zhao et al. 2020: DiffAugment; Karras et al. 2020: ADA (:mod:`satgan.augment`)
+- Mescheder et al. 2018: R1; Karras et al. 2020 (StyleGAN2): lazy regularisation (:mod:`satgan.losses`)
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from satgan.augment import AdaController, diff_augment
 
 
 def _tensor_like(name: str, value: Any, like: torch.Tensor) -> torch.Tensor:
@@ -205,16 +211,17 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float, step: torch.Tenso
     The effective decay ramps up as ``min(decay, (1 + t) / (10 + t))`` (TensorFlow's
     ExponentialMovingAverage num_updates rule), so a short run is not dominated by the random
     init. Buffers (BatchNorm running statistics) are copied from G.
+
+    One in-place foreach op per list and no temporaries: ``ema += (1 - d) * (model - ema)``
+    is ``lerp_(ema, model, 1 - d)`` with the weight a device tensor (no host sync, graph-safe).
     """
     t = step.float()
-    d = torch.minimum(torch.full_like(t, decay), (1.0 + t) / (10.0 + t))
-    e_params = [p for p in ema.parameters()]
-    m_params = [p.detach() for p in model.parameters()]
-    # ema = d * ema + (1 - d) * model, all on device: d is a tensor, so no host sync
-    torch._foreach_mul_(e_params, d)
-    torch._foreach_add_(e_params, torch._foreach_mul(m_params, 1.0 - d))
-    for eb, mb in zip(ema.buffers(), model.buffers()):
-        eb.copy_(mb)
+    weight = 1.0 - torch.clamp((1.0 + t) / (10.0 + t), max=decay)
+    e_params = list(ema.parameters())
+    torch._foreach_lerp_(e_params, [p.detach() for p in model.parameters()], [weight] * len(e_params))
+    buffers = list(ema.buffers())
+    if buffers:  # none with instance norm
+        torch._foreach_copy_(buffers, list(model.buffers()))
 
 
 class Ema:
@@ -236,6 +243,57 @@ class Ema:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.module.load_state_dict(state)
+
+
+class Augmenter:
+    """DiffAugment on every image batch D sees (Zhao et al. 2020), with a fixed or an adaptive probability.
+
+    ``p`` is the per-image probability of each op; with an :class:`~satgan.augment.AdaController`
+    (ADA, Karras et al. 2020) it is the controller's device tensor, which :meth:`observe_reals`
+    and :meth:`end_iteration` move without a host sync. The controller is the stateful part
+    (the trainer registers it); this object only holds the settings.
+    """
+
+    def __init__(self, policy: Sequence[str], p: float, ada: AdaController | None, ada_every: int) -> None:
+        self.policy, self.ada, self.ada_every = tuple(policy), ada, ada_every
+        self.p: float | torch.Tensor = ada.p if ada is not None else p
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) -> (N, C, H, W): one fresh augmentation per image."""
+        return diff_augment(x, self.p, self.policy)
+
+    def observe_reals(self, real_logits: torch.Tensor) -> None:
+        """ADA's overfitting signal: accumulate sign(D) on the (augmented) reals D was trained on."""
+        if self.ada is not None:
+            self.ada.observe(real_logits)
+
+    def end_iteration(self, step: torch.Tensor) -> None:
+        """After iteration ``step`` (device tensor): ADA moves p when ``step + 1`` is a multiple of ``ada_every``."""
+        if self.ada is not None:
+            self.ada.update(when=torch.remainder(step + 1, self.ada_every) == 0)
+
+
+class LazyR1:
+    """When R1 is due and its last value (Mescheder et al. 2018; lazy: Karras et al. 2020, StyleGAN2).
+
+    Due on iterations that are multiples of ``every``, where the penalty is scaled by ``every``
+    so that its average strength does not depend on the interval. ``last`` holds the last
+    penalty computed (logged as ``loss_d_r1`` between due iterations); it is saved, so a
+    resumed run logs what an uninterrupted one does.
+    """
+
+    def __init__(self, gamma: float, every: int, device: torch.device) -> None:
+        self.gamma, self.every = gamma, every
+        self.last = torch.zeros((), device=device)
+
+    def due(self, step: int) -> bool:
+        return step % self.every == 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"last": self.last}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.last.copy_(_tensor_like("last", state["last"], self.last))
 
 
 class CheckpointSwap:
