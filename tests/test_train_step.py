@@ -33,6 +33,18 @@ def test_separate_batches_runs_d_on_all_real_then_all_fake():
         assert sizes == expected
 
 
+def test_one_d_forward_when_d_scores_each_image_on_its_own():
+    """With spectral_norm (no BN) or instance_norm, separate_batches needs no separate forwards: one batch of 2B + replay."""
+    for switch in ("spectral_norm", "instance_norm"):
+        tr = trainer(**{switch: True, "replay.fraction": 0.5})
+        sizes: list[int] = []
+        handle = tr.d.register_forward_hook(lambda m, i, o: sizes.append(i[0].shape[0]))
+        tr.update_d(tr.real_batch(0), tr.g(tr.latent()).detach(), torch.zeros(()))
+        handle.remove()
+        assert sizes == [10], switch
+    assert trainer(spectral_norm=True, minibatch_stddev=True).d_mixes_batch  # the stddev layer mixes the batch
+
+
 def test_replayed_fakes_get_their_own_d_batch():
     """With replay, D scores B fresh fakes as one batch and the past fakes as another (BN never mixes them)."""
     tr = trainer(**{"replay.enabled": True, "replay.fraction": 0.5})

@@ -29,6 +29,7 @@ What each hack is, its params key and its source: :mod:`satgan.train.registry`. 
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -82,23 +83,47 @@ def instance_noise_std(step: torch.Tensor, std0: float, decay_iters: int) -> tor
     return frac * std0
 
 
+def _channels_last(x: torch.Tensor) -> bool:
+    """True for a 4-d tensor laid out NHWC (channels_last) and not also plain contiguous."""
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
 def add_instance_noise(x: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """``x + std * N(0, 1)``; ``std`` a 0-dim device tensor (0 leaves ``x`` unchanged)."""
-    return x + std.to(x.dtype) * torch.randn_like(x)
+    """``x + std * N(0, 1)``, same shape, dtype and layout as ``x``; ``std`` a 0-dim device tensor (0 leaves ``x`` unchanged).
+
+    The noise is drawn into a contiguous buffer in ``x``'s layout: ``randn_like`` of a
+    channels_last tensor takes torch's strided path, ~8x slower on a CPU. One fused
+    ``addcmul`` then adds it, without a ``std * noise`` temporary.
+    """
+    b, c, h, w = x.shape
+    if _channels_last(x):
+        noise = torch.randn(b, h, w, c, dtype=x.dtype, device=x.device).permute(0, 3, 1, 2)
+    else:
+        noise = torch.randn(x.shape, dtype=x.dtype, device=x.device)
+    return torch.addcmul(x, noise, std.to(x.dtype))
+
+
+@functools.lru_cache(maxsize=16)
+def _dihedral_sources(h: int, w: int, device: torch.device) -> torch.Tensor:
+    """(8, h*w) int64: for each element of D4, the flat source pixel of every output pixel (square images)."""
+    grid = torch.arange(h * w, device=device).view(h, w)
+    maps = [torch.rot90(m, k, (0, 1)) for m in (grid, grid.flip(1)) for k in range(4)]
+    return torch.stack([m.reshape(-1) for m in maps])
 
 
 def dihedral_augment(x: torch.Tensor) -> torch.Tensor:
     """Apply a random element of the dihedral group D4 (flips and 90-degree rotations) to each image.
 
-    Valid for top-down imagery, which has no canonical "up" (practice). Three independent
-    per-sample coin flips (transpose, flip H, flip W) generate all 8 elements; selection
-    is by ``torch.where`` so it needs no host sync. Images must be square.
+    Valid for top-down imagery, which has no canonical "up" (practice). Each image draws one
+    of the 8 elements uniformly; all are applied in one gather over a precomputed table of
+    source pixels (no host sync, one pass over the batch, ``x``'s layout kept). Images must be square.
     """
-    b = x.shape[0]
-    coins = torch.rand(3, b, 1, 1, 1, device=x.device) < 0.5
-    x = torch.where(coins[0], x.transpose(2, 3), x)
-    x = torch.where(coins[1], x.flip(3), x)
-    return torch.where(coins[2], x.flip(2), x)
+    b, c, h, w = x.shape
+    src = _dihedral_sources(h, w, x.device)[torch.randint(0, 8, (b,), device=x.device)]  # (b, h*w)
+    if _channels_last(x):
+        pixels = x.permute(0, 2, 3, 1).reshape(b, h * w, c)  # a view: NHWC memory
+        return pixels.gather(1, src[:, :, None].expand(b, h * w, c)).view(b, h, w, c).permute(0, 3, 1, 2)
+    return x.reshape(b, c, h * w).gather(2, src[:, None, :].expand(b, c, h * w)).view(b, c, h, w)
 
 
 class ReplayBuffer:
