@@ -162,3 +162,12 @@ def test_ada_p_drives_diff_augment():
     assert torch.equal(diff_augment(x, ada.p), x)
     ada.load_state_dict({**ada.state_dict(), "p": torch.tensor(1.0)})
     assert not torch.equal(diff_augment(x, ada.p, generator=torch.Generator().manual_seed(0)), x)
+
+
+def test_ada_all_reduce_sums_the_pending_counts_of_every_process():
+    """all_reduce_ hands [sign_sum, count] to the reducer and keeps its result: two processes' reals count as one."""
+    ada = AdaController(target=0.0, speed_kimg=1.0)
+    ada.observe(torch.ones(10))  # this process: r_t = 1 over 10 reals; the other sent 30 reals with sign sum -30
+    ada.all_reduce_(lambda t: t.add_(torch.tensor([-30.0, 30.0])))
+    ada.update()
+    assert ada.r_t.item() == pytest.approx(-0.5) and ada.p.item() == 0.0

@@ -182,6 +182,15 @@ class AdaController:
         self._sign_sum.masked_fill_(now, 0.0)
         self._count.masked_fill_(now, 0.0)
 
+    @torch.no_grad()
+    def all_reduce_(self, all_reduce: Callable[[Tensor], Any]) -> None:
+        """Sum the pending sign counts over data-parallel processes (``all_reduce`` sums a tensor in place, e.g.
+        ``torch.distributed.all_reduce``), so every process then moves p by the same step, as in ADA's reference code."""
+        pending = torch.stack([self._sign_sum, self._count])
+        all_reduce(pending)
+        self._sign_sum.copy_(pending[0])
+        self._count.copy_(pending[1])
+
     def state_dict(self) -> dict[str, Any]:
         """The live device tensors (like ``nn.Module``; a checkpoint copies them). target and speed are params, not state."""
         return {"p": self.p, "r_t": self.r_t, "sign_sum": self._sign_sum, "count": self._count}

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import copy
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -292,10 +292,17 @@ class Augmenter:
         if self.ada is not None:
             self.ada.observe(real_logits)
 
-    def end_iteration(self, step: torch.Tensor) -> None:
-        """After iteration ``step`` (device tensor): ADA moves p when ``step + 1`` is a multiple of ``ada_every``."""
-        if self.ada is not None:
-            self.ada.update(when=torch.remainder(step + 1, self.ada_every) == 0)
+    def end_iteration(self, step: torch.Tensor, host_step: int, all_reduce: Callable[[torch.Tensor], Any] | None) -> None:
+        """After iteration ``step`` (device tensor): ADA moves p when ``step + 1`` is a multiple of ``ada_every``.
+
+        ``all_reduce`` (DDP): first sums the pending counts over the processes, on the
+        iterations that update (``host_step`` decides: DDP runs eager), so every rank keeps one p.
+        """
+        if self.ada is None:
+            return
+        if all_reduce is not None and (host_step + 1) % self.ada_every == 0:
+            self.ada.all_reduce_(all_reduce)
+        self.ada.update(when=torch.remainder(step + 1, self.ada_every) == 0)
 
 
 class LazyR1:

@@ -188,6 +188,12 @@ class Trainer:
         self._graph: torch.cuda.CUDAGraph | None = None
         self._graph_out: dict[str, torch.Tensor] | None = None
 
+    @staticmethod
+    def _all_reduce(t: torch.Tensor) -> None:
+        import torch.distributed as tdist
+
+        tdist.all_reduce(t)
+
     def _own(self, name: str, part: P) -> P:
         """Register ``part`` as checkpoint part ``name`` (saved and restored by name) and return it."""
         assert name not in self.parts, name
@@ -395,7 +401,8 @@ class Trainer:
             self.hist_g.update()
             self.hist_d.update()
         if self.augment is not None:
-            self.augment.end_iteration(step_t)  # ADA: move p every `ada.every` iterations (device-side schedule)
+            # ADA: move p every `ada.every` iterations (device-side schedule), one p for all DDP ranks
+            self.augment.end_iteration(step_t, self.step, self._all_reduce if self.dist.enabled else None)
         step_t.add_(1)  # in place: progress.step_t is read by the next iteration (and captured graphs)
         out = {k: v for k, v in {**out_d, **out_g}.items() if not k.startswith("_")}
         out["instance_noise_std"] = (noise_std.detach().float() if noise_std is not None
