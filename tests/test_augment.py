@@ -128,13 +128,31 @@ def test_ada_state_round_trips_in_place():
     a.observe(torch.tensor([1.0, 1.0, -1.0]))
     a.update()
     a.observe(torch.tensor([2.0]))
-    b = AdaController()
+    b = AdaController(target=0.5, speed_kimg=2.0)
     p_before = b.p
-    b.load_state_dict(a.state_dict())
-    assert b.state_dict() == a.state_dict() and b.p is p_before
+    b.load_state_dict({k: v.clone() for k, v in a.state_dict().items()})
+    assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict()) and b.p is p_before
     a.update()
     b.update()
-    assert a.p.item() == b.p.item()
+    assert a.p.item() == b.p.item() and a.p.item() > 0
+
+
+def test_ada_state_of_the_wrong_shape_is_refused():
+    """A checkpoint entry that is not a 0-d tensor is a ValueError naming the entry."""
+    ada = AdaController()
+    with pytest.raises(ValueError, match="p: expected a 0-d tensor, got \\[3\\]"):
+        ada.load_state_dict({**ada.state_dict(), "p": torch.zeros(3)})
+
+
+def test_ada_update_waits_for_its_device_flag():
+    """update(when=False) keeps p and keeps accumulating; update(when=True) then uses every image seen since."""
+    ada = AdaController(target=0.0, speed_kimg=1.0)
+    ada.observe(torch.ones(100))
+    ada.update(when=torch.tensor(False))
+    assert ada.p.item() == 0.0 and ada._count.item() == 100
+    ada.observe(torch.ones(100))
+    ada.update(when=torch.tensor(True))
+    assert ada.p.item() == pytest.approx(200 / 1000) and ada._count.item() == 0
 
 
 def test_ada_p_drives_diff_augment():
@@ -142,5 +160,14 @@ def test_ada_p_drives_diff_augment():
     ada = AdaController(p_init=0.0)
     x = images()
     assert torch.equal(diff_augment(x, ada.p), x)
-    ada.load_state_dict({**ada.state_dict(), "p": 1.0})
+    ada.load_state_dict({**ada.state_dict(), "p": torch.tensor(1.0)})
     assert not torch.equal(diff_augment(x, ada.p, generator=torch.Generator().manual_seed(0)), x)
+
+
+def test_ada_all_reduce_sums_the_pending_counts_of_every_process():
+    """all_reduce_ hands [sign_sum, count] to the reducer and keeps its result: two processes' reals count as one."""
+    ada = AdaController(target=0.0, speed_kimg=1.0)
+    ada.observe(torch.ones(10))  # this process: r_t = 1 over 10 reals; the other sent 30 reals with sign sum -30
+    ada.all_reduce_(lambda t: t.add_(torch.tensor([-30.0, 30.0])))
+    ada.update()
+    assert ada.r_t.item() == pytest.approx(-0.5) and ada.p.item() == 0.0

@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from satgan.losses import d_bce, d_hinge, g_hinge, g_non_saturating, g_saturating, r1_penalty
+from satgan.losses import d_bce, d_hinge, g_hinge, g_non_saturating, g_saturating, hinge, r1_from_logits, r1_penalty
 
 
 def test_hinge_losses_on_known_logits():
@@ -71,3 +71,20 @@ def test_r1_of_a_quadratic_d_matches_autograd_free_math():
     penalty = r1_penalty(lambda x: x.pow(2).flatten(1).sum(1), real, gamma=1.0)
     expected = 0.5 * (2 * real).pow(2).flatten(1).sum(1).mean()
     assert penalty.item() == pytest.approx(expected.item(), rel=1e-6) and not real.requires_grad
+
+
+def test_hinge_with_per_sample_signs_flips_a_label():
+    """hinge(logits, sign) with sign -1 on a real scores it as a fake: relu(1 + D) for that sample."""
+    logits = torch.tensor([2.0, 0.5])
+    assert hinge(logits, torch.tensor([1.0, -1.0])).item() == pytest.approx((0.0 + 1.5) / 2)
+    assert hinge(logits, 1.0).item() == pytest.approx((0.0 + 0.5) / 2)
+
+
+def test_r1_from_a_forward_already_run_equals_r1_penalty():
+    """r1_from_logits on D(f(x)) with x requiring grad equals r1_penalty(D o f, x): no second forward needed."""
+    torch.manual_seed(0)
+    d = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), torch.nn.Tanh(), torch.nn.Flatten(), torch.nn.Linear(3 * 2 * 2, 1))
+    real = torch.randn(4, 2, 4, 4)
+    x = real.detach().requires_grad_(True)
+    from_forward = r1_from_logits(d(x * 0.5 + 0.1), x, 3.0)
+    assert from_forward.item() == pytest.approx(r1_penalty(lambda y: d(y * 0.5 + 0.1), real, 3.0).item(), rel=1e-6)

@@ -16,6 +16,7 @@ from satgan.model import (
     build_discriminator,
     build_generator,
     discriminator_features,
+    icnr_,
     sample_latent,
 )
 
@@ -81,9 +82,9 @@ def test_xavier_init_differs_from_normal():
     assert max(abs(s - 0.02) for s in stds) > 0.01
 
 
-@pytest.mark.parametrize("upsample", ("deconv_conv", "resize_conv"))
+@pytest.mark.parametrize("upsample", ("deconv_conv", "resize_conv", "pixel_shuffle"))
 def test_checkerboard_variants_keep_shapes(upsample):
-    """Both checkerboard mitigations keep G's output shape and add stride-1 convs."""
+    """Every checkerboard mitigation keeps G's output shape and adds stride-1 convs."""
     cfg = ModelConfig(image_size=32, channels=3, nz=8, ngf=4, ndf=4, upsample=upsample)
     g = build_generator(cfg)
     assert g(torch.randn(2, 8, 1, 1)).shape == (2, 3, 32, 32)
@@ -95,6 +96,65 @@ def test_resize_conv_has_no_transposed_upsampling():
     g = build_generator(ModelConfig(image_size=32, channels=3, nz=8, ngf=4, ndf=4, upsample="resize_conv"))
     assert sum(isinstance(m, nn.ConvTranspose2d) for m in g.modules()) == 1
     assert any(isinstance(m, nn.Upsample) for m in g.modules())
+
+
+def test_pixel_shuffle_upsamples_with_sub_pixel_convs():
+    """pixel_shuffle: each doubling is a 3x3 conv to 4x the channels and PixelShuffle(2), no transposed conv after 4x4."""
+    g = build_generator(ModelConfig(image_size=32, channels=3, nz=8, ngf=4, ndf=4, upsample="pixel_shuffle"))
+    shuffles = [m for m in g.modules() if isinstance(m, nn.PixelShuffle)]
+    assert len(shuffles) == 3 and sum(isinstance(m, nn.ConvTranspose2d) for m in g.modules()) == 1
+    assert g[-3].out_channels == 3 * 4 and isinstance(g[-2], nn.PixelShuffle)
+
+
+def test_pixel_shuffle_starts_free_of_checkerboard():
+    """With ICNR init every 2x2 block a sub-pixel layer writes is constant: G's output is nearest-upsampled at init.
+
+    The last layer is conv + PixelShuffle + tanh, so each 2x2 output block holds one value; a
+    plain transposed conv at init varies inside the block (the checkerboard's source).
+    """
+    torch.manual_seed(0)
+    for upsample, constant in (("pixel_shuffle", True), ("deconv", False)):
+        g = build_generator(ModelConfig(image_size=32, channels=3, nz=8, ngf=4, ndf=4, upsample=upsample)).eval()
+        with torch.no_grad():
+            out = g(torch.randn(2, 8, 1, 1))
+        blocks = out.unfold(2, 2, 2).unfold(3, 2, 2).flatten(-2)  # (2, 3, 16, 16, 4): each 2x2 block
+        assert torch.equal(blocks.amax(-1), blocks.amin(-1)) == constant
+
+
+def test_icnr_repeats_one_kernel_per_sub_pixel():
+    """icnr_ fills (cout * 4, cin, k, k) with cout kernels, each repeated for the 4 sub-pixels in PixelShuffle's order."""
+    w = torch.empty(6 * 4, 5, 3, 3)
+    torch.manual_seed(0)
+    icnr_(w, 2, "normal")
+    groups = w.view(6, 4, 5, 3, 3)
+    assert torch.equal(groups, groups[:, :1].expand_as(groups)) and 0.01 < w.std().item() < 0.03
+    with pytest.raises(ValueError, match="multiple of scale"):
+        icnr_(torch.empty(6, 5, 3, 3), 2, "normal")
+
+
+def test_spectral_norm_bounds_every_d_conv_and_drops_its_norm_layers():
+    """spectral_norm: each conv's effective weight has largest singular value ~1 after power iterations, and D has no BN."""
+    cfg = ModelConfig(image_size=32, channels=3, nz=8, ngf=4, ndf=8, spectral_norm=True)
+    d = build_discriminator(cfg)
+    assert not any(isinstance(m, (nn.BatchNorm2d, nn.InstanceNorm2d)) for m in d.modules())
+    convs = [m for m in d.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == cfg.n_blocks + 1
+    x = torch.randn(4, 3, 32, 32)
+    for _ in range(30):  # one power iteration per training-mode forward
+        d(x)
+    for conv in convs:
+        sigma = torch.linalg.matrix_norm(conv.weight.detach().flatten(1), ord=2).item()
+        assert sigma == pytest.approx(1.0, abs=0.02)
+    plain = build_discriminator(ModelConfig(image_size=32, channels=3, nz=8, ngf=4, ndf=8))
+    assert any(isinstance(m, nn.BatchNorm2d) for m in plain.modules())
+
+
+def test_spectral_norm_d_keeps_feature_matching_and_stddev_layers():
+    """With spectral_norm and minibatch_stddev, D still returns one logit per image and its features."""
+    cfg = ModelConfig(image_size=32, channels=3, nz=8, ngf=4, ndf=4, spectral_norm=True, minibatch_stddev=True)
+    d = build_discriminator(cfg)
+    x = torch.randn(3, 3, 32, 32)
+    assert d(x).shape == (3,) and discriminator_features(d, x).shape == (3, 16 * 4 * 4)
 
 
 def test_instance_norm_replaces_batch_norm():

@@ -220,3 +220,20 @@ def test_checkpoint_swap_refreshes_on_schedule_and_round_trips():
     other.load_state_dict(swap.state_dict())
     assert torch.equal(other.g_old.weight, swap.g_old.weight) and torch.equal(other.d_old.bias, swap.d_old.bias)
 
+
+
+def test_dihedral_augment_keeps_channels_last_and_matches_the_contiguous_result():
+    """A channels_last batch comes back channels_last, equal to augmenting the same batch laid out NCHW."""
+    x = torch.randn(16, 3, 8, 8)
+    torch.manual_seed(3)
+    plain = H.dihedral_augment(x)
+    torch.manual_seed(3)
+    nhwc = H.dihedral_augment(x.contiguous(memory_format=torch.channels_last))
+    assert nhwc.is_contiguous(memory_format=torch.channels_last) and torch.equal(plain, nhwc)
+
+
+def test_instance_noise_keeps_the_layout_of_its_input():
+    """add_instance_noise on a channels_last batch returns channels_last with noise of the asked std."""
+    x = torch.zeros(64, 3, 16, 16).contiguous(memory_format=torch.channels_last)
+    out = H.add_instance_noise(x, torch.tensor(0.5))
+    assert out.is_contiguous(memory_format=torch.channels_last) and abs(out.std().item() - 0.5) < 0.01

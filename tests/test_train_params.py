@@ -134,3 +134,53 @@ def test_resume_hash_ignores_cadence_keys_only():
     same = load({**copy.deepcopy(BASE), "iterations": 5, "checkpoint_every": 7, "log_every": 3, "sample_every": 9})
     other = load({**copy.deepcopy(BASE), "lr_g": 0.001})
     assert base.resume_hash() == same.resume_hash() != other.resume_hash()
+
+
+@pytest.mark.parametrize(("other_key", "other_value", "named"), [
+    ("soft_labels", {"enabled": True}, "soft_labels.enabled is true"),
+    ("non_saturating", False, "non_saturating is false"),
+])
+def test_hinge_loss_refuses_bce_only_settings_naming_both_keys(other_key, other_value, named):
+    """hinge_loss with soft labels (no target to soften) or the minimax G loss (no hinge form) is refused, naming both keys."""
+    doc = with_value("hacks.hinge_loss", True)
+    doc["hacks"]["soft_labels"]["enabled"] = False
+    if isinstance(other_value, dict):
+        doc["hacks"][other_key].update(other_value)
+    else:
+        doc["hacks"][other_key] = other_value
+    with pytest.raises(ParamsError, match=rf"^params\.yaml: train\.hacks\.hinge_loss: expected false while {named} .*got True$"):
+        load(doc)
+
+
+def test_hinge_loss_with_noisy_labels_and_non_saturating_loads():
+    """hinge_loss loads with soft labels off: noisy labels (sign flips) and non_saturating stay allowed."""
+    doc = with_value("hacks.hinge_loss", True)
+    doc["hacks"]["soft_labels"]["enabled"] = False
+    hacks = load(doc).hacks
+    assert hacks.hinge_loss and hacks.noisy_labels.enabled and hacks.non_saturating
+
+
+@pytest.mark.parametrize(("policy", "fragment"), [
+    ([], "policy: expected a non-empty list of distinct policies"),
+    (["color", "color"], "policy: expected a non-empty list of distinct policies"),
+    (["colour"], r"policy\[0\]: expected one of 'color', 'translation', 'cutout'"),
+])
+def test_diffaugment_policy_is_checked(policy, fragment):
+    """An empty, repeated or misspelt DiffAugment policy is refused under hacks.diffaugment.policy."""
+    with pytest.raises(ParamsError, match=rf"train\.hacks\.diffaugment\.{fragment}"):
+        load(with_value("hacks.diffaugment.policy", policy))
+
+
+def test_augment_policy_literal_matches_augment_module():
+    """The params' policy names are exactly satgan.augment's POLICIES."""
+    from satgan.augment import POLICIES
+    from satgan.train.params import AugmentPolicy
+
+    assert set(typing.get_args(AugmentPolicy)) == set(POLICIES)
+
+
+def test_cpu_bf16_takes_auto_on_or_off():
+    """cpu_bf16 is one of auto, on, off."""
+    assert load(with_value("cpu_bf16", "on")).cpu_bf16 == "on"
+    with pytest.raises(ParamsError, match=r"train\.cpu_bf16: expected one of 'auto', 'on', 'off'"):
+        load(with_value("cpu_bf16", True))

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import copy
+
+import pytest
 import torch
+import torch.nn.utils as nn_utils
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from satgan.errors import ParamsError
+from satgan.losses import d_hinge, r1_penalty
 from satgan.train.registry import HACKS
 from satgan.train.step import model_config
 
@@ -25,6 +31,18 @@ def test_separate_batches_runs_d_on_all_real_then_all_fake():
         tr.update_d(tr.real_batch(0), tr.g(tr.latent()).detach(), torch.zeros(()))
         handle.remove()
         assert sizes == expected
+
+
+def test_one_d_forward_when_d_scores_each_image_on_its_own():
+    """With spectral_norm (no BN) or instance_norm, separate_batches needs no separate forwards: one batch of 2B + replay."""
+    for switch in ("spectral_norm", "instance_norm"):
+        tr = trainer(**{switch: True, "replay.fraction": 0.5})
+        sizes: list[int] = []
+        handle = tr.d.register_forward_hook(lambda m, i, o: sizes.append(i[0].shape[0]))
+        tr.update_d(tr.real_batch(0), tr.g(tr.latent()).detach(), torch.zeros(()))
+        handle.remove()
+        assert sizes == [10], switch
+    assert trainer(spectral_norm=True, minibatch_stddev=True).d_mixes_batch  # the stddev layer mixes the batch
 
 
 def test_replayed_fakes_get_their_own_d_batch():
@@ -111,22 +129,137 @@ def test_replay_buffer_stores_fakes_without_instance_noise():
 
 
 def test_architecture_switches_reach_the_model_config():
-    """minibatch_stddev, g_dropout, checkerboard, instance_norm, leaky_relu_g change ModelConfig."""
-    tr = trainer(minibatch_stddev=True, instance_norm=True, leaky_relu_g=True,
-                  **{"g_dropout.enabled": True, "checkerboard.enabled": True, "checkerboard.mode": "deconv_conv"})
+    """minibatch_stddev, g_dropout, checkerboard, instance_norm, leaky_relu_g, spectral_norm change ModelConfig."""
+    tr = trainer(minibatch_stddev=True, instance_norm=True, leaky_relu_g=True, spectral_norm=True,
+                  **{"g_dropout.enabled": True, "checkerboard.enabled": True, "checkerboard.mode": "pixel_shuffle"})
     c = tr.cfg
-    assert (c.minibatch_stddev, c.norm, c.g_activation, c.g_dropout, c.upsample) == (True, "instance", "leaky_relu", 0.5, "deconv_conv")
+    assert (c.minibatch_stddev, c.norm, c.g_activation, c.g_dropout, c.upsample, c.spectral_norm) == (
+        True, "instance", "leaky_relu", 0.5, "pixel_shuffle", True)
+
+
+def test_spectral_norm_keeps_d_one_lipschitz_per_layer_while_training():
+    """With spectral_norm, after training steps every D conv's effective weight still has largest singular value ~1."""
+    tr = trainer(spectral_norm=True)
+    for _ in range(4):
+        tr.run_step()
+    convs = [m for m in tr.d.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(nn_utils.parametrize.is_parametrized(m, "weight") for m in convs)
+    sigmas = [torch.linalg.matrix_norm(m.weight.detach().flatten(1), ord=2).item() for m in convs]
+    assert all(0.8 < s_ < 1.2 for s_ in sigmas), sigmas
+
+
+def _d_inputs(tr) -> list[torch.Tensor]:
+    """Every batch D is called on from now on (D's own steps, G's step, feature matching), collected by a hook on its first layer."""
+    seen: list[torch.Tensor] = []
+    tr.d[0].register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone()))
+    return seen
+
+
+def _cutout_in_every_image(x: torch.Tensor) -> bool:
+    """Each image has at least (side/4)^2 pixels zero in every channel (a border-clipped cutout square)."""
+    zero = (x == 0).all(1).flatten(1).sum(1)
+    return bool((zero >= (x.shape[-1] // 4) ** 2).all())
+
+
+def test_diffaugment_reaches_every_image_d_sees_in_both_steps():
+    """diffaugment (cutout, p = 1): reals, fresh fakes, replayed fakes in D's step and fakes in G's step all arrive cut out."""
+    tr = trainer(**{"diffaugment.enabled": True, "diffaugment.policy": ["cutout"], "diffaugment.p": 1.0,
+                    "instance_noise.enabled": False, "feature_matching.enabled": True})
+    seen = _d_inputs(tr)
+    tr.run_step()
+    assert len(seen) == 5  # D: real, fake, replayed; G: the fakes' forward (logits + features) and the reals' features
+    assert all(_cutout_in_every_image(x.float()) for x in seen)
+    off = trainer(**{"instance_noise.enabled": False})
+    seen_off = _d_inputs(off)
+    off.run_step()
+    assert not any(_cutout_in_every_image(x.float()) for x in seen_off)
+
+
+def test_diffaugment_lets_g_learn_through_the_augmentation():
+    """In G's step the fakes are augmented inside the graph: G's gradient is non-zero and flows through translation."""
+    tr = trainer(**{"diffaugment.enabled": True, "diffaugment.policy": ["translation"], "ema.enabled": False})
+    tr.update_g(tr.g(tr.latent()), tr.real_batch(0), None)
+    grads = [q.grad for q in tr.g.parameters()]
+    assert all(g is not None for g in grads) and sum(float(g.abs().sum()) for g in grads) > 0
+
+
+def test_ada_moves_p_every_k_iterations_by_the_sign_of_r_t_and_logs_it():
+    """ADA: p changes only every `every` iterations, by sign(r_t - target) x images seen / (speed_kimg x 1000)."""
+    tr = trainer(**{"diffaugment.enabled": True, "diffaugment.p": 0.5, "diffaugment.ada.enabled": True,
+                    "diffaugment.ada.every": 2, "diffaugment.ada.speed_kimg": 1.0, "diffaugment.ada.target": 0.3})
+    assert tr.parts["ada"] is tr.ada and tr.augment.p is tr.ada.p
+    first = tr.run_step()
+    assert first["ada_p"].item() == 0.5  # iteration 1 of 2: nothing yet
+    second = tr.run_step()
+    r_t = second["ada_r_t"].item()
+    step = (1 if r_t > 0.3 else -1 if r_t < 0.3 else 0) * 2 * tr.batch / 1000
+    assert second["ada_p"].item() == pytest.approx(0.5 + step, abs=1e-6) and abs(step) > 0
+
+
+def test_r1_penalty_is_the_gradient_norm_of_d_at_the_reals():
+    """r1 on a due iteration: loss_d_r1 = gamma/2 E||grad_x D(x)||^2 (checked against an independent D copy), added x every."""
+    tr = trainer(tiny_params({"r1.enabled": True, "r1.gamma": 2.0, "r1.every": 3, "replay.enabled": False,
+                              "instance_noise.enabled": False}, cpu_bf16="off"))
+    d_before = copy.deepcopy(tr.d)
+    real, fake = tr.real_batch(0), tr.g(tr.latent()).detach()
+    out = tr.update_d(real, fake, None, r1=True)
+    assert out["loss_d_r1"].item() == pytest.approx(r1_penalty(d_before, real, 2.0).item(), rel=1e-4)
+    assert out["loss_d_r1"] > 0 and torch.allclose(out["loss_d"], out["loss_d_adv"] + 3 * out["loss_d_r1"])
+
+
+def test_r1_is_lazy_and_costs_no_extra_d_forward():
+    """r1.every = 3: a new penalty on iterations 0 and 3 only (the last one is logged between), with no extra D forward."""
+    on = trainer(**{"r1.enabled": True, "r1.every": 3})
+    calls_on = _d_inputs(on)
+    values = [on.run_step()["loss_d_r1"].item() for _ in range(4)]
+    assert values[0] > 0 and values[0] == values[1] == values[2] != values[3]
+    off = trainer()
+    calls_off = _d_inputs(off)
+    for _ in range(4):
+        off.run_step()
+    assert len(calls_on) == len(calls_off)
+
+
+def test_hinge_loss_scores_d_and_g_with_the_hinge():
+    """hinge_loss: D's loss is E[relu(1 - D(x))] + E[relu(1 + D(G(z)))] and G's is -E[D(G(z))]."""
+    tr = trainer(hinge_loss=True, **{"soft_labels.enabled": False, "noisy_labels.enabled": False,
+                                     "replay.enabled": False, "instance_noise.enabled": False})
+    out = tr.update_d(tr.real_batch(0), tr.g(tr.latent()).detach(), None)
+    expected = d_hinge(out["_real_logits"].float(), out["_fake_logits"].float())
+    assert torch.allclose(out["loss_d_adv"], expected)
+    seen: list[torch.Tensor] = []
+    tr.d.register_forward_hook(lambda m, i, o: seen.append(o.detach().float()))
+    out_g = tr.update_g(tr.g(tr.latent()), tr.real_batch(0), None)
+    assert torch.allclose(out_g["loss_g_adv"], -seen[0].mean())
+
+
+def test_instance_noise_is_not_drawn_once_it_has_decayed():
+    """After decay_iters, D's inputs are the images themselves (no N(0, 0) draw costing time)."""
+    tr = trainer(**{"instance_noise.decay_iters": 1, "dihedral_augment": False, "replay.enabled": False})
+    tr.run_step()
+    seen = _d_inputs(tr)
+    torch.manual_seed(5)
+    expected_real = tr.feed.batch(0)
+    torch.manual_seed(5)
+    tr.run_step()
+    assert torch.equal(seen[0].float(), expected_real.float())
 
 
 @given(flags=st.fixed_dictionaries({h.params_key.removeprefix("train.hacks."): st.booleans() for h in HACKS}),
-       one_sided=st.booleans())
+       one_sided=st.booleans(), upsample=st.sampled_from(["deconv_conv", "resize_conv", "pixel_shuffle"]),
+       ada=st.booleans())
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-def test_any_combination_of_switches_trains(flags, one_sided):
-    """Every combination of the registry's hack switches runs three finite training steps."""
+def test_any_combination_of_switches_trains(flags, one_sided, upsample, ada):
+    """Every legal combination of the registry's hack switches runs three finite steps; an illegal one names both keys."""
     overrides = dict(flags)
-    overrides["soft_labels.one_sided"] = one_sided
-    overrides["checkpoint_swap.every"] = 2
-    overrides["checkpoint_swap.length"] = 1
+    overrides.update({"soft_labels.one_sided": one_sided, "checkpoint_swap.every": 2, "checkpoint_swap.length": 1,
+                      "checkerboard.mode": upsample, "diffaugment.ada.enabled": ada, "diffaugment.ada.every": 2,
+                      "r1.every": 2})
+    hinge_clash = flags["hinge_loss"] and (flags["soft_labels.enabled"] or not flags["non_saturating"])
+    if hinge_clash:
+        with pytest.raises(ParamsError, match=r"train\.hacks\.hinge_loss: expected false while (soft_labels\.enabled is true|non_saturating is false)"):
+            tiny_params(overrides)
+        return
     tr = trainer(**overrides)
     for _ in range(3):
         out = tr.run_step()

@@ -144,7 +144,8 @@ class AdaController:
     ``p`` is a 0-d tensor on ``device`` that is updated in place, so augmentation ops that read
     it inside a captured CUDA graph see each new value. :meth:`observe` and :meth:`update` are
     device ops only (no host sync); the caller calls :meth:`observe` on every real batch's D
-    outputs and :meth:`update` every few steps.
+    outputs and :meth:`update` every few steps, or every step with a device-side ``when`` flag
+    (what a captured graph needs: the schedule then lives on the device too).
     """
 
     def __init__(self, target: float = 0.6, speed_kimg: float = 500.0, p_init: float = 0.0,
@@ -166,26 +167,46 @@ class AdaController:
         self._count.add_(float(d_real.numel()))
 
     @torch.no_grad()
-    def update(self) -> None:
-        """Move p by the sign of (r_t - target) times the images seen since the last update; a no-op when none were."""
+    def update(self, when: Tensor | None = None) -> None:
+        """Move p by the sign of (r_t - target) times the images seen since the last update; a no-op when none were.
+
+        ``when`` (a 0-d bool device tensor): update only where it is true, else keep
+        accumulating; the choice is a ``torch.where``, so the same ops run either way.
+        """
         seen = self._count
         r_t = self._sign_sum / seen.clamp_min(1.0)
         step = torch.sign(r_t - self.target) * seen / (self.speed_kimg * 1000.0)
-        self.p.add_(step).clamp_(0.0, 1.0)
-        self.r_t.copy_(torch.where(seen > 0, r_t, self.r_t))
-        self._sign_sum.zero_()
-        self._count.zero_()
+        now = torch.ones((), dtype=torch.bool, device=seen.device) if when is None else when
+        self.p.copy_(torch.where(now, (self.p + step).clamp(0.0, 1.0), self.p))
+        self.r_t.copy_(torch.where(now & (seen > 0), r_t, self.r_t))
+        self._sign_sum.masked_fill_(now, 0.0)
+        self._count.masked_fill_(now, 0.0)
+
+    @torch.no_grad()
+    def all_reduce_(self, all_reduce: Callable[[Tensor], Any]) -> None:
+        """Sum the pending sign counts over data-parallel processes (``all_reduce`` sums a tensor in place, e.g.
+        ``torch.distributed.all_reduce``), so every process then moves p by the same step, as in ADA's reference code."""
+        pending = torch.stack([self._sign_sum, self._count])
+        all_reduce(pending)
+        self._sign_sum.copy_(pending[0])
+        self._count.copy_(pending[1])
 
     def state_dict(self) -> dict[str, Any]:
-        """Plain numbers for a checkpoint (reads the device values: call it outside a captured graph)."""
-        return {"target": self.target, "speed_kimg": self.speed_kimg, "p": float(self.p), "r_t": float(self.r_t),
-                "sign_sum": float(self._sign_sum), "count": float(self._count)}
+        """The live device tensors (like ``nn.Module``; a checkpoint copies them). target and speed are params, not state."""
+        return {"p": self.p, "r_t": self.r_t, "sign_sum": self._sign_sum, "count": self._count}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`'s numbers in place (the tensors a captured graph holds stay the same objects)."""
-        self.target = float(state["target"])
-        self.speed_kimg = float(state["speed_kimg"])
-        self.p.fill_(float(state["p"]))
-        self.r_t.fill_(float(state["r_t"]))
-        self._sign_sum.fill_(float(state["sign_sum"]))
-        self._count.fill_(float(state["count"]))
+        """Restore :meth:`state_dict` in place (the tensors a captured graph holds stay the same objects).
+
+        Every entry must be a 0-d tensor (ValueError naming it otherwise), so a foreign checkpoint
+        cannot resize the state.
+        """
+        own = self.state_dict()
+        for key, dst in own.items():
+            src = state[key]
+            if not isinstance(src, Tensor) or src.shape != ():
+                got = list(src.shape) if isinstance(src, Tensor) else type(src).__name__
+                raise ValueError(f"{key}: expected a 0-d tensor, got {got}")
+        with torch.no_grad():
+            for key, dst in own.items():
+                dst.copy_(state[key])

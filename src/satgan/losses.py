@@ -9,11 +9,13 @@ Every loss takes D's logits, (N,) or any shape (averaged over all elements), and
   log(1 - D(G(z))), which vanishes exactly then).
 - Hinge (Lim & Ye 2017, "Geometric GAN"; Miyato et al. 2018, "Spectral Normalization for
   Generative Adversarial Networks"): :func:`d_hinge` = E[max(0, 1 - D(x))] + E[max(0, 1 + D(G(z)))],
-  :func:`g_hinge` = -E[D(G(z))].
+  :func:`g_hinge` = -E[D(G(z))]; :func:`hinge` is one term with per-sample labels of sign +-1
+  (label noise flips a sign).
 - :func:`r1_penalty` (Mescheder et al. 2018, "Which Training Methods for GANs do actually
   Converge?"): (gamma / 2) E[||grad_x D(x)||^2] on real x, which keeps D flat on the data
-  and makes training converge locally. Lazy regularisation (every k steps, scaled by k;
-  Karras et al. 2020, StyleGAN2) is the caller's choice.
+  and makes training converge locally. :func:`r1_from_logits` takes it from a forward the
+  caller already ran (D's own real batch), so it costs no extra D forward. Lazy
+  regularisation (every k steps, scaled by k; Karras et al. 2020, StyleGAN2) is the caller's choice.
 """
 
 from __future__ import annotations
@@ -44,9 +46,14 @@ def g_saturating(fake_logits: Tensor) -> Tensor:
     return -F.softplus(fake_logits).mean()
 
 
+def hinge(logits: Tensor, sign: float | Tensor) -> Tensor:
+    """E[max(0, 1 - sign * D)]: one side of D's hinge loss; ``sign`` +1 for reals, -1 for fakes, or a per-sample tensor."""
+    return F.relu(1.0 - sign * logits).mean()
+
+
 def d_hinge(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
     """E[max(0, 1 - D(x))] + E[max(0, 1 + D(G(z)))]: D's hinge loss (Lim & Ye 2017; Miyato et al. 2018)."""
-    return F.relu(1.0 - real_logits).mean() + F.relu(1.0 + fake_logits).mean()
+    return hinge(real_logits, 1.0) + hinge(fake_logits, -1.0)
 
 
 def g_hinge(fake_logits: Tensor) -> Tensor:
@@ -64,6 +71,15 @@ def r1_penalty(d: Callable[[Tensor], Tensor], real: Tensor, gamma: float) -> Ten
     penalty then includes that coupling, as in the reference implementation).
     """
     x = real.detach().requires_grad_(True)
-    out = d(x)
-    (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
-    return 0.5 * gamma * grad.pow(2).flatten(1).sum(1).mean()
+    return r1_from_logits(d(x), x, gamma)
+
+
+def r1_from_logits(real_logits: Tensor, real_input: Tensor, gamma: float | Tensor) -> Tensor:
+    """:func:`r1_penalty` from a forward already run: ``real_logits`` = D(f(``real_input``)) with ``real_input`` requiring grad.
+
+    ``f`` may be any differentiable input path (augmentation, instance noise, a concatenation
+    with fakes): the gradient is taken with respect to ``real_input`` through it, as in ADA's
+    reference code (R1 of the un-augmented reals, through the augmentation).
+    """
+    (grad,) = torch.autograd.grad(real_logits.float().sum(), real_input, create_graph=True)
+    return 0.5 * gamma * grad.float().pow(2).flatten(1).sum(1).mean()

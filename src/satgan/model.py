@@ -6,6 +6,11 @@ Architecture guidelines from the paper, all kept here:
 - BatchNorm in both nets except G's output layer and D's input layer;
 - ReLU in G (LeakyReLU as an option), LeakyReLU(0.2) in D, tanh on G's output.
 
+Options beyond the paper, each a :class:`ModelConfig` field (recorded in model.json): G's
+upsampling (``upsample``: transposed conv, with an extra conv, resize-conv, or PixelShuffle with
+ICNR init), LeakyReLU in G, instance norm, dropout in G, a minibatch-stddev layer in D, and
+spectral normalization of D (``spectral_norm``, Miyato et al. 2018), which replaces D's BatchNorm.
+
 G and D are symmetric: ``log2(image_size) - 2`` resolution-doubling blocks in G and as
 many resolution-halving blocks in D, so 32, 64 and 128 pixel tiles differ only in depth.
 Each network is a single ``nn.Sequential`` built from a :class:`ModelConfig`; nothing is
@@ -31,6 +36,7 @@ from satgan.params import check, from_mapping
 IMAGE_SIZES = (32, 64, 128)
 CHANNELS = (1, 3)
 LATENTS = ("gaussian", "uniform")
+UPSAMPLES = ("deconv", "deconv_conv", "resize_conv", "pixel_shuffle")
 # Bounds that keep a foreign model.json (or params) from asking for a net that cannot be built:
 # ngf = 256 at 128x128 is already a ~1 GB generator.
 MAX_NZ = 1024
@@ -43,6 +49,8 @@ class ModelConfig:
 
     ``latent`` is the distribution G was trained on (``gaussian``: N(0, 1); ``uniform``:
     U(-1, 1)); :func:`sample_latent` draws from it, so sampling always matches training.
+    ``spectral_norm``: every conv of D is spectrally normalized and D has no norm layers
+    (:func:`build_discriminator`); its power-iteration vectors are buffers of D's state dict.
     """
 
     image_size: int = 64
@@ -53,8 +61,9 @@ class ModelConfig:
     g_activation: Literal["relu", "leaky_relu"] = "relu"
     norm: Literal["batch", "instance"] = "batch"
     g_dropout: float = 0.0
-    upsample: Literal["deconv", "deconv_conv", "resize_conv"] = "deconv"
+    upsample: Literal["deconv", "deconv_conv", "resize_conv", "pixel_shuffle"] = "deconv"
     minibatch_stddev: bool = False
+    spectral_norm: bool = False
     init: Literal["normal", "xavier"] = "normal"
     latent: Literal["gaussian", "uniform"] = "gaussian"
 
@@ -67,8 +76,7 @@ class ModelConfig:
         check("g_activation", self.g_activation in ("relu", "leaky_relu"), "'relu' or 'leaky_relu'", self.g_activation)
         check("norm", self.norm in ("batch", "instance"), "'batch' or 'instance'", self.norm)
         check("g_dropout", 0.0 <= self.g_dropout < 1.0, "0 <= g_dropout < 1", self.g_dropout)
-        check("upsample", self.upsample in ("deconv", "deconv_conv", "resize_conv"),
-              "'deconv', 'deconv_conv' or 'resize_conv'", self.upsample)
+        check("upsample", self.upsample in UPSAMPLES, f"one of {UPSAMPLES}", self.upsample)
         check("init", self.init in ("normal", "xavier"), "'normal' or 'xavier'", self.init)
         check("latent", self.latent in LATENTS, "'gaussian' or 'uniform'", self.latent)
 
@@ -126,6 +134,12 @@ def _upsample(cfg: ModelConfig, cin: int, cout: int, bias: bool) -> list[nn.Modu
         # Resize-convolution (Odena et al. 2016, "Deconvolution and Checkerboard Artifacts"):
         # nearest upsampling then a 3x3 conv has no uneven kernel overlap, hence no checkerboard.
         return [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(cin, cout, 3, 1, 1, bias=bias)]
+    if cfg.upsample == "pixel_shuffle":
+        # Sub-pixel convolution (Shi et al. 2016): a 3x3 conv to 4x the channels, then
+        # PixelShuffle(2) rearranges them into a 2x larger image. init_weights gives the conv
+        # ICNR weights (Aitken et al. 2017), so at init it equals nearest upsampling + conv:
+        # no checkerboard of its own to unlearn.
+        return [nn.Conv2d(cin, cout * 4, 3, 1, 1, bias=bias), nn.PixelShuffle(2)]
     layers: list[nn.Module] = [nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=bias)]
     if cfg.upsample == "deconv_conv":
         # An extra stride-1 conv after the transposed conv smooths its checkerboard (practice, Odena et al. 2016).
@@ -180,9 +194,17 @@ def build_generator(cfg: ModelConfig) -> nn.Sequential:
 
 
 def build_discriminator(cfg: ModelConfig) -> nn.Sequential:
-    """D: (B, channels, image_size, image_size) -> logits (B,), real > 0 > fake."""
+    """D: (B, channels, image_size, image_size) -> logits (B,), real > 0 > fake.
+
+    With ``cfg.spectral_norm`` every conv is spectrally normalized (Miyato et al. 2018: each
+    weight divided by its largest singular value, estimated by one power iteration per
+    training-mode forward, so D is 1-Lipschitz per layer) and D has no BatchNorm/InstanceNorm,
+    as in the paper's D: dividing by a batch's standard deviation would undo the bound. Hidden
+    convs then get a bias, which the removed norm's shift provided.
+    """
     n = cfg.n_blocks
     width = cfg.ndf
+    sn = cfg.spectral_norm
     layers: list[nn.Module] = [
         # (B, C, S, S) -> (B, ndf, S/2, S/2); no norm on D's input layer (DCGAN)
         nn.Conv2d(cfg.channels, width, 4, 2, 1, bias=True),
@@ -190,7 +212,10 @@ def build_discriminator(cfg: ModelConfig) -> nn.Sequential:
     ]
     for _ in range(n - 1):
         # (B, w, s, s) -> (B, 2w, s/2, s/2)
-        layers += [nn.Conv2d(width, width * 2, 4, 2, 1, bias=False), _norm(cfg, width * 2), nn.LeakyReLU(0.2, inplace=True)]
+        layers.append(nn.Conv2d(width, width * 2, 4, 2, 1, bias=sn))
+        if not sn:
+            layers.append(_norm(cfg, width * 2))
+        layers.append(nn.LeakyReLU(0.2, inplace=True))
         width *= 2
     if cfg.minibatch_stddev:
         layers.append(MinibatchStdDev())  # (B, w, 4, 4) -> (B, w+1, 4, 4)
@@ -199,25 +224,70 @@ def build_discriminator(cfg: ModelConfig) -> nn.Sequential:
     layers += [nn.Conv2d(width, 1, 4, 1, 0, bias=True), nn.Flatten(0)]
     d = nn.Sequential(*layers)
     init_weights(d, cfg.init)
+    if sn:
+        for m in d:
+            if isinstance(m, nn.Conv2d):
+                # after init: SN rescales the initialised weight (its direction is kept)
+                nn.utils.parametrizations.spectral_norm(m)
     return d
+
+
+def split_discriminator(d: nn.Sequential) -> tuple[nn.Sequential, nn.Sequential]:
+    """D as (body, head): ``head(body(x)) == d(x)``; ``body(x)`` (B, C, 4, 4) are its last hidden activations.
+
+    The head is the logit conv (with the minibatch-stddev layer before it, when present), so
+    feature matching can read the features and the logits from one forward.
+    """
+    head = 2 + (1 if isinstance(d[-3], MinibatchStdDev) else 0)
+    return d[:-head], d[-head:]
 
 
 def discriminator_features(d: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
     """D's last hidden activations (B, F), before its head: the target of feature matching."""
-    head = 2 + (1 if isinstance(d[-3], MinibatchStdDev) else 0)
-    return d[:-head](x).flatten(1)
+    return split_discriminator(d)[0](x).flatten(1)
+
+
+def _init_conv_weight(weight: torch.Tensor, scheme: Literal["normal", "xavier"]) -> None:
+    if scheme == "xavier":
+        nn.init.xavier_normal_(weight)
+    else:
+        nn.init.normal_(weight, 0.0, 0.02)
+
+
+@torch.no_grad()
+def icnr_(weight: torch.Tensor, scale: int, scheme: Literal["normal", "xavier"]) -> None:
+    """ICNR init (Aitken et al. 2017) of a conv that feeds ``PixelShuffle(scale)``, in place.
+
+    ``weight`` (cout * scale^2, cin, k, k): one kernel (cout, cin, k, k) is drawn with
+    ``scheme`` and repeated for the scale^2 sub-pixel positions of each output channel
+    (PixelShuffle takes channel ``c * scale^2 + i`` to sub-pixel ``i`` of channel ``c``), so
+    every pixel of a scale x scale output block starts equal: sub-pixel conv + shuffle is then
+    exactly nearest upsampling of one conv, free of checkerboard artifacts.
+    """
+    groups = scale * scale
+    if weight.shape[0] % groups:
+        raise ValueError(f"ICNR: {weight.shape[0]} output channels is not a multiple of scale^2 = {groups}")
+    base = torch.empty(weight.shape[0] // groups, *weight.shape[1:], dtype=weight.dtype, device=weight.device)
+    _init_conv_weight(base, scheme)
+    weight.copy_(base.repeat_interleave(groups, dim=0))
 
 
 def init_weights(module: nn.Module, scheme: Literal["normal", "xavier"]) -> None:
-    """DCGAN init: conv weights N(0, 0.02) (or Xavier), norm scales N(1, 0.02), all biases 0."""
+    """DCGAN init: conv weights N(0, 0.02) (or Xavier), norm scales N(1, 0.02), all biases 0.
+
+    A conv followed by ``nn.PixelShuffle`` in an ``nn.Sequential`` gets ICNR weights
+    (:func:`icnr_`) drawn from the same scheme.
+    """
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-            if scheme == "xavier":
-                nn.init.xavier_normal_(m.weight)
-            else:
-                nn.init.normal_(m.weight, 0.0, 0.02)
+            _init_conv_weight(m.weight, scheme)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, (nn.BatchNorm2d, nn.InstanceNorm2d)) and m.weight is not None:
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
+    for seq in module.modules():
+        if isinstance(seq, nn.Sequential):
+            for conv, shuffle in zip(seq, list(seq)[1:]):
+                if isinstance(conv, nn.Conv2d) and isinstance(shuffle, nn.PixelShuffle):
+                    icnr_(conv.weight, shuffle.upscale_factor, scheme)

@@ -19,7 +19,9 @@ line naming the file and the field, never a traceback:
 - a ``.pt``/``.pth``/``.pkl``/``.ckpt`` path is refused without opening it (unpickling runs code);
 - the card is validated like params (every key present, no unknown architecture key, types,
   bounds such as ``ngf <= 256``, ``nz`` equal to ``architecture.nz``); a card written before
-  the latent distribution was recorded (format ``satgan-dcgan/1``) is refused: retrain it;
+  the latent distribution was recorded (format ``satgan-dcgan/1``) is refused: retrain it; a
+  ``satgan-dcgan/2`` card (before ``architecture.spectral_norm`` existed) is read as
+  ``spectral_norm: false``, which is how every such model was built;
 - each weights file's tensor names and shapes are compared with the architecture from the
   safetensors header *before* anything is allocated, so a lying card cannot trigger a huge
   allocation;
@@ -51,8 +53,10 @@ GENERATOR_FILE = names.GENERATOR
 GENERATOR_EMA_FILE = names.GENERATOR_EMA
 DISCRIMINATOR_FILE = names.DISCRIMINATOR
 CARD_FILE = names.MODEL_CARD
-CARD_FORMAT = "satgan-dcgan/2"  # /2: architecture.latent records G's latent distribution
+CARD_FORMAT = "satgan-dcgan/3"  # /2: architecture.latent records G's latent distribution; /3: architecture.spectral_norm
 OLD_CARD_FORMATS = ("satgan-dcgan/1",)
+# Architecture keys added since an older format, with the value every model of that format was built with.
+CARD_UPGRADES: dict[str, dict[str, Any]] = {"satgan-dcgan/2": {"spectral_norm": False}}
 MAX_CARD_BYTES = 1 << 20
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
 
@@ -241,6 +245,8 @@ def read_card(model_dir: str | Path) -> tuple[dict[str, Any], ModelConfig]:
             f"{card_path}: format {card['format']!r} was written by an older satgan that did not record the latent "
             "distribution G was trained on; retrain the model (`dvc repro train`) to sample it"
         )
+    if isinstance(card, dict) and "format" in card and card["format"] in CARD_UPGRADES:
+        card = _upgraded(card)
     fields = CardFields.__dataclass_fields__
     subset = {k: v for k, v in card.items() if k in fields} if isinstance(card, dict) else card
     try:
@@ -249,6 +255,17 @@ def read_card(model_dir: str | Path) -> tuple[dict[str, Any], ModelConfig]:
         # from_mapping names keys under a section; a card has none, so drop the placeholder
         raise ModelFileError(str(exc).replace(f"{card_path}: card.", f"{card_path}: ", 1)) from None
     return card, checked.architecture
+
+
+def _upgraded(card: dict[str, Any]) -> dict[str, Any]:
+    """An older card in the current format: the architecture keys added since get the value its nets were built with.
+
+    A key the card already has is kept, so a card that was edited by hand is validated as it is.
+    """
+    new = {**card, "format": CARD_FORMAT, "upgraded_from": card["format"]}
+    if "architecture" in card and isinstance(card["architecture"], dict):
+        new["architecture"] = {**CARD_UPGRADES[card["format"]], **card["architecture"]}
+    return new
 
 
 def load_generator(model_dir: str | Path, use_ema: bool = True, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:

@@ -5,6 +5,7 @@ The package, one concern per module (each imports only the ones above it):
 - :mod:`~satgan.train.params`: the typed ``train`` section (:class:`TrainParams`, one dataclass per hack);
 - :mod:`~satgan.train.registry`: every hack listed once (name, key, source, description, default);
 - :mod:`~satgan.train.runtime`: device, CPU threads, DDP ranks, seeds and RNG state;
+- :mod:`~satgan.train.precision`: bf16 autocast + channels_last or fp32 (CUDA ``amp``, CPU ``cpu_bf16``);
 - :mod:`~satgan.train.data`: real batches, resident on the device or streamed from the memmap;
 - :mod:`~satgan.train.hacks`: the hacks' device-side functions and their stateful objects;
 - :mod:`~satgan.train.checkpoint`: save and restore every registered part of the trainer;

@@ -6,7 +6,8 @@ training step can be captured in one CUDA graph. Randomness comes from torch's d
 generator, which the trainer seeds and checkpoints.
 
 The hacks that keep state across steps (:class:`ReplayBuffer`, :class:`HistoricalAverage`,
-:class:`CheckpointSwap`, :class:`Ema`) each own that state and save and restore it with
+:class:`CheckpointSwap`, :class:`Ema`, :class:`LazyR1`, and DiffAugment's
+:class:`~satgan.augment.AdaController`) each own that state and save and restore it with
 ``state_dict()`` / ``load_state_dict()`` (like ``nn.Module``, ``state_dict`` returns live tensors;
 the checkpoint copies them to the CPU); the trainer registers each one as a checkpoint part,
 so resuming restores every one of them without the checkpoint code naming them. A
@@ -21,16 +22,22 @@ What each hack is, its params key and its source: :mod:`satgan.train.registry`. 
 - Sønderby et al. 2017 / Arjovsky & Bottou 2017: instance noise
 - Shrivastava et al. 2017: experience replay of past fakes (SimGAN)
 - Yazıcı et al. 2019 / Karras et al. 2018: EMA of G's weights
+- Zhao et al. 2020: DiffAugment; Karras et al. 2020: ADA (:mod:`satgan.augment`)
+- Mescheder et al. 2018: R1; Karras et al. 2020 (StyleGAN2): lazy regularisation (:mod:`satgan.losses`)
 """
 
 from __future__ import annotations
 
 import copy
+import functools
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from satgan.augment import AdaController, diff_augment
 
 
 def _tensor_like(name: str, value: Any, like: torch.Tensor) -> torch.Tensor:
@@ -76,23 +83,47 @@ def instance_noise_std(step: torch.Tensor, std0: float, decay_iters: int) -> tor
     return frac * std0
 
 
+def _channels_last(x: torch.Tensor) -> bool:
+    """True for a 4-d tensor laid out NHWC (channels_last) and not also plain contiguous."""
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
 def add_instance_noise(x: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """``x + std * N(0, 1)``; ``std`` a 0-dim device tensor (0 leaves ``x`` unchanged)."""
-    return x + std.to(x.dtype) * torch.randn_like(x)
+    """``x + std * N(0, 1)``, same shape, dtype and layout as ``x``; ``std`` a 0-dim device tensor (0 leaves ``x`` unchanged).
+
+    The noise is drawn into a contiguous buffer in ``x``'s layout: ``randn_like`` of a
+    channels_last tensor takes torch's strided path, ~8x slower on a CPU. One fused
+    ``addcmul`` then adds it, without a ``std * noise`` temporary.
+    """
+    b, c, h, w = x.shape
+    if _channels_last(x):
+        noise = torch.randn(b, h, w, c, dtype=x.dtype, device=x.device).permute(0, 3, 1, 2)
+    else:
+        noise = torch.randn(x.shape, dtype=x.dtype, device=x.device)
+    return torch.addcmul(x, noise, std.to(x.dtype))
+
+
+@functools.lru_cache(maxsize=16)
+def _dihedral_sources(h: int, w: int, device: torch.device) -> torch.Tensor:
+    """(8, h*w) int64: for each element of D4, the flat source pixel of every output pixel (square images)."""
+    grid = torch.arange(h * w, device=device).view(h, w)
+    maps = [torch.rot90(m, k, (0, 1)) for m in (grid, grid.flip(1)) for k in range(4)]
+    return torch.stack([m.reshape(-1) for m in maps])
 
 
 def dihedral_augment(x: torch.Tensor) -> torch.Tensor:
     """Apply a random element of the dihedral group D4 (flips and 90-degree rotations) to each image.
 
-    Valid for top-down imagery, which has no canonical "up" (practice). Three independent
-    per-sample coin flips (transpose, flip H, flip W) generate all 8 elements; selection
-    is by ``torch.where`` so it needs no host sync. Images must be square.
+    Valid for top-down imagery, which has no canonical "up" (practice). Each image draws one
+    of the 8 elements uniformly; all are applied in one gather over a precomputed table of
+    source pixels (no host sync, one pass over the batch, ``x``'s layout kept). Images must be square.
     """
-    b = x.shape[0]
-    coins = torch.rand(3, b, 1, 1, 1, device=x.device) < 0.5
-    x = torch.where(coins[0], x.transpose(2, 3), x)
-    x = torch.where(coins[1], x.flip(3), x)
-    return torch.where(coins[2], x.flip(2), x)
+    b, c, h, w = x.shape
+    src = _dihedral_sources(h, w, x.device)[torch.randint(0, 8, (b,), device=x.device)]  # (b, h*w)
+    if _channels_last(x):
+        pixels = x.permute(0, 2, 3, 1).reshape(b, h * w, c)  # a view: NHWC memory
+        return pixels.gather(1, src[:, :, None].expand(b, h * w, c)).view(b, h, w, c).permute(0, 3, 1, 2)
+    return x.reshape(b, c, h * w).gather(2, src[:, None, :].expand(b, c, h * w)).view(b, c, h, w)
 
 
 class ReplayBuffer:
@@ -205,16 +236,17 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float, step: torch.Tenso
     The effective decay ramps up as ``min(decay, (1 + t) / (10 + t))`` (TensorFlow's
     ExponentialMovingAverage num_updates rule), so a short run is not dominated by the random
     init. Buffers (BatchNorm running statistics) are copied from G.
+
+    One in-place foreach op per list and no temporaries: ``ema += (1 - d) * (model - ema)``
+    is ``lerp_(ema, model, 1 - d)`` with the weight a device tensor (no host sync, graph-safe).
     """
     t = step.float()
-    d = torch.minimum(torch.full_like(t, decay), (1.0 + t) / (10.0 + t))
-    e_params = [p for p in ema.parameters()]
-    m_params = [p.detach() for p in model.parameters()]
-    # ema = d * ema + (1 - d) * model, all on device: d is a tensor, so no host sync
-    torch._foreach_mul_(e_params, d)
-    torch._foreach_add_(e_params, torch._foreach_mul(m_params, 1.0 - d))
-    for eb, mb in zip(ema.buffers(), model.buffers()):
-        eb.copy_(mb)
+    weight = 1.0 - torch.clamp((1.0 + t) / (10.0 + t), max=decay)
+    e_params = list(ema.parameters())
+    torch._foreach_lerp_(e_params, [p.detach() for p in model.parameters()], [weight] * len(e_params))
+    buffers = list(ema.buffers())
+    if buffers:  # none with instance norm
+        torch._foreach_copy_(buffers, list(model.buffers()))
 
 
 class Ema:
@@ -236,6 +268,64 @@ class Ema:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.module.load_state_dict(state)
+
+
+class Augmenter:
+    """DiffAugment on every image batch D sees (Zhao et al. 2020), with a fixed or an adaptive probability.
+
+    ``p`` is the per-image probability of each op; with an :class:`~satgan.augment.AdaController`
+    (ADA, Karras et al. 2020) it is the controller's device tensor, which :meth:`observe_reals`
+    and :meth:`end_iteration` move without a host sync. The controller is the stateful part
+    (the trainer registers it); this object only holds the settings.
+    """
+
+    def __init__(self, policy: Sequence[str], p: float, ada: AdaController | None, ada_every: int) -> None:
+        self.policy, self.ada, self.ada_every = tuple(policy), ada, ada_every
+        self.p: float | torch.Tensor = ada.p if ada is not None else p
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) -> (N, C, H, W): one fresh augmentation per image."""
+        return diff_augment(x, self.p, self.policy)
+
+    def observe_reals(self, real_logits: torch.Tensor) -> None:
+        """ADA's overfitting signal: accumulate sign(D) on the (augmented) reals D was trained on."""
+        if self.ada is not None:
+            self.ada.observe(real_logits)
+
+    def end_iteration(self, step: torch.Tensor, host_step: int, all_reduce: Callable[[torch.Tensor], Any] | None) -> None:
+        """After iteration ``step`` (device tensor): ADA moves p when ``step + 1`` is a multiple of ``ada_every``.
+
+        ``all_reduce`` (DDP): first sums the pending counts over the processes, on the
+        iterations that update (``host_step`` decides: DDP runs eager), so every rank keeps one p.
+        """
+        if self.ada is None:
+            return
+        if all_reduce is not None and (host_step + 1) % self.ada_every == 0:
+            self.ada.all_reduce_(all_reduce)
+        self.ada.update(when=torch.remainder(step + 1, self.ada_every) == 0)
+
+
+class LazyR1:
+    """When R1 is due and its last value (Mescheder et al. 2018; lazy: Karras et al. 2020, StyleGAN2).
+
+    Due on iterations that are multiples of ``every``, where the penalty is scaled by ``every``
+    so that its average strength does not depend on the interval. ``last`` holds the last
+    penalty computed (logged as ``loss_d_r1`` between due iterations); it is saved, so a
+    resumed run logs what an uninterrupted one does.
+    """
+
+    def __init__(self, gamma: float, every: int, device: torch.device) -> None:
+        self.gamma, self.every = gamma, every
+        self.last = torch.zeros((), device=device)
+
+    def due(self, step: int) -> bool:
+        return step % self.every == 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"last": self.last}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.last.copy_(_tensor_like("last", state["last"], self.last))
 
 
 class CheckpointSwap:

@@ -18,6 +18,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
+from satgan.augment import POLICIES
 from satgan.model import MAX_NZ, MAX_WIDTH
 from satgan.params import check, params_hash
 
@@ -29,6 +30,7 @@ MAX_BATCH = 65536  # per process; far above what fits a GPU at 32x32
 MAX_SAMPLE_GRID = 1024  # images in one dvclive sample grid
 MAX_REPLAY = 65536  # past fakes kept on the device (65536 x 3 x 64 x 64 fp32 = 3 GiB)
 MAX_STEPS_PER_ITERATION = 100  # extra D/G updates per iteration
+AugmentPolicy = Literal["color", "translation", "cutout"]  # satgan.augment.POLICIES (a test keeps them equal)
 
 
 def _unit_range(lo_hi: tuple[float, float]) -> bool:
@@ -100,7 +102,7 @@ class GDropout:
 @dataclass(frozen=True)
 class Checkerboard:
     enabled: bool
-    mode: Literal["deconv_conv", "resize_conv"]
+    mode: Literal["deconv_conv", "resize_conv", "pixel_shuffle"]
 
 
 @dataclass(frozen=True)
@@ -159,6 +161,43 @@ class CheckpointSwap:
 
 
 @dataclass(frozen=True)
+class R1:
+    enabled: bool
+    gamma: float
+    every: int
+
+    def __post_init__(self) -> None:
+        check("gamma", self.gamma > 0, "> 0", self.gamma)
+        check("every", 1 <= self.every <= 10_000, "1 <= every <= 10000 (1 = every D step)", self.every)
+
+
+@dataclass(frozen=True)
+class Ada:
+    enabled: bool
+    target: float
+    speed_kimg: float
+    every: int
+
+    def __post_init__(self) -> None:
+        check("target", 0.0 <= self.target < 1.0, "0 <= target < 1", self.target)
+        check("speed_kimg", self.speed_kimg > 0, "> 0", self.speed_kimg)
+        check("every", 1 <= self.every <= 10_000, "1 <= every <= 10000", self.every)
+
+
+@dataclass(frozen=True)
+class DiffAugment:
+    enabled: bool
+    policy: tuple[AugmentPolicy, ...]
+    p: float
+    ada: Ada
+
+    def __post_init__(self) -> None:
+        check("policy", len(self.policy) > 0 and len(set(self.policy)) == len(self.policy),
+              f"a non-empty list of distinct policies from {sorted(POLICIES)}", list(self.policy))
+        check("p", 0.0 <= self.p <= 1.0, "0 <= p <= 1", self.p)
+
+
+@dataclass(frozen=True)
 class Ema:
     enabled: bool
     decay: float
@@ -187,6 +226,7 @@ class TrainHacks:
     gaussian_latent: bool
     separate_batches: bool
     non_saturating: bool
+    hinge_loss: bool
     soft_labels: SoftLabels
     noisy_labels: NoisyLabels
     instance_noise: InstanceNoise
@@ -199,13 +239,28 @@ class TrainHacks:
     extra_steps: ExtraSteps
     moderated: Moderated
     l2_penalty: L2Penalty
+    spectral_norm: bool
+    r1: R1
     sgd_discriminator: SgdDiscriminator
     checkpoint_swap: CheckpointSwap
     instance_norm: bool
     leaky_relu_g: bool
     ema: Ema
     dihedral_augment: bool
+    diffaugment: DiffAugment
     failure_tracking: FailureTracking
+
+    def __post_init__(self) -> None:
+        # The hinge loss (Lim & Ye 2017) scores D's raw outputs against a margin of 1 with labels
+        # of sign +-1: there is no target value for soft labels to soften (noisy labels still
+        # apply: a flipped label flips its sign), and its G loss -E[D(G(z))] is already the
+        # non-saturating form (Miyato et al. 2018), with no minimax variant to fall back to.
+        check("hinge_loss", not (self.hinge_loss and self.soft_labels.enabled),
+              "false while soft_labels.enabled is true (a hinge has no target value to soften; turn one of them off)",
+              self.hinge_loss)
+        check("hinge_loss", not (self.hinge_loss and not self.non_saturating),
+              "false while non_saturating is false (the hinge G loss -E[D(G(z))] has no minimax form; "
+              "set non_saturating: true)", self.hinge_loss)
 
 
 @dataclass(frozen=True)
@@ -231,6 +286,7 @@ class TrainParams:
     data_budget_mb: int
     compile: Literal["none", "cuda_graph", "torch_compile"]
     amp: bool
+    cpu_bf16: Literal["auto", "on", "off"]
     channels_last: bool
     threads: int
     hacks: TrainHacks

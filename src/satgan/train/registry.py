@@ -9,7 +9,12 @@ for key, and that ``default_on`` is the state params.yaml ships.
 
 Sources: DCGAN = Radford et al. 2016 (arXiv:1511.06434); ganhacks #N = Chintala et al.,
 github.com/soumith/ganhacks, tip N; Salimans et al. 2016 = "Improved Techniques for Training
-GANs" (arXiv:1606.03498); others as named.
+GANs" (arXiv:1606.03498); Lim & Ye 2017 = "Geometric GAN" (arXiv:1705.02894); Miyato et al.
+2018 = "Spectral Normalization for GANs" (arXiv:1802.05957); Mescheder et al. 2018 = "Which Training
+Methods for GANs do actually Converge?" (arXiv:1801.04406); Zhao et al. 2020 = "Differentiable
+Augmentation for Data-Efficient GAN Training" (arXiv:2006.10738); Karras et al. 2020 = ADA, "Training
+GANs with Limited Data" (arXiv:2006.06676) and StyleGAN2 (arXiv:1912.04958); Shi et al. 2016 =
+sub-pixel convolution (arXiv:1609.05158); Aitken et al. 2017 = ICNR (arXiv:1707.02937); others as named.
 """
 
 from __future__ import annotations
@@ -60,6 +65,10 @@ HACKS: tuple[Hack, ...] = (
          "ganhacks #4", in_example=True),
     Hack("non_saturating", True, "G minimises -log D(G(z)) (flipped labels); off: minimax log(1 - D(G(z)))",
          "Goodfellow et al. 2014, ganhacks #2", in_example=True),
+    Hack("hinge_loss", False,
+         "D minimises E[max(0, 1 - D(x))] + E[max(0, 1 + D(G(z)))], G minimises -E[D(G(z))], instead of the BCE family; "
+         "refused with `soft_labels` on or `non_saturating` off; `noisy_labels` flips a label's sign",
+         "Lim & Ye 2017; Miyato et al. 2018"),
     Hack("soft_labels", True, "real targets ~ U(`real`), fake ~ U(`fake`) (0.9-1.0 and 0.0-0.1); `one_sided` keeps fakes at 0",
          "Salimans et al. 2016, ganhacks #6"),
     Hack("noisy_labels", True, "swaps a `fraction` of D's labels (5%)", "ganhacks #6"),
@@ -74,13 +83,21 @@ HACKS: tuple[Hack, ...] = (
     Hack("historical_averaging", False, "penalty `weight` x ‖θ - mean of past θ‖² for G and D", "Salimans et al. 2016"),
     Hack("g_dropout", False, "Dropout(`p`) after G's hidden blocks (training only)", "ganhacks #17"),
     Hack("checkerboard", False,
-         "`deconv_conv`: extra 3x3 stride-1 conv after each upsampling; `resize_conv`: nearest resize + conv",
-         "Odena et al. 2016"),
+         "`deconv_conv`: extra 3x3 stride-1 conv after each upsampling; `resize_conv`: nearest resize + conv; "
+         "`pixel_shuffle`: 3x3 conv to 4x the channels + PixelShuffle(2), ICNR init",
+         "Odena et al. 2016; Shi et al. 2016; ICNR: Aitken et al. 2017"),
     Hack("extra_steps", False, "`d_steps` D updates and `g_steps` G updates per iteration", "ganhacks #14"),
     Hack("moderated", False,
          "up to `max_extra_d_steps` extra D updates, only while D misclassifies half the reals or half the fakes",
          "practice (ganhacks #11/#14)"),
     Hack("l2_penalty", False, "explicit L2 weight penalty per network (`g`, `d`), logged as its own loss term", "practice"),
+    Hack("spectral_norm", False,
+         "every D conv divided by its largest singular value (one power iteration per forward); D has no BatchNorm, "
+         "as in the paper; recorded in model.json", "Miyato et al. 2018"),
+    Hack("r1", False,
+         "adds (`gamma`/2) E‖∇ₓD(x)‖² on the reals to D's loss, taken from D's own real forward; lazy: every `every` "
+         "iterations, scaled by `every`; logged as `loss_d_r1`",
+         "Mescheder et al. 2018; lazy: Karras et al. 2020 (StyleGAN2)"),
     Hack("sgd_discriminator", False, "SGD (`lr`, `momentum`) for D, Adam stays on G; `lr_g`/`lr_d` are separate anyway",
          "ganhacks #9"),
     Hack("checkpoint_swap", False,
@@ -91,6 +108,10 @@ HACKS: tuple[Hack, ...] = (
     Hack("ema", True, "EMA of G's weights (`decay`, warm-up min(decay, (1+t)/(10+t))), saved and used for sampling",
          "Yazıcı et al. 2019; Karras et al. 2018"),
     Hack("dihedral_augment", True, "random flips and 90° rotations of real tiles (top-down imagery has no \"up\")", "practice"),
+    Hack("diffaugment", False,
+         "the `policy` ops (colour, translation, cutout), each with probability `p` per image, on every image D sees: "
+         "reals and fakes, in D's and in G's step; `ada` adapts p every `every` iterations from E[sign D(x_real)] "
+         "toward `target` (logged as `ada_p`)", "Zhao et al. 2020; ADA: Karras et al. 2020"),
     Hack("failure_tracking", True,
          "warns (log + `warn_*` metrics) when D's loss stays below `d_loss_floor` for `patience` log points or a gradient "
          "norm exceeds `grad_norm_limit`; NaN/inf always stops with an error",

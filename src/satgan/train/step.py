@@ -1,8 +1,9 @@
 """The GAN step: :class:`Trainer` holds the nets, optimizers and hack state; one iteration is
 (1) update D, (2) update G.
 
-Speed (the GPU path; everything falls back to plain eager fp32 on a CPU):
-- bf16 autocast (``amp``), channels_last (``channels_last``), fused Adam;
+Speed (the GPU path; a CPU runs eager, in bf16 + channels_last where it has native bf16,
+see :mod:`satgan.train.precision`):
+- bf16 autocast (``amp``; ``cpu_bf16`` on a CPU), channels_last (``channels_last``), fused Adam;
 - no host sync inside the step: it returns metric *tensors*; the loop reads them as floats
   only every ``log_every`` steps (that is also when NaN/inf is detected);
 - ``compile: cuda_graph`` captures the whole D+G step in one CUDA graph (randomness
@@ -18,7 +19,6 @@ is saved by registering it where it is created.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Any, TypeVar
 
@@ -27,11 +27,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from satgan.model import ModelConfig, build_discriminator, build_generator, discriminator_features, sample_latent
+from satgan import losses as L
+from satgan.augment import AdaController
+from satgan.model import (
+    ModelConfig,
+    build_discriminator,
+    build_generator,
+    discriminator_features,
+    sample_latent,
+    split_discriminator,
+)
 from satgan.train import hacks as H
 from satgan.train.checkpoint import PROGRESS_PART, Stateful
 from satgan.train.data import RealFeed
 from satgan.train.params import TrainParams
+from satgan.train.precision import choose_precision
 from satgan.train.runtime import Dist, RngState, say, seed_everything
 
 GRAPH_WARMUP_STEPS = 3
@@ -53,6 +63,7 @@ def model_config(p: TrainParams, image_size: int, channels: int) -> ModelConfig:
         g_dropout=h.g_dropout.p if h.g_dropout.enabled else 0.0,
         upsample=h.checkerboard.mode if h.checkerboard.enabled else "deconv",
         minibatch_stddev=h.minibatch_stddev,
+        spectral_norm=h.spectral_norm,
         init=p.init,
         latent="gaussian" if h.gaussian_latent else "uniform",
     )
@@ -96,8 +107,13 @@ class Trainer:
         self.d_steps = h.extra_steps.d_steps if h.extra_steps.enabled else 1
         self.g_steps = h.extra_steps.g_steps if h.extra_steps.enabled else 1
         self.n_replay = round(h.replay.fraction * self.batch) if h.replay.enabled else 0
-        self.channels_last = p.channels_last and cuda
-        self.amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if (p.amp and cuda) else contextlib.nullcontext
+        # D's output for an image depends on the rest of its batch only through BatchNorm's batch
+        # statistics or the minibatch-stddev layer; without them one concatenated forward is exact.
+        self.d_mixes_batch = (cfg.norm == "batch" and not cfg.spectral_norm) or cfg.minibatch_stddev
+        self.precision = choose_precision(device, p.amp, p.cpu_bf16, p.channels_last)
+        self.channels_last = self.precision.channels_last
+        self.amp = self.precision.autocast()
+        say(f"precision: {self.precision.describe()}")
 
         # Same seed on every rank so the initial weights agree; ranks then diverge in their noise.
         seed_everything(p.seed)
@@ -111,12 +127,14 @@ class Trainer:
                                                                    h.checkpoint_swap.length, device))
                      if h.checkpoint_swap.enabled else None)
 
-        self.graph_mode = p.compile == "cuda_graph" and cuda and not dist.enabled and not h.moderated.enabled
+        lazy_r1 = h.r1.enabled and h.r1.every > 1
+        self.graph_mode = (p.compile == "cuda_graph" and cuda and not dist.enabled and not h.moderated.enabled
+                           and not lazy_r1)
         if p.compile != "none" and not cuda:
             say(f"compile={p.compile} needs CUDA; running eager on {device}")
         elif p.compile == "cuda_graph" and not self.graph_mode:
-            say("compile=cuda_graph is not used with DDP or the moderated schedule (host decisions); running eager")
-        fused = cuda
+            say("compile=cuda_graph is not used with DDP, the moderated schedule or lazy R1 (host decisions); running eager")
+        fused = True  # fused Adam: one kernel per step on CUDA and on CPUs (torch >= 2.4), ~5x less than foreach on 2 CPU cores
         self.opt_g = self._own("opt_g", torch.optim.Adam(self.g.parameters(), lr=p.lr_g, betas=(p.beta1, p.beta2),
                                                          fused=fused, capturable=self.graph_mode))
         if h.sgd_discriminator.enabled:
@@ -131,6 +149,12 @@ class Trainer:
         self.hist_g = self._own("historical_average_g", H.HistoricalAverage(list(self.g.parameters()))) if hist else None
         self.hist_d = self._own("historical_average_d", H.HistoricalAverage(list(self.d.parameters()))) if hist else None
         self.progress = self._own(PROGRESS_PART, Progress(device))
+        # DiffAugment (Zhao et al. 2020), its ADA controller (Karras et al. 2020) a stateful part
+        da = h.diffaugment
+        self.ada = (self._own("ada", AdaController(da.ada.target, da.ada.speed_kimg, da.p, device))
+                    if da.enabled and da.ada.enabled else None)
+        self.augment = H.Augmenter(da.policy, da.p, self.ada, da.ada.every) if da.enabled else None
+        self.r1 = self._own("r1", H.LazyR1(h.r1.gamma, h.r1.every, device)) if h.r1.enabled else None
 
         # Replay buffer prefilled from the initial G (eval mode: no BN statistics are touched).
         self.replay: H.ReplayBuffer | None = None
@@ -163,6 +187,12 @@ class Trainer:
             self.g_run, self.d_run, self.d_fwd = (torch.compile(m) for m in (self.g_run, self.d_run, self.d_fwd))
         self._graph: torch.cuda.CUDAGraph | None = None
         self._graph_out: dict[str, torch.Tensor] | None = None
+
+    @staticmethod
+    def _all_reduce(t: torch.Tensor) -> None:
+        import torch.distributed as tdist
+
+        tdist.all_reduce(t)
 
     def _own(self, name: str, part: P) -> P:
         """Register ``part`` as checkpoint part ``name`` (saved and restored by name) and return it."""
@@ -202,26 +232,45 @@ class Trainer:
 
     # ---------------------------------------------------------------- (1) update D
 
-    def update_d(self, real: torch.Tensor, fake: torch.Tensor, noise_std: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One D update on an all-real and an all-fake batch (``fake`` already detached)."""
+    def d_view(self, x: torch.Tensor, noise_std: torch.Tensor | None) -> torch.Tensor:
+        """What D sees of an image batch: DiffAugment (when on; a fresh draw per call), then instance noise (when on).
+
+        Every batch D scores goes through here, reals and fakes, in D's step and in G's
+        (Zhao et al. 2020: augmenting both sides in both steps keeps G from learning the
+        augmentations). ``noise_std`` None: no instance noise this iteration.
+        """
+        if self.augment is not None:
+            x = self.augment(x)
+        if noise_std is not None:
+            x = H.add_instance_noise(x, noise_std)
+        return x
+
+    def _d_term(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """One side of D's loss toward per-sample ``targets``: BCE, or with ``hinge_loss`` the hinge with sign 2t - 1."""
+        if self.h.hinge_loss:
+            return L.hinge(logits, targets * 2.0 - 1.0)  # targets are hard 0/1 here (soft labels are refused)
+        return F.binary_cross_entropy_with_logits(logits, targets)
+
+    def update_d(self, real: torch.Tensor, fake: torch.Tensor, noise_std: torch.Tensor | None,
+                 r1: bool = False) -> dict[str, torch.Tensor]:
+        """One D update on an all-real and an all-fake batch (``fake`` already detached); with ``r1`` the R1 penalty too."""
         h, b = self.h, self.batch
         if self.swap is not None:
             with torch.no_grad(), self.amp():
                 old = self.swap.g_old(self.latent())
             fake = torch.where(self.swap.flag, old.to(fake.dtype), fake)  # ganhacks #8: D vs an older G
         old = self.replay.draw(self.n_replay, fake.dtype) if self.replay is not None else None
-        clean_fake = fake  # the buffer keeps fakes as G made them; instance noise is drawn afresh on replay
-        if h.instance_noise.enabled:
-            real = H.add_instance_noise(real, noise_std)
-            fake = H.add_instance_noise(fake, noise_std)
-            old = H.add_instance_noise(old, noise_std) if old is not None else None
+        clean_fake = fake  # the buffer keeps fakes as G made them; augmentation and noise are drawn afresh on replay
+        real_in = real.detach().requires_grad_(True) if r1 else real  # R1 differentiates D(view(real)) w.r.t. it
+        real, fake = self.d_view(real_in, noise_std), self.d_view(fake, noise_std)
+        old = self.d_view(old, noise_std) if old is not None else None
         soft = h.soft_labels
         flip = h.noisy_labels.fraction if h.noisy_labels.enabled else 0.0
         fake_range = soft.fake if soft.enabled and not soft.one_sided else None
         t_real = H.label_targets(b, True, self.device, soft.real if soft.enabled else None, flip)
         t_fake = H.label_targets(b, False, self.device, fake_range, flip)
         with self.amp():
-            if h.separate_batches:
+            if h.separate_batches and self.d_mixes_batch:
                 # ganhacks #4: all-real and all-fake batches, so BN statistics never mix the two.
                 # Replayed fakes get a forward of their own for the same reason: mixed into the
                 # fresh batch, their statistics made D's view of fresh fakes differ from the
@@ -230,50 +279,71 @@ class Trainer:
                 real_logits, fake_logits = self.d_run(real), self.d_run(fake)
                 old_logits = self.d_run(old) if old is not None else None
             else:
+                # One forward: asked for, or D scores each image on its own (no BatchNorm, no
+                # batch-stddev layer), where separate batches would give the same logits at more cost.
                 parts = self.d_run(torch.cat([real, fake] + ([old] if old is not None else [])))
                 real_logits, fake_logits = parts[:b], parts[b:2 * b]
                 old_logits = parts[2 * b:] if old is not None else None
-            loss_fake = F.binary_cross_entropy_with_logits(fake_logits.float(), t_fake)
+            loss_fake = self._d_term(fake_logits.float(), t_fake)
             if old_logits is not None:
                 # past fakes carry `replay.fraction` of the fake term, as when they filled that share of the batch
                 t_old = H.label_targets(self.n_replay, False, self.device, fake_range, flip)
                 frac = self.n_replay / b
-                loss_fake = (1 - frac) * loss_fake + frac * F.binary_cross_entropy_with_logits(old_logits.float(), t_old)
-            adv = F.binary_cross_entropy_with_logits(real_logits.float(), t_real) + loss_fake
-        loss, l2 = self._penalised(adv, self.d, h.l2_penalty.d, self.hist_d)
+                loss_fake = (1 - frac) * loss_fake + frac * self._d_term(old_logits.float(), t_old)
+            adv = self._d_term(real_logits.float(), t_real) + loss_fake
+        if self.augment is not None:
+            self.augment.observe_reals(real_logits.detach())  # ADA's sign statistic, on what D was trained on
+        loss = adv
+        if r1 and self.r1 is not None:
+            # Mescheder et al. 2018, from this forward (no extra D pass); lazy: scaled by the interval (StyleGAN2)
+            penalty = L.r1_from_logits(real_logits, real_in, self.r1.gamma)
+            self.r1.last.copy_(penalty.detach())
+            loss = adv + self.r1.every * penalty
+        loss, l2 = self._penalised(loss, self.d, h.l2_penalty.d, self.hist_d)
         self.opt_d.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = H.grad_norm(list(self.d.parameters()))
         self.opt_d.step()
         if self.replay is not None:
             self.replay.push(clean_fake, self.n_replay)
-        return {
+        out = {
             "loss_d": loss.detach(), "loss_d_adv": adv.detach(), "loss_d_l2": l2.detach(),
             "d_real": torch.sigmoid(real_logits.detach().float()).mean(),
             "d_fake": torch.sigmoid(fake_logits.detach().float()).mean(),
             "grad_norm_d": gnorm,
             "_real_logits": real_logits.detach(), "_fake_logits": fake_logits.detach(),
         }
+        if self.r1 is not None:
+            out["loss_d_r1"] = self.r1.last.clone()
+        return out
 
     # ---------------------------------------------------------------- (2) update G
 
-    def update_g(self, fake: torch.Tensor, real: torch.Tensor, noise_std: torch.Tensor) -> dict[str, torch.Tensor]:
+    def update_g(self, fake: torch.Tensor, real: torch.Tensor, noise_std: torch.Tensor | None) -> dict[str, torch.Tensor]:
         """One G update through the raw D (D's parameters frozen for this backward)."""
         h = self.h
         d_params = list(self.d.parameters())
         for q in d_params:
             q.requires_grad_(False)
-        d_in = H.add_instance_noise(fake, noise_std) if h.instance_noise.enabled else fake
+        d_in = self.d_view(fake, noise_std)  # DiffAugment in G's step too: G's gradient flows through it
         with self.amp():
-            logits = self.d_fwd(d_in).float()
-            if self.swap is not None:
-                logits = torch.where(self.swap.flag, self.swap.d_old(d_in).float(), logits)  # ganhacks #8: G vs an older D
-            adv = H.generator_adv_loss(logits, h.non_saturating)  # ganhacks #2 when non_saturating
             fm = torch.zeros((), device=self.device)
             if h.feature_matching.enabled:
+                # Salimans et al. 2016: the fakes' features and logits from one D forward
+                body, head = split_discriminator(self.d)
+                hidden = body(d_in)
+                logits = head(hidden).float()
                 with torch.no_grad():
-                    f_real = discriminator_features(self.d, real)
-                fm = H.feature_matching_loss(f_real, discriminator_features(self.d, d_in))
+                    f_real = discriminator_features(self.d, self.augment(real) if self.augment is not None else real)
+                fm = H.feature_matching_loss(f_real, hidden.flatten(1))
+            else:
+                logits = self.d_fwd(d_in).float()
+            if self.swap is not None:
+                logits = torch.where(self.swap.flag, self.swap.d_old(d_in).float(), logits)  # ganhacks #8: G vs an older D
+            if h.hinge_loss:
+                adv = L.g_hinge(logits)  # Lim & Ye 2017; Miyato et al. 2018
+            else:
+                adv = H.generator_adv_loss(logits, h.non_saturating)  # ganhacks #2 when non_saturating
         loss = adv + h.feature_matching.weight * fm if h.feature_matching.enabled else adv
         loss, l2 = self._penalised(loss, self.g, h.l2_penalty.g, self.hist_g)
         self.opt_g.zero_grad(set_to_none=True)
@@ -298,15 +368,19 @@ class Trainer:
         """One iteration, device-side only: (1) update D, (2) update G. Returns metric tensors."""
         h = self.h
         step_t = self.progress.step_t
+        # Instance noise until its std has decayed to 0; after that the eager path skips drawing
+        # it (a captured graph keeps its ops, with std 0).
+        noise_on = h.instance_noise.enabled and (self.graph_mode or self.step < h.instance_noise.decay_iters)
         noise_std = (H.instance_noise_std(step_t, h.instance_noise.std, h.instance_noise.decay_iters)
-                     if h.instance_noise.enabled else torch.zeros((), device=self.device))
+                     if noise_on else None)
+        r1 = self.r1 is not None and self.r1.due(self.step)
         # (1) update D: d_steps times; the last one keeps G's graph so step (2) reuses its fakes
         for i in range(self.d_steps):
             real = self.real_batch(i)
             last = i == self.d_steps - 1
             with torch.set_grad_enabled(last), self.amp():
                 fake = self.g_run(self.latent())
-            out_d = self.update_d(real, fake.detach(), noise_std)
+            out_d = self.update_d(real, fake.detach(), noise_std, r1)
         if h.moderated.enabled:
             # Moderated schedule: extra D steps only while D misclassifies half of a class (host sync).
             for j in range(h.moderated.max_extra_d_steps):
@@ -314,7 +388,7 @@ class Trainer:
                     break
                 with torch.no_grad(), self.amp():
                     extra_fake = self.g_run(self.latent())
-                out_d = self.update_d(self.real_batch(self.d_steps + j), extra_fake, noise_std)
+                out_d = self.update_d(self.real_batch(self.d_steps + j), extra_fake, noise_std, r1)
         # (2) update G: g_steps times, fresh fakes after the first
         for j in range(self.g_steps):
             if j > 0:
@@ -326,9 +400,15 @@ class Trainer:
         if self.hist_g is not None and self.hist_d is not None:
             self.hist_g.update()
             self.hist_d.update()
+        if self.augment is not None:
+            # ADA: move p every `ada.every` iterations (device-side schedule), one p for all DDP ranks
+            self.augment.end_iteration(step_t, self.step, self._all_reduce if self.dist.enabled else None)
         step_t.add_(1)  # in place: progress.step_t is read by the next iteration (and captured graphs)
         out = {k: v for k, v in {**out_d, **out_g}.items() if not k.startswith("_")}
-        out["instance_noise_std"] = noise_std.detach().float()
+        out["instance_noise_std"] = (noise_std.detach().float() if noise_std is not None
+                                     else torch.zeros((), device=self.device))
+        if self.ada is not None:
+            out["ada_p"], out["ada_r_t"] = self.ada.p.clone(), self.ada.r_t.clone()
         return out
 
     def run_step(self) -> dict[str, torch.Tensor]:
