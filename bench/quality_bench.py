@@ -36,46 +36,40 @@ import time
 from pathlib import Path
 from typing import Any
 
+from satgan.train.registry import HACKS
+
 REPO = Path(__file__).resolve().parents[1]
 
 # The pytorch/examples DCGAN recipe (dcgan/main.py) on satgan's nets: Gaussian z, separate
 # real/fake batches for D, G's non-saturating loss, Adam(2e-4, 0.5, 0.999), N(0, 0.02) init,
-# and every other hack off. Every switch under train.hacks must be named here (checked), so a
-# hack added later cannot silently join the baseline.
+# and every other hack off. Derived from the one hack list (satgan.train.registry: a hack is on
+# here exactly when the example does it too), so a hack added later cannot join the baseline.
 CANONICAL: dict[str, Any] = {
     "train.init": "normal",
     "train.lr_g": 0.0002,
     "train.lr_d": 0.0002,
     "train.beta1": 0.5,
     "train.beta2": 0.999,
-    "train.hacks.gaussian_latent": True,
-    "train.hacks.separate_batches": True,
-    "train.hacks.non_saturating": True,
-    "train.hacks.soft_labels.enabled": False,
-    "train.hacks.noisy_labels.enabled": False,
-    "train.hacks.instance_noise.enabled": False,
-    "train.hacks.replay.enabled": False,
-    "train.hacks.feature_matching.enabled": False,
-    "train.hacks.minibatch_stddev": False,
-    "train.hacks.historical_averaging.enabled": False,
-    "train.hacks.g_dropout.enabled": False,
-    "train.hacks.checkerboard.enabled": False,
-    "train.hacks.extra_steps.enabled": False,
-    "train.hacks.moderated.enabled": False,
-    "train.hacks.l2_penalty.enabled": False,
-    "train.hacks.sgd_discriminator.enabled": False,
-    "train.hacks.checkpoint_swap.enabled": False,
-    "train.hacks.instance_norm": False,
-    "train.hacks.leaky_relu_g": False,
-    "train.hacks.ema.enabled": False,
-    "train.hacks.dihedral_augment": False,
-    "train.hacks.failure_tracking.enabled": False,  # reads values only; off so the loop is the example's
+    **{h.params_key: h.in_example for h in HACKS},
     "generate.use_ema": False,
+}
+
+# The candidate recipe of issue 8: canonical plus the small-data fixes. DiffAugment (Zhao et al.
+# 2020) on everything D sees, hinge loss (Lim & Ye 2017) and spectral norm in D (Miyato et al.
+# 2018), dihedral flips/rotations of the real tiles; no label tricks, noise or replay.
+LEAN: dict[str, Any] = {
+    **CANONICAL,
+    "train.hacks.diffaugment.enabled": True,
+    "train.hacks.hinge_loss": True,
+    "train.hacks.spectral_norm": True,
+    "train.hacks.dihedral_augment": True,
 }
 
 RECIPES: dict[str, dict[str, Any]] = {
     "canonical": CANONICAL,
     "default": {},  # params.yaml as shipped
+    "lean": LEAN,
+    "lean-ema": {**LEAN, "train.hacks.ema.enabled": True, "train.hacks.ema.decay": 0.99, "generate.use_ema": True},
     "default-no-ema": {"train.hacks.ema.enabled": False},  # EMA at 0.999 averages ~1000 steps: blurs short runs?
     "default-raw-g": {"generate.use_ema": False},  # the default model, sampled with the raw G instead of its EMA
 }
