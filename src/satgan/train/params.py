@@ -233,6 +233,7 @@ class TrainParams:
     amp: bool
     channels_last: bool
     threads: int
+    deterministic: bool
     hacks: TrainHacks
 
     def __post_init__(self) -> None:

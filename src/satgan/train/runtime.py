@@ -99,6 +99,43 @@ def all_ranks_agree(flag: bool, device: torch.device, dist: Dist) -> bool:
     return bool(t.item())
 
 
+# cuBLAS's deterministic workspace setting (NVIDIA's cuBLAS docs, "Results reproducibility";
+# PyTorch's reproducibility notes): without it cuBLAS may pick reduction splits per stream.
+CUBLAS_WORKSPACE = ":4096:8"
+
+
+@contextlib.contextmanager
+def determinism(deterministic: bool, device: torch.device) -> Iterator[str]:
+    """``train.deterministic`` for the duration of training; yields the mode's name for the log line.
+
+    On: ``torch.use_deterministic_algorithms(True)`` (an op without a deterministic kernel
+    raises instead of silently varying), and on CUDA cuDNN's deterministic algorithms without
+    benchmark autotuning plus ``CUBLAS_WORKSPACE_CONFIG``. Off: PyTorch's defaults, and cuDNN
+    autotuning on CUDA. The previous settings are restored on exit (the environment variable
+    stays: cuBLAS reads it once per process).
+    """
+    old = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+           torch.backends.cudnn.benchmark)
+    if deterministic and device.type == "cuda":
+        # cuBLAS reads the variable once, at its first call in the process (PyTorch caches the
+        # parsed workspace size), so this must run before any matmul on the GPU: train() calls it
+        # first thing, and a torchrun relaunch inherits it. A value the user set is kept.
+        late = torch.cuda.is_initialized() and "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+        if late:
+            say(f"warning: CUDA was already in use in this process when train.deterministic set "
+                f"CUBLAS_WORKSPACE_CONFIG; if cuBLAS had run, set CUBLAS_WORKSPACE_CONFIG={CUBLAS_WORKSPACE} "
+                "before starting Python")
+    torch.use_deterministic_algorithms(deterministic)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = device.type == "cuda" and not deterministic
+    try:
+        yield "deterministic" if deterministic else "non-deterministic"
+    finally:
+        torch.use_deterministic_algorithms(old[0])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = old[1], old[2]
+
+
 def seed_everything(seed: int) -> None:
     """One seed for Python, numpy and torch (CPU and every CUDA device)."""
     random.seed(seed)
