@@ -170,7 +170,7 @@ def _train(p: TrainParams, data_dir: Path, out_dir: Path, ck_dir: Path, live_dir
     del ck
     say(f"{cfg.image_size}x{cfg.image_size}x{cfg.channels}, {len(array)} tiles, device {device}"
         f"{f' x{dist.world} (DDP)' if dist.enabled else ''}, data {'resident' if trainer.resident else 'streamed'}, "
-        f"graph {'on' if trainer.graph_mode else 'off'}, threads {torch.get_num_threads()}, {mode}")
+        f"step {trainer.runner.mode}, threads {torch.get_num_threads()}, {mode}")
 
     logger = Logger(live_dir, resume=resumed, enabled=dist.main)
     trainer.feed.start()
@@ -192,6 +192,7 @@ def _train(p: TrainParams, data_dir: Path, out_dir: Path, ck_dir: Path, live_dir
                 t_last, step_last = now, step
                 vals["lr_g"] = trainer.opt_g.param_groups[0]["lr"]
                 vals["lr_d"] = trainer.opt_d.param_groups[0]["lr"]
+                vals["warn_fast_path_fallback"] = float(trainer.runner.fallback is not None)
                 if tracker is not None:
                     msgs, warn = tracker.update(vals["loss_d_adv"], vals["grad_norm_d"], vals["grad_norm_g"])
                     vals.update(warn)
@@ -216,7 +217,7 @@ def _train(p: TrainParams, data_dir: Path, out_dir: Path, ck_dir: Path, live_dir
     card: dict[str, Any] = {}
     if dist.main:
         extra: dict[str, Any] = {"resumed": resumed, "world_size": dist.world, "device": str(device.type),
-                                 "deterministic": p.deterministic}
+                                 "fast_path": trainer.runner.mode, "deterministic": p.deterministic}
         if max_seconds is not None:
             extra["max_seconds"] = max_seconds
         card = save_model(

@@ -136,6 +136,17 @@ def determinism(deterministic: bool, device: torch.device) -> Iterator[str]:
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = old[1], old[2]
 
 
+def any_rank(flag: bool, device: torch.device, dist: Dist) -> bool:
+    """True on every rank when ``flag`` is true on any (an all-reduce; a host sync, so only for rare decisions)."""
+    if not dist.enabled:
+        return flag
+    import torch.distributed as tdist
+
+    t = torch.tensor([int(flag)], device=device)
+    tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
+    return bool(t.item())
+
+
 def seed_everything(seed: int) -> None:
     """One seed for Python, numpy and torch (CPU and every CUDA device)."""
     random.seed(seed)
