@@ -28,7 +28,8 @@ from satgan.params import from_mapping
 from satgan.train import TrainParams, train
 from satgan.train.checkpoint import CHECKPOINT_FILE, read_checkpoint
 
-from train_helpers import REPO, assert_same_weights, every_hack_on, run_dirs, tiny_params, tiny_params_dict, write_tiles
+from pipeline_helpers import TINY, make_repo_copy, run
+from train_helpers import REPO, assert_same_weights, every_hack_on, run_dirs, tiny_params, tiny_params_dict, weights, write_tiles
 
 # The default nets on 2 threads, with a batch and a run short enough for the test suite.
 REALISTIC = dict(nz=100, ngf=16, ndf=16, batch_size=16, threads=2, n_samples=16)
@@ -218,7 +219,11 @@ def test_kill9_then_rerun_equals_an_uninterrupted_run(tiles64, tmp_path):
 
 @pytest.mark.slow
 def test_ddp_two_cpu_processes_on_gloo(tiles, tmp_path):
-    """torchrun --nproc_per_node=2 trains with DDP on gloo; rank 0 writes the model with world_size 2."""
+    """torchrun --nproc_per_node=2 by hand trains with DDP on gloo; rank 0 writes the model with world_size 2.
+
+    Rank 1 draws its own latents and batches: were it drawing rank 0's, DDP would average two
+    identical gradients and the weights would equal a single process's bit for bit.
+    """
     params = _write_params(tmp_path / "params.yaml", iterations=4)
     run = tmp_path / "ddp"
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
@@ -228,6 +233,51 @@ def test_ddp_two_cpu_processes_on_gloo(tiles, tmp_path):
     card = json.loads((run / "model" / "model.json").read_text())
     assert card["world_size"] == 2 and card["step"] == 4
     assert "x2 (DDP)" in res.stderr
+    single = tmp_path / "single"
+    train(tiny_params(iterations=4), tiles, single / "model", single / "ck", None)
+    ddp_w, single_w = weights(run / "model"), weights(single / "model")
+    assert any(not torch.equal(ddp_w[k], single_w[k]) for k in ddp_w)
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    """Pids whose command line contains ``text`` (Linux /proc)."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if text in (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                    pids.append(int(d.name))
+            except OSError:
+                continue
+    return pids
+
+
+@pytest.mark.slow
+def test_nproc_kill9_of_the_stage_kills_its_workers_and_a_rerun_resumes(tiles, tmp_path):
+    """train.nproc=2: kill -9 of the stage (now torchrun) takes its workers down; a rerun resumes under DDP to the end."""
+    params = _write_params(tmp_path / "params.yaml", iterations=60, checkpoint_every=5, log_every=20, sample_every=1000, nproc=2)
+    run = tmp_path / "killed"
+    killed_at = _kill_after_first_checkpoint(_stage_cmd(tiles, run, params), run)
+    deadline = time.time() + 30
+    while _processes_mentioning(str(run)) and time.time() < deadline:
+        time.sleep(0.1)
+    assert _processes_mentioning(str(run)) == [], "torchrun's workers outlived the killed stage"
+    assert 0 < killed_at < 60 and not (run / "model" / "model.json").exists()
+    res = subprocess.run(_stage_cmd(tiles, run, params), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "relaunching under torchrun" in res.stderr and "resuming from" in res.stderr
+    card = json.loads((run / "model" / "model.json").read_text())
+    assert card["world_size"] == 2 and card["step"] == 60 and card["resumed"]
+
+
+@pytest.mark.slow
+def test_dvc_repro_with_nproc_2_trains_with_ddp(tmp_path):
+    """`dvc repro` of a tiny config with train.nproc=2 on a CPU: the train stage runs 2 gloo processes."""
+    repo = make_repo_copy(tmp_path, {**TINY, "train.nproc": 2, "train.device": "cpu"})
+    out = run(["dvc", "repro", "train"], repo)
+    assert "relaunching under torchrun" in out.stdout + out.stderr
+    card = json.loads((repo / "data" / "model" / "model.json").read_text())
+    assert card["world_size"] == 2 and card["step"] == TINY["train.iterations"]
 
 
 def test_g_learns_a_one_tile_dataset(rsscn7_files, tmp_path):

@@ -41,6 +41,7 @@ from satgan.train.runtime import (
     all_ranks_agree,
     cpu_threads,
     determinism,
+    die_with_launcher,
     dist_from_env,
     local_world_size,
     pick_device,
@@ -113,6 +114,8 @@ def train(
     if max_seconds is not None and not (max_seconds >= 0 and math.isfinite(max_seconds)):
         raise ValueError(f"max_seconds must be a finite number >= 0 or None, got {max_seconds!r}")
     dist = dist_from_env()
+    if dist.enabled:
+        die_with_launcher()
     device = pick_device(p.device, dist.local_rank)
     # determinism first: on CUDA it sets CUBLAS_WORKSPACE_CONFIG, which must precede any cuBLAS call
     with determinism(p.deterministic, device) as mode, process_group(device, dist):
@@ -164,10 +167,10 @@ def _train(p: TrainParams, data_dir: Path, out_dir: Path, ck_dir: Path, live_dir
                 say(f"{ck_path}: {exc}; starting fresh")
                 trainer = Trainer(p, cfg, array, device, dist)  # the failed restore may have loaded some parts
             else:
-                trainer.after_restore()
                 resumed = True
                 say(f"resuming from {ck_path} at step {ck.step} of {p.iterations}")
     del ck
+    trainer.seed_rank_streams()
     say(f"{cfg.image_size}x{cfg.image_size}x{cfg.channels}, {len(array)} tiles, device {device}"
         f"{f' x{dist.world} (DDP)' if dist.enabled else ''}, data {'resident' if trainer.resident else 'streamed'}, "
         f"step {trainer.runner.mode}, threads {torch.get_num_threads()}, {mode}")

@@ -46,6 +46,53 @@ def dist_from_env() -> Dist:
     return Dist(rank=int(os.environ["RANK"]), world=world, local_rank=int(os.environ["LOCAL_RANK"]))
 
 
+def torchrun_command(nproc: int, argv: list[str]) -> list[str]:
+    """``torchrun --standalone --nproc_per_node=nproc`` running ``argv`` (a script and its arguments) on this machine.
+
+    ``--standalone`` rendezvouses on a free local port, so two such jobs on one machine do not collide.
+    """
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *argv]
+
+
+def relaunch_under_torchrun(nproc: int, device_choice: str) -> None:
+    """``train.nproc`` > 1: replace this process by torchrun running this same script in ``nproc`` processes.
+
+    ``exec`` (not a child process) so that the stage's pid *is* the launcher: DVC's Ctrl-C or a
+    SIGTERM reaches torchrun, which stops its workers; they die with it on a SIGKILL too
+    (:func:`die_with_launcher`). Never returns.
+    """
+    if device_choice != "cpu" and torch.cuda.is_available() and nproc > torch.cuda.device_count():
+        raise TrainingError(f"train.nproc is {nproc} but this machine has {torch.cuda.device_count()} CUDA device(s) "
+                            "(one process per GPU; set train.nproc to at most that, or train.device: cpu)")
+    cmd = torchrun_command(nproc, [os.path.abspath(sys.argv[0]), *sys.argv[1:]])
+    say(f"train.nproc={nproc}: relaunching under torchrun ({' '.join(cmd[1:5])})")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, cmd)
+
+
+def die_with_launcher() -> None:
+    """A torchrun worker: be killed when the launcher dies, even by SIGKILL (Linux; elsewhere nothing).
+
+    torchrun starts each worker in a session of its own, so a ``kill -9`` of the launcher (the
+    stage, under ``train.nproc``) would leave its workers training and writing checkpoints
+    behind a rerun's back. PR_SET_PDEATHSIG asks the kernel to SIGKILL this process when its
+    parent exits.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1  # <linux/prctl.h>
+    if libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0) != 0:
+        return  # not fatal: the job runs as before, only without this safety net
+    if os.getppid() != parent:  # the launcher died before the request took effect
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def local_world_size() -> int:
     """Processes of this job on this machine (``torchrun`` sets it; 1 otherwise)."""
     return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))

@@ -177,10 +177,15 @@ class Trainer:
     def resident(self) -> bool:
         return self.feed.resident
 
-    def after_restore(self) -> None:
-        """Called once every part is restored: other DDP ranks continue with their own noise streams."""
+    def seed_rank_streams(self) -> None:
+        """Before the first step, fresh or restored: DDP ranks > 0 draw their own noise and batches.
+
+        Every rank builds the trainer from the same seed (so the initial weights agree) and a
+        resumed run restores rank 0's RNG everywhere; without a stream of its own, each rank
+        would draw rank 0's latents and batches and DDP would average identical gradients.
+        Derived from (seed, rank, step), so a resume gives each rank a stream again.
+        """
         if self.dist.rank > 0:
-            # derived from (seed, rank, step), as rank 0's restored stream is not theirs
             torch.manual_seed(hash((self.p.seed, self.dist.rank, self.step)) % 2**63)
 
     # ---------------------------------------------------------------- inputs
