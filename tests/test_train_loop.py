@@ -205,10 +205,10 @@ def _kill_after_first_checkpoint(cmd: list[str], run: Path) -> int:
 def test_kill9_then_rerun_equals_an_uninterrupted_run(tiles64, tmp_path):
     """kill -9 the stage after a checkpoint (64x64, ngf 16, 2 threads), rerun it: final weights equal an uninterrupted run's."""
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"train": realistic_dict(iterations=30, checkpoint_every=4, log_every=10, sample_every=1000)}))
+    params.write_text(yaml.safe_dump({"train": realistic_dict(iterations=16, checkpoint_every=4, log_every=8, sample_every=1000)}))
     run = tmp_path / "killed"
     killed_at = _kill_after_first_checkpoint(_stage_cmd(tiles64, run, params), run)
-    assert 0 < killed_at < 30 and not (run / "model" / "model.json").exists()
+    assert 0 < killed_at < 16 and not (run / "model" / "model.json").exists()
     res = subprocess.run(_stage_cmd(tiles64, run, params), capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     assert f"resuming from {run / 'ck' / CHECKPOINT_FILE} at step" in res.stderr
