@@ -7,13 +7,14 @@ export PATH := $(BIN):$(PATH)
 export PYTHONUNBUFFERED := 1
 PYTEST_ARGS ?= -n 2 --dist loadfile
 
-.PHONY: setup demo test bench ablate clean help
+.PHONY: setup demo test bench ablate gpu-check clean help
 
 help:
 	@echo "make demo   - set up .venv and run the whole pipeline (dvc repro) on the embedded default"
 	@echo "make test   - set up .venv and run the test suite"
 	@echo "make bench  - run the CPU benchmarks in bench/ (figures go in docs/benchmarks.md)"
 	@echo "make ablate - queue and run one experiment per default-on GAN hack (dvc exp)"
+	@echo "make gpu-check - on a CUDA machine: the cuda tests, a tiny dvc repro on the GPU, train_bench at batch 64/128/512"
 
 # Idempotent: reinstalls only when requirements.txt or pyproject.toml change.
 setup: $(VENV)/.installed
@@ -39,6 +40,10 @@ bench: setup
 
 ablate: setup
 	python -m satgan.ablate
+
+# Exits 2 (one line) without CUDA; writes gpu-check.md for docs/benchmarks.md.
+gpu-check: setup
+	python bench/gpu_check.py
 
 clean:
 	rm -rf $(VENV)
