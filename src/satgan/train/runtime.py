@@ -161,8 +161,8 @@ def determinism(deterministic: bool, device: torch.device) -> Iterator[str]:
     autotuning on CUDA. The previous settings are restored on exit (the environment variable
     stays: cuBLAS reads it once per process).
     """
-    old = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
-           torch.backends.cudnn.benchmark)
+    old = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+           torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
     if deterministic and device.type == "cuda":
         # cuBLAS reads the variable once, at its first call in the process (PyTorch caches the
         # parsed workspace size), so this must run before any matmul on the GPU: train() calls it
@@ -179,8 +179,8 @@ def determinism(deterministic: bool, device: torch.device) -> Iterator[str]:
     try:
         yield "deterministic" if deterministic else "non-deterministic"
     finally:
-        torch.use_deterministic_algorithms(old[0])
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = old[1], old[2]
+        torch.use_deterministic_algorithms(old[0], warn_only=old[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = old[2], old[3]
 
 
 def any_rank(flag: bool, device: torch.device, dist: Dist) -> bool:
