@@ -166,7 +166,7 @@ def determinism(deterministic: bool, device: torch.device) -> Iterator[str]:
     if deterministic and device.type == "cuda":
         # cuBLAS reads the variable once, at its first call in the process (PyTorch caches the
         # parsed workspace size), so this must run before any matmul on the GPU: train() calls it
-        # first thing, and a torchrun relaunch inherits it. A value the user set is kept.
+        # first thing (in every torchrun worker too). A value the user set is kept.
         late = torch.cuda.is_initialized() and "CUBLAS_WORKSPACE_CONFIG" not in os.environ
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
         if late:
