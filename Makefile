@@ -7,7 +7,7 @@ export PATH := $(BIN):$(PATH)
 export PYTHONUNBUFFERED := 1
 PYTEST_ARGS ?= -n 2 --dist loadfile
 
-.PHONY: setup demo test bench quality ablate readme-figures clean help
+.PHONY: setup demo test bench quality ablate readme-figures gpu-check clean help
 
 help:
 	@echo "make demo   - set up .venv and run the whole pipeline (dvc repro) on the embedded default"
@@ -16,6 +16,7 @@ help:
 	@echo "make quality - train each recipe for the same budget, evaluate each, print one table (QUALITY_ARGS)"
 	@echo "make ablate - queue and run one experiment per default-on GAN hack (dvc exp)"
 	@echo "make readme-figures - after make demo: copy its figures to docs/img, rewrite README's demo table (date, machine, command)"
+	@echo "make gpu-check - on a CUDA machine: the cuda tests, a tiny dvc repro on the GPU, train_bench at batch 64/128/512"
 
 # Idempotent: reinstalls only when requirements.txt or pyproject.toml change.
 setup: $(VENV)/.installed
@@ -52,6 +53,10 @@ ablate: setup
 # README's demo figures and metrics table, from the outputs of a real `make demo` (bench/readme_figures.py).
 readme-figures: setup
 	python bench/readme_figures.py
+
+# Exits 2 (one line) without CUDA; writes gpu-check.md for docs/benchmarks.md.
+gpu-check: setup
+	python bench/gpu_check.py
 
 clean:
 	rm -rf $(VENV)

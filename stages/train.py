@@ -1,18 +1,22 @@
 """Stage 4, train: a DCGAN on data/prepared/tiles.npy -> data/model (safetensors + model.json).
 
 Resumes from --checkpoints when the train params (minus iterations and the *_every
-cadences) and the data hash match; starts fresh, saying so, otherwise. Under
-`torchrun --nproc_per_node=N stages/train.py ...` it trains with DistributedDataParallel.
+cadences) and the data hash match; starts fresh, saying so, otherwise. With train.nproc > 1
+it relaunches itself under torchrun with that many processes (DistributedDataParallel:
+NCCL on GPUs, gloo on CPUs); under `torchrun --nproc_per_node=N stages/train.py ...` by hand
+(WORLD_SIZE set, e.g. multi-node) it trains as the rank torchrun gave it.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from satgan.cli import run_main
 from satgan.params import DEFAULT_PARAMS, load_section
 from satgan.train import TrainParams, train
+from satgan.train.runtime import relaunch_under_torchrun
 
 
 def main() -> None:
@@ -24,6 +28,8 @@ def main() -> None:
     ap.add_argument("--params", type=Path, default=DEFAULT_PARAMS)
     args = ap.parse_args()
     params = load_section("train", TrainParams, args.params)
+    if params.nproc > 1 and "WORLD_SIZE" not in os.environ:  # not already one of torchrun's workers
+        relaunch_under_torchrun(params.nproc, params.device)
     train(params, args.data, args.out, args.checkpoints, args.live)
 
 

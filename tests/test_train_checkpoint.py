@@ -27,8 +27,7 @@ DERIVED = {
     "d_run": "D itself, or its DDP/compiled wrapper",
     "d_fwd": "D itself, or its compiled form",
     "fixed_noise": "redrawn from the seed by every trainer",
-    "_graph": "a CUDA graph, recaptured after a resume",
-    "_graph_out": "the graph's output tensors",
+    "runner": "the fast path and its check (a CUDA graph is recaptured after a resume)",
 }
 
 

@@ -67,10 +67,23 @@ def test_replay_draw_returns_buffered_fakes():
 
 
 def test_replay_push_stores_fakes():
-    """push() writes n fresh fakes into the buffer."""
+    """push() writes exactly the first n fresh fakes into the buffer."""
     buf = H.ReplayBuffer(torch.zeros(50, 1, 2, 2))
     buf.push(torch.ones(8, 1, 2, 2), 4)
-    assert 1 <= int((buf.images.flatten(1)[:, 0] == 1).sum()) <= 4
+    assert int((buf.images.flatten(1)[:, 0] == 1).sum()) == 4
+
+
+@given(size=st.integers(1, 12), n=st.integers(1, 16), seed=st.integers(0, 2**31))
+@settings(max_examples=60, deadline=None)
+def test_replay_push_never_writes_two_rows_to_one_slot(size, n, seed):
+    """Each pushed row lands in its own slot: min(n, size) slots change, each holding a different row."""
+    torch.manual_seed(seed)
+    buf = H.ReplayBuffer(torch.zeros(size, 1, 1, 1))
+    rows = torch.arange(1, n + 1, dtype=torch.float32).view(n, 1, 1, 1)  # row i holds the value i + 1
+    buf.push(rows, n)
+    written = buf.images.flatten()[buf.images.flatten() != 0]
+    assert len(written) == min(n, size) and len(set(written.tolist())) == len(written)
+    assert set(written.tolist()) <= set(range(1, min(n, size) + 1))
 
 
 def test_feature_matching_is_zero_only_for_matching_means():

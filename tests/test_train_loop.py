@@ -1,4 +1,9 @@
-"""Tests for satgan.train.loop: tiny CPU runs, determinism, resume (incl. kill -9), DDP on gloo, max_seconds, learning."""
+"""Tests for satgan.train.loop: tiny CPU runs, determinism, resume (incl. kill -9), DDP on gloo, max_seconds, learning.
+
+Reproducibility is tested where it can fail: 64x64 tiles, ngf = ndf = 16 and 2 CPU threads
+(the shipped defaults' nets and CI's thread count, so the multi-threaded kernels run), not only
+on 4-channel nets on one thread.
+"""
 
 from __future__ import annotations
 
@@ -23,13 +28,30 @@ from satgan.params import from_mapping
 from satgan.train import TrainParams, train
 from satgan.train.checkpoint import CHECKPOINT_FILE, read_checkpoint
 
-from train_helpers import REPO, assert_same_weights, every_hack_on, run_dirs, tiny_params, tiny_params_dict, write_tiles
+from pipeline_helpers import TINY, make_repo_copy, run
+from train_helpers import REPO, assert_same_weights, every_hack_on, run_dirs, tiny_params, tiny_params_dict, weights, write_tiles
+
+# The default nets on 2 threads, with a batch and a run short enough for the test suite.
+REALISTIC = dict(nz=100, ngf=16, ndf=16, batch_size=16, threads=2, n_samples=16)
 
 
 @pytest.fixture(scope="module")
 def tiles(tmp_path_factory, rsscn7_files) -> Path:
     """24 real RSSCN7 tiles at 32x32."""
     return write_tiles(tmp_path_factory.mktemp("prepared"), rsscn7_files[::12][:24])
+
+
+@pytest.fixture(scope="module")
+def tiles64(tmp_path_factory, rsscn7_files) -> Path:
+    """48 real RSSCN7 tiles at 64x64 (the default training resolution)."""
+    return write_tiles(tmp_path_factory.mktemp("prepared64"), rsscn7_files[::6][:48], size=64)
+
+
+def realistic_dict(**top: Any) -> dict[str, Any]:
+    """Tiny params widened to the default nets at 2 threads (replay buffer of 64, so pushes wrap around it)."""
+    doc = tiny_params_dict(**{**REALISTIC, **top})
+    doc["hacks"]["replay"]["size"] = 64
+    return doc
 
 
 def test_tiny_run_writes_model_checkpoint_and_live(tiles, tmp_path):
@@ -54,11 +76,13 @@ def test_checkpoint_loads_with_weights_only(tiles, tmp_path):
     assert parts["progress"]["step"] == 6 and set(parts["rng"]) == {"python", "numpy", "torch", "cuda"}
 
 
-def test_two_runs_are_bit_identical(tiles, tmp_path):
-    """Same params, same data: identical weights."""
+def test_two_runs_are_bit_identical_at_default_widths_on_two_threads(tiles64, tmp_path, capsys):
+    """Same params and data, 64x64 tiles, ngf = ndf = 16, 2 threads, deterministic: identical weights."""
+    p = from_mapping(TrainParams, realistic_dict(iterations=8), "train")
     dirs = [run_dirs(tmp_path, n) for n in ("a", "b")]
     for model, ck, _ in dirs:
-        train(tiny_params(), tiles, model, ck, None)
+        train(p, tiles64, model, ck, None)
+    assert "threads 2, deterministic" in capsys.readouterr().err
     assert_same_weights(dirs[0][0], dirs[1][0])
 
 
@@ -164,32 +188,42 @@ def _write_params(path: Path, **top: Any) -> Path:
     return path
 
 
-@pytest.mark.slow
-def test_kill9_then_rerun_equals_an_uninterrupted_run(tiles, tmp_path):
-    """kill -9 the stage after a checkpoint, rerun it: final weights equal an uninterrupted run's."""
-    params = _write_params(tmp_path / "params.yaml", iterations=150, checkpoint_every=10, log_every=50, sample_every=1000)
-    run = tmp_path / "killed"
-    proc = subprocess.Popen(_stage_cmd(tiles, run, params), stderr=subprocess.PIPE, text=True)
+def _kill_after_first_checkpoint(cmd: list[str], run: Path) -> int:
+    """Start ``cmd``, SIGKILL it (its pid only) once a checkpoint exists; returns the checkpoint's step."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ck = run / "ck" / CHECKPOINT_FILE
     deadline = time.time() + 120
     while not ck.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "training finished before it could be killed"
-    killed_at = read_checkpoint(ck).step
-    assert 0 < killed_at < 150 and not (run / "model" / "model.json").exists()
-    res = subprocess.run(_stage_cmd(tiles, run, params), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, "training finished (or failed) before it could be killed"
+    return read_checkpoint(ck).step
+
+
+@pytest.mark.slow
+def test_kill9_then_rerun_equals_an_uninterrupted_run(tiles64, tmp_path):
+    """kill -9 the stage after a checkpoint (64x64, ngf 16, 2 threads), rerun it: final weights equal an uninterrupted run's."""
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"train": realistic_dict(iterations=16, checkpoint_every=4, log_every=8, sample_every=1000)}))
+    run = tmp_path / "killed"
+    killed_at = _kill_after_first_checkpoint(_stage_cmd(tiles64, run, params), run)
+    assert 0 < killed_at < 16 and not (run / "model" / "model.json").exists()
+    res = subprocess.run(_stage_cmd(tiles64, run, params), capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
-    assert f"resuming from {ck} at step" in res.stderr
+    assert f"resuming from {run / 'ck' / CHECKPOINT_FILE} at step" in res.stderr
     ref = tmp_path / "ref"
-    train(from_mapping(TrainParams, yaml.safe_load(params.read_text())["train"], "train"), tiles, ref / "model", ref / "ck", None)
+    train(from_mapping(TrainParams, yaml.safe_load(params.read_text())["train"], "train"), tiles64, ref / "model", ref / "ck", None)
     assert_same_weights(run / "model", ref / "model")
 
 
 @pytest.mark.slow
 def test_ddp_two_cpu_processes_on_gloo(tiles, tmp_path):
-    """torchrun --nproc_per_node=2 trains with DDP on gloo; rank 0 writes the model with world_size 2."""
+    """torchrun --nproc_per_node=2 by hand trains with DDP on gloo; rank 0 writes the model with world_size 2.
+
+    Rank 1 draws its own latents and batches: were it drawing rank 0's, DDP would average two
+    identical gradients and the weights would equal a single process's bit for bit.
+    """
     params = _write_params(tmp_path / "params.yaml", iterations=4)
     run = tmp_path / "ddp"
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
@@ -199,6 +233,51 @@ def test_ddp_two_cpu_processes_on_gloo(tiles, tmp_path):
     card = json.loads((run / "model" / "model.json").read_text())
     assert card["world_size"] == 2 and card["step"] == 4
     assert "x2 (DDP)" in res.stderr
+    single = tmp_path / "single"
+    train(tiny_params(iterations=4), tiles, single / "model", single / "ck", None)
+    ddp_w, single_w = weights(run / "model"), weights(single / "model")
+    assert any(not torch.equal(ddp_w[k], single_w[k]) for k in ddp_w)
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    """Pids whose command line contains ``text`` (Linux /proc)."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if text in (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                    pids.append(int(d.name))
+            except OSError:
+                continue
+    return pids
+
+
+@pytest.mark.slow
+def test_nproc_kill9_of_the_stage_kills_its_workers_and_a_rerun_resumes(tiles, tmp_path):
+    """train.nproc=2: kill -9 of the stage (now torchrun) takes its workers down; a rerun resumes under DDP to the end."""
+    params = _write_params(tmp_path / "params.yaml", iterations=60, checkpoint_every=5, log_every=20, sample_every=1000, nproc=2)
+    run = tmp_path / "killed"
+    killed_at = _kill_after_first_checkpoint(_stage_cmd(tiles, run, params), run)
+    deadline = time.time() + 30
+    while _processes_mentioning(str(run)) and time.time() < deadline:
+        time.sleep(0.1)
+    assert _processes_mentioning(str(run)) == [], "torchrun's workers outlived the killed stage"
+    assert 0 < killed_at < 60 and not (run / "model" / "model.json").exists()
+    res = subprocess.run(_stage_cmd(tiles, run, params), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "relaunching under torchrun" in res.stderr and "resuming from" in res.stderr
+    card = json.loads((run / "model" / "model.json").read_text())
+    assert card["world_size"] == 2 and card["step"] == 60 and card["resumed"]
+
+
+@pytest.mark.slow
+def test_dvc_repro_with_nproc_2_trains_with_ddp(tmp_path):
+    """`dvc repro` of a tiny config with train.nproc=2 on a CPU: the train stage runs 2 gloo processes."""
+    repo = make_repo_copy(tmp_path, {**TINY, "train.nproc": 2, "train.device": "cpu"})
+    out = run(["dvc", "repro", "train"], repo)
+    assert "relaunching under torchrun" in out.stdout + out.stderr
+    card = json.loads((repo / "data" / "model" / "model.json").read_text())
+    assert card["world_size"] == 2 and card["step"] == TINY["train.iterations"]
 
 
 def test_g_learns_a_one_tile_dataset(rsscn7_files, tmp_path):

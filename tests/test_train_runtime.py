@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import random
+import sys
 
 import numpy as np
 import pytest
 import torch
 
 from satgan.errors import TrainingError
-from satgan.train.runtime import Dist, RngState, cpu_threads, dist_from_env, pick_device, seed_everything
+from satgan.train.runtime import (
+    Dist,
+    RngState,
+    any_rank,
+    cpu_threads,
+    determinism,
+    dist_from_env,
+    pick_device,
+    seed_everything,
+    torchrun_command,
+)
+
+from train_helpers import every_hack_on, trainer
 
 
 def test_cpu_threads_explicit_or_all_cores_but_one(monkeypatch):
@@ -58,3 +71,46 @@ def test_malformed_rng_state_raises_a_plain_error():
     state["torch"] = torch.zeros(3)
     with pytest.raises((ValueError, TypeError, RuntimeError, KeyError)):
         RngState().load_state_dict(state)
+
+
+def test_determinism_sets_the_mode_and_restores_the_previous_one():
+    """deterministic=True turns torch's deterministic algorithms on for the block and names the mode; the old state returns."""
+    before = torch.are_deterministic_algorithms_enabled()
+    with determinism(True, torch.device("cpu")) as mode:
+        assert mode == "deterministic" and torch.are_deterministic_algorithms_enabled()
+        assert not torch.backends.cudnn.benchmark
+    assert torch.are_deterministic_algorithms_enabled() == before
+    with determinism(False, torch.device("cpu")) as mode:
+        assert mode == "non-deterministic" and not torch.are_deterministic_algorithms_enabled()
+
+
+def test_every_hack_runs_under_deterministic_algorithms_on_a_cpu():
+    """With every hack on, no op of the step lacks a deterministic CPU kernel (torch would raise)."""
+    with determinism(True, torch.device("cpu")):
+        tr = trainer(every_hack_on())
+        for _ in range(3):
+            out = tr.run_step()
+    assert all(torch.isfinite(v).all() for v in out.values())
+
+
+def test_torchrun_command_runs_this_python_standalone():
+    """train.nproc's relaunch: this interpreter, torch.distributed.run, one machine, that many processes."""
+    cmd = torchrun_command(3, ["stages/train.py", "--data", "d"])
+    assert cmd[0] == sys.executable and cmd[1:4] == ["-m", "torch.distributed.run", "--standalone"]
+    assert cmd[4:] == ["--nproc_per_node=3", "stages/train.py", "--data", "d"]
+
+
+def test_any_rank_is_the_flag_itself_in_one_process():
+    """Without DDP, any_rank returns this process's flag (no collective)."""
+    assert any_rank(True, torch.device("cpu"), Dist()) and not any_rank(False, torch.device("cpu"), Dist())
+
+
+def test_nproc_beyond_the_gpu_count_is_refused_before_relaunching(monkeypatch):
+    """train.nproc > the CUDA devices on a GPU machine: a TrainingError naming both, not a crash in torchrun."""
+    from satgan.train.runtime import relaunch_under_torchrun
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr("os.execv", lambda *a: pytest.fail("relaunched"))
+    with pytest.raises(TrainingError, match="train.nproc is 2 but this machine has 1 CUDA device"):
+        relaunch_under_torchrun(2, "auto")

@@ -131,7 +131,8 @@ class ReplayBuffer:
 
     D also scores fakes from earlier G's, so it keeps penalising modes G has left, which
     discourages G from oscillating between them. Writes go to random slots (a random-replacement
-    buffer) so that no host-side write pointer is needed.
+    buffer) so that no host-side write pointer is needed; the slots of one push are distinct
+    (see :meth:`push`).
     """
 
     def __init__(self, images: torch.Tensor) -> None:
@@ -147,11 +148,19 @@ class ReplayBuffer:
         return self.images.index_select(0, idx).to(dtype)
 
     def push(self, fake: torch.Tensor, n_push: int) -> None:
-        """Store the first ``n_push`` rows of ``fake`` (detached) in random slots."""
-        if n_push <= 0:
+        """Store the first ``n_push`` rows of ``fake`` (detached) in ``n_push`` distinct random slots.
+
+        At most ``size`` rows are stored (a push larger than the buffer fills every slot once).
+        The slots must be distinct: ``index_copy_`` with a repeated index writes several rows to
+        one slot in parallel, and which one lands depends on thread scheduling, so two runs with
+        the same seed diverged (issue 14: at step 185 of a 2-thread default train). A prefix of
+        ``randperm`` draws them on the device, without a host sync (graph-safe).
+        """
+        n = min(n_push, self.size)
+        if n <= 0:
             return
-        idx = torch.randint(0, self.size, (n_push,), device=fake.device)
-        self.images.index_copy_(0, idx, fake[:n_push].detach().to(self.images.dtype))
+        idx = torch.randperm(self.size, device=self.images.device)[:n]
+        self.images.index_copy_(0, idx, fake[:n].detach().to(self.images.dtype))
 
     def state_dict(self) -> dict[str, Any]:
         return {"images": self.images}

@@ -36,7 +36,18 @@ from satgan.train.checkpoint import (
     save_checkpoint,
 )
 from satgan.train.params import TrainParams
-from satgan.train.runtime import Dist, all_ranks_agree, cpu_threads, dist_from_env, local_world_size, pick_device, process_group, say
+from satgan.train.runtime import (
+    Dist,
+    all_ranks_agree,
+    cpu_threads,
+    determinism,
+    die_with_launcher,
+    dist_from_env,
+    local_world_size,
+    pick_device,
+    process_group,
+    say,
+)
 from satgan.train.step import Trainer, model_config
 
 
@@ -103,10 +114,13 @@ def train(
     if max_seconds is not None and not (max_seconds >= 0 and math.isfinite(max_seconds)):
         raise ValueError(f"max_seconds must be a finite number >= 0 or None, got {max_seconds!r}")
     dist = dist_from_env()
+    if dist.enabled:
+        die_with_launcher()
     device = pick_device(p.device, dist.local_rank)
-    with process_group(device, dist):
+    # determinism first: on CUDA it sets CUBLAS_WORKSPACE_CONFIG, which must precede any cuBLAS call
+    with determinism(p.deterministic, device) as mode, process_group(device, dist):
         return _train(p, Path(data_dir), Path(out_dir), Path(checkpoints_dir), Path(live_dir) if live_dir else None,
-                      device, dist, max_seconds)
+                      device, dist, max_seconds, mode)
 
 
 def _resume_refusal(ck: Checkpoint, resume_hash: str, data_hash: str, iterations: int) -> str | None:
@@ -121,14 +135,12 @@ def _resume_refusal(ck: Checkpoint, resume_hash: str, data_hash: str, iterations
 
 
 def _train(p: TrainParams, data_dir: Path, out_dir: Path, ck_dir: Path, live_dir: Path | None,
-           device: torch.device, dist: Dist, max_seconds: float | None) -> dict[str, Any]:
+           device: torch.device, dist: Dist, max_seconds: float | None, mode: str) -> dict[str, Any]:
     tiles = data_dir / names.TRAIN_TILES
     array, meta = open_prepared(tiles)
     if len(array) < 2:
         raise DataError(f"{tiles}: need at least 2 tiles to train, found {len(array)}")
     torch.set_num_threads(cpu_threads(p.threads, local_world_size()))
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
     data_hash = sha256_file(tiles)
     resume_hash = p.resume_hash()
     cfg = model_config(p, int(meta["image_size"]), int(meta["channels"]))
@@ -155,13 +167,13 @@ def _train(p: TrainParams, data_dir: Path, out_dir: Path, ck_dir: Path, live_dir
                 say(f"{ck_path}: {exc}; starting fresh")
                 trainer = Trainer(p, cfg, array, device, dist)  # the failed restore may have loaded some parts
             else:
-                trainer.after_restore()
                 resumed = True
                 say(f"resuming from {ck_path} at step {ck.step} of {p.iterations}")
     del ck
+    trainer.seed_rank_streams()
     say(f"{cfg.image_size}x{cfg.image_size}x{cfg.channels}, {len(array)} tiles, device {device}"
         f"{f' x{dist.world} (DDP)' if dist.enabled else ''}, data {'resident' if trainer.resident else 'streamed'}, "
-        f"graph {'on' if trainer.graph_mode else 'off'}, threads {torch.get_num_threads()}")
+        f"step {trainer.runner.mode}, threads {torch.get_num_threads()}, {mode}")
 
     logger = Logger(live_dir, resume=resumed, enabled=dist.main)
     trainer.feed.start()
@@ -183,6 +195,7 @@ def _train(p: TrainParams, data_dir: Path, out_dir: Path, ck_dir: Path, live_dir
                 t_last, step_last = now, step
                 vals["lr_g"] = trainer.opt_g.param_groups[0]["lr"]
                 vals["lr_d"] = trainer.opt_d.param_groups[0]["lr"]
+                vals["warn_fast_path_fallback"] = float(trainer.runner.fallback is not None)
                 if tracker is not None:
                     msgs, warn = tracker.update(vals["loss_d_adv"], vals["grad_norm_d"], vals["grad_norm_g"])
                     vals.update(warn)
@@ -206,7 +219,8 @@ def _train(p: TrainParams, data_dir: Path, out_dir: Path, ck_dir: Path, live_dir
 
     card: dict[str, Any] = {}
     if dist.main:
-        extra: dict[str, Any] = {"resumed": resumed, "world_size": dist.world, "device": str(device.type)}
+        extra: dict[str, Any] = {"resumed": resumed, "world_size": dist.world, "device": str(device.type),
+                                 "fast_path": trainer.runner.mode, "deterministic": p.deterministic}
         if max_seconds is not None:
             extra["max_seconds"] = max_seconds
         card = save_model(

@@ -31,6 +31,7 @@ MAX_SAMPLE_GRID = 1024  # images in one dvclive sample grid
 MAX_REPLAY = 65536  # past fakes kept on the device (65536 x 3 x 64 x 64 fp32 = 3 GiB)
 MAX_STEPS_PER_ITERATION = 100  # extra D/G updates per iteration
 AugmentPolicy = Literal["color", "translation", "cutout"]  # satgan.augment.POLICIES (a test keeps them equal)
+MAX_NPROC = 1024  # train processes launched on one machine (train.nproc)
 
 
 def _unit_range(lo_hi: tuple[float, float]) -> bool:
@@ -289,6 +290,8 @@ class TrainParams:
     cpu_bf16: Literal["auto", "on", "off"]
     channels_last: bool
     threads: int
+    deterministic: bool
+    nproc: int
     hacks: TrainHacks
 
     def __post_init__(self) -> None:
@@ -308,6 +311,7 @@ class TrainParams:
         check("beta2", 0 <= self.beta2 < 1, "0 <= beta2 < 1", self.beta2)
         check("data_budget_mb", self.data_budget_mb >= 0, ">= 0", self.data_budget_mb)
         check("threads", 0 <= self.threads <= 4096, "0 <= threads <= 4096 (0 = automatic)", self.threads)
+        check("nproc", 1 <= self.nproc <= MAX_NPROC, f"1 <= nproc <= {MAX_NPROC} (processes on this machine)", self.nproc)
         r = self.hacks.replay
         n_replay = round(r.fraction * self.batch_size)
         check("hacks.replay.fraction", not r.enabled or n_replay < self.batch_size,

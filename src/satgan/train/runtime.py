@@ -46,6 +46,53 @@ def dist_from_env() -> Dist:
     return Dist(rank=int(os.environ["RANK"]), world=world, local_rank=int(os.environ["LOCAL_RANK"]))
 
 
+def torchrun_command(nproc: int, argv: list[str]) -> list[str]:
+    """``torchrun --standalone --nproc_per_node=nproc`` running ``argv`` (a script and its arguments) on this machine.
+
+    ``--standalone`` rendezvouses on a free local port, so two such jobs on one machine do not collide.
+    """
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *argv]
+
+
+def relaunch_under_torchrun(nproc: int, device_choice: str) -> None:
+    """``train.nproc`` > 1: replace this process by torchrun running this same script in ``nproc`` processes.
+
+    ``exec`` (not a child process) so that the stage's pid *is* the launcher: DVC's Ctrl-C or a
+    SIGTERM reaches torchrun, which stops its workers; they die with it on a SIGKILL too
+    (:func:`die_with_launcher`). Never returns.
+    """
+    if device_choice != "cpu" and torch.cuda.is_available() and nproc > torch.cuda.device_count():
+        raise TrainingError(f"train.nproc is {nproc} but this machine has {torch.cuda.device_count()} CUDA device(s) "
+                            "(one process per GPU; set train.nproc to at most that, or train.device: cpu)")
+    cmd = torchrun_command(nproc, [os.path.abspath(sys.argv[0]), *sys.argv[1:]])
+    say(f"train.nproc={nproc}: relaunching under torchrun ({' '.join(cmd[1:5])})")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, cmd)
+
+
+def die_with_launcher() -> None:
+    """A torchrun worker: be killed when the launcher dies, even by SIGKILL (Linux; elsewhere nothing).
+
+    torchrun starts each worker in a session of its own, so a ``kill -9`` of the launcher (the
+    stage, under ``train.nproc``) would leave its workers training and writing checkpoints
+    behind a rerun's back. PR_SET_PDEATHSIG asks the kernel to SIGKILL this process when its
+    parent exits.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1  # <linux/prctl.h>
+    if libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0) != 0:
+        return  # not fatal: the job runs as before, only without this safety net
+    if os.getppid() != parent:  # the launcher died before the request took effect
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def local_world_size() -> int:
     """Processes of this job on this machine (``torchrun`` sets it; 1 otherwise)."""
     return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
@@ -96,6 +143,54 @@ def all_ranks_agree(flag: bool, device: torch.device, dist: Dist) -> bool:
 
     t = torch.tensor([int(flag)], device=device)
     tdist.broadcast(t, src=0)
+    return bool(t.item())
+
+
+# cuBLAS's deterministic workspace setting (NVIDIA's cuBLAS docs, "Results reproducibility";
+# PyTorch's reproducibility notes): without it cuBLAS may pick reduction splits per stream.
+CUBLAS_WORKSPACE = ":4096:8"
+
+
+@contextlib.contextmanager
+def determinism(deterministic: bool, device: torch.device) -> Iterator[str]:
+    """``train.deterministic`` for the duration of training; yields the mode's name for the log line.
+
+    On: ``torch.use_deterministic_algorithms(True)`` (an op without a deterministic kernel
+    raises instead of silently varying), and on CUDA cuDNN's deterministic algorithms without
+    benchmark autotuning plus ``CUBLAS_WORKSPACE_CONFIG``. Off: PyTorch's defaults, and cuDNN
+    autotuning on CUDA. The previous settings are restored on exit (the environment variable
+    stays: cuBLAS reads it once per process).
+    """
+    old = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+           torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    if deterministic and device.type == "cuda":
+        # cuBLAS reads the variable once, at its first call in the process (PyTorch caches the
+        # parsed workspace size), so this must run before any matmul on the GPU: train() calls it
+        # first thing (in every torchrun worker too). A value the user set is kept.
+        late = torch.cuda.is_initialized() and "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+        if late:
+            say(f"warning: CUDA was already in use in this process when train.deterministic set "
+                f"CUBLAS_WORKSPACE_CONFIG; if cuBLAS had run, set CUBLAS_WORKSPACE_CONFIG={CUBLAS_WORKSPACE} "
+                "before starting Python")
+    torch.use_deterministic_algorithms(deterministic)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = device.type == "cuda" and not deterministic
+    try:
+        yield "deterministic" if deterministic else "non-deterministic"
+    finally:
+        torch.use_deterministic_algorithms(old[0], warn_only=old[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = old[2], old[3]
+
+
+def any_rank(flag: bool, device: torch.device, dist: Dist) -> bool:
+    """True on every rank when ``flag`` is true on any (an all-reduce; a host sync, so only for rare decisions)."""
+    if not dist.enabled:
+        return flag
+    import torch.distributed as tdist
+
+    t = torch.tensor([int(flag)], device=device)
+    tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
     return bool(t.item())
 
 

@@ -8,7 +8,8 @@ see :mod:`satgan.train.precision`):
   only every ``log_every`` steps (that is also when NaN/inf is detected);
 - ``compile: cuda_graph`` captures the whole D+G step in one CUDA graph (randomness
   included: noise, labels, augmentation and replay indices are drawn inside it);
-  ``torch_compile`` compiles G and D instead.
+  ``torch_compile`` compiles G and D instead. Either is used only once it has agreed with
+  eager steps from the same state (:mod:`satgan.train.fastpath`), else training goes on eagerly.
 
 Resumable state: every object whose state a resumed run needs is registered once, in
 ``__init__``, as a named checkpoint part (:attr:`Trainer.parts`: the nets, the optimizers,
@@ -37,14 +38,13 @@ from satgan.model import (
     sample_latent,
     split_discriminator,
 )
+from satgan.train import fastpath as FP
 from satgan.train import hacks as H
 from satgan.train.checkpoint import PROGRESS_PART, Stateful
 from satgan.train.data import RealFeed
 from satgan.train.params import TrainParams
 from satgan.train.precision import choose_precision
-from satgan.train.runtime import Dist, RngState, say, seed_everything
-
-GRAPH_WARMUP_STEPS = 3
+from satgan.train.runtime import Dist, RngState, any_rank, say, seed_everything
 
 P = TypeVar("P", bound=Stateful)
 
@@ -95,7 +95,7 @@ class Trainer:
 
     Public pieces of an iteration, in order: :meth:`real_batch` and :meth:`latent` (inputs),
     :meth:`update_d` (phase 1), :meth:`update_g` (phase 2), :meth:`iteration` (both phases,
-    device-side only) and :meth:`run_step` (one iteration, through a CUDA graph when on).
+    device-side only) and :meth:`run_step` (one iteration, through the checked fast path when on).
     """
 
     def __init__(self, p: TrainParams, cfg: ModelConfig, array: np.ndarray, device: torch.device, dist: Dist) -> None:
@@ -128,12 +128,9 @@ class Trainer:
                      if h.checkpoint_swap.enabled else None)
 
         lazy_r1 = h.r1.enabled and h.r1.every > 1
+        # the graph replays one fixed schedule: DDP, the moderated schedule and lazy R1 decide on the host
         self.graph_mode = (p.compile == "cuda_graph" and cuda and not dist.enabled and not h.moderated.enabled
                            and not lazy_r1)
-        if p.compile != "none" and not cuda:
-            say(f"compile={p.compile} needs CUDA; running eager on {device}")
-        elif p.compile == "cuda_graph" and not self.graph_mode:
-            say("compile=cuda_graph is not used with DDP, the moderated schedule or lazy R1 (host decisions); running eager")
         fused = True  # fused Adam: one kernel per step on CUDA and on CPUs (torch >= 2.4), ~5x less than foreach on 2 CPU cores
         self.opt_g = self._own("opt_g", torch.optim.Adam(self.g.parameters(), lr=p.lr_g, betas=(p.beta1, p.beta2),
                                                          fused=fused, capturable=self.graph_mode))
@@ -183,10 +180,12 @@ class Trainer:
             self.g_run = DDP(self.g, device_ids=ids, broadcast_buffers=False)
             self.d_run = DDP(self.d, device_ids=ids, broadcast_buffers=False)
         self.d_fwd: nn.Module = self.d  # raw D for G's step: D's gradients are not wanted there
-        if p.compile == "torch_compile" and cuda:
-            self.g_run, self.d_run, self.d_fwd = (torch.compile(m) for m in (self.g_run, self.d_run, self.d_fwd))
-        self._graph: torch.cuda.CUDAGraph | None = None
-        self._graph_out: dict[str, torch.Tensor] | None = None
+        fast, why_not = FP.choose(self)
+        if why_not is not None and dist.main:
+            say(why_not)
+        state = FP.InPlaceState(self.parts, host_parts=("data", PROGRESS_PART), tensors={"step_t": self.progress.step_t})
+        self.runner = FP.CheckedRunner(self.iteration, fast, state,
+                                       any_rank=lambda flag: any_rank(flag, device, dist), main=dist.main)
 
     @staticmethod
     def _all_reduce(t: torch.Tensor) -> None:
@@ -209,10 +208,15 @@ class Trainer:
     def resident(self) -> bool:
         return self.feed.resident
 
-    def after_restore(self) -> None:
-        """Called once every part is restored: other DDP ranks continue with their own noise streams."""
+    def seed_rank_streams(self) -> None:
+        """Before the first step, fresh or restored: DDP ranks > 0 draw their own noise and batches.
+
+        Every rank builds the trainer from the same seed (so the initial weights agree) and a
+        resumed run restores rank 0's RNG everywhere; without a stream of its own, each rank
+        would draw rank 0's latents and batches and DDP would average identical gradients.
+        Derived from (seed, rank, step), so a resume gives each rank a stream again.
+        """
         if self.dist.rank > 0:
-            # derived from (seed, rank, step), as rank 0's restored stream is not theirs
             torch.manual_seed(hash((self.p.seed, self.dist.rank, self.step)) % 2**63)
 
     # ---------------------------------------------------------------- inputs
@@ -412,30 +416,16 @@ class Trainer:
         return out
 
     def run_step(self) -> dict[str, torch.Tensor]:
-        """One training iteration; through a captured CUDA graph when ``graph_mode``."""
+        """One training iteration: host-side preparation, then the step through :attr:`runner`.
+
+        The runner warms the fast path up (``compile``: a CUDA graph or torch.compile), checks its
+        first steps against eager ones from the same state and falls back to eager on an error or
+        a disagreement; without a fast path it just runs :meth:`iteration`.
+        """
         if self.swap is not None:
             self.swap.before_step(self.step)
         self.feed.begin_iteration()
-        if not self.graph_mode:
-            out = self.iteration()
-        elif self._graph is not None:
-            self._graph.replay()
-            out = self._graph_out
-        elif self.step < GRAPH_WARMUP_STEPS:
-            # CUDA graphs need warm-up iterations on a side stream (these are real training steps)
-            s = torch.cuda.Stream(self.device)
-            s.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(s):
-                out = self.iteration()
-            torch.cuda.current_stream(self.device).wait_stream(s)
-        else:
-            self._graph = torch.cuda.CUDAGraph()
-            self.opt_g.zero_grad(set_to_none=True)
-            self.opt_d.zero_grad(set_to_none=True)
-            with torch.cuda.graph(self._graph):
-                self._graph_out = self.iteration()
-            self._graph.replay()  # capture records only; replay runs this iteration
-            out = self._graph_out
+        out = self.runner.step()
         self.progress.advance()
         return out
 
