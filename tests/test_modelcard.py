@@ -15,7 +15,7 @@ from satgan.train import TrainParams
 from satgan.train.registry import HACKS
 
 CFG = ModelConfig(image_size=32, channels=3, nz=8, ngf=4, ndf=4)
-META = {"count": 700, "image_size": 32, "channels": 3, "holdout_split": {"holdout": 82},
+META = {"count": 700, "shape": [700, 3, 32, 32], "image_size": 32, "channels": 3, "holdout_split": {"holdout": 82},
         "provenance": {"source": "sample", "tiles": 825, "what": "Sentinel-2 true colour (test)",
                        "area": "scene window rows 0-1920, columns 0-1920 (pixels)", "licence": SENTINEL_TERMS}}
 

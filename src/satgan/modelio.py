@@ -207,7 +207,7 @@ def save_model(
     card["git_rev"] = git_revision(state=git) if git is not None else None
     card["git"] = git
     if data_meta is not None:
-        card["data"] = {"train_tiles": data_meta["count"], "image_size": data_meta["image_size"],
+        card["data"] = {"train_tiles": int(data_meta["shape"][0]), "image_size": data_meta["image_size"],
                         "channels": data_meta["channels"],
                         "holdout_tiles": data_meta["holdout_split"]["holdout"] if "holdout_split" in data_meta else None}
         if "provenance" in data_meta:

@@ -226,6 +226,7 @@ def _train(p: TrainParams, data_dir: Path, out_dir: Path, ck_dir: Path, live_dir
         card = save_model(
             out_dir, trainer.g, trainer.d, cfg, generator_ema=trainer.ema.module if trainer.ema is not None else None,
             params_hash=p.resume_hash(), data_hash=data_hash, step=trainer.step, extra=extra,
+            data_meta=meta, train_params=p, wall_seconds=time.perf_counter() - t_start,  # MODEL_CARD.md's provenance, recipe, compute
         )
         say(f"wrote {out_dir} at step {trainer.step}")
     return card
