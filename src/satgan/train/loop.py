@@ -13,12 +13,14 @@ trainer (:mod:`satgan.train.checkpoint`).
 from __future__ import annotations
 
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from satgan import names
 from satgan.arrays import open_prepared
@@ -181,10 +183,16 @@ def _train(p: TrainParams, data_dir: Path, out_dir: Path, ck_dir: Path, live_dir
     tracker = H.FailureTracker(ft.d_loss_floor, ft.patience, ft.grad_norm_limit) if ft.enabled else None
     t_start = time.perf_counter()
     t_last, step_last = t_start, trainer.step
+    # One progress bar on rank 0 (stderr, like the other stages): iterations, ETA, and at every
+    # metric read the losses and img/s smoothed over the last reads (one read swings with the load).
+    bar = tqdm(total=p.iterations, initial=trainer.step, desc="train", unit="it", file=sys.stderr,
+               disable=not dist.main, dynamic_ncols=True, mininterval=1.0)
+    img_per_s_smooth: float | None = None
     try:
         while trainer.step < p.iterations:
             out = trainer.run_step()
             step = trainer.step
+            bar.update(1)
             out_of_time = max_seconds is not None and all_ranks_agree(
                 time.perf_counter() - t_start >= max_seconds, device, dist)
             final = step == p.iterations or out_of_time
@@ -202,9 +210,10 @@ def _train(p: TrainParams, data_dir: Path, out_dir: Path, ck_dir: Path, live_dir
                     for m in msgs:
                         say(f"warning: step {step}: {m}")
                 logger.metrics(step, vals)
-                if dist.main:
-                    say(f"step {step}/{p.iterations} loss_d {vals['loss_d']:.3f} loss_g {vals['loss_g']:.3f} "
-                        f"D(x) {vals['d_real']:.2f} D(G(z)) {vals['d_fake']:.2f} {vals['img_per_s']:.0f} img/s")
+                img_per_s_smooth = (vals["img_per_s"] if img_per_s_smooth is None
+                                    else 0.7 * img_per_s_smooth + 0.3 * vals["img_per_s"])
+                bar.set_postfix_str(f"loss_d {vals['loss_d']:.3f} loss_g {vals['loss_g']:.3f} D(x) {vals['d_real']:.2f} "
+                                    f"D(G(z)) {vals['d_fake']:.2f} {img_per_s_smooth:.0f} img/s", refresh=False)
             if step % p.sample_every == 0 or final:
                 logger.image(step, trainer.sample_grid())
             if (step % p.checkpoint_every == 0 or final) and dist.main:
@@ -214,6 +223,7 @@ def _train(p: TrainParams, data_dir: Path, out_dir: Path, ck_dir: Path, live_dir
                 say(f"max_seconds={max_seconds} reached: stopping at step {step} of {p.iterations}")
                 break
     finally:
+        bar.close()
         trainer.feed.close()
         logger.close()
 

@@ -12,13 +12,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from satgan.errors import TrainingError
 
 
 def say(msg: str) -> None:
-    """Progress and warnings go to stderr (DVC shows them; stdout stays clean)."""
-    print(f"train: {msg}", file=sys.stderr, flush=True)
+    """Progress and warnings go to stderr (DVC shows them; stdout stays clean), above the progress bar."""
+    tqdm.write(f"train: {msg}", file=sys.stderr)
 
 
 @dataclasses.dataclass(frozen=True)
