@@ -27,8 +27,6 @@ import copy
 import csv
 import datetime
 import json
-import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -36,6 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from satgan.machine import describe as describe_machine
 from satgan.train.registry import HACKS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -199,20 +198,8 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 
 
 def machine() -> str:
-    """CPU model, cores, OS, Python and torch versions: what a reader needs to compare timings."""
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import torch
-
-    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
-    return (f"{model}, {os.cpu_count()} cores{gpu}; {platform.system()} {platform.release()}; "
-            f"Python {platform.python_version()}, torch {torch.__version__}")
+    """The machine, as every figure names it (satgan.machine)."""
+    return describe_machine(full=True)
 
 
 # ----------------------------------------------------------------------------- one run (child process)
