@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import http.server
 import io
 import json
 import os
+import re
 import signal
 import socket
 import stat
@@ -16,8 +18,10 @@ import tarfile
 import tempfile
 import threading
 import time
+import tracemalloc
 import unicodedata
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +31,13 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from tqdm import tqdm
 
 from satgan.download import DownloadParams, run_download
 from satgan.download.fetch import Fetcher, FetchError, parse_retry_after
 from satgan.download.sources import xyz_url
-from satgan.download.output import FAILED_MANIFEST, JOURNAL, MANIFEST, SCRATCH, safe_dest
+from satgan.download.output import FAILED_MANIFEST, JOURNAL, MANIFEST, SCRATCH, Row, safe_dest
+from satgan.download.runner import FailureWatch, bounded_map
 from satgan.errors import DataError, DownloadError, ParamsError
 from satgan.fsutil import read_csv, sha256_bytes, sha256_file
 from satgan.params import from_mapping, read_params_file
@@ -514,7 +520,7 @@ def test_failed_rerun_keeps_the_previous_tiles(repo_root: Path, tmp_path: Path, 
     faults = {(Z, X0 + i, Y0 + j): ["500"] * 9 for i in range(6) for j in range(6)}
     with TileServer(bodies, faults=faults) as bad:
         with pytest.raises(DownloadError, match=r"produced no tiles; .*manifest\.failed\.csv; .* are kept"):
-            run_download(xyz_params(repo_root, bad, 6, 6, http={"retries": 0}), tmp_path)
+            run_download(xyz_params(repo_root, bad, 6, 6, http={"retries": 0}, max_failed_fraction=1.0), tmp_path)
     after = tree(tmp_path)
     assert {k: v for k, v in after.items() if k != FAILED_MANIFEST} == before
     assert [r["status"] for r in manifest(tmp_path, failed=True)] == ["failed"] * 36
@@ -738,3 +744,158 @@ def test_redirect_loop_reason_is_one_line_in_the_manifest(repo_root: Path, tmp_p
     [row] = manifest(tmp_path, failed=True)
     assert "infinite loop" in row["error"] and "\n" not in row["error"] and "\n" not in str(info.value)
     assert len((tmp_path / FAILED_MANIFEST).read_text().splitlines()) == 2
+
+
+# --- issue 9: flat memory on big bboxes, archives streamed to disk; issue 11: failures on the bar --
+
+
+def test_bounded_map_keeps_at_most_limit_in_flight() -> None:
+    """bounded_map pulls work lazily: never more than ``limit`` items taken but not yet yielded, and every result arrives."""
+    pulled = 0
+
+    def items():
+        nonlocal pulled
+        for i in range(500):
+            pulled += 1
+            yield (i,)
+
+    seen = []
+    with ThreadPoolExecutor(4) as pool:
+        for result in bounded_map(pool, lambda i: i * 2, items(), limit=6):
+            assert pulled - len(seen) <= 6
+            seen.append(result)
+    assert sorted(seen) == [2 * i for i in range(500)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(planned=st.integers(1, 500), max_failed=st.floats(0, 1), statuses=st.lists(st.sampled_from(
+    ["ok", "resumed", "failed", "refused"]), max_size=500))
+def test_failure_watch_stops_only_when_finish_would_fail(planned: int, max_failed: float, statuses: list[str]) -> None:
+    """FailureWatch says 'exhausted' exactly when the rows so far already exceed max_failed of the planned tiles."""
+    rows = [Row("", f"s{i}", "", 0, s, "e") for i, s in enumerate(statuses[:planned])]
+    watch = FailureWatch(planned, max_failed)
+    for row in rows:
+        watch.add(row)
+    bad = sum(r.status in ("failed", "refused") for r in rows)
+    # Every unfetched tile succeeding would give bad / planned: finish's test on the best case.
+    assert watch.exhausted == (bad / planned > max_failed)
+
+
+def all_404(nx: int, ny: int) -> dict[tuple[int, int, int], list[str]]:
+    """Faults making every tile of an nx x ny bbox answer 404 (a permanent failure)."""
+    return {(Z, X0 + i, Y0 + j): ["404"] * 3 for i in range(nx) for j in range(ny)}
+
+
+def test_all_failing_server_stops_early_with_failures_on_the_bar(repo_root: Path, tmp_path: Path, bodies: list[bytes],
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server failing everything: the bar shows the failure count and first error, and the run stops after ~5% of 400 tiles."""
+    import satgan.download.sources as sources
+
+    screen = io.StringIO()
+    monkeypatch.setattr(sources, "tqdm", lambda *a, **k: tqdm(*a, **{**k, "disable": False, "file": screen, "mininterval": 0}))
+    with TileServer(bodies, faults=all_404(20, 20)) as srv:
+        start = time.monotonic()
+        with pytest.raises(DownloadError, match=r"^stopped early: \d+ of 400 planned tiles failed, more than "
+                                                r"download\.max_failed_fraction=0\.05 allows; \d+ not attempted; "
+                                                r"first: .*HTTP 404.*; the rows of the tiles tried are in "):
+            run_download(xyz_params(repo_root, srv, 20, 20, max_failed_fraction=0.05), tmp_path)
+        elapsed = time.monotonic() - start
+        requests = sum(srv.hits.values())
+    # 21 failures end it; at most 2 x concurrency (4) more were already in flight.
+    assert 21 <= requests <= 21 + 8 and elapsed < 10
+    assert len(manifest(tmp_path, failed=True)) == requests
+    assert re.search(r"failed \d+ \(first: .*HTTP 404 Not Found\)", screen.getvalue())
+
+
+def zip_of_real_tiles(files: list[Path], megabytes: float) -> bytes:
+    """A zip (stored) of real RSSCN7 tiles re-encoded as PNG, cycled until it reaches ``megabytes``."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+        k = 0
+        while buf.tell() < megabytes * 1e6:
+            png = io.BytesIO()
+            with Image.open(files[k % len(files)]) as im:
+                im.save(png, format="PNG")
+            zf.writestr(f"t/{k:03d}.png", png.getvalue())
+            k += 1
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def real_zip(rsscn7_files: list[Path]) -> bytes:
+    """A ~6 MB zip of real tiles: big enough that holding it in memory shows up in tracemalloc."""
+    return zip_of_real_tiles(rsscn7_files[::20], 6)
+
+
+def leftovers(out: Path) -> list[str]:
+    """Files under out/.download (the staging area): temp files a failed archive fetch must not leave."""
+    return sorted(p.name for p in (out / SCRATCH).rglob("*") if p.is_file()) if (out / SCRATCH).exists() else []
+
+
+def test_archive_url_streams_to_disk_not_memory(repo_root: Path, tmp_path: Path, real_zip: bytes) -> None:
+    """A real 6 MB zip over loopback HTTP is extracted whole while Python never holds more than a fraction of it."""
+    with TileServer([real_zip], content_type="application/zip") as srv:
+        params = archive_params(repo_root, srv.url.format(z=0, x=0, y=0), sha256_bytes(real_zip))
+        tracemalloc.start()
+        try:
+            summary = run_download(params, tmp_path / "out")
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    with zipfile.ZipFile(io.BytesIO(real_zip)) as zf:
+        assert summary.counts["ok"] == len(zf.namelist())
+        assert all((tmp_path / "out/tiles" / n).read_bytes() == zf.read(n) for n in zf.namelist())
+    assert peak < len(real_zip) / 4, f"peak traced memory {peak} bytes for a {len(real_zip)}-byte archive"
+    assert leftovers(tmp_path / "out") == []
+
+
+def test_archive_url_sha256_mismatch_leaves_no_file(repo_root: Path, tmp_path: Path, real_zip: bytes) -> None:
+    """A streamed archive whose sha256 differs from the pin stops the stage and leaves nothing in the staging area."""
+    with TileServer([real_zip], content_type="application/zip") as srv:
+        params = archive_params(repo_root, srv.url.format(z=0, x=0, y=0), "0" * 64)
+        with pytest.raises(DownloadError, match=rf"sha256 is {sha256_bytes(real_zip)}, but download\.archive\.sha256 pins 0{{64}}"):
+            run_download(params, tmp_path / "out")
+    assert leftovers(tmp_path / "out") == []
+
+
+class NoLengthHandler(http.server.BaseHTTPRequestHandler):
+    """Sends ``body`` with no Content-Length (HTTP/1.0, ended by closing): the cap can only apply while streaming."""
+
+    body = b""
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/zip")
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_archive_url_without_length_is_capped_while_streaming(repo_root: Path, tmp_path: Path, real_zip: bytes) -> None:
+    """A body with no Content-Length past download.archive.max_total_bytes is cut at the cap, naming that key; no temp file is left."""
+    handler = type("H", (NoLengthHandler,), {"body": real_zip})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/a.zip"
+        params = archive_params(repo_root, url, sha256_bytes(real_zip), max_total_bytes=1_000_000)
+        with pytest.raises(DownloadError, match=r"body exceeds download\.archive\.max_total_bytes=1000000$"):
+            run_download(params, tmp_path / "out")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert leftovers(tmp_path / "out") == []
+
+
+def test_archive_url_wall_clock_timeout_leaves_no_file(repo_root: Path, tmp_path: Path) -> None:
+    """An archive server dripping its body is cut at download.archive.timeout_s; the partial temp file is removed."""
+    with DripServer("body", interval_s=0.01) as srv:
+        params = archive_params(repo_root, srv.url.format(z=0, x=0, y=0), "0" * 64, timeout_s=0.5)
+        params = dataclasses.replace(params, http=dataclasses.replace(params.http, retries=0))
+        start = time.monotonic()
+        with pytest.raises(DownloadError, match=r"timed out after 0\.5 s \(download\.archive\.timeout_s, wall clock\)"):
+            run_download(params, tmp_path / "out")
+    assert time.monotonic() - start < 3
+    assert leftovers(tmp_path / "out") == []

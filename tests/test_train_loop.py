@@ -97,6 +97,16 @@ def test_raising_iterations_resumes_to_the_same_weights(tiles, tmp_path, capsys)
     assert_same_weights(model, ref)
 
 
+def test_resume_survives_a_summary_cut_short_by_a_kill(tiles, tmp_path, capsys):
+    """A kill -9 during dvclive's summary write leaves metrics.json empty: the rerun says so, resumes and rewrites it."""
+    model, ck, live = run_dirs(tmp_path, "a")
+    train(tiny_params(iterations=4), tiles, model, ck, live)
+    (live / "metrics.json").write_text("")
+    card = train(tiny_params(iterations=6), tiles, model, ck, live)
+    assert card["resumed"] and "metrics.json: unreadable (a write was interrupted)" in capsys.readouterr().err
+    assert json.loads((live / "metrics.json").read_text())["step"] == 6
+
+
 def test_changed_params_start_fresh(tiles, tmp_path, capsys):
     """A checkpoint written under another lr is not resumed, and the log says why."""
     model, ck, _ = run_dirs(tmp_path, "a")

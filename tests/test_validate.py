@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -380,3 +381,64 @@ def test_any_tiff_description_gives_a_row_with_a_reason(params, description):
     buf = io.BytesIO()
     noise((64, 64)).save(buf, format="TIFF", tiffinfo={270: description})
     assert verdict(buf.getvalue(), params) == "accepted"
+
+
+# --- issue 9: decoding on a process pool, byte-identical for any worker count ----------------------
+
+
+def mixed_folder(rsscn7_files, odd_dir) -> dict[str, bytes | Path]:
+    """Real tiles and odd files plus every kind of reject: broken, blank, tiny, duplicate and placeholder bytes."""
+    files: dict[str, bytes | Path] = {p.name: p for p in rsscn7_files[::10]}
+    files |= {p.name: p for p in sorted(odd_dir.iterdir())}
+    files |= {"zero.png": b"", "text.png": b"not an image\n", "trunc.png": encode(noise((128, 128)))[:3000],
+              "blank.png": encode(Image.new("RGB", (64, 64), (40, 90, 30))), "tiny.png": encode(noise((32, 80))),
+              "dup.jpg": rsscn7_files[0]}
+    files |= {f"ph{i}.png": encode(Image.new("RGB", (64, 64), (1, 2, 3))) for i in range(5)}
+    return files
+
+
+def outputs(out: Path) -> dict[str, bytes]:
+    return {name: (out / name).read_bytes() for name in ("accepted.csv", "rejected.csv", "report.json", "rejected.png")}
+
+
+def test_outputs_are_byte_identical_for_any_worker_count(tmp_path, params, rsscn7_files, odd_dir):
+    """workers 1 and 2 write the same bytes to all four outputs on real + odd files with every kind of reject."""
+    raw = make_raw(tmp_path, mixed_folder(rsscn7_files, odd_dir),
+                   extra_rows=["tiles/gone.png,test,,0,ok,", "../escape.png,test,,0,ok,"])
+    validate(raw, tmp_path / "one", dataclasses.replace(params, workers=1), progress=False)
+    validate(raw, tmp_path / "two", dataclasses.replace(params, workers=2), progress=False)
+    one, two = outputs(tmp_path / "one"), outputs(tmp_path / "two")
+    assert one == two
+    report = json.loads(one["report.json"])
+    assert report["total"] > 2 * 16  # more than two pool tasks, so the pool really ran
+    assert all(report[f"rejected_{r}"] for r in ("missing", "unsafe_path", "empty", "unreadable", "truncated",
+                                                    "duplicate", "placeholder", "low_contrast", "too_small"))
+
+
+def test_worker_crash_loses_no_row(tmp_path, params, rsscn7_files, monkeypatch):
+    """Tiles that kill their worker process are 'crashed' rows; every other tile gets the verdict it gets in-process."""
+    import satgan.validate as validate_module
+
+    real_inspect = validate_module.inspect_bytes
+
+    def inspect_or_die(data, p):
+        if data.startswith(b"CRASH"):
+            os.kill(os.getpid(), signal.SIGKILL)  # what a segfaulting decoder or the OOM killer does
+        return real_inspect(data, p)
+
+    files = {p.name: p for p in rsscn7_files[::8]} | {"bad.png": b"not an image\n"}
+    expected_acc, expected_rej = run(tmp_path / "ref", files, dataclasses.replace(params, workers=1))
+    monkeypatch.setattr(validate_module, "inspect_bytes", inspect_or_die)
+    crashers = {"crash_a.png": b"CRASH a", "crash_b.png": b"CRASH b"}
+    acc, rej = run(tmp_path / "pool", files | crashers, dataclasses.replace(params, workers=2))
+    for name in crashers:
+        assert rej.pop(name) | {"path": ""} == {
+            "path": "", "reason": "crashed", "detail": "decoding it killed the worker process (signal SIGKILL)"}
+    assert acc == expected_acc and rej == expected_rej
+
+
+def test_workers_param_is_checked():
+    """validate.workers must be 1..256: 0 is one error naming the key."""
+    good = {f.name: 1 for f in dataclasses.fields(ValidateParams)} | {"grayscale": "drop", "max_cloud_fraction": None}
+    with pytest.raises(ParamsError, match=r"validate\.workers: expected 1\.\.256, got 0$"):
+        from_mapping(ValidateParams, good | {"workers": 0}, "validate")

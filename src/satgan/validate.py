@@ -13,17 +13,28 @@ path that is absolute, holds ``..``, resolves outside (through a symlinked folde
 symlink or is not a regular file (a FIFO, a device) is rejected as ``unsafe_path`` unread. The
 four outputs replace the previous ones together. Zero accepted tiles is a
 :class:`~satgan.errors.DataError` (after the CSVs and report are written, to show why).
+
+Decoding runs on ``workers`` forked processes (1 = in this process), ``CHUNK`` tiles per task,
+results taken in manifest order, so the four outputs are byte-identical for any worker count.
+A worker process that dies (a decoder crash, the OOM killer) loses no row and does not stop the
+stage: the tiles it may have held are checked again one at a time, each in a process of its
+own, and a tile that kills that process too is rejected as ``crashed``.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import csv
 import hashlib
 import json
+import multiprocessing
 import os
+import signal
 import warnings
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -46,7 +57,7 @@ REJECTED_FIELDS = ("path", "reason", "detail")
 #: Every reason a tile can be rejected for, in the order the checks run.
 REASONS = (
     "unsafe_path", "missing", "empty", "checksum", "placeholder", "duplicate", "unreadable", "truncated", "bomb",
-    "unsupported", "too_small", "grayscale", "nodata", "low_contrast", "cloudy",
+    "unsupported", "crashed", "too_small", "grayscale", "nodata", "low_contrast", "cloudy",
 )
 SHEET_MAX = 64  # rejected tiles shown on the contact sheet; the CSV has them all
 THUMB = 64
@@ -54,6 +65,8 @@ THUMB = 64
 MAX_SIDE = 1 << 20
 MAX_PIXELS = 1 << 40
 MAX_COUNT = 1 << 31
+MAX_WORKERS = 256  # decode processes
+CHUNK = 16  # tiles per pool task: amortises the inter-process round trip; small enough to balance the tail
 
 
 @dataclass(frozen=True)
@@ -70,6 +83,7 @@ class ValidateParams:
     placeholder_repeats: int
     max_cloud_fraction: float | None
     cloud_brightness: int
+    workers: int
 
     def __post_init__(self) -> None:
         check("gray_tolerance", 0 <= self.gray_tolerance <= 255, "0..255", self.gray_tolerance)
@@ -84,6 +98,7 @@ class ValidateParams:
         check("max_cloud_fraction", self.max_cloud_fraction is None or 0 <= self.max_cloud_fraction <= 1,
               "null or 0..1", self.max_cloud_fraction)
         check("cloud_brightness", 0 <= self.cloud_brightness <= 255, "0..255", self.cloud_brightness)
+        check("workers", 1 <= self.workers <= MAX_WORKERS, f"1..{MAX_WORKERS}", self.workers)
 
 
 @dataclass(frozen=True)
@@ -102,6 +117,14 @@ class _Reject(Exception):
         detail = one_line(detail)  # a CSV cell: library messages may span lines
         super().__init__(f"{reason}: {detail}")
         self.reason, self.detail, self.thumb = reason, detail, thumb
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Workers send verdicts back pickled; the default would call __init__ with the message only.
+        return (_Reject, (self.reason, self.detail, self.thumb))
+
+
+#: What a tile's checks decide: the accepted row's fields, or the rejection.
+Verdict = dict[str, Any] | _Reject
 
 
 def _thumb(pixels: np.ndarray) -> np.ndarray | None:
@@ -258,30 +281,124 @@ def validate(raw: str | Path, out: str | Path, params: ValidateParams, progress:
         else:
             first[h] = rows[i]["path"]
 
-    # Pass 2: decode the survivors on threads (Pillow releases the GIL while decoding).
-    def check(i: int) -> dict[str, Any] | _Reject:
-        path = paths[i]  # pass 1 checked it is inside raw
-        assert path is not None
-        try:
-            data = read_regular(path)
-        except (OSError, UnsafePath) as exc:  # changed since pass 1
-            return _Reject("missing", f"cannot read {path} any more: {exc}")
-        try:
-            return inspect_bytes(data, params)
-        except _Reject as rej:
-            return rej
-
+    # Pass 2: decode the survivors, on worker processes unless workers is 1.
     todo = [i for i, v in enumerate(verdicts) if v is None]
+    todo_paths = [paths[i] for i in todo]  # pass 1 checked each is inside raw
     with ops.pixel_limit(params.max_image_pixels), warnings.catch_warnings():
         # Tiles over the limit are rejected by our own size check; Pillow's warning would be noise.
+        # Forked workers inherit both the limit and this filter.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            bar = tqdm(total=len(todo), desc="validate", unit="tile", disable=not progress)
-            for i, verdict in zip(todo, pool.map(check, todo)):
-                verdicts[i] = verdict
-                bar.update()
-            bar.close()
+        with tqdm(total=len(todo), desc="validate", unit="tile", disable=not progress) as bar, \
+                contextlib.closing(_decode_all(todo_paths, params, bar)) as decided:  # type: ignore[arg-type]
+            shown = 0
+            for i in range(len(rows)):
+                if verdicts[i] is None:
+                    verdicts[i] = next(decided)
+                if isinstance(verdicts[i], _Reject):
+                    # Only the first SHEET_MAX rejections are drawn: drop the other thumbnails at
+                    # once, so memory does not grow with the number of rejected tiles.
+                    if shown >= SHEET_MAX:
+                        verdicts[i].thumb = None  # type: ignore[union-attr]
+                    shown += 1
+            assert next(decided, None) is None, "validate: more verdicts than tiles (a bug)"
     return _write_outputs(out, rows, hashes, verdicts)
+
+
+def check_tile(path: Path, params: ValidateParams) -> Verdict:
+    """Read and inspect one raw tile (already confined to the raw folder by pass 1): its verdict."""
+    try:
+        data = read_regular(path)
+    except (OSError, UnsafePath) as exc:  # changed since pass 1
+        return _Reject("missing", f"cannot read {path} any more: {exc}")
+    try:
+        return inspect_bytes(data, params)
+    except _Reject as rej:
+        return rej
+
+
+def _check_chunk(paths: list[Path], params: ValidateParams) -> list[Verdict]:
+    """One pool task: the verdicts of ``paths``, in order (runs in a worker process)."""
+    return [check_tile(path, params) for path in paths]
+
+
+def _decode_all(paths: list[Path], params: ValidateParams, bar: tqdm) -> Iterator[Verdict]:
+    """The verdict of every path, in order: in this process for 1 worker, else on a forked process pool.
+
+    Processes, not threads: per tile, Pillow's header parsing and the numpy checks on small
+    arrays hold the GIL far longer than decoding releases it, so threads ran no faster than one.
+    Forking lets workers inherit the imported libraries, the pixel limit and the warning filter.
+    At most ``2 * workers`` chunks are in flight, so memory does not grow with the tile count.
+    """
+    if params.workers == 1 or len(paths) <= CHUNK:  # one task's worth: a pool would only add its start-up
+        for path in paths:
+            yield check_tile(path, params)
+            bar.update()
+        return
+    ctx = multiprocessing.get_context("fork")
+    chunks = [paths[start:start + CHUNK] for start in range(0, len(paths), CHUNK)]
+    window = 2 * params.workers
+    pending: collections.deque[tuple[list[Path], Future[list[Verdict]]]] = collections.deque()
+    submitted = 0
+    pool = ProcessPoolExecutor(params.workers, mp_context=ctx)
+    try:
+        while pending or submitted < len(chunks):
+            while submitted < len(chunks) and len(pending) < window:
+                pending.append((chunks[submitted], pool.submit(_check_chunk, chunks[submitted], params)))
+                submitted += 1
+            chunk, future = pending[0]
+            try:
+                results = future.result()
+            except BrokenProcessPool:
+                # A worker died: every task not finished is suspect. Finished ones keep their
+                # results; the others are checked again one tile at a time, each in a process of
+                # its own, so the tile that kills its process is found and rejected, not lost.
+                pool.shutdown(wait=True, cancel_futures=True)
+                for chunk, future in pending:
+                    done = future.done() and not future.cancelled() and future.exception() is None
+                    for verdict in (future.result() if done else (_isolated(path, params, ctx) for path in chunk)):
+                        yield verdict
+                    bar.update(len(chunk))
+                pending.clear()
+                pool = ProcessPoolExecutor(params.workers, mp_context=ctx)
+                continue
+            pending.popleft()
+            yield from results
+            bar.update(len(chunk))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _isolated_child(conn: Any, path: Path, params: ValidateParams) -> None:
+    conn.send(check_tile(path, params))
+    conn.close()
+
+
+def _isolated(path: Path, params: ValidateParams, ctx: Any) -> Verdict:
+    """Check one tile in a process of its own: its verdict, or ``crashed`` when that process dies."""
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_isolated_child, args=(send, path, params), daemon=True)
+    proc.start()
+    send.close()
+    try:
+        verdict: Verdict | None = recv.recv()
+    except EOFError:  # the process died before sending its verdict
+        verdict = None
+    finally:
+        recv.close()
+        proc.join()
+    if verdict is None:
+        return _Reject("crashed", f"decoding it killed the worker process ({_exit_reason(proc.exitcode)})")
+    return verdict
+
+
+def _exit_reason(code: int | None) -> str:
+    """A worker process's exit code in words: 'signal SIGSEGV' or 'exit code 3'."""
+    if code is not None and code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"exit code {code}"
 
 
 def _write_outputs(out: Path, rows: list[dict[str, str]], hashes: list[str | None],

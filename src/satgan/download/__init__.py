@@ -12,7 +12,7 @@ from pathlib import Path
 
 from satgan.download.archive import archive_rows
 from satgan.download.output import Journal, Row, Summary, finish, prepare_output
-from satgan.download.params import DownloadParams
+from satgan.download.params import DownloadParams, xyz_tile_count
 from satgan.download.sources import folder_rows, sample_rows, xyz_rows
 
 __all__ = ["DownloadParams", "Summary", "run_download"]
@@ -31,12 +31,14 @@ def run_download(params: DownloadParams, out: str | Path) -> Summary:
     start = time.monotonic()
     journal = Journal(out)
     rows: list[Row]
+    planned = None  # known up front only for xyz (a bbox), where a run may stop early
     if params.source == "sample":
         rows = sample_rows(out, params.sample, workers=2)
     elif params.source == "xyz":
         rows = xyz_rows(out, params, journal)
+        planned = xyz_tile_count(params.xyz.bbox, params.xyz.zoom)
     elif params.source == "folder":
         rows = folder_rows(out, params.folder)
     else:
         rows = archive_rows(out, params)
-    return finish(out, params.source, rows, journal, time.monotonic() - start, params.max_failed_fraction)
+    return finish(out, params.source, rows, journal, time.monotonic() - start, params.max_failed_fraction, planned)

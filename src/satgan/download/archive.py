@@ -27,8 +27,9 @@ from tqdm import tqdm
 from satgan.download.fetch import Fetcher, FetchError
 from satgan.download.output import OK, REFUSED, SCRATCH, SKIPPED, TILES, PathClaims, Row, member_path, same_file, staged_path
 from satgan.download.params import DownloadParams
+from satgan.download.runner import FailureWatch, WatchedRows
 from satgan.errors import DataError, DownloadError
-from satgan.fsutil import atomic_path, sha256_file, write_bytes_atomic
+from satgan.fsutil import atomic_path, sha256_file
 
 CHUNK = 1 << 16
 
@@ -77,35 +78,55 @@ def tar_members(tf: tarfile.TarFile) -> Iterator[Member]:
 
 
 def fetch_archive(out: Path, params: DownloadParams) -> Path:
-    """The archive on local disk with the pinned sha256: the local path, or a fetched copy under out/.download."""
+    """The archive on local disk with the pinned sha256: the local path, or a fetched copy under out/.download.
+
+    A URL is streamed to a temp file in out/.download (the staging area), hashed on the way,
+    and renamed to out/.download/archive only when its sha256 matches the pin: the archive is
+    never held in memory, and a failed, cut-off, oversized or mismatched fetch leaves no file.
+    """
     location, expected = params.archive.location, params.archive.sha256
     if "://" in location:
         path = out / SCRATCH / "archive"
-        if not same_file(path, expected):
-            # The archive is one request far bigger than a tile: it has its own size cap (the
-            # extraction cap) and wall-clock limit, and errors name those keys.
-            fetcher = Fetcher(params.http, max_bytes=params.archive.max_total_bytes,
-                              max_bytes_key="download.archive.max_total_bytes", timeout_s=params.archive.timeout_s,
-                              timeout_key="download.archive.timeout_s")
-            try:
-                body, _ = fetcher.get(location)
-            except FetchError as exc:
-                raise DownloadError(f"download.archive.location: {exc}") from None
-            write_bytes_atomic(path, body)
-    else:
-        path = Path(location)
-        if not path.is_file():
-            raise DataError(f"download.archive.location: {path}: file not found")
+        if not same_file(path, expected):  # a fetched copy from an earlier run is reused
+            _fetch_to(path, location, expected, params)
+        return path
+    path = Path(location)
+    if not path.is_file():
+        raise DataError(f"download.archive.location: {path}: file not found")
     try:
         actual = sha256_file(path)
     except OSError as exc:
         raise DataError(f"download.archive.location: {path}: cannot read: {exc.strerror or exc}") from None
+    _check_pin(location, actual, expected)
+    return path
+
+
+def _fetch_to(path: Path, url: str, expected: str, params: DownloadParams) -> None:
+    """Stream ``url`` into a temp file next to ``path``; rename it to ``path`` only if its sha256 is ``expected``."""
+    # The archive is one request far bigger than a tile: it has its own size cap (the extraction
+    # cap) and wall-clock limit, and errors name those keys.
+    fetcher = Fetcher(params.http, max_bytes=params.archive.max_total_bytes,
+                      max_bytes_key="download.archive.max_total_bytes", timeout_s=params.archive.timeout_s,
+                      timeout_key="download.archive.timeout_s")
+    try:
+        # atomic_path removes the temp file on any exception (Ctrl-C included).
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            actual, _ = fetcher.get_to_file(url, fh)
+            _check_pin(url, actual, expected)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except FetchError as exc:
+        raise DownloadError(f"download.archive.location: {exc}") from None
+    except OSError as exc:  # writing the temp file: a full disk, a read-only folder
+        raise DownloadError(f"{path.parent}: cannot store the fetched archive: {exc.strerror or exc}") from None
+
+
+def _check_pin(location: str, actual: str, expected: str) -> None:
     if actual != expected:
         raise DownloadError(
             f"{location}: sha256 is {actual}, but download.archive.sha256 pins {expected} "
             "(wrong or changed archive; update the pin only if you trust the new file)"
         )
-    return path
 
 
 def extract_member(member: Member, dest: Path, limit: int) -> tuple[str, int] | str:
@@ -153,12 +174,13 @@ def _extract_all(out: Path, params: DownloadParams, path: Path) -> list[Row]:
         members = tar_members(container)
     else:
         raise DataError(f"{arch.location}: neither a zip nor a tar archive")
-    rows: list[Row] = []
+    bar = tqdm(members, desc="download archive", unit="member", disable=None)
+    rows = WatchedRows(FailureWatch(None, 1.0, bar))  # the failure count and first error on the bar
     claims = PathClaims()
     files = 0
     budget = arch.max_total_bytes
     with container:
-        for m in tqdm(members, desc="download archive", unit="member", disable=None):
+        for m in bar:
             source = f"{arch.location}!{m.name}"
 
             def refuse(reason: str) -> None:

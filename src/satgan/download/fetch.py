@@ -10,6 +10,7 @@ once. Either way the caller gets a :class:`FetchError` whose message names the U
 from __future__ import annotations
 
 import email.utils
+import hashlib
 import http.client
 import socket
 import threading
@@ -17,12 +18,14 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 from satgan.download.params import HttpParams
 from satgan.errors import one_line
 
+CHUNK = 1 << 16  # bytes per read of a response body
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 # Servers send odd but harmless content types for tiles; the signature check below is the real test.
 IMAGE_CONTENT_TYPES = ("image/", "application/octet-stream", "binary/octet-stream")
@@ -169,15 +172,19 @@ class Fetcher:
     # Built once: its handlers keep no per-request state, so threads can share it.
     opener: urllib.request.OpenerDirector = field(default_factory=_opener, compare=False, repr=False)
 
-    def get_once(self, url: str) -> tuple[bytes, str]:
-        """One GET of ``url`` within the wall-clock limit: (body, content type), or FetchError saying whether to retry."""
+    def get_once(self, url: str, sink: HashingSink | None = None) -> tuple[bytes, str]:
+        """One GET of ``url`` within the wall-clock limit: (body, content type), or FetchError saying whether to retry.
+
+        With ``sink`` the body is streamed into it (the returned body is then empty), so a large
+        response never sits in memory; the size cap and the wall-clock limit apply all the same.
+        """
         scheme = urllib.parse.urlsplit(url).scheme
         if scheme not in ("http", "https"):
             raise FetchError(url, f"refused non-http(s) URL scheme {scheme!r}", transient=False)
         limit = self.http.timeout_s if self.timeout_s is None else self.timeout_s
         with _Deadline(limit) as deadline:
             try:
-                result = self._get_once(url, limit)
+                result = self._get_once(url, limit, sink)
             except (FetchError, OSError, http.client.HTTPException):
                 if not deadline.expired:
                     raise
@@ -188,7 +195,7 @@ class Fetcher:
         assert result is not None
         return result
 
-    def _get_once(self, url: str, limit: float) -> tuple[bytes, str]:
+    def _get_once(self, url: str, limit: float, sink: HashingSink | None) -> tuple[bytes, str]:
         cap = self.http.max_response_bytes if self.max_bytes is None else self.max_bytes
         request = urllib.request.Request(url, headers={"User-Agent": self.http.user_agent, "Accept": "image/*,*/*"})
         try:
@@ -197,11 +204,15 @@ class Fetcher:
                 declared = response.headers["Content-Length"]
                 if declared is not None and declared.isdigit() and int(declared) > cap:
                     raise FetchError(url, f"Content-Length {declared} exceeds {self.max_bytes_key}={cap}", False)
-                body = read_capped(response, cap + 1)
-                if len(body) > cap:
+                if sink is None:
+                    body = read_capped(response, cap + 1)
+                    size = len(body)
+                else:
+                    body, size = b"", stream_capped(response, sink, cap + 1)
+                if size > cap:
                     raise FetchError(url, f"body exceeds {self.max_bytes_key}={cap}", transient=False)
-                if declared is not None and declared.isdigit() and len(body) != int(declared):
-                    raise FetchError(url, f"truncated body: {len(body)} of {declared} bytes", transient=True)
+                if declared is not None and declared.isdigit() and size != int(declared):
+                    raise FetchError(url, f"truncated body: {size} of {declared} bytes", transient=True)
                 return body, content_type
         except urllib.error.HTTPError as exc:
             exc.close()
@@ -221,10 +232,28 @@ class Fetcher:
 
     def get(self, url: str) -> tuple[bytes, str]:
         """GET ``url``, retrying transient failures: (body, content type), or the last FetchError."""
+        return self._retrying(url, lambda: self.get_once(url))
+
+    def get_to_file(self, url: str, fh: BinaryIO) -> tuple[str, int]:
+        """GET ``url`` into the open file ``fh``, retrying transient failures: (sha256 hex, bytes), or the last FetchError.
+
+        The body is hashed while it streams to ``fh`` in 64 KiB chunks, so memory stays flat
+        whatever its size; ``fh`` is rewound and truncated before every attempt.
+        """
+        sink = HashingSink(fh)
+
+        def attempt() -> tuple[bytes, str]:
+            sink.reset()
+            return self.get_once(url, sink)
+
+        self._retrying(url, attempt)
+        return sink.hexdigest(), sink.size
+
+    def _retrying(self, url: str, attempt_once: Callable[[], tuple[bytes, str]]) -> tuple[bytes, str]:
         attempt = 0
         while True:
             try:
-                return self.get_once(url)
+                return attempt_once()
             except FetchError as exc:
                 if not exc.transient or attempt >= self.http.retries:
                     suffix = f" (after {attempt + 1} attempts)" if attempt else ""
@@ -273,12 +302,49 @@ def image_extension(body: bytes) -> str | None:
     return None
 
 
+class HashingSink:
+    """Where a streamed body goes: a binary file, with the sha256 and size of what was written."""
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self.fh = fh
+        self.reset()
+
+    def reset(self) -> None:
+        """Start over (a retry): empty the file and the hash."""
+        self.fh.seek(0)
+        self.fh.truncate()
+        self._digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, chunk: bytes) -> None:
+        """Append ``chunk`` to the file and the hash."""
+        self._digest.update(chunk)
+        self.fh.write(chunk)
+        self.size += len(chunk)
+
+    def hexdigest(self) -> str:
+        """The sha256 of everything written since the last reset."""
+        return self._digest.hexdigest()
+
+
+def stream_capped(response: http.client.HTTPResponse, sink: HashingSink, limit: int) -> int:
+    """Copy the body into ``sink`` until EOF or ``limit`` bytes, in 64 KiB chunks; return the bytes copied."""
+    total = 0
+    while total < limit:
+        chunk = response.read(min(CHUNK, limit - total))
+        if not chunk:
+            break
+        sink.write(chunk)
+        total += len(chunk)
+    return total
+
+
 def read_capped(response: http.client.HTTPResponse, limit: int) -> bytes:
     """Read until EOF or ``limit`` bytes, in chunks, so a huge or endless body cannot exhaust memory."""
     chunks: list[bytes] = []
     total = 0
     while total < limit:
-        chunk = response.read(min(1 << 16, limit - total))
+        chunk = response.read(min(CHUNK, limit - total))
         if not chunk:
             break
         chunks.append(chunk)

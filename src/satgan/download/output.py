@@ -6,7 +6,8 @@ Layout of ``--out`` (a DVC ``persist: true`` output, so an earlier run's files m
     manifest.csv         one row per planned tile: path, source, sha256, bytes, status, error
     .download/tiles/     (while a run is in progress, or after one failed) tiles this run wrote,
                          staged at the path they will have under tiles/
-    .download/archive    (while a run is in progress) a fetched archive before extraction
+    .download/archive    (while a run is in progress) a fetched archive before extraction; while
+                         it streams in, a temp file beside it (removed if the fetch fails)
     .journal.jsonl       (xyz, while in progress or after a failed run) one JSON line per tile
                          staged, so a run killed with kill -9 resumes without refetching those
     manifest.failed.csv  (only after a failed run) that run's rows, with every failure's reason
@@ -21,8 +22,10 @@ through a symlink below ``--out`` is written or followed.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -34,7 +37,7 @@ from typing import IO, Any
 
 from satgan import names
 from satgan.errors import DataError, DownloadError, one_line
-from satgan.fsutil import UnsafePath, open_regular, read_csv, read_regular, safe_join, write_csv_atomic
+from satgan.fsutil import UnsafePath, open_regular, safe_join, write_csv_atomic
 
 MANIFEST = names.MANIFEST
 JOURNAL = names.JOURNAL
@@ -53,11 +56,12 @@ PRESENT = (OK, RESUMED)
 BAD = (FAILED, REFUSED)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Row:
     """One manifest row; ``path`` is relative to the out dir and empty when nothing was written.
 
-    ``error`` is always one line (it is a CSV cell).
+    ``error`` is always one line (it is a CSV cell). Slots: a run holds one Row per planned tile,
+    and without a per-instance ``__dict__`` each takes about half the memory.
     """
 
     path: str
@@ -228,27 +232,30 @@ class Journal:
         rows: dict[str, Row] = {}
         manifest = self.path.parent / MANIFEST
         try:
-            for rec in read_csv(manifest):
-                row = _row_from(rec)
-                if row is not None and row.status in PRESENT:
-                    rows[row.source] = row
+            # Streamed: only the rows kept are held, not the whole file and a dict per line.
+            with open_regular(manifest) as fh, io.TextIOWrapper(fh, encoding="utf-8", newline="") as text:
+                for rec in csv.DictReader(text):
+                    row = _row_from(rec)
+                    if row is not None and row.status in PRESENT:
+                        rows[row.source] = row
         except FileNotFoundError:
             pass
-        except (OSError, UnsafePath, UnicodeDecodeError, ValueError) as exc:
+        except (OSError, UnsafePath, UnicodeDecodeError, ValueError, csv.Error) as exc:
             raise DataError(f"{manifest}: cannot read the previous manifest: {exc}") from None
         try:
-            text = read_regular(self.path).decode("utf-8", errors="replace")
+            # Line by line: the journal of a big killed run is not read into memory whole.
+            with open_regular(self.path) as fh:
+                for raw in fh:
+                    try:
+                        row = _row_from(json.loads(raw.decode("utf-8", errors="replace")))
+                    except (json.JSONDecodeError, RecursionError):
+                        continue  # the line a kill -9 cut short: that tile is simply fetched again
+                    if row is not None:
+                        rows[row.source] = row
         except FileNotFoundError:
             return rows
         except (OSError, UnsafePath) as exc:
             raise DataError(f"{self.path}: cannot read the resume journal: {exc}") from None
-        for line in text.splitlines():
-            try:
-                row = _row_from(json.loads(line))
-            except (json.JSONDecodeError, RecursionError):
-                continue  # the line a kill -9 cut short: that tile is simply fetched again
-            if row is not None:
-                rows[row.source] = row
         return rows
 
     def append(self, row: Row) -> None:
@@ -271,14 +278,13 @@ class Journal:
         self.path.unlink(missing_ok=True)
 
 
-def resume_hit(out: Path, previous: dict[str, Row], source: str, path_prefix: str) -> Row | None:
-    """The earlier row for ``source`` if its file (under ``path_prefix``) is on disk with the same sha256.
+def resume_hit(out: Path, row: Row | None, path_prefix: str) -> Row | None:
+    """``row`` (an earlier run's, for the same source) as ``resumed`` if its file (under ``path_prefix``) is on disk with the same sha256.
 
     The file may be staged (a killed or failed run wrote it) or in ``tiles/`` (a successful run).
     """
-    if source not in previous:
+    if row is None:
         return None
-    row = previous[source]
     if not row.path.startswith(path_prefix):
         return None
     try:
@@ -335,14 +341,15 @@ def remove_stale(out: Path, rows: list[Row]) -> int:
     return removed
 
 
-def finish(out: Path, source: str, rows: list[Row], journal: Journal, seconds: float, max_failed: float) -> Summary:
+def finish(out: Path, source: str, rows: list[Row], journal: Journal, seconds: float, max_failed: float,
+           planned: int | None = None) -> Summary:
     """On success: commit staged tiles, write the manifest, drop stale files, staging and journal.
 
-    On failure (no tiles, or more failures than ``max_failed``): write this run's rows to
-    ``manifest.failed.csv``, keep the staging and journal for a resume, touch nothing else,
-    and raise DownloadError.
+    On failure (no tiles, more failures than ``max_failed``, or a run stopped early with fewer
+    rows than the ``planned`` tiles): write this run's rows to ``manifest.failed.csv``, keep the
+    staging and journal for a resume, touch nothing else, and raise DownloadError.
     """
-    rows = sorted(rows, key=lambda r: (r.path, r.source))
+    rows.sort(key=lambda r: (r.path, r.source))  # in place: a sorted copy would hold every row twice
     summary = Summary(
         source=source,
         out=out,
@@ -351,7 +358,13 @@ def finish(out: Path, source: str, rows: list[Row], journal: Journal, seconds: f
         seconds=seconds,
     )
     problem = None
-    if not any(r.status in PRESENT for r in rows):
+    attempted = sum(n for status, n in summary.counts.items() if status != SKIPPED)
+    if planned is not None and attempted < planned:
+        bad = [r for r in rows if r.status in BAD]
+        first = f"; first: {bad[0].source}: {bad[0].error}" if bad else ""
+        problem = (f"stopped early: {len(bad)} of {planned} planned tiles failed, more than "
+                   f"download.max_failed_fraction={max_failed:g} allows; {planned - attempted} not attempted{first}")
+    elif not any(r.status in PRESENT for r in rows):
         problem = f"source '{source}' produced no tiles"
     elif summary.failed_fraction > max_failed:
         bad = [r for r in rows if r.status in BAD]
@@ -362,7 +375,8 @@ def finish(out: Path, source: str, rows: list[Row], journal: Journal, seconds: f
         _write_manifest(out / FAILED_MANIFEST, rows)
         kept = f"{out / MANIFEST} and {out / TILES} are kept as the last successful run left them" \
             if (out / MANIFEST).exists() else f"nothing was added to {out / TILES}"
-        raise DownloadError(f"{problem}; every row is in {out / FAILED_MANIFEST}; {kept}")
+        which = "every row is" if planned is None or attempted >= planned else "the rows of the tiles tried are"
+        raise DownloadError(f"{problem}; {which} in {out / FAILED_MANIFEST}; {kept}")
     commit(out, rows)
     _write_manifest(out / MANIFEST, rows)
     journal.close_and_remove()

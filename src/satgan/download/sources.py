@@ -5,7 +5,8 @@ from __future__ import annotations
 import importlib.resources
 import io
 import os
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import mercantile
@@ -16,7 +17,8 @@ from tqdm import tqdm
 from satgan.download.fetch import Fetcher, FetchError
 from satgan.download.output import (OK, REFUSED, SKIPPED, TILES, Journal, PathClaims, Row, member_path, resume_hit,
                                     safe_dest, same_file, staged_path)
-from satgan.download.params import DownloadParams, FolderParams, SampleParams
+from satgan.download.params import DownloadParams, FolderParams, SampleParams, xyz_tile_count
+from satgan.download.runner import FailureWatch, WatchedRows, bounded_map
 from satgan.errors import DataError
 from satgan.fsutil import FileTooLarge, UnsafePath, read_regular, sha256_bytes, write_bytes_atomic
 from satgan.imageops import stretch_to_uint8
@@ -104,21 +106,34 @@ def xyz_url(template: str, tile: mercantile.Tile, subdomains: tuple[str, ...]) -
 
 
 def xyz_rows(out: Path, params: DownloadParams, journal: Journal) -> list[Row]:
-    """Fetch every tile of the bbox at the zoom, skipping those an earlier run already has on disk."""
+    """Fetch every tile of the bbox at the zoom, skipping those an earlier run already has on disk.
+
+    Memory stays flat whatever the bbox: tiles are planned lazily, at most twice
+    ``http.concurrency`` requests are in flight, and rows are the only thing kept per tile. The
+    bar shows the failures as they come, and planning stops once so many tiles failed that
+    ``download.max_failed_fraction`` can no longer be met (the run then fails: see :func:`finish`).
+    """
     xyz = params.xyz
     previous = journal.load()
-    tiles = list(mercantile.tiles(*xyz.bbox, zooms=[xyz.zoom]))
+    planned = xyz_tile_count(xyz.bbox, xyz.zoom)
     fetcher = Fetcher(params.http)
-    rows: list[Row] = []
-    todo: list[tuple[str, str]] = []
-    for tile in tiles:
-        url = xyz_url(xyz.url, tile, xyz.subdomains)
-        stem = f"{TILES}/{tile.z}/{tile.x}/{tile.y}."
-        hit = resume_hit(out, previous, url, stem)
-        if hit is not None:
-            rows.append(hit)
-        else:
-            todo.append((url, stem))
+    bar = tqdm(total=planned, desc="download xyz", unit="tile", disable=None)
+    watch = FailureWatch(planned, params.max_failed_fraction, bar)
+    rows = WatchedRows(watch)
+
+    def todo() -> Iterator[tuple[str, str]]:
+        for tile in mercantile.tiles(*xyz.bbox, zooms=[xyz.zoom]):
+            if watch.exhausted:
+                return  # the run can no longer succeed: plan no more requests
+            url = xyz_url(xyz.url, tile, xyz.subdomains)
+            stem = f"{TILES}/{tile.z}/{tile.x}/{tile.y}."
+            # Popped: an earlier run's row is either resumed (kept once, in rows) or dropped.
+            hit = resume_hit(out, previous.pop(url, None), stem)
+            if hit is not None:
+                rows.append(hit)
+                bar.update()
+            else:
+                yield url, stem
 
     def one(url: str, stem: str) -> Row:
         try:
@@ -127,12 +142,10 @@ def xyz_rows(out: Path, params: DownloadParams, journal: Journal) -> list[Row]:
             return Row.failed("", url, exc.reason)
         return write_tile(out, stem + ext.lstrip("."), url, body)
 
-    bar = tqdm(total=len(tiles), initial=len(rows), desc="download xyz", unit="tile", disable=None)
     pool = ThreadPoolExecutor(params.http.concurrency)
     try:
         with bar:
-            for future in as_completed([pool.submit(one, url, stem) for url, stem in todo]):
-                row = future.result()
+            for row in bounded_map(pool, one, todo(), limit=2 * params.http.concurrency):
                 if row.status == OK:
                     journal.append(row)  # only this thread writes the journal: no lock needed
                 rows.append(row)
@@ -140,6 +153,7 @@ def xyz_rows(out: Path, params: DownloadParams, journal: Journal) -> list[Row]:
     finally:
         # On Ctrl-C, drop the queued tiles instead of fetching them all before exiting.
         pool.shutdown(wait=True, cancel_futures=True)
+    previous.clear()
     return rows
 
 
@@ -168,9 +182,10 @@ def folder_rows(out: Path, params: FolderParams) -> list[Row]:
                 entries.append((Path(dirpath) / d, True))
         entries.extend((Path(dirpath) / f, False) for f in sorted(filenames)
                        if Path(f).suffix.lower() in params.extensions)
-    rows = []
+    bar = tqdm(entries, desc="download folder", unit="file", disable=None)
+    rows = WatchedRows(FailureWatch(None, 1.0, bar))  # the failure count and first error on the bar
     claims = PathClaims()
-    for path, linked_dir in tqdm(entries, desc="download folder", unit="file", disable=None):
+    for path, linked_dir in bar:
         if linked_dir:
             rows.append(Row.failed("", str(path), "symlinked folder not followed", status=SKIPPED))
             continue

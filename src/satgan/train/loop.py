@@ -12,6 +12,7 @@ trainer (:mod:`satgan.train.checkpoint`).
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
@@ -61,6 +62,9 @@ class Logger:
         if live_dir is not None and enabled:
             from dvclive import Live
 
+            if resume:
+                _drop_unreadable_summary(live_dir / LIVE_SUMMARY)
+
             # dvcyaml=False: plots are declared in the project's dvc.yaml, never rewritten by dvclive
             self.live = Live(dir=str(live_dir), resume=resume, dvcyaml=False, save_dvc_exp=False)
 
@@ -80,6 +84,26 @@ class Logger:
     def close(self) -> None:
         if self.live is not None:
             self.live.end()
+
+
+LIVE_SUMMARY = "metrics.json"  # dvclive's summary file (Live.metrics_file), read back on resume
+
+
+def _drop_unreadable_summary(path: Path) -> None:
+    """Delete dvclive's summary when it is not valid JSON, saying so, so that resuming does not crash on it.
+
+    dvclive rewrites it in place at every log point, so a ``kill -9`` in the middle leaves it
+    empty or cut short, and ``Live(resume=True)`` then fails with a JSON traceback. It is only
+    the latest value of each metric: the next log point writes it again, and the series under
+    ``plots/`` are untouched.
+    """
+    if not path.is_file():
+        return
+    try:
+        json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        say(f"{path}: unreadable (a write was interrupted); dropping it, the next log point rewrites it")
+        path.unlink()
 
 
 def check_finite(out: dict[str, torch.Tensor], step: int, ck_dir: Path) -> dict[str, float]:
