@@ -38,6 +38,7 @@ test: setup
 bench: setup
 	python bench/prepare_bench.py
 	python bench/download_bench.py
+	python bench/validate_bench.py
 	python bench/train_bench.py
 
 # Equal-compute quality table (bench/quality_bench.py); results under bench/out/ (git-ignored).
