@@ -74,12 +74,14 @@ def test_malformed_rng_state_raises_a_plain_error():
 
 
 def test_determinism_sets_the_mode_and_restores_the_previous_one():
-    """deterministic=True turns torch's deterministic algorithms on for the block and names the mode; the old state returns."""
-    before = torch.are_deterministic_algorithms_enabled()
+    """deterministic=True: deterministic algorithms on, no NaN-filling of fresh memory, the mode named; the old state returns."""
+    import torch.utils.deterministic as tud
+
+    before = torch.are_deterministic_algorithms_enabled(), tud.fill_uninitialized_memory
     with determinism(True, torch.device("cpu")) as mode:
         assert mode == "deterministic" and torch.are_deterministic_algorithms_enabled()
-        assert not torch.backends.cudnn.benchmark
-    assert torch.are_deterministic_algorithms_enabled() == before
+        assert not torch.backends.cudnn.benchmark and not tud.fill_uninitialized_memory
+    assert (torch.are_deterministic_algorithms_enabled(), tud.fill_uninitialized_memory) == before
     with determinism(False, torch.device("cpu")) as mode:
         assert mode == "non-deterministic" and not torch.are_deterministic_algorithms_enabled()
 

@@ -161,9 +161,17 @@ def determinism(deterministic: bool, device: torch.device) -> Iterator[str]:
     benchmark autotuning plus ``CUBLAS_WORKSPACE_CONFIG``. Off: PyTorch's defaults, and cuDNN
     autotuning on CUDA. The previous settings are restored on exit (the environment variable
     stays: cuBLAS reads it once per process).
+
+    ``torch.utils.deterministic.fill_uninitialized_memory`` is turned off while on: it NaN-fills
+    every fresh allocation so that a program *reading* uninitialized memory still repeats
+    itself, and the step never reads any (each buffer it allocates is written first). Left on,
+    it was 520 extra fills per default step, a third of the step's CPU time in a profile
+    (docs/benchmarks.md); off, two runs still give identical model files.
     """
+    import torch.utils.deterministic as tud
+
     old = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-           torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+           torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark, tud.fill_uninitialized_memory)
     if deterministic and device.type == "cuda":
         # cuBLAS reads the variable once, at its first call in the process (PyTorch caches the
         # parsed workspace size), so this must run before any matmul on the GPU: train() calls it
@@ -175,6 +183,7 @@ def determinism(deterministic: bool, device: torch.device) -> Iterator[str]:
                 f"CUBLAS_WORKSPACE_CONFIG; if cuBLAS had run, set CUBLAS_WORKSPACE_CONFIG={CUBLAS_WORKSPACE} "
                 "before starting Python")
     torch.use_deterministic_algorithms(deterministic)
+    tud.fill_uninitialized_memory = False
     torch.backends.cudnn.deterministic = deterministic
     torch.backends.cudnn.benchmark = device.type == "cuda" and not deterministic
     try:
@@ -182,6 +191,7 @@ def determinism(deterministic: bool, device: torch.device) -> Iterator[str]:
     finally:
         torch.use_deterministic_algorithms(old[0], warn_only=old[1])
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = old[2], old[3]
+        tud.fill_uninitialized_memory = old[4]
 
 
 def any_rank(flag: bool, device: torch.device, dist: Dist) -> bool:
