@@ -22,11 +22,11 @@ def _params(tmp_path, repo_root, edit=None):
 def test_ablated_hacks_are_the_ones_switched_on(tmp_path, repo_root):
     """Both `x: true` and `x: {enabled: true}` hacks are ablated; off ones are not."""
     def edit(h):
-        h["ema"]["enabled"] = False  # on by default: now skipped
+        h["diffaugment"]["enabled"] = False  # on by default: now skipped
         h["minibatch_stddev"] = True  # off by default: now ablated
         h["l2_penalty"]["enabled"] = True
     names = [h.name for h in ablated_hacks(_params(tmp_path, repo_root, edit))]
-    assert "ema" not in names and {"minibatch_stddev", "l2_penalty", "gaussian_latent", "replay"} <= set(names)
+    assert "diffaugment" not in names and {"minibatch_stddev", "l2_penalty", "gaussian_latent", "dihedral_augment"} <= set(names)
 
 
 def test_params_errors_name_the_key(tmp_path, repo_root):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -22,7 +23,11 @@ META = {"count": 700, "shape": [700, 3, 32, 32], "image_size": 32, "channels": 3
 
 @pytest.fixture(scope="module")
 def train_params(repo_root) -> TrainParams:
-    return load_section("train", TrainParams, repo_root / "params.yaml")
+    """The shipped train section with replay and EMA switched on (the card must list hacks with settings)."""
+    shipped = load_section("train", TrainParams, repo_root / "params.yaml")
+    hacks = dataclasses.replace(shipped.hacks, replay=dataclasses.replace(shipped.hacks.replay, enabled=True),
+                                ema=dataclasses.replace(shipped.hacks.ema, enabled=True))
+    return dataclasses.replace(shipped, hacks=hacks)
 
 
 def _save(folder, **kwargs):
@@ -59,7 +64,7 @@ def test_recipe_lists_exactly_the_hacks_that_are_on(train_params):
     r = recipe(train_params)
     assert set(r["hacks_on"]) == {h.name for h in HACKS if h.is_on(train_params.hacks)}
     assert set(r["hacks_off"]) == {h.name for h in HACKS} - set(r["hacks_on"])
-    assert r["hacks_on"]["ema"] == {"decay": train_params.hacks.ema.decay} and r["settings"]["iterations"] == 600
+    assert r["hacks_on"]["ema"] == {"decay": train_params.hacks.ema.decay} and r["settings"]["iterations"] == train_params.iterations
 
 
 def test_an_evaluated_card_shows_the_table_and_names_the_experiment(tmp_path):

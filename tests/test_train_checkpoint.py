@@ -91,10 +91,13 @@ def read_checkpoint_from(state: dict) -> object:
         return read_checkpoint(path)
 
 
+REPLAY = {"replay.enabled": True}  # the crafted checkpoints edit the replay part: the run must have one
+
+
 def _crafted(tiles: Path, tmp_path: Path, edit) -> tuple[Path, Path]:
     """A real 2-step checkpoint edited by ``edit(state)`` and saved back; returns (model dir, checkpoint dir)."""
     model, ck, _ = run_dirs(tmp_path, "crafted")
-    train(tiny_params(iterations=2), tiles, model, ck, None)
+    train(tiny_params(REPLAY, iterations=2), tiles, model, ck, None)
     state = torch.load(ck / CHECKPOINT_FILE, weights_only=True)
     torch.save(edit(state), ck / CHECKPOINT_FILE)
     return model, ck
@@ -122,12 +125,12 @@ def test_crafted_checkpoint_starts_fresh_with_one_line_reason(tiles, tmp_path, c
     """A checkpoint missing fields or parts, or with wrong shapes, is reported in one line and training starts fresh."""
     model, ck = _crafted(tiles, tmp_path, edit)
     capsys.readouterr()
-    card = train(tiny_params(iterations=3), tiles, model, ck, None)
+    card = train(tiny_params(REPLAY, iterations=3), tiles, model, ck, None)
     err = capsys.readouterr().err
     line = next(ln for ln in err.splitlines() if "starting fresh" in ln)
     assert reason in line and str(ck / CHECKPOINT_FILE) in line and not card["resumed"]
     ref, ref_ck, _ = run_dirs(tmp_path, "ref")
-    train(tiny_params(iterations=3), tiles, ref, ref_ck, None)
+    train(tiny_params(REPLAY, iterations=3), tiles, ref, ref_ck, None)
     assert_same_weights(model, ref)  # a partly loaded trainer was rebuilt: exactly a fresh run
 
 

@@ -69,7 +69,7 @@ def test_tiny_run_writes_model_checkpoint_and_live(tiles, tmp_path):
 def test_checkpoint_loads_with_weights_only(tiles, tmp_path):
     """The checkpoint holds nets, EMA, optimizers, RNG, replay and step, loadable with weights_only=True."""
     model, ck, live = run_dirs(tmp_path, "a")
-    train(tiny_params(), tiles, model, ck, None)
+    train(tiny_params({"ema.enabled": True, "replay.enabled": True}), tiles, model, ck, None)
     parts = torch.load(ck / CHECKPOINT_FILE, weights_only=True)["parts"]
     for key in ("g", "d", "ema", "opt_g", "opt_d", "rng", "replay", "progress", "data"):
         assert parts[key] is not None, key

@@ -70,7 +70,7 @@ bad_values = st.one_of(
 
 def test_shipped_train_section_loads():
     """params.yaml's train section is valid as shipped, and there are numeric keys to fuzz."""
-    assert load(copy.deepcopy(BASE)).hacks.ema.enabled is True and len(NUMERIC) > 30
+    assert load(copy.deepcopy(BASE)).hacks.diffaugment.enabled is True and len(NUMERIC) > 30
 
 
 @settings(max_examples=300, deadline=None)
@@ -156,6 +156,7 @@ def test_hinge_loss_with_noisy_labels_and_non_saturating_loads():
     """hinge_loss loads with soft labels off: noisy labels (sign flips) and non_saturating stay allowed."""
     doc = with_value("hacks.hinge_loss", True)
     doc["hacks"]["soft_labels"]["enabled"] = False
+    doc["hacks"]["noisy_labels"]["enabled"] = True
     hacks = load(doc).hacks
     assert hacks.hinge_loss and hacks.noisy_labels.enabled and hacks.non_saturating
 

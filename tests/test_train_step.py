@@ -92,7 +92,7 @@ def test_feature_matching_adds_its_loss():
 
 def test_ema_generator_differs_from_trained_g():
     """With EMA on the trainer keeps a separate, lagging copy of G."""
-    tr = trainer()
+    tr = trainer(**{"ema.enabled": True})
     for _ in range(3):
         tr.run_step()
     assert tr.ema is not None
