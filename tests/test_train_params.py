@@ -123,6 +123,7 @@ def test_sizes_that_cannot_be_allocated_are_refused(key, value):
 def test_replay_fraction_must_leave_fresh_fakes():
     """A replay fraction that rounds to the whole batch is refused under hacks.replay.fraction."""
     doc = with_value("batch_size", 4)
+    doc["hacks"]["replay"]["enabled"] = True
     doc["hacks"]["replay"]["fraction"] = 0.9
     with pytest.raises(ParamsError, match=r"train\.hacks\.replay\.fraction: expected a fraction that leaves fresh fakes"):
         load(doc)

@@ -36,7 +36,7 @@ def test_separate_batches_runs_d_on_all_real_then_all_fake():
 def test_one_d_forward_when_d_scores_each_image_on_its_own():
     """With spectral_norm (no BN) or instance_norm, separate_batches needs no separate forwards: one batch of 2B + replay."""
     for switch in ("spectral_norm", "instance_norm"):
-        tr = trainer(**{switch: True, "replay.fraction": 0.5})
+        tr = trainer(**{switch: True, "replay.enabled": True, "replay.fraction": 0.5})
         sizes: list[int] = []
         handle = tr.d.register_forward_hook(lambda m, i, o: sizes.append(i[0].shape[0]))
         tr.update_d(tr.real_batch(0), tr.g(tr.latent()).detach(), torch.zeros(()))
@@ -114,7 +114,7 @@ def test_checkpoint_swap_snapshots_and_flags():
 
 def test_replay_buffer_is_prefilled_and_refreshed():
     """The replay buffer starts full of G samples and changes as training pushes fakes."""
-    tr = trainer()
+    tr = trainer(**{"replay.enabled": True})
     before = tr.replay.images.clone()
     tr.run_step()
     assert before.abs().sum() > 0 and not torch.equal(before, tr.replay.images)
@@ -122,7 +122,7 @@ def test_replay_buffer_is_prefilled_and_refreshed():
 
 def test_replay_buffer_stores_fakes_without_instance_noise():
     """Pushed fakes are G's tanh outputs, not the noised copies D saw (noise is drawn afresh on replay)."""
-    tr = trainer(**{"instance_noise.enabled": True, "instance_noise.std": 5.0, "replay.fraction": 0.5})
+    tr = trainer(**{"instance_noise.enabled": True, "instance_noise.std": 5.0, "replay.enabled": True, "replay.fraction": 0.5})
     fake = tr.g(tr.latent()).detach()
     tr.update_d(tr.real_batch(0), fake, torch.tensor(5.0))
     assert tr.replay.images.abs().max() <= 1.0
@@ -164,12 +164,12 @@ def _cutout_in_every_image(x: torch.Tensor) -> bool:
 def test_diffaugment_reaches_every_image_d_sees_in_both_steps():
     """diffaugment (cutout, p = 1): reals, fresh fakes, replayed fakes in D's step and fakes in G's step all arrive cut out."""
     tr = trainer(**{"diffaugment.enabled": True, "diffaugment.policy": ["cutout"], "diffaugment.p": 1.0,
-                    "instance_noise.enabled": False, "feature_matching.enabled": True})
+                    "instance_noise.enabled": False, "feature_matching.enabled": True, "replay.enabled": True})
     seen = _d_inputs(tr)
     tr.run_step()
     assert len(seen) == 5  # D: real, fake, replayed; G: the fakes' forward (logits + features) and the reals' features
     assert all(_cutout_in_every_image(x.float()) for x in seen)
-    off = trainer(**{"instance_noise.enabled": False})
+    off = trainer(**{"instance_noise.enabled": False, "diffaugment.enabled": False})
     seen_off = _d_inputs(off)
     off.run_step()
     assert not any(_cutout_in_every_image(x.float()) for x in seen_off)
@@ -199,7 +199,7 @@ def test_ada_moves_p_every_k_iterations_by_the_sign_of_r_t_and_logs_it():
 def test_r1_penalty_is_the_gradient_norm_of_d_at_the_reals():
     """r1 on a due iteration: loss_d_r1 = gamma/2 E||grad_x D(x)||^2 (checked against an independent D copy), added x every."""
     tr = trainer(tiny_params({"r1.enabled": True, "r1.gamma": 2.0, "r1.every": 3, "replay.enabled": False,
-                              "instance_noise.enabled": False}, cpu_bf16="off"))
+                              "instance_noise.enabled": False, "diffaugment.enabled": False}, cpu_bf16="off"))
     d_before = copy.deepcopy(tr.d)
     real, fake = tr.real_batch(0), tr.g(tr.latent()).detach()
     out = tr.update_d(real, fake, None, r1=True)
@@ -235,7 +235,8 @@ def test_hinge_loss_scores_d_and_g_with_the_hinge():
 
 def test_instance_noise_is_not_drawn_once_it_has_decayed():
     """After decay_iters, D's inputs are the images themselves (no N(0, 0) draw costing time)."""
-    tr = trainer(**{"instance_noise.decay_iters": 1, "dihedral_augment": False, "replay.enabled": False})
+    tr = trainer(**{"instance_noise.enabled": True, "instance_noise.decay_iters": 1, "dihedral_augment": False,
+                    "replay.enabled": False, "diffaugment.enabled": False})
     tr.run_step()
     seen = _d_inputs(tr)
     torch.manual_seed(5)
