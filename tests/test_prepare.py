@@ -356,3 +356,26 @@ def test_unlabelled_data_writes_no_label_files(labelled_crops, real_crops, tmp_p
     prepare(raw, validated, tmp_path / "p", params, progress=False, min_tiles=FEW)
     assert not (tmp_path / "p" / "labels.npy").exists() and not (tmp_path / "p" / "holdout_labels.npy").exists()
     assert "classes" not in json.loads((tmp_path / "p" / "tiles.json").read_text())
+
+
+def test_class_folders_reach_labels_npy_through_download_and_validate(tmp_path, repo_root, rsscn7_files, params):
+    """rsscn7 class folders -> download (labels: folder) -> validate -> prepare: each tile's folder is its class."""
+    from satgan.download import DownloadParams, run_download
+
+    src = tmp_path / "src"
+    for c in range(3):
+        for f in rsscn7_files[40 * c:40 * c + 4]:
+            (src / f.parent.name).mkdir(parents=True, exist_ok=True)
+            (src / f.parent.name / f.name).write_bytes(f.read_bytes())
+    doc = load_section("download", DownloadParams, repo_root / "params.yaml")
+    run_download(dataclasses.replace(doc, source="folder", labels="folder",
+                                     folder=dataclasses.replace(doc.folder, path=str(src))), tmp_path / "raw")
+    vparams = dataclasses.replace(load_section("validate", ValidateParams, repo_root / "params.yaml"), workers=1)
+    validate(tmp_path / "raw", tmp_path / "validated", vparams, progress=False)
+    prepare(tmp_path / "raw", tmp_path / "validated", tmp_path / "p", dataclasses.replace(params, holdout_fraction=0.25),
+            progress=False, min_tiles=FEW)
+    side = json.loads((tmp_path / "p" / "holdout.json").read_text())
+    got = np.load(tmp_path / "p" / "holdout_labels.npy")
+    assert side["classes"] == ["aGrass", "bField", "cIndustry"]
+    assert [side["classes"][i] for i in got] == [s.split("/")[1] for s in side["sources"]]
+    assert sorted(got.tolist()) == [0, 1, 2]
