@@ -49,6 +49,17 @@ from satgan.train.runtime import Dist, RngState, any_rank, say, seed_everything
 P = TypeVar("P", bound=Stateful)
 
 
+def d_accuracy(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> dict[str, torch.Tensor]:
+    """D's accuracy on reals (share with sigmoid > 0.5, i.e. logit > 0) and on fakes (share with logit <= 0).
+
+    Thresholded at 0.5 whatever the soft-label targets: D "says real" when its probability is
+    above one half. Device tensors (no host sync), like every other metric of the step. Their
+    keys are :data:`satgan.train.fastpath.ACCURACY_METRICS` (checked with an absolute tolerance there).
+    """
+    return {"d_acc_real": (real_logits.float() > 0).float().mean(),
+            "d_acc_fake": (fake_logits.float() <= 0).float().mean()}
+
+
 def model_config(p: TrainParams, image_size: int, channels: int) -> ModelConfig:
     """The architecture (and latent distribution) implied by the params and the data's sidecar."""
     h = p.hacks
@@ -314,6 +325,8 @@ class Trainer:
             "loss_d": loss.detach(), "loss_d_adv": adv.detach(), "loss_d_l2": l2.detach(),
             "d_real": torch.sigmoid(real_logits.detach().float()).mean(),
             "d_fake": torch.sigmoid(fake_logits.detach().float()).mean(),
+            # D's accuracy at sigmoid 0.5 (logit 0), whatever the (soft, noisy, hinge) targets it trained on
+            **d_accuracy(real_logits.detach(), fake_logits.detach()),
             "grad_norm_d": gnorm,
             "_real_logits": real_logits.detach(), "_fake_logits": fake_logits.detach(),
         }
