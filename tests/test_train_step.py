@@ -302,3 +302,10 @@ def test_step_logs_d_accuracy_with_soft_labels():
     out = trainer(**{"soft_labels.enabled": True}).run_step()
     for key in ("d_acc_real", "d_acc_fake"):
         assert 0.0 <= float(out[key]) <= 1.0 and float(out[key]) * 4 == round(float(out[key]) * 4)  # batch of 4
+
+
+def test_g_dropout_at_sampling_reaches_the_model_config():
+    """g_dropout.at_sampling reaches ModelConfig only with g_dropout enabled."""
+    on = tiny_params({"g_dropout.enabled": True, "g_dropout.at_sampling": True})
+    off = tiny_params({"g_dropout.enabled": False, "g_dropout.at_sampling": True})
+    assert model_config(on, 32, 3).g_dropout_at_sampling and not model_config(off, 32, 3).g_dropout_at_sampling

@@ -36,6 +36,7 @@ from satgan.model import (
     build_generator,
     discriminator_features,
     sample_latent,
+    sampling_rng,
     split_discriminator,
 )
 from satgan.train import fastpath as FP
@@ -72,6 +73,7 @@ def model_config(p: TrainParams, image_size: int, channels: int) -> ModelConfig:
         g_activation="leaky_relu" if h.leaky_relu_g else "relu",
         norm="instance" if h.instance_norm else "batch",
         g_dropout=h.g_dropout.p if h.g_dropout.enabled else 0.0,
+        g_dropout_at_sampling=h.g_dropout.enabled and h.g_dropout.at_sampling,
         upsample=h.checkerboard.mode if h.checkerboard.enabled else "deconv",
         minibatch_stddev=h.minibatch_stddev,
         spectral_norm=h.spectral_norm,
@@ -457,7 +459,8 @@ class Trainer:
         g = self.sampling_generator
         was_training = g.training
         g.eval()
-        images = g(self.fixed_noise).float().cpu().numpy()
+        with sampling_rng(self.cfg, self.p.seed, self.device):  # the same masks every grid; training's RNG untouched
+            images = g(self.fixed_noise).float().cpu().numpy()
         g.train(was_training)
         grid = make_grid(images, nrow=int(math.ceil(math.sqrt(len(images)))))
         return grid[..., 0] if grid.shape[-1] == 1 else grid
