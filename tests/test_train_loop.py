@@ -61,7 +61,8 @@ def test_tiny_run_writes_model_checkpoint_and_live(tiles, tmp_path):
     assert card["step"] == 6 and card["architecture"]["image_size"] == 32 and len(card["data_hash"]) == 64
     assert (ck / CHECKPOINT_FILE).is_file()
     metrics = json.loads((live / "metrics.json").read_text())
-    for key in ("loss_d", "loss_g", "d_real", "d_fake", "grad_norm_d", "grad_norm_g", "lr_g", "lr_d", "img_per_s"):
+    for key in ("loss_d", "loss_g", "d_real", "d_fake", "d_acc_real", "d_acc_fake", "grad_norm_d", "grad_norm_g", "lr_g",
+                "lr_d", "img_per_s"):
         assert key in metrics["train"]
     assert sorted(p.name for p in (live / "plots" / "images" / "samples").iterdir()) == ["3.png", "6.png"]
 
