@@ -22,7 +22,7 @@ memory depends on the chunk size, not on the number of tiles.
 
 Prepare reads only inside its inputs: every accepted.csv path must stay inside ``<raw>``, and
 raw files are opened only when they are regular files, never through a symlink. Every output
-is written to a temp file and all five replace the previous ones together at the end, so a run
+is written to a temp file and all five (seven with labels) replace the previous ones together at the end, so a run
 that fails (a tile gone or changed since validate) leaves the previous dataset whole.
 """
 
@@ -373,7 +373,7 @@ def prepare(raw: str | Path, validated: str | Path, out: str | Path, params: Pre
     # validate already refused bombs, by its own limit; tiles it accepted may still exceed Pillow's
     # default limit, so raise that limit (for this run only) to the largest accepted tile.
     limit = None if Image.MAX_IMAGE_PIXELS is None else max(acc.max_pixels, Image.MAX_IMAGE_PIXELS)
-    # The five outputs are one dataset: they replace the previous ones together at the end, so a
+    # The five outputs (seven with labels) are one dataset: they replace the previous ones together at the end, so a
     # run that fails half way (a tile gone, a decode error) leaves the previous dataset whole.
     with ops.pixel_limit(limit), _tile_mapper(params, limit) as pmap, atomic_group() as group:
         preview = group.path(out / names.PREVIEW, suffix=".png")
