@@ -899,3 +899,93 @@ def test_archive_url_wall_clock_timeout_leaves_no_file(repo_root: Path, tmp_path
             run_download(params, tmp_path / "out")
     assert time.monotonic() - start < 3
     assert leftovers(tmp_path / "out") == []
+
+
+# --- labels -------------------------------------------------------------------------------------
+
+
+def class_tree(root: Path, rsscn7_files: list[Path], per_class: int = 2, classes: int = 2) -> Path:
+    """A folder of ``classes`` rsscn7 class folders with ``per_class`` real JPEGs each."""
+    for c in range(classes):
+        for f in rsscn7_files[40 * c:40 * c + per_class]:
+            dest = root / f.parent.name / f.name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(f.read_bytes())
+    return root
+
+
+def test_labels_none_keeps_the_manifest_columns(repo_root: Path, tmp_path: Path, rsscn7_files: list[Path]) -> None:
+    """With download.labels none the manifest has exactly its usual columns, no label."""
+    src = class_tree(tmp_path / "src", rsscn7_files)
+    run_download(make_params(repo_root, source="folder", folder={"path": str(src)}), tmp_path / "out")
+    header = (tmp_path / "out" / MANIFEST).read_text().splitlines()[0]
+    assert header == "path,source,sha256,bytes,status,error"
+
+
+def test_folder_labels_are_the_first_folder(repo_root: Path, tmp_path: Path, rsscn7_files: list[Path]) -> None:
+    """download.labels folder records each tile's first folder under the root as its label."""
+    src = class_tree(tmp_path / "src", rsscn7_files)
+    run_download(make_params(repo_root, source="folder", labels="folder", folder={"path": str(src)}), tmp_path / "out")
+    rows = manifest(tmp_path / "out")
+    assert len(rows) == 4
+    assert {r["label"] for r in rows} == {"aGrass", "bField"}
+    assert all(r["path"].split("/")[1] == r["label"] for r in rows)
+
+
+def test_folder_labels_refuse_a_tile_outside_a_class_folder(repo_root: Path, tmp_path: Path,
+                                                            rsscn7_files: list[Path]) -> None:
+    """A tile directly under the root has no class folder: a refused row saying so, with no label."""
+    src = class_tree(tmp_path / "src", rsscn7_files)
+    (src / "loose.jpg").write_bytes(rsscn7_files[0].read_bytes())
+    params = make_params(repo_root, source="folder", labels="folder", max_failed_fraction=0.5, folder={"path": str(src)})
+    run_download(params, tmp_path / "out")
+    loose = [r for r in manifest(tmp_path / "out") if r["source"].endswith("loose.jpg")]
+    assert [(r["status"], r["label"], r["path"]) for r in loose] == [("refused", "", "")]
+    assert "no class folder" in loose[0]["error"]
+    assert not (tmp_path / "out" / "tiles" / "loose.jpg").exists()
+
+
+def test_csv_labels_come_from_labels_csv(repo_root: Path, tmp_path: Path, rsscn7_files: list[Path]) -> None:
+    """download.labels csv takes each tile's label from labels_csv; an unlisted tile is refused."""
+    src = class_tree(tmp_path / "src", rsscn7_files)
+    files = sorted(p.relative_to(src).as_posix() for p in src.rglob("*.jpg"))
+    table = tmp_path / "labels.csv"
+    table.write_text("path,label\n" + "".join(f"{f},class {i % 2}\n" for i, f in enumerate(files[:3])))
+    params = make_params(repo_root, source="folder", labels="csv", labels_csv=str(table), max_failed_fraction=0.5,
+                         folder={"path": str(src)})
+    run_download(params, tmp_path / "out")
+    got = {Path(r["source"]).relative_to(src).as_posix(): (r["status"], r["label"]) for r in manifest(tmp_path / "out")}
+    assert got == {files[0]: ("ok", "class 0"), files[1]: ("ok", "class 1"), files[2]: ("ok", "class 0"),
+                   files[3]: ("refused", "")}
+
+
+def test_labels_csv_listing_a_path_twice_is_one_error_line(repo_root: Path, tmp_path: Path,
+                                                           rsscn7_files: list[Path]) -> None:
+    """A labels CSV naming one path twice stops the download naming the key, file and line."""
+    src = class_tree(tmp_path / "src", rsscn7_files, per_class=1, classes=1)
+    table = tmp_path / "labels.csv"
+    table.write_text("path,label\naGrass/a.jpg,x\n./aGrass/a.jpg,y\n")
+    params = make_params(repo_root, source="folder", labels="csv", labels_csv=str(table), folder={"path": str(src)})
+    with pytest.raises(DataError, match=r"^download\.labels_csv: .*labels\.csv: line 3: 'aGrass/a\.jpg' is listed twice$"):
+        run_download(params, tmp_path / "out")
+
+
+def test_archive_folder_labels(repo_root: Path, tmp_path: Path, bodies: list[bytes]) -> None:
+    """Archive members take their label from their first folder too."""
+    path = tmp_path / "a.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("forest/a.jpg", bodies[0])
+        zf.writestr("./river/b.jpg", bodies[1])
+    params = dataclasses.replace(archive_params(repo_root, path, sha256_file(path)), labels="folder")
+    run_download(params, tmp_path / "out")
+    assert {r["path"]: r["label"] for r in manifest(tmp_path / "out")} == {"tiles/forest/a.jpg": "forest",
+                                                                          "tiles/river/b.jpg": "river"}
+
+
+@pytest.mark.parametrize("over, key", [({"source": "sample", "labels": "folder"}, "download.labels"),
+                                       ({"source": "folder", "folder": {"path": "x"}, "labels": "csv"},
+                                        "download.labels_csv")])
+def test_label_params_are_checked(repo_root: Path, over: dict[str, Any], key: str) -> None:
+    """Labels on a source without them, or csv labels without a CSV, are params errors naming the key."""
+    with pytest.raises(ParamsError, match=rf"^params\.yaml: {re.escape(key)}: expected "):
+        make_params(repo_root, **over)

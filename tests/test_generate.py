@@ -150,3 +150,14 @@ def test_any_value_of_any_generate_key_loads_or_names_that_key(key, value):
         named = msg.removeprefix("params.yaml: generate.").split(":")[0]
         # grid_tiles is checked against n_samples: a small n_samples is reported under grid_tiles, with its value
         assert "\n" not in msg and (named == key or (key == "n_samples" and named == "grid_tiles" and f"({value})" in msg)), msg
+
+
+def test_generate_with_dropout_at_sampling_is_seeded(tmp_path):
+    """A model that keeps its dropout at sampling gives the same samples for the same seed, others for another."""
+    cfg = dataclasses.replace(CFG, g_dropout=0.5, g_dropout_at_sampling=True)
+    torch.manual_seed(0)
+    save_model(tmp_path / "m", build_generator(cfg), build_discriminator(cfg), cfg, params_hash="p", data_hash="d", step=1)
+    for name, seed in (("a", 5), ("b", 5), ("c", 6)):
+        generate(tmp_path / "m", tmp_path / name, dataclasses.replace(PARAMS, seed=seed))
+    a, b, c = (np.load(tmp_path / x / "samples.npy") for x in "abc")
+    assert np.array_equal(a, b) and not np.allclose(a, c)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import pytest
@@ -18,6 +19,7 @@ from satgan.model import (
     discriminator_features,
     icnr_,
     sample_latent,
+    sampling_rng,
 )
 
 SIZES_CHANNELS = list(itertools.product((32, 64, 128), (1, 3)))
@@ -247,3 +249,30 @@ def test_sample_latent_is_seeded_by_its_generator():
     assert torch.equal(a, sample_latent(cfg, 3, torch.Generator().manual_seed(5)))
     torch.manual_seed(5)
     assert torch.equal(sample_latent(cfg, 3), a)
+
+
+def test_dropout_at_sampling_stays_on_in_eval_mode_with_seeded_masks():
+    """g_dropout_at_sampling: G in eval mode still drops units, the same ones for the same sampling seed."""
+    cfg = ModelConfig(image_size=32, channels=3, nz=8, ngf=4, ndf=4, g_dropout=0.5, g_dropout_at_sampling=True)
+    torch.manual_seed(0)
+    g, z = build_generator(cfg).eval(), torch.randn(3, 8, 1, 1)
+    with torch.no_grad():
+        with sampling_rng(cfg, 1):
+            a = g(z)
+        with sampling_rng(cfg, 1):
+            b = g(z)
+        with sampling_rng(cfg, 2):
+            c = g(z)
+    assert torch.equal(a, b) and not torch.allclose(a, c)
+    plain = dataclasses.replace(cfg, g_dropout_at_sampling=False)
+    torch.manual_seed(0)
+    h = build_generator(plain).eval()
+    assert h.state_dict().keys() == g.state_dict().keys()
+    with torch.no_grad():
+        assert torch.equal(h(z), h(z))  # training-only dropout: off in eval mode
+
+
+def test_dropout_at_sampling_needs_dropout():
+    """g_dropout_at_sampling without g_dropout is refused naming the key."""
+    with pytest.raises(ValueError, match=r"g_dropout_at_sampling: expected false when g_dropout is 0"):
+        ModelConfig(image_size=32, g_dropout=0.0, g_dropout_at_sampling=True)

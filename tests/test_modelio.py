@@ -168,7 +168,7 @@ def test_card_records_the_latent_distribution(tmp_path):
     """model.json's architecture says which latent distribution G was trained on."""
     cfg = ModelConfig(image_size=32, channels=3, nz=8, ngf=4, ndf=4, latent="uniform")
     save_model(tmp_path, build_generator(cfg), build_discriminator(cfg), cfg, params_hash="p", data_hash="h", step=1)
-    assert _card(tmp_path)["architecture"]["latent"] == "uniform" and _card(tmp_path)["format"] == "satgan-dcgan/3"
+    assert _card(tmp_path)["architecture"]["latent"] == "uniform" and _card(tmp_path)["format"] == "satgan-dcgan/4"
     _, card = load_generator(tmp_path)
     assert ModelConfig.from_dict(card["architecture"]).latent == "uniform"
 
@@ -248,3 +248,17 @@ def test_format_2_card_loads_as_without_spectral_norm(tmp_path):
     assert loaded_card["upgraded_from"] == "satgan-dcgan/2" and loaded_card["architecture"]["spectral_norm"] is False
     x = torch.randn(2, 3, 32, 32)
     assert torch.equal(loaded(x), d.eval()(x))
+
+
+def test_format_3_card_loads_as_without_dropout_at_sampling(tmp_path):
+    """A satgan-dcgan/3 card (no architecture.g_dropout_at_sampling) loads as false: its G dropped out in training only."""
+    g, _, g_ema = _save(tmp_path)
+    card = _card(tmp_path)
+    card["format"] = "satgan-dcgan/3"
+    del card["architecture"]["g_dropout_at_sampling"]
+    _write_card(tmp_path, card)
+    loaded, loaded_card = load_generator(tmp_path)
+    assert loaded_card["upgraded_from"] == "satgan-dcgan/3"
+    assert loaded_card["architecture"]["g_dropout_at_sampling"] is False
+    z = torch.randn(2, 8, 1, 1)
+    assert torch.equal(loaded(z), g_ema.eval()(z))

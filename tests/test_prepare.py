@@ -289,3 +289,93 @@ def test_sidecars_carry_the_provenance_block(real_crops, tmp_path, params):
     side = [json.loads((tmp_path / "prepared" / f"{n}.json").read_text()) for n in ("tiles", "holdout")]
     assert side[0]["provenance"] == side[1]["provenance"]
     assert side[0]["provenance"]["source"] == "unknown" and side[0]["provenance"]["tiles"] == 40
+
+
+@pytest.fixture(scope="module")
+def labelled_crops(tmp_path_factory, rsscn7_files) -> tuple[Path, Path, dict[str, str]]:
+    """18 real 100x80 crops, 6 from each of 3 rsscn7 classes, with accepted.csv carrying each tile's class folder."""
+    root = tmp_path_factory.mktemp("labelled")
+    (root / "raw" / "tiles").mkdir(parents=True)
+    labels = {}
+    for c in range(3):
+        for k, src in enumerate(rsscn7_files[40 * c:40 * c + 6]):
+            name = f"{src.parent.name}_{k}.png"
+            with Image.open(src) as im:
+                im.crop((0, 0, 100, 80)).save(root / "raw" / "tiles" / name)
+            labels[name] = src.parent.name
+    write_accepted(root / "raw", root / "validated", list(labels))
+    csv_path = root / "validated" / "accepted.csv"
+    lines = csv_path.read_text().splitlines()
+    csv_path.write_text("\n".join([lines[0] + ",label"] + [f"{line},{labels[line.split(',')[0][6:]]}"
+                                                            for line in lines[1:]]) + "\n")
+    return root / "raw", root / "validated", labels
+
+
+def test_labels_npy_are_int64_and_aligned_with_the_tiles(labelled_crops, tmp_path, params):
+    """labels.npy / holdout_labels.npy hold each row's class index (int64) into the sidecars' sorted classes."""
+    raw, validated, labels = labelled_crops
+    prepare(raw, validated, tmp_path / "p", params, progress=False, min_tiles=FEW)
+    for npy, lab in (("tiles", "labels.npy"), ("holdout", "holdout_labels.npy")):
+        side = json.loads((tmp_path / "p" / f"{npy}.json").read_text())
+        got = np.load(tmp_path / "p" / lab, allow_pickle=False)
+        assert got.dtype == np.int64 and got.shape == (side["count"],) == (len(side["sources"]),)
+        assert side["classes"] == ["aGrass", "bField", "cIndustry"]
+        assert [side["classes"][i] for i in got] == [labels[s[6:]] for s in side["sources"]]
+
+
+def test_random_holdout_is_stratified_by_class(labelled_crops, tmp_path, params):
+    """Every class holds out the same share of its own tiles (here 1 or 2 of 6), recorded per class in the sidecars."""
+    raw, validated, _ = labelled_crops
+    prepare(raw, validated, tmp_path / "p", dataclasses.replace(params, holdout_fraction=0.3), progress=False,
+            min_tiles=FEW)
+    hold = json.loads((tmp_path / "p" / "holdout.json").read_text())
+    train = json.loads((tmp_path / "p" / "tiles.json").read_text())
+    assert hold["class_counts"] == {"aGrass": 2, "bField": 2, "cIndustry": 2}
+    assert train["class_counts"] == {"aGrass": 4, "bField": 4, "cIndustry": 4}
+    assert hold["holdout_split"]["reason"].endswith("stratified by class")
+
+
+def test_a_class_too_small_for_both_splits_is_one_error_line(labelled_crops, tmp_path, params):
+    """A class with a single tile stops prepare with one line naming the class and its count."""
+    raw, validated, _ = labelled_crops
+    lines = (validated / "accepted.csv").read_text().splitlines()
+    lines[1] = lines[1].rsplit(",", 1)[0] + ",lonely"
+    (tmp_path / "v").mkdir()
+    (tmp_path / "v" / "accepted.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"^class 'lonely' has 1 tile\(s\): too few for both a training and a "
+                                        r"held-out tile \(prepare\.holdout_fraction 0\.1\)[^\n]*$"):
+        prepare(raw, tmp_path / "v", tmp_path / "p", params, progress=False, min_tiles=FEW)
+
+
+def test_unlabelled_data_writes_no_label_files(labelled_crops, real_crops, tmp_path, params):
+    """Unlabelled data gets no labels files and no class keys; a stale labels.npy from a labelled run is removed."""
+    raw, validated, _ = labelled_crops
+    prepare(raw, validated, tmp_path / "p", params, progress=False, min_tiles=FEW)
+    assert (tmp_path / "p" / "labels.npy").exists()
+    raw, validated, _ = real_crops
+    prepare(raw, validated, tmp_path / "p", params, progress=False, min_tiles=FEW)
+    assert not (tmp_path / "p" / "labels.npy").exists() and not (tmp_path / "p" / "holdout_labels.npy").exists()
+    assert "classes" not in json.loads((tmp_path / "p" / "tiles.json").read_text())
+
+
+def test_class_folders_reach_labels_npy_through_download_and_validate(tmp_path, repo_root, rsscn7_files, params):
+    """rsscn7 class folders -> download (labels: folder) -> validate -> prepare: each tile's folder is its class."""
+    from satgan.download import DownloadParams, run_download
+
+    src = tmp_path / "src"
+    for c in range(3):
+        for f in rsscn7_files[40 * c:40 * c + 4]:
+            (src / f.parent.name).mkdir(parents=True, exist_ok=True)
+            (src / f.parent.name / f.name).write_bytes(f.read_bytes())
+    doc = load_section("download", DownloadParams, repo_root / "params.yaml")
+    run_download(dataclasses.replace(doc, source="folder", labels="folder",
+                                     folder=dataclasses.replace(doc.folder, path=str(src))), tmp_path / "raw")
+    vparams = dataclasses.replace(load_section("validate", ValidateParams, repo_root / "params.yaml"), workers=1)
+    validate(tmp_path / "raw", tmp_path / "validated", vparams, progress=False)
+    prepare(tmp_path / "raw", tmp_path / "validated", tmp_path / "p", dataclasses.replace(params, holdout_fraction=0.25),
+            progress=False, min_tiles=FEW)
+    side = json.loads((tmp_path / "p" / "holdout.json").read_text())
+    got = np.load(tmp_path / "p" / "holdout_labels.npy")
+    assert side["classes"] == ["aGrass", "bField", "cIndustry"]
+    assert [side["classes"][i] for i in got] == [s.split("/")[1] for s in side["sources"]]
+    assert sorted(got.tolist()) == [0, 1, 2]

@@ -16,7 +16,8 @@ from satgan.errors import DataError, ParamsError
 from satgan.params import from_mapping, load_section
 from satgan.prepare import PrepareParams, prepare
 from satgan.split import (
-    Position, box_gaps, holdout_count, random_split, read_manifest_sources, spatial_split, split_tiles, tile_position,
+    Position, box_gaps, holdout_count, random_split, read_manifest_sources, spatial_split, split_tiles, stratified_split,
+    tile_position,
 )
 
 
@@ -167,3 +168,14 @@ def test_prepare_holds_out_a_spatial_block_and_records_the_rule(tmp_path, rsscn7
         return np.array([(pos[p].x0, pos[p].y0, pos[p].x1, pos[p].y1) for p in paths])
 
     assert box_gaps(as_boxes(side["tiles"]["sources"]), as_boxes(side["holdout"]["sources"])).min() >= 16
+
+
+def test_stratified_split_holds_out_each_class_share_and_is_seeded():
+    """stratified_split holds out holdout_count of every class, disjointly, the same for the same seed."""
+    classes = np.array([0] * 10 + [1] * 4 + [2] * 6)
+    a = stratified_split(classes, ["x", "y", "z"], 0.25, seed=5)
+    b = stratified_split(classes, ["x", "y", "z"], 0.25, seed=5)
+    assert np.array_equal(a.holdout, b.holdout) and np.array_equal(a.train, b.train)
+    assert np.bincount(classes[a.holdout], minlength=3).tolist() == [holdout_count(10, 0.25), 1, 2]
+    assert sorted(np.concatenate([a.train, a.holdout]).tolist()) == list(range(20))
+    assert not np.array_equal(stratified_split(classes, ["x", "y", "z"], 0.25, seed=6).holdout, a.holdout)

@@ -200,3 +200,10 @@ def _equal(a, b) -> bool:
     if isinstance(a, (list, tuple)):
         return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
     return a == b
+
+
+def test_disagreement_allows_one_flipped_tile_in_d_accuracy():
+    """D's accuracies agree within ACCURACY_ATOL absolute (one logit flipping across 0), not beyond."""
+    nets = {"g": {"w": torch.zeros(3)}}
+    assert FP.disagreement({"d_acc_real": 0.5 + 1 / 64}, {"d_acc_real": 0.5}, nets, nets, nets) is None
+    assert "d_acc_fake 0.75 vs eager 0.5" in FP.disagreement({"d_acc_fake": 0.75}, {"d_acc_fake": 0.5}, nets, nets, nets)

@@ -61,7 +61,8 @@ def test_tiny_run_writes_model_checkpoint_and_live(tiles, tmp_path):
     assert card["step"] == 6 and card["architecture"]["image_size"] == 32 and len(card["data_hash"]) == 64
     assert (ck / CHECKPOINT_FILE).is_file()
     metrics = json.loads((live / "metrics.json").read_text())
-    for key in ("loss_d", "loss_g", "d_real", "d_fake", "grad_norm_d", "grad_norm_g", "lr_g", "lr_d", "img_per_s"):
+    for key in ("loss_d", "loss_g", "d_real", "d_fake", "d_acc_real", "d_acc_fake", "grad_norm_d", "grad_norm_g", "lr_g",
+                "lr_d", "img_per_s"):
         assert key in metrics["train"]
     assert sorted(p.name for p in (live / "plots" / "images" / "samples").iterdir()) == ["3.png", "6.png"]
 
@@ -308,3 +309,14 @@ def test_g_learns_a_one_tile_dataset(rsscn7_files, tmp_path):
     errs = [(s - tile).abs().mean().item() for s in samples]
     colour_gap = (samples[1].mean(dim=(0, 2, 3)) - tile.mean(dim=(1, 2))).abs().max().item()
     assert errs[1] < 0.5 * errs[0] and colour_gap < 0.15, (errs, colour_gap)
+
+
+def test_sample_grids_with_dropout_at_sampling_leave_training_unchanged(tiles, tmp_path):
+    """With g_dropout.at_sampling on, a sample grid every step trains the same weights as a grid only at the end."""
+    hacks = {"g_dropout.enabled": True, "g_dropout.at_sampling": True}
+    model, ck, live = run_dirs(tmp_path, "a")
+    train(tiny_params(hacks, sample_every=1), tiles, model, ck, live)
+    assert len(list((live / "plots" / "images" / "samples").iterdir())) == 6
+    ref, ref_ck, _ = run_dirs(tmp_path, "ref")
+    train(tiny_params(hacks, sample_every=6), tiles, ref, ref_ck, None)
+    assert_same_weights(model, ref)

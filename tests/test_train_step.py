@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from satgan.errors import ParamsError
 from satgan.losses import d_hinge, r1_penalty
 from satgan.train.registry import HACKS
-from satgan.train.step import model_config
+from satgan.train import fastpath as FP
+from satgan.train.step import d_accuracy, model_config
 
 from train_helpers import tiny_params, trainer
 
@@ -288,3 +289,24 @@ def test_one_iteration_runs_d_then_g():
     tr.opt_g.register_step_post_hook(lambda *a: order.append("g"))
     tr.run_step()
     assert order == ["d", "g"] and tr.step == 1
+
+
+def test_d_accuracy_thresholds_at_one_half_whatever_the_targets():
+    """d_acc_real / d_acc_fake are the shares of reals with sigmoid > 0.5 and of fakes with sigmoid <= 0.5."""
+    acc = d_accuracy(torch.tensor([2.0, -1.0, 0.5, 0.0]), torch.tensor([-3.0, 0.0, 1.0]))
+    assert acc["d_acc_real"].item() == 0.5 and acc["d_acc_fake"].item() == pytest.approx(2 / 3)
+    assert tuple(acc) == FP.ACCURACY_METRICS
+
+
+def test_step_logs_d_accuracy_with_soft_labels():
+    """With soft labels on, the step still reports D's accuracy on reals and fakes as shares in [0, 1]."""
+    out = trainer(**{"soft_labels.enabled": True}).run_step()
+    for key in ("d_acc_real", "d_acc_fake"):
+        assert 0.0 <= float(out[key]) <= 1.0 and float(out[key]) * 4 == round(float(out[key]) * 4)  # batch of 4
+
+
+def test_g_dropout_at_sampling_reaches_the_model_config():
+    """g_dropout.at_sampling reaches ModelConfig only with g_dropout enabled."""
+    on = tiny_params({"g_dropout.enabled": True, "g_dropout.at_sampling": True})
+    off = tiny_params({"g_dropout.enabled": False, "g_dropout.at_sampling": True})
+    assert model_config(on, 32, 3).g_dropout_at_sampling and not model_config(off, 32, 3).g_dropout_at_sampling

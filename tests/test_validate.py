@@ -442,3 +442,23 @@ def test_workers_param_is_checked():
     good = {f.name: 1 for f in dataclasses.fields(ValidateParams)} | {"grayscale": "drop", "max_cloud_fraction": None}
     with pytest.raises(ParamsError, match=r"validate\.workers: expected 1\.\.256, got 0$"):
         from_mapping(ValidateParams, good | {"workers": 0}, "validate")
+
+
+def test_labels_travel_from_the_manifest_to_accepted_csv(tmp_path, params, rsscn7_files):
+    """A manifest label column is copied into accepted.csv, each tile keeping its own label."""
+    files = {"a.jpg": rsscn7_files[0], "b.jpg": rsscn7_files[40], "c.jpg": rsscn7_files[0]}  # c duplicates a
+    raw = make_raw(tmp_path, files)
+    lines = (raw / "manifest.csv").read_text().splitlines()
+    labels = {"a.jpg": "grass", "b.jpg": "field", "c.jpg": "grass"}
+    rows = [lines[0] + ",label"] + [f"{line},{labels[line.split(',')[0][6:]]}" for line in lines[1:]]
+    (raw / "manifest.csv").write_text("\n".join(rows) + "\n")
+    validate(raw, tmp_path / "out", params, progress=False)
+    accepted = read_csv(tmp_path / "out" / "accepted.csv")
+    assert [(r["path"], r["label"]) for r in accepted] == [("tiles/a.jpg", "grass"), ("tiles/b.jpg", "field")]
+
+
+def test_unlabelled_manifest_gives_the_usual_accepted_columns(tmp_path, params, rsscn7_files):
+    """Without a manifest label column accepted.csv has exactly its usual columns."""
+    run(tmp_path, {"a.jpg": rsscn7_files[0]}, params)
+    header = (tmp_path / "out" / "accepted.csv").read_text().splitlines()[0]
+    assert header == "path,sha256,width,height,mode,channels,action"

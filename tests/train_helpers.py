@@ -50,13 +50,13 @@ def tiny_params(hacks: dict[str, Any] | None = None, **top: Any) -> TrainParams:
 
 def every_hack_on(**top: Any) -> TrainParams:
     """Tiny params with every hack switched on but hinge_loss, which refuses soft_labels (swap every 2 steps for 1,
-    two D and G steps, SGD for D, ADA moving p every 2 iterations, lazy R1 every 2)."""
+    two D and G steps, SGD for D, ADA moving p every 2 iterations, lazy R1 every 2, G's dropout kept at sampling)."""
     overrides: dict[str, Any] = {h.params_key.removeprefix("train.hacks."): h.name != "hinge_loss" for h in HACKS}
     overrides.update({"checkpoint_swap.every": 2, "checkpoint_swap.length": 1, "extra_steps.d_steps": 2,
                       "extra_steps.g_steps": 2, "moderated.max_extra_d_steps": 2, "l2_penalty.g": 0.01,
                       "l2_penalty.d": 0.01, "historical_averaging.weight": 0.01, "checkerboard.mode": "deconv_conv",
                       "diffaugment.ada.enabled": True, "diffaugment.ada.every": 2, "diffaugment.ada.speed_kimg": 0.1,
-                      "diffaugment.p": 0.5, "r1.every": 2})
+                      "diffaugment.p": 0.5, "r1.every": 2, "g_dropout.at_sampling": True})
     return tiny_params(overrides, **top)
 
 

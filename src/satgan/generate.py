@@ -34,7 +34,7 @@ from satgan import names
 from satgan.arrays import save_array_with_sidecar
 from satgan.fsutil import atomic_path
 from satgan.imageops import denormalize, save_grid
-from satgan.model import ModelConfig, sample_latent
+from satgan.model import ModelConfig, sample_latent, sampling_rng
 from satgan.modelio import load_generator
 from satgan.params import check
 
@@ -125,7 +125,8 @@ def generate_from(g: nn.Module, cfg: ModelConfig, params: GenerateParams, out_di
     out = Path(out_dir)
     sample_seed, interp_seed = _seeds(params.seed)
     z = sample_latent(cfg, params.n_samples, torch.Generator().manual_seed(sample_seed))
-    images = run_generator(g, z, params.batch_size)
+    with sampling_rng(cfg, sample_seed):  # a G with dropout at sampling: seeded masks
+        images = run_generator(g, z, params.batch_size)
     png_dir = out / names.SAMPLES_PNG_DIR
     png_dir.mkdir(parents=True, exist_ok=True)
     for old in png_dir.glob("*.png"):  # a previous, larger run must not leave extra samples behind
@@ -136,7 +137,9 @@ def generate_from(g: nn.Module, cfg: ModelConfig, params: GenerateParams, out_di
     info = {"seed": params.seed, "n_samples": params.n_samples, "nz": cfg.nz, "latent": cfg.latent, **extra}
     save_array_with_sidecar(out / names.SAMPLES, images, info)
     save_grid(images[: params.grid_tiles], out / names.SAMPLE_GRID, nrow=params.grid_nrow)
-    strip = run_generator(g, interpolation_latents(cfg, params.interp_rows, params.interp_steps, interp_seed), params.batch_size)
+    with sampling_rng(cfg, interp_seed):
+        strip = run_generator(g, interpolation_latents(cfg, params.interp_rows, params.interp_steps, interp_seed),
+                              params.batch_size)
     save_grid(strip, out / names.INTERPOLATION, nrow=params.interp_steps)
     return info
 

@@ -21,13 +21,16 @@ the distribution it was trained on.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from satgan.errors import ModelFileError, ParamsError
@@ -61,6 +64,7 @@ class ModelConfig:
     g_activation: Literal["relu", "leaky_relu"] = "relu"
     norm: Literal["batch", "instance"] = "batch"
     g_dropout: float = 0.0
+    g_dropout_at_sampling: bool = False
     upsample: Literal["deconv", "deconv_conv", "resize_conv", "pixel_shuffle"] = "deconv"
     minibatch_stddev: bool = False
     spectral_norm: bool = False
@@ -76,6 +80,8 @@ class ModelConfig:
         check("g_activation", self.g_activation in ("relu", "leaky_relu"), "'relu' or 'leaky_relu'", self.g_activation)
         check("norm", self.norm in ("batch", "instance"), "'batch' or 'instance'", self.norm)
         check("g_dropout", 0.0 <= self.g_dropout < 1.0, "0 <= g_dropout < 1", self.g_dropout)
+        check("g_dropout_at_sampling", not self.g_dropout_at_sampling or self.g_dropout > 0,
+              "false when g_dropout is 0 (no dropout to keep on)", self.g_dropout_at_sampling)
         check("upsample", self.upsample in UPSAMPLES, f"one of {UPSAMPLES}", self.upsample)
         check("init", self.init in ("normal", "xavier"), "'normal' or 'xavier'", self.init)
         check("latent", self.latent in LATENTS, "'gaussian' or 'uniform'", self.latent)
@@ -164,6 +170,41 @@ class MinibatchStdDev(nn.Module):
         return torch.cat([x, std.expand(x.shape[0], 1, x.shape[2], x.shape[3])], dim=1)
 
 
+class SamplingDropout(nn.Dropout):
+    """Dropout that stays on in eval mode too: ganhacks #17 and pix2pix (Isola et al. 2017) sample with it.
+
+    No parameters or buffers: a G built with it has the state dict of one built with ``nn.Dropout``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.dropout(x, self.p, training=True, inplace=self.inplace)
+
+
+def sampling_rng(cfg: ModelConfig, seed: int, device: str | torch.device = "cpu") -> contextlib.AbstractContextManager[Any]:
+    """Around sampling: for a G with dropout at sampling, torch's RNG (CPU, and ``device``'s when CUDA) forked and seeded.
+
+    Its dropout masks then repeat for the same seed (and batch size: masks are drawn batch by
+    batch) without touching the caller's RNG streams (training stays bit-identical across
+    resumes); any other G draws nothing and gets a no-op.
+    """
+    if not cfg.g_dropout_at_sampling:
+        return contextlib.nullcontext()
+    dev = torch.device(device)
+    devices = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
+
+    @contextlib.contextmanager
+    def forked() -> Iterator[None]:
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            yield
+
+    return forked()
+
+
+def _g_dropout(cfg: ModelConfig) -> nn.Module:
+    return SamplingDropout(cfg.g_dropout) if cfg.g_dropout_at_sampling else nn.Dropout(cfg.g_dropout)
+
+
 def build_generator(cfg: ModelConfig) -> nn.Sequential:
     """G: (B, nz, 1, 1) latent -> (B, channels, image_size, image_size) in [-1, 1]."""
     n = cfg.n_blocks
@@ -175,7 +216,7 @@ def build_generator(cfg: ModelConfig) -> nn.Sequential:
         _g_act(cfg),
     ]
     if cfg.g_dropout > 0:
-        layers.append(nn.Dropout(cfg.g_dropout))  # ganhacks #17: dropout as G's noise source
+        layers.append(_g_dropout(cfg))  # ganhacks #17: dropout as G's noise source
     size = 4
     for _ in range(n - 1):
         # (B, w, s, s) -> (B, w/2, 2s, 2s)
@@ -184,7 +225,7 @@ def build_generator(cfg: ModelConfig) -> nn.Sequential:
         size *= 2
         layers += [_norm(cfg, width), _g_act(cfg)]
         if cfg.g_dropout > 0:
-            layers.append(nn.Dropout(cfg.g_dropout))
+            layers.append(_g_dropout(cfg))
     # (B, ngf, s, s) -> (B, channels, image_size, image_size); no norm on G's output (DCGAN)
     layers += _upsample(cfg, width, cfg.channels, bias=True)
     layers.append(nn.Tanh())

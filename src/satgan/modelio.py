@@ -21,7 +21,8 @@ line naming the file and the field, never a traceback:
   bounds such as ``ngf <= 256``, ``nz`` equal to ``architecture.nz``); a card written before
   the latent distribution was recorded (format ``satgan-dcgan/1``) is refused: retrain it; a
   ``satgan-dcgan/2`` card (before ``architecture.spectral_norm`` existed) is read as
-  ``spectral_norm: false``, which is how every such model was built;
+  ``spectral_norm: false``, and a ``/2`` or ``/3`` card (before ``architecture.g_dropout_at_sampling``)
+  as ``g_dropout_at_sampling: false``, which is how every such model was built;
 - each weights file's tensor names and shapes are compared with the architecture from the
   safetensors header *before* anything is allocated, so a lying card cannot trigger a huge
   allocation;
@@ -53,10 +54,15 @@ GENERATOR_FILE = names.GENERATOR
 GENERATOR_EMA_FILE = names.GENERATOR_EMA
 DISCRIMINATOR_FILE = names.DISCRIMINATOR
 CARD_FILE = names.MODEL_CARD
-CARD_FORMAT = "satgan-dcgan/3"  # /2: architecture.latent records G's latent distribution; /3: architecture.spectral_norm
+# /2: architecture.latent records G's latent distribution; /3: architecture.spectral_norm;
+# /4: architecture.g_dropout_at_sampling
+CARD_FORMAT = "satgan-dcgan/4"
 OLD_CARD_FORMATS = ("satgan-dcgan/1",)
 # Architecture keys added since an older format, with the value every model of that format was built with.
-CARD_UPGRADES: dict[str, dict[str, Any]] = {"satgan-dcgan/2": {"spectral_norm": False}}
+CARD_UPGRADES: dict[str, dict[str, Any]] = {
+    "satgan-dcgan/2": {"spectral_norm": False, "g_dropout_at_sampling": False},
+    "satgan-dcgan/3": {"g_dropout_at_sampling": False},
+}
 MAX_CARD_BYTES = 1 << 20
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
 

@@ -19,6 +19,8 @@ REJECTED_SHEET = "rejected.png"
 # prepare -> data/prepared (each .npy has a .json sidecar beside it)
 TRAIN_TILES = "tiles.npy"
 HOLDOUT_TILES = "holdout.npy"
+TRAIN_LABELS = "labels.npy"  # labelled data only: int64 class index per row of tiles.npy (classes: the sidecars)
+HOLDOUT_LABELS = "holdout_labels.npy"  # labelled data only: the same for holdout.npy
 PREVIEW = "preview.png"
 
 # train -> data/model, data/checkpoints

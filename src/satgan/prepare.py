@@ -6,6 +6,12 @@ Reads ``<validated>/accepted.csv`` (and the raw files it lists) and writes to ``
   tiles held out for evaluation, split before any training exists by :mod:`satgan.split` (a spatial
   block with a margin where tiles have positions, else a seeded shuffle);
 - ``preview.png``: a grid of the first prepared training tiles.
+- labelled data only (accepted.csv has a ``label`` column, from ``download.labels``):
+  ``labels.npy`` and ``holdout_labels.npy``, int64 class indices aligned row for row with
+  ``tiles.npy`` and ``holdout.npy``; both sidecars name the classes (``classes``, index order:
+  sorted names) and count each split's tiles per class (``class_counts``). The random holdout
+  split is then stratified by class, and a class too small to give both splits a tile stops the
+  stage naming it. Without labels neither file is written (and a stale one is removed).
 
 The arrays follow :mod:`satgan.arrays` (open them with :func:`satgan.arrays.open_prepared`).
 Tiles are decoded through :func:`satgan.imageops.decode_pixels` (as validate did), or for
@@ -16,7 +22,7 @@ memory depends on the chunk size, not on the number of tiles.
 
 Prepare reads only inside its inputs: every accepted.csv path must stay inside ``<raw>``, and
 raw files are opened only when they are regular files, never through a symlink. Every output
-is written to a temp file and all five replace the previous ones together at the end, so a run
+is written to a temp file and all five (seven with labels) replace the previous ones together at the end, so a run
 that fails (a tile gone or changed since validate) leaves the previous dataset whole.
 """
 
@@ -106,6 +112,19 @@ class _Accepted:
     channels: int
     max_pixels: int
     csv_sha256: str  # of the bytes parsed, so the sidecars name exactly the accepted.csv used
+    labels: list[str] | None = None  # the label column (download.labels), None when accepted.csv has none
+
+    @property
+    def class_names(self) -> list[str]:
+        """The distinct labels, sorted: a label's class index is its position here."""
+        return sorted(set(self.labels or ()))
+
+    def class_indices(self) -> np.ndarray | None:
+        """Every row's class index (int64), or None for unlabelled data."""
+        if self.labels is None:
+            return None
+        index = {name: i for i, name in enumerate(self.class_names)}
+        return np.array([index[label] for label in self.labels], np.int64)
 
 
 def read_accepted(path: Path, raw: Path) -> _Accepted:
@@ -115,6 +134,7 @@ def read_accepted(path: Path, raw: Path) -> _Accepted:
     folder): accepted.csv is an input like any other, and prepare reads nothing outside its inputs.
     """
     paths, shas, widths, heights, modes, channels, max_pixels = [], [], [], [], [], set(), 1
+    labels: list[str] = []
     try:
         with open_regular(path) as fh:
             blob = fh.read()
@@ -130,6 +150,8 @@ def read_accepted(path: Path, raw: Path) -> _Accepted:
         if not set(need) <= set(header):
             raise DataError(f"{path}: expected columns {list(need)}, got {header}")
         col = {name: header.index(name) for name in need}
+        labelled = "label" in header
+        label_col = header.index("label") if labelled else -1
         for line, row in enumerate(reader, start=2):
             try:
                 rel = row[col["path"]]
@@ -140,6 +162,10 @@ def read_accepted(path: Path, raw: Path) -> _Accepted:
                 heights.append(int(row[col["height"]]))
                 modes.append(row[col["mode"]])
                 channels.add(int(row[col["channels"]]))
+                if labelled:
+                    labels.append(row[label_col])
+                    if not labels[-1]:
+                        raise ValueError("empty label")
             except UnsafePath as exc:
                 raise DataError(f"{path}: line {line}: {exc}; prepare reads only files inside {raw}") from None
             except (IndexError, ValueError) as exc:
@@ -151,7 +177,8 @@ def read_accepted(path: Path, raw: Path) -> _Accepted:
         raise DataError(f"{path}: no accepted tiles to prepare")
     if len(channels) != 1 or not channels <= {1, 3}:
         raise DataError(f"{path}: expected one channel count (1 or 3) for every row, got {sorted(channels)}")
-    return _Accepted(paths, shas, widths, heights, modes, channels.pop(), max_pixels, sha256_bytes(blob))
+    return _Accepted(paths, shas, widths, heights, modes, channels.pop(), max_pixels, sha256_bytes(blob),
+                     labels if labelled else None)
 
 
 def check_minimum(split: Split, total: int, params: PrepareParams,
@@ -183,7 +210,7 @@ def split_holdout(raw: Path, acc: _Accepted, params: PrepareParams) -> Split:
     sources = read_manifest_sources(raw / names.MANIFEST)
     positions = [tile_position(p, sources.get(p, ""), w, h) for p, w, h in zip(acc.paths, acc.widths, acc.heights)]
     return split_tiles(positions, params.holdout_fraction, params.seed, params.holdout_split,
-                       params.holdout_margin_px, params.holdout_blocks)
+                       params.holdout_margin_px, params.holdout_blocks, acc.class_indices(), acc.class_names)
 
 
 JPEG_SOI = b"\xff\xd8\xff"  # a JPEG file's first bytes
@@ -234,11 +261,20 @@ def _prepare_rows(task: tuple[int, list[tuple[str, str, int, int, str]]], npy: P
 
 def _write_split(filename: str, rows: np.ndarray, acc: _Accepted, raw: Path, out: Path, params: PrepareParams,
                  pmap: Callable[..., Iterable[np.ndarray]], common: dict[str, Any], progress: bool,
-                 group: AtomicGroup, preview: Path | None = None) -> dict[str, Any]:
+                 group: AtomicGroup, preview: Path | None = None, labels_file: str | None = None) -> dict[str, Any]:
     """Write ``<out>/<filename>`` (+ its .json sidecar) from accepted rows ``rows``, one slice per task, into ``group``.
 
-    With ``preview``, also write there a grid of the first :data:`PREVIEW_TILES` tiles.
+    With ``preview``, also write there a grid of the first :data:`PREVIEW_TILES` tiles. For
+    labelled data, ``<out>/<labels_file>`` gets the rows' int64 class indices, in the same order.
     """
+    classes = acc.class_indices()
+    by_class: dict[str, Any] = {}
+    if classes is not None and labels_file is not None:
+        with open(group.path(out / labels_file), "wb") as fh:  # a handle: np.save would append .npy to the temp name
+            np.save(fh, classes[rows].astype(np.int64), allow_pickle=False)
+        counts = np.bincount(classes[rows], minlength=len(acc.class_names))
+        by_class = {"classes": acc.class_names, "labels_file": labels_file,
+                    "class_counts": {name: int(n) for name, n in zip(acc.class_names, counts)}}
     name = Path(filename).stem  # the split: "tiles" or "holdout"
     size, c = params.image_size, acc.channels
     shape = (len(rows), c, size, size)
@@ -275,6 +311,7 @@ def _write_split(filename: str, rows: np.ndarray, acc: _Accepted, raw: Path, out
             "std": [round(float(s), 6) for s in std],
             "rows": [int(i) for i in rows],
             "sources": [acc.paths[i] for i in rows],
+            **by_class,
         }
 
     return write_array_with_sidecar(out / filename, shape, params.dtype, fill, group)
@@ -336,12 +373,17 @@ def prepare(raw: str | Path, validated: str | Path, out: str | Path, params: Pre
     # validate already refused bombs, by its own limit; tiles it accepted may still exceed Pillow's
     # default limit, so raise that limit (for this run only) to the largest accepted tile.
     limit = None if Image.MAX_IMAGE_PIXELS is None else max(acc.max_pixels, Image.MAX_IMAGE_PIXELS)
-    # The five outputs are one dataset: they replace the previous ones together at the end, so a
+    # The five outputs (seven with labels) are one dataset: they replace the previous ones together at the end, so a
     # run that fails half way (a tile gone, a decode error) leaves the previous dataset whole.
     with ops.pixel_limit(limit), _tile_mapper(params, limit) as pmap, atomic_group() as group:
         preview = group.path(out / names.PREVIEW, suffix=".png")
-        _write_split(names.TRAIN_TILES, train_rows, acc, raw, out, params, pmap, common, progress, group, preview)
-        _write_split(names.HOLDOUT_TILES, hold_rows, acc, raw, out, params, pmap, common, progress, group)
+        _write_split(names.TRAIN_TILES, train_rows, acc, raw, out, params, pmap, common, progress, group, preview,
+                     labels_file=names.TRAIN_LABELS)
+        _write_split(names.HOLDOUT_TILES, hold_rows, acc, raw, out, params, pmap, common, progress, group,
+                     labels_file=names.HOLDOUT_LABELS)
+    if acc.labels is None:  # unlabelled now: class files from an earlier labelled run would misdescribe the tiles
+        for stale in (names.TRAIN_LABELS, names.HOLDOUT_LABELS):
+            (out / stale).unlink(missing_ok=True)
     return PrepareResult(train=len(train_rows), holdout=len(hold_rows),
                          shape=(acc.channels, params.image_size, params.image_size),
                          seconds=time.perf_counter() - t0)

@@ -19,7 +19,7 @@ import torch
 from satgan.cli import run_main
 from satgan.errors import SatganError
 from satgan.imageops import save_grid
-from satgan.model import ModelConfig, sample_latent
+from satgan.model import ModelConfig, sample_latent, sampling_rng
 from satgan.modelio import load_generator
 
 
@@ -34,7 +34,7 @@ def sample(model: Path, n: int, seed: int, use_ema: bool = True) -> torch.Tensor
     generator, card = load_generator(model, use_ema=use_ema, device="cpu")
     cfg = ModelConfig.from_dict(card["architecture"])  # validated by load_generator
     z = sample_latent(cfg, n, torch.Generator().manual_seed(seed))
-    with torch.inference_mode():
+    with torch.inference_mode(), sampling_rng(cfg, seed):  # a G with dropout at sampling: seeded masks
         return generator(z).float().clamp_(-1, 1)
 
 

@@ -143,6 +143,31 @@ def random_split(n: int, fraction: float, seed: int) -> Split:
                  "random", "", None)
 
 
+def stratified_split(classes: np.ndarray, class_names: list[str], fraction: float, seed: int) -> Split:
+    """Seeded shuffle within each class: every class holds out :func:`holdout_count` of its own tiles.
+
+    ``classes`` (int, one per tile) indexes ``class_names``. Each class must keep at least one
+    training and one held-out tile: a class with fewer than 2 tiles (or too few for the fraction)
+    is a :class:`DataError` naming the class and its count. Classes are drawn in index order from
+    one generator seeded with ``seed``, so the same inputs always give the same split.
+    """
+    classes = np.asarray(classes, np.int64)
+    rng = np.random.default_rng(seed)
+    held = []
+    for c, name in enumerate(class_names):
+        members = np.flatnonzero(classes == c)
+        n_hold = holdout_count(len(members), fraction)
+        if len(members) - n_hold < 1:
+            raise DataError(f"class {name!r} has {len(members)} tile(s): too few for both a training and a held-out "
+                            f"tile (prepare.holdout_fraction {fraction}); add tiles to it or leave the class out")
+        held.append(members[rng.permutation(len(members))[:n_hold]])
+    is_hold = np.zeros(len(classes), bool)
+    is_hold[np.concatenate(held) if held else np.zeros(0, np.int64)] = True
+    empty = np.zeros(0, np.int64)
+    return Split(np.flatnonzero(~is_hold).astype(np.int64), np.flatnonzero(is_hold).astype(np.int64), empty,
+                 "random", "", None)
+
+
 def box_gaps(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Chebyshev gaps between boxes a (N, 4) and b (M, 4) as (x0, y0, x1, y1) -> (N, M) int64.
 
@@ -218,26 +243,35 @@ def spatial_split(positions: list[Position], fraction: float, seed: int, margin:
 
 
 def split_tiles(positions: list[Position | None], fraction: float, seed: int, mode: SplitMode, margin: int,
-                blocks: int) -> Split:
+                blocks: int, classes: np.ndarray | None = None, class_names: list[str] | None = None) -> Split:
     """The holdout split of tiles with these positions (None = no position), by ``mode``.
 
     ``auto``: spatial when every tile has a position, random otherwise; ``spatial``: spatial,
     or a :class:`DataError` when some tile has no position; ``random``: a seeded shuffle even
-    for positioned tiles (they may then leak: the reason says so).
+    for positioned tiles (they may then leak: the reason says so). With ``classes`` (labelled
+    tiles: an int per tile indexing ``class_names``) the random split is stratified by class
+    (:func:`stratified_split`).
     """
     n = len(positions)
     missing = sum(p is None for p in positions)
+
+    def shuffled(why: str) -> Split:
+        if classes is None:
+            return _with_reason(random_split(n, fraction, seed), why)
+        return _with_reason(stratified_split(classes, class_names or [], fraction, seed),
+                            f"{why}; stratified by class")
+
     if mode == "random":
         why = "prepare.holdout_split is random" + (
             "; positioned tiles overlapping held-out ones may be trained on" if missing < n else "")
-        return _with_reason(random_split(n, fraction, seed), why)
+        return shuffled(why)
     if missing:
         if mode == "spatial":
             raise DataError(
                 f"prepare.holdout_split is spatial but {missing} of {n} accepted tiles have no position "
                 "(only the sample and xyz sources record one): set prepare.holdout_split to auto or random"
             )
-        return _with_reason(random_split(n, fraction, seed), f"{missing} of {n} tiles have no position (folder/archive source)")
+        return shuffled(f"{missing} of {n} tiles have no position (folder/archive source)")
     placed = [p for p in positions if p is not None]
     why = "every tile has a position; no held-out tile is within the margin of a training tile"
     return _with_reason(spatial_split(placed, fraction, seed, margin, blocks), why)

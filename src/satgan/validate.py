@@ -2,7 +2,8 @@
 
 Reads ``<raw>/manifest.csv`` (rows whose ``status`` is ``ok`` or ``resumed``) and writes to ``<out>``:
 
-- ``accepted.csv``: path, sha256, width, height, mode, channels, action (manifest order);
+- ``accepted.csv``: path, sha256, width, height, mode, channels, action (manifest order), and
+  label when the manifest has a label column (download.labels);
 - ``rejected.csv``: path, reason, detail; every ok-row is in exactly one of the two files;
 - ``report.json``: flat counts (DVC metrics) per rejection reason;
 - ``rejected.png``: a contact sheet of rejected tiles labelled with their reasons.
@@ -54,6 +55,7 @@ from satgan.params import check
 USABLE_STATUSES = ("ok", "resumed")
 ACCEPTED_FIELDS = ("path", "sha256", "width", "height", "mode", "channels", "action")
 REJECTED_FIELDS = ("path", "reason", "detail")
+LABEL = "label"  # the optional last column of manifest.csv and accepted.csv: the tile's class
 #: Every reason a tile can be rejected for, in the order the checks run.
 REASONS = (
     "unsafe_path", "missing", "empty", "checksum", "placeholder", "duplicate", "unreadable", "truncated", "bomb",
@@ -404,6 +406,7 @@ def _exit_reason(code: int | None) -> str:
 def _write_outputs(out: Path, rows: list[dict[str, str]], hashes: list[str | None],
                    verdicts: list[dict[str, Any] | _Reject | None]) -> ValidateResult:
     accepted, rejected, sheet = [], [], []
+    labelled = bool(rows) and LABEL in rows[0]  # download.labels: the label travels with the tile
     for row, h, v in zip(rows, hashes, verdicts):
         if isinstance(v, _Reject):
             rejected.append({"path": row["path"], "reason": v.reason, "detail": v.detail})
@@ -411,14 +414,14 @@ def _write_outputs(out: Path, rows: list[dict[str, str]], hashes: list[str | Non
                 sheet.append((row["path"], v))
         else:
             assert v is not None, f"{row['path']}: no verdict (a bug in validate)"
-            accepted.append({"path": row["path"], "sha256": h, **v})
+            accepted.append({"path": row["path"], "sha256": h, **v, **({LABEL: row[LABEL]} if labelled else {})})
     assert len(accepted) + len(rejected) == len(rows)
     by_reason = collections.Counter(r["reason"] for r in rejected)
     report = {"total": len(rows), "accepted": len(accepted), "rejected": len(rejected),
               **{f"rejected_{reason}": by_reason[reason] for reason in REASONS}}
     # The four files are one result: they replace the previous ones together, or not at all.
     with atomic_group() as group:
-        write_csv(group.path(out / names.ACCEPTED), accepted, ACCEPTED_FIELDS)
+        write_csv(group.path(out / names.ACCEPTED), accepted, ACCEPTED_FIELDS + ((LABEL,) if labelled else ()))
         write_csv(group.path(out / names.REJECTED), rejected, REJECTED_FIELDS)
         group.path(out / names.VALIDATE_REPORT).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         write_contact_sheet(group.path(out / names.REJECTED_SHEET, suffix=".png"), sheet)

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from satgan.download.archive import archive_rows
+from satgan.download.labels import label_rows
 from satgan.download.output import Journal, Row, Summary, finish, prepare_output
 from satgan.download.params import DownloadParams, xyz_tile_count
 from satgan.download.sources import folder_rows, sample_rows, xyz_rows
@@ -41,4 +42,6 @@ def run_download(params: DownloadParams, out: str | Path) -> Summary:
         rows = folder_rows(out, params.folder)
     else:
         rows = archive_rows(out, params)
-    return finish(out, params.source, rows, journal, time.monotonic() - start, params.max_failed_fraction, planned)
+    rows = label_rows(rows, params.labels, params.labels_csv)
+    return finish(out, params.source, rows, journal, time.monotonic() - start, params.max_failed_fraction, planned,
+                  labelled=params.labels != "none")

@@ -45,6 +45,7 @@ TILES = names.TILES_DIR
 SCRATCH = ".download"
 FAILED_MANIFEST = "manifest.failed.csv"
 FIELDS = ("path", "source", "sha256", "bytes", "status", "error")
+LABEL = "label"  # the extra manifest column when download.labels is not 'none' (satgan.download.labels)
 
 # Statuses. ok: on disk, fetched, cut or copied by this run. resumed: on disk from an earlier
 # (possibly killed) run with the recorded sha256, so not fetched again (xyz). failed: could not
@@ -70,6 +71,7 @@ class Row:
     bytes: int
     status: str
     error: str
+    label: str = ""  # the tile's class, when download.labels is not 'none'; else always empty
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "error", one_line(self.error))
@@ -342,8 +344,10 @@ def remove_stale(out: Path, rows: list[Row]) -> int:
 
 
 def finish(out: Path, source: str, rows: list[Row], journal: Journal, seconds: float, max_failed: float,
-           planned: int | None = None) -> Summary:
+           planned: int | None = None, labelled: bool = False) -> Summary:
     """On success: commit staged tiles, write the manifest, drop stale files, staging and journal.
+
+    With ``labelled`` both manifests get a ``label`` column after the others (else exactly :data:`FIELDS`).
 
     On failure (no tiles, more failures than ``max_failed``, or a run stopped early with fewer
     rows than the ``planned`` tiles): write this run's rows to ``manifest.failed.csv``, keep the
@@ -372,13 +376,13 @@ def finish(out: Path, source: str, rows: list[Row], journal: Journal, seconds: f
                    f"download.max_failed_fraction={max_failed:g}); first: {bad[0].source}: {bad[0].error}")
     if problem is not None:
         journal.close()
-        _write_manifest(out / FAILED_MANIFEST, rows)
+        _write_manifest(out / FAILED_MANIFEST, rows, labelled)
         kept = f"{out / MANIFEST} and {out / TILES} are kept as the last successful run left them" \
             if (out / MANIFEST).exists() else f"nothing was added to {out / TILES}"
         which = "every row is" if planned is None or attempted >= planned else "the rows of the tiles tried are"
         raise DownloadError(f"{problem}; {which} in {out / FAILED_MANIFEST}; {kept}")
     commit(out, rows)
-    _write_manifest(out / MANIFEST, rows)
+    _write_manifest(out / MANIFEST, rows, labelled)
     journal.close_and_remove()
     remove_stale(out, rows)
     (out / FAILED_MANIFEST).unlink(missing_ok=True)
@@ -386,8 +390,9 @@ def finish(out: Path, source: str, rows: list[Row], journal: Journal, seconds: f
     return summary
 
 
-def _write_manifest(path: Path, rows: list[Row]) -> None:
+def _write_manifest(path: Path, rows: list[Row], labelled: bool = False) -> None:
+    fields = FIELDS + (LABEL,) if labelled else FIELDS
     try:
-        write_csv_atomic(path, (dataclasses.asdict(r) for r in rows), FIELDS)
+        write_csv_atomic(path, ({k: getattr(r, k) for k in fields} for r in rows), fields)
     except OSError as exc:
         raise DownloadError(f"{path}: cannot write: {exc.strerror or exc}") from None

@@ -17,6 +17,7 @@ import mercantile
 from satgan.params import check
 
 SOURCES = ("sample", "xyz", "folder", "archive")
+LABELLED_SOURCES = ("folder", "archive")  # the sources whose tiles can carry a class label (download.labels)
 # Web Mercator is undefined at the poles; mercantile clips here too.
 MAX_LAT = 85.0511287798
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -172,9 +173,15 @@ class DownloadParams:
     xyz: XyzParams
     folder: FolderParams
     archive: ArchiveParams
+    labels: Literal["none", "folder", "csv"]
+    labels_csv: str
 
     def __post_init__(self) -> None:
         check("max_failed_fraction", 0 <= self.max_failed_fraction <= 1, "0..1", self.max_failed_fraction)
+        check("labels", self.labels == "none" or self.source in LABELLED_SOURCES,
+              f"'none' (source '{self.source}' has no labels; only {' and '.join(LABELLED_SOURCES)} do)", self.labels)
+        check("labels_csv", self.labels != "csv" or bool(self.labels_csv.strip()),
+              "the path of a CSV with columns path,label (labels is 'csv')", self.labels_csv)
         archive = self.source == "archive"
         check("archive.location", not archive or self.archive.location is not None,
               "a URL or path (source is 'archive')", self.archive.location)

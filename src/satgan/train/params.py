@@ -95,6 +95,7 @@ class Weighted:
 class GDropout:
     enabled: bool
     p: float
+    at_sampling: bool  # keep the dropout on when sampling too (ganhacks #17, pix2pix); recorded in model.json
 
     def __post_init__(self) -> None:
         check("p", 0.0 < self.p < 1.0, "0 < p < 1", self.p)

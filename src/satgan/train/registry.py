@@ -81,7 +81,9 @@ HACKS: tuple[Hack, ...] = (
     Hack("minibatch_stddev", False, "D layer appending the batch standard deviation as a feature map",
          "Salimans et al. 2016 (minibatch discrimination); Karras et al. 2018"),
     Hack("historical_averaging", False, "penalty `weight` x ‖θ - mean of past θ‖² for G and D", "Salimans et al. 2016"),
-    Hack("g_dropout", False, "Dropout(`p`) after G's hidden blocks (training only)", "ganhacks #17"),
+    Hack("g_dropout", False,
+         "Dropout(`p`) after G's hidden blocks, in training; `at_sampling`: when sampling too (seeded masks; recorded in "
+         "model.json)", "ganhacks #17; pix2pix: Isola et al. 2017"),
     Hack("checkerboard", False,
          "`deconv_conv`: extra 3x3 stride-1 conv after each upsampling; `resize_conv`: nearest resize + conv; "
          "`pixel_shuffle`: 3x3 conv to 4x the channels + PixelShuffle(2), ICNR init",

@@ -36,6 +36,7 @@ from satgan.model import (
     build_generator,
     discriminator_features,
     sample_latent,
+    sampling_rng,
     split_discriminator,
 )
 from satgan.train import fastpath as FP
@@ -47,6 +48,17 @@ from satgan.train.precision import choose_precision
 from satgan.train.runtime import Dist, RngState, any_rank, say, seed_everything
 
 P = TypeVar("P", bound=Stateful)
+
+
+def d_accuracy(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> dict[str, torch.Tensor]:
+    """D's accuracy on reals (share with sigmoid > 0.5, i.e. logit > 0) and on fakes (share with logit <= 0).
+
+    Thresholded at 0.5 whatever the soft-label targets: D "says real" when its probability is
+    above one half. Device tensors (no host sync), like every other metric of the step. Their
+    keys are :data:`satgan.train.fastpath.ACCURACY_METRICS` (checked with an absolute tolerance there).
+    """
+    return {"d_acc_real": (real_logits.float() > 0).float().mean(),
+            "d_acc_fake": (fake_logits.float() <= 0).float().mean()}
 
 
 def model_config(p: TrainParams, image_size: int, channels: int) -> ModelConfig:
@@ -61,6 +73,7 @@ def model_config(p: TrainParams, image_size: int, channels: int) -> ModelConfig:
         g_activation="leaky_relu" if h.leaky_relu_g else "relu",
         norm="instance" if h.instance_norm else "batch",
         g_dropout=h.g_dropout.p if h.g_dropout.enabled else 0.0,
+        g_dropout_at_sampling=h.g_dropout.enabled and h.g_dropout.at_sampling,
         upsample=h.checkerboard.mode if h.checkerboard.enabled else "deconv",
         minibatch_stddev=h.minibatch_stddev,
         spectral_norm=h.spectral_norm,
@@ -314,6 +327,8 @@ class Trainer:
             "loss_d": loss.detach(), "loss_d_adv": adv.detach(), "loss_d_l2": l2.detach(),
             "d_real": torch.sigmoid(real_logits.detach().float()).mean(),
             "d_fake": torch.sigmoid(fake_logits.detach().float()).mean(),
+            # D's accuracy at sigmoid 0.5 (logit 0), whatever the (soft, noisy, hinge) targets it trained on
+            **d_accuracy(real_logits.detach(), fake_logits.detach()),
             "grad_norm_d": gnorm,
             "_real_logits": real_logits.detach(), "_fake_logits": fake_logits.detach(),
         }
@@ -444,7 +459,8 @@ class Trainer:
         g = self.sampling_generator
         was_training = g.training
         g.eval()
-        images = g(self.fixed_noise).float().cpu().numpy()
+        with sampling_rng(self.cfg, self.p.seed, self.device):  # the same masks every grid; training's RNG untouched
+            images = g(self.fixed_noise).float().cpu().numpy()
         g.train(was_training)
         grid = make_grid(images, nrow=int(math.ceil(math.sqrt(len(images)))))
         return grid[..., 0] if grid.shape[-1] == 1 else grid
