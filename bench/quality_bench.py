@@ -90,6 +90,10 @@ RECIPES: dict[str, dict[str, Any]] = {
     "previous-default": PREVIOUS_DEFAULT,
     "previous-default-da": {**PREVIOUS_DEFAULT, "train.hacks.diffaugment.enabled": True},
     "previous-default-raw-g": {**PREVIOUS_DEFAULT, "generate.use_ema": False},  # same model, sampled with the raw G
+    # Odena et al. 2016: nearest-neighbour resize + conv instead of transposed convs (the checkerboard's source)
+    "default-resize-conv": {"train.hacks.checkerboard.enabled": True, "train.hacks.checkerboard.mode": "resize_conv"},
+    # Heusel et al. 2017 (TTUR): D learns faster than G, 4e-4 vs 1e-4 as in SAGAN/BigGAN-style settings
+    "default-ttur": {"train.lr_d": 0.0004, "train.lr_g": 0.0001},
     "default-ema": {"train.hacks.ema.enabled": True, "train.hacks.ema.decay": 0.999, "generate.use_ema": True},
 }
 
