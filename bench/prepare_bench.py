@@ -26,35 +26,17 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from rsscn7_crops import TILE, cut_crops  # bench/'s own helper (this script's folder is on sys.path)
 
 REPO = Path(__file__).resolve().parents[1]
-RSSCN7 = REPO.parent / "shared" / "data" / "rsscn7"
 REPEATS = 3
-TILE, STRIDE = 128, 24  # 12 x 12 = 144 overlapping crops per 400x400 image, 40,320 in all
 
 
 def make_tiles(root: Path, n: int) -> Path:
     """Cut ``n`` real 128x128 crops into root/raw/tiles and write root/validated/accepted.csv."""
-    sources = sorted(RSSCN7.rglob("*.jpg"))
-    if not sources:
-        sys.exit(f"no RSSCN7 images under {RSSCN7} (see ../shared/data/README.md)")
-    tiles = root / "raw" / "tiles"
-    tiles.mkdir(parents=True)
     lines = ["path,sha256,width,height,mode,channels,action"]
-    k = 0
-    for offset_y in range(0, 400 - TILE + 1, STRIDE):
-        for offset_x in range(0, 400 - TILE + 1, STRIDE):
-            for src in sources:  # round-robin over images so any prefix mixes all 7 scene classes
-                if k == n:
-                    break
-                with Image.open(src) as im:
-                    crop = im.crop((offset_x, offset_y, offset_x + TILE, offset_y + TILE))
-                path = tiles / f"{k:06d}.jpg"
-                crop.save(path, quality=90)
-                lines.append(f"tiles/{path.name},{hashlib.sha256(path.read_bytes()).hexdigest()},{TILE},{TILE},RGB,3,as_is")
-                k += 1
-    if k < n:
-        sys.exit(f"only {k} crops available, asked for {n}")
+    for path, _ in cut_crops(root / "raw" / "tiles", n):
+        lines.append(f"tiles/{path.name},{hashlib.sha256(path.read_bytes()).hexdigest()},{TILE},{TILE},RGB,3,as_is")
     (root / "validated").mkdir()
     (root / "validated" / "accepted.csv").write_text("\n".join(lines) + "\n")
     return root

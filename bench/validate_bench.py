@@ -22,38 +22,19 @@ import tempfile
 import time
 from pathlib import Path
 
-from PIL import Image
+from rsscn7_crops import cut_crops  # bench/'s own helper (this script's folder is on sys.path)
 
 REPO = Path(__file__).resolve().parents[1]
-RSSCN7 = REPO.parent / "shared" / "data" / "rsscn7"
-TILE, STRIDE = 128, 24  # 12 x 12 = 144 overlapping crops per 400x400 image, 40,320 in all
 OUTPUTS = ("accepted.csv", "rejected.csv", "report.json", "rejected.png")
 
 
 def make_raw(root: Path, n: int) -> Path:
     """Cut ``n`` real 128x128 crops into root/raw/tiles and write root/raw/manifest.csv (status ok)."""
-    sources = sorted(RSSCN7.rglob("*.jpg"))
-    if not sources:
-        sys.exit(f"no RSSCN7 images under {RSSCN7} (see ../shared/data/README.md)")
     raw = root / "raw"
-    (raw / "tiles").mkdir(parents=True)
     lines = ["path,source,sha256,bytes,status,error"]
-    k = 0
-    for offset_y in range(0, 400 - TILE + 1, STRIDE):
-        for offset_x in range(0, 400 - TILE + 1, STRIDE):
-            for src in sources:  # round-robin over images so any prefix mixes all 7 scene classes
-                if k == n:
-                    break
-                with Image.open(src) as im:
-                    crop = im.crop((offset_x, offset_y, offset_x + TILE, offset_y + TILE))
-                path = raw / "tiles" / f"{k:06d}.jpg"
-                crop.save(path, quality=90)
-                data = path.read_bytes()
-                lines.append(f"tiles/{path.name},{src.name}@{offset_x}x{offset_y},{hashlib.sha256(data).hexdigest()},"
-                             f"{len(data)},ok,")
-                k += 1
-    if k < n:
-        sys.exit(f"only {k} crops available, asked for {n}")
+    for path, origin in cut_crops(raw / "tiles", n):
+        data = path.read_bytes()
+        lines.append(f"tiles/{path.name},{origin},{hashlib.sha256(data).hexdigest()},{len(data)},ok,")
     (raw / "manifest.csv").write_text("\n".join(lines) + "\n")
     return raw
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import email.utils
 import hashlib
 import http.client
+import io
 import socket
 import threading
 import time
@@ -327,7 +328,7 @@ class HashingSink:
         return self._digest.hexdigest()
 
 
-def stream_capped(response: http.client.HTTPResponse, sink: HashingSink, limit: int) -> int:
+def stream_capped(response: http.client.HTTPResponse, sink: HashingSink | io.BytesIO, limit: int) -> int:
     """Copy the body into ``sink`` until EOF or ``limit`` bytes, in 64 KiB chunks; return the bytes copied."""
     total = 0
     while total < limit:
@@ -341,12 +342,6 @@ def stream_capped(response: http.client.HTTPResponse, sink: HashingSink, limit: 
 
 def read_capped(response: http.client.HTTPResponse, limit: int) -> bytes:
     """Read until EOF or ``limit`` bytes, in chunks, so a huge or endless body cannot exhaust memory."""
-    chunks: list[bytes] = []
-    total = 0
-    while total < limit:
-        chunk = response.read(min(CHUNK, limit - total))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        total += len(chunk)
-    return b"".join(chunks)
+    buffer = io.BytesIO()
+    stream_capped(response, buffer, limit)
+    return buffer.getvalue()
