@@ -36,6 +36,11 @@ SAMPLES = "samples.npy"
 SAMPLES_PNG_DIR = "png"
 SAMPLE_GRID = "grid.png"
 INTERPOLATION = "interpolation.png"
+SAMPLES_CLASSES_DIR = "classes"  # always written: CLASSES_INFO; for a conditional model also the per-class files below
+CLASSES_INFO = "classes.json"  # {"conditional": "none" | "projection" | "acgan", "classes": [names, in label order]}
+SAMPLE_LABELS = "labels.npy"  # conditional models only: int64 class index per row of samples.npy
+CLASS_GRID = "grid.png"  # conditional models only: one row of samples per class
+CLASS_INTERPOLATION = "interpolation.png"  # conditional models only: latent interpolations within each class
 
 # evaluate -> data/eval
 METRICS = "metrics.json"
