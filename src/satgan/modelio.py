@@ -55,13 +55,16 @@ GENERATOR_EMA_FILE = names.GENERATOR_EMA
 DISCRIMINATOR_FILE = names.DISCRIMINATOR
 CARD_FILE = names.MODEL_CARD
 # /2: architecture.latent records G's latent distribution; /3: architecture.spectral_norm;
-# /4: architecture.g_dropout_at_sampling
-CARD_FORMAT = "satgan-dcgan/4"
+# /4: architecture.g_dropout_at_sampling; /5: architecture.downsample and g_layer_noise
+CARD_FORMAT = "satgan-dcgan/5"
 OLD_CARD_FORMATS = ("satgan-dcgan/1",)
+# Added in /5 (D's downsampling, G's layer noise), as every model before it was built.
+ADDED_IN_5: dict[str, Any] = {"downsample": "strided", "g_layer_noise": False}
 # Architecture keys added since an older format, with the value every model of that format was built with.
 CARD_UPGRADES: dict[str, dict[str, Any]] = {
-    "satgan-dcgan/2": {"spectral_norm": False, "g_dropout_at_sampling": False},
-    "satgan-dcgan/3": {"g_dropout_at_sampling": False},
+    "satgan-dcgan/2": {"spectral_norm": False, "g_dropout_at_sampling": False, **ADDED_IN_5},
+    "satgan-dcgan/3": {"g_dropout_at_sampling": False, **ADDED_IN_5},
+    "satgan-dcgan/4": {**ADDED_IN_5},
 }
 MAX_CARD_BYTES = 1 << 20
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
