@@ -22,7 +22,8 @@ line naming the file and the field, never a traceback:
   the latent distribution was recorded (format ``satgan-dcgan/1``) is refused: retrain it; a
   ``satgan-dcgan/2`` card (before ``architecture.spectral_norm`` existed) is read as
   ``spectral_norm: false``, and a ``/2`` or ``/3`` card (before ``architecture.g_dropout_at_sampling``)
-  as ``g_dropout_at_sampling: false``, which is how every such model was built;
+  as ``g_dropout_at_sampling: false``, and any card before ``/5`` as ``downsample: strided`` and
+  ``g_layer_noise: false``, which is how every such model was built;
 - each weights file's tensor names and shapes are compared with the architecture from the
   safetensors header *before* anything is allocated, so a lying card cannot trigger a huge
   allocation;
