@@ -161,3 +161,29 @@ def test_two_deterministic_graph_runs_are_identical(tiles, tmp_path):
     for model, ck, _ in dirs:
         train(cuda_params(iterations=8), tiles, model, ck, None)
     assert_same_weights(dirs[0][0], dirs[1][0])
+
+
+def test_d_view_copy_is_captured_in_the_graph_and_follows_each_replay():
+    """d_view under the CUDA graph: the copy runs in every replay (buffers change step to step) and the check passes."""
+    tr = run_steps(cuda_params(d_view=True), 8)
+    assert tr.runner.mode == CHECKED and tr.view is not None and tr.view.always
+    before = tr.view.real.clone()
+    tr.run_step()
+    torch.cuda.synchronize()
+    assert not torch.equal(tr.view.real, before) and tr.view.grid().ndim == 3
+
+
+def test_d_view_leaves_graph_training_bit_identical(tiles, tmp_path):
+    """Deterministic CUDA graph: a run dumping D's view every step trains the same weights as one without it."""
+    dirs = [run_dirs(tmp_path, n) for n in ("on", "off")]
+    for (model, ck, live), on in zip(dirs, (True, False)):
+        card = train(cuda_params(d_view=on, sample_every=1, iterations=8), tiles, model, ck, live)
+        assert card["fast_path"] == CHECKED
+    assert_same_weights(dirs[0][0], dirs[1][0])
+
+
+def test_g_layer_noise_and_avg_pool_d_inside_the_graph():
+    """G's decayed layer noise (std set on the device from the step) and average-pool D are captured and agree with eager."""
+    tr = run_steps(cuda_params({"g_layer_noise.enabled": True, "g_layer_noise.decay_iters": 20, "avg_pool_d": True}), 10)
+    assert tr.runner.mode == CHECKED
+    assert all(m.std.item() == pytest.approx(0.1 * (1 - 9 / 20)) for m in tr.g_noise)

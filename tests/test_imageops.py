@@ -259,3 +259,20 @@ def test_only_project_formats_are_opened(monkeypatch):
         ops.identify(eps)
     with pytest.raises(UnidentifiedImageError):
         ops.decode_pixels(eps, 3)
+
+
+@given(h=st.integers(1, 20), w1=st.integers(1, 20), w2=st.integers(1, 20), gap=st.integers(0, 10), c=st.sampled_from([None, 1, 3]))
+@settings(max_examples=30, deadline=None)
+def test_side_by_side_joins_two_images_with_a_gap(h, w1, w2, gap, c):
+    """side_by_side: uint8 (H, W1 + gap + W2[, C]), left then a gap column of 255 then right, unchanged."""
+    extra = () if c is None else (c,)
+    left, right = np.zeros((h, w1, *extra), np.uint8), np.full((h, w2, *extra), 7, np.uint8)
+    out = ops.side_by_side(left, right, gap)
+    assert out.dtype == np.uint8 and out.shape == (h, w1 + gap + w2, *extra)
+    assert (out[:, :w1] == 0).all() and (out[:, w1:w1 + gap] == 255).all() and (out[:, w1 + gap:] == 7).all()
+
+
+def test_side_by_side_refuses_different_heights():
+    """Images of different heights are refused with a message naming the shapes."""
+    with pytest.raises(ValueError, match="side_by_side"):
+        ops.side_by_side(np.zeros((4, 4, 3), np.uint8), np.zeros((5, 4, 3), np.uint8), 2)

@@ -9,9 +9,13 @@ import pytest
 import torch
 from torch import nn
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from satgan.errors import ModelFileError
 from satgan.model import (
     MAX_WIDTH,
+    LayerNoise,
     MinibatchStdDev,
     ModelConfig,
     build_discriminator,
@@ -276,3 +280,82 @@ def test_dropout_at_sampling_needs_dropout():
     """g_dropout_at_sampling without g_dropout is refused naming the key."""
     with pytest.raises(ValueError, match=r"g_dropout_at_sampling: expected false when g_dropout is 0"):
         ModelConfig(image_size=32, g_dropout=0.0, g_dropout_at_sampling=True)
+
+
+@pytest.mark.parametrize("size", (32, 64, 128))
+@pytest.mark.parametrize(("spectral_norm", "minibatch_stddev"), [(False, False), (True, False), (False, True), (True, True)])
+def test_avg_pool_d_keeps_depth_and_shapes(size, spectral_norm, minibatch_stddev):
+    """downsample=avg_pool: D has as many blocks, the same features and one logit per image, with SN and stddev too."""
+    kw = dict(image_size=size, channels=3, nz=8, ngf=4, ndf=4, spectral_norm=spectral_norm, minibatch_stddev=minibatch_stddev)
+    strided, pooled = (build_discriminator(ModelConfig(**kw, downsample=ds)) for ds in ("strided", "avg_pool"))
+    x = torch.randn(3, 3, size, size)
+    assert pooled(x).shape == (3,)
+    assert discriminator_features(pooled, x).shape == discriminator_features(strided, x).shape
+    assert sum(isinstance(m, nn.Conv2d) for m in pooled.modules()) == sum(isinstance(m, nn.Conv2d) for m in strided.modules())
+
+
+def test_avg_pool_d_downsamples_only_by_pooling():
+    """downsample=avg_pool: every hidden conv is 3x3 stride 1 and followed by AvgPool2d(2); strided D has no pooling."""
+    cfg = ModelConfig(image_size=64, channels=3, nz=8, ngf=4, ndf=4, downsample="avg_pool", spectral_norm=True)
+    d = list(build_discriminator(cfg))
+    convs = [i for i, m in enumerate(d) if isinstance(m, nn.Conv2d)][:-1]  # the last conv is the 4x4 logit head
+    assert len(convs) == cfg.n_blocks
+    for i in convs:
+        assert d[i].stride == (1, 1) and d[i].kernel_size == (3, 3)
+        assert isinstance(d[i + 1], nn.AvgPool2d) and d[i + 1].kernel_size == 2
+    plain = build_discriminator(dataclasses.replace(cfg, downsample="strided"))
+    assert not any(isinstance(m, nn.AvgPool2d) for m in plain.modules())
+
+
+def test_g_layer_noise_follows_every_hidden_block():
+    """g_layer_noise puts one LayerNoise after each hidden block of G (none after its output) and keeps its shapes."""
+    cfg = ModelConfig(image_size=64, channels=3, nz=8, ngf=4, ndf=4, g_layer_noise=True)
+    g = build_generator(cfg)
+    layers = list(g)
+    noise = [i for i, m in enumerate(layers) if isinstance(m, LayerNoise)]
+    assert len(noise) == cfg.n_blocks and all(isinstance(layers[i - 1], nn.ReLU) for i in noise)
+    assert g(torch.randn(2, 8, 1, 1)).shape == (2, 3, 64, 64)
+
+
+def test_g_layer_noise_std_is_not_saved():
+    """LayerNoise's std is a non-persistent buffer: G's state dict has the tensors of a G without noise layers."""
+    cfg = ModelConfig(image_size=32, channels=3, nz=8, ngf=4, ndf=4)
+    noisy = build_generator(dataclasses.replace(cfg, g_layer_noise=True))
+    plain = build_generator(cfg)
+    assert [tuple(t.shape) for t in noisy.state_dict().values()] == [tuple(t.shape) for t in plain.state_dict().values()]
+    assert all(not k.endswith("std") for k in noisy.state_dict())
+
+
+def test_g_layer_noise_is_off_in_eval_mode():
+    """In eval mode a G with noise layers (std > 0) is deterministic and equals the same weights without them."""
+    cfg = ModelConfig(image_size=32, channels=3, nz=8, ngf=4, ndf=4)
+    noisy = build_generator(dataclasses.replace(cfg, g_layer_noise=True))
+    plain = build_generator(cfg)
+    for a, b in zip(plain.parameters(), noisy.parameters()):
+        a.data.copy_(b.data)
+    for m in noisy.modules():
+        if isinstance(m, LayerNoise):
+            m.std.fill_(0.5)
+    noisy.eval(), plain.eval()
+    z = torch.randn(3, 8, 1, 1)
+    assert torch.equal(noisy(z), noisy(z)) and torch.equal(noisy(z), plain(z))
+
+
+@given(std=st.floats(0.05, 2.0), seed=st.integers(0, 2**31 - 1))
+@settings(max_examples=20, deadline=None)
+def test_layer_noise_adds_noise_of_its_std_in_training(std, seed):
+    """In training mode LayerNoise adds zero-mean noise with its buffer's std; while inactive it is the identity."""
+    torch.manual_seed(seed)
+    layer = LayerNoise()
+    layer.std.fill_(std)
+    x = torch.zeros(64, 4, 16, 16)
+    out = layer(x)
+    assert out.shape == x.shape and abs(out.std().item() - std) < 0.03 * std and abs(out.mean().item()) < 0.03 * std
+    layer.active = False
+    assert torch.equal(layer(x), x)
+
+
+def test_config_rejects_unknown_downsample():
+    """downsample must be strided or avg_pool, named in the error."""
+    with pytest.raises(ValueError, match="downsample"):
+        ModelConfig(downsample="max_pool")  # type: ignore[arg-type]

@@ -10,7 +10,7 @@ import torch
 
 from satgan.errors import ModelFileError
 from satgan.model import ModelConfig, build_discriminator, build_generator
-from satgan.modelio import load_discriminator, load_generator, save_model
+from satgan.modelio import CARD_FORMAT, load_discriminator, load_generator, save_model
 
 CFG = ModelConfig(image_size=32, channels=3, nz=8, ngf=4, ndf=4)
 
@@ -168,7 +168,7 @@ def test_card_records_the_latent_distribution(tmp_path):
     """model.json's architecture says which latent distribution G was trained on."""
     cfg = ModelConfig(image_size=32, channels=3, nz=8, ngf=4, ndf=4, latent="uniform")
     save_model(tmp_path, build_generator(cfg), build_discriminator(cfg), cfg, params_hash="p", data_hash="h", step=1)
-    assert _card(tmp_path)["architecture"]["latent"] == "uniform" and _card(tmp_path)["format"] == "satgan-dcgan/4"
+    assert _card(tmp_path)["architecture"]["latent"] == "uniform" and _card(tmp_path)["format"] == CARD_FORMAT
     _, card = load_generator(tmp_path)
     assert ModelConfig.from_dict(card["architecture"]).latent == "uniform"
 
@@ -262,3 +262,33 @@ def test_format_3_card_loads_as_without_dropout_at_sampling(tmp_path):
     assert loaded_card["architecture"]["g_dropout_at_sampling"] is False
     z = torch.randn(2, 8, 1, 1)
     assert torch.equal(loaded(z), g_ema.eval()(z))
+
+
+def test_avg_pool_d_and_g_layer_noise_round_trip_through_model_json(tmp_path):
+    """model.json records downsample and g_layer_noise; G and D rebuilt from it load and match the saved nets."""
+    cfg = ModelConfig(image_size=32, channels=3, nz=8, ngf=4, ndf=4, downsample="avg_pool", g_layer_noise=True)
+    torch.manual_seed(0)
+    g, d = build_generator(cfg), build_discriminator(cfg)
+    save_model(tmp_path, g, d, cfg, params_hash="p", data_hash="h", step=3)
+    arch = _card(tmp_path)["architecture"]
+    assert (arch["downsample"], arch["g_layer_noise"]) == ("avg_pool", True)
+    loaded_g, card = load_generator(tmp_path)
+    loaded_d, _ = load_discriminator(tmp_path)
+    assert ModelConfig.from_dict(card["architecture"]) == cfg
+    z, x = torch.randn(2, 8, 1, 1), torch.randn(2, 3, 32, 32)
+    assert torch.equal(loaded_g(z), g.eval()(z)) and torch.equal(loaded_d(x), d.eval()(x))
+
+
+def test_format_4_card_loads_as_strided_d_without_g_layer_noise(tmp_path):
+    """A satgan-dcgan/4 card (no downsample, no g_layer_noise) loads as strided and false: its nets were built so."""
+    g, d, g_ema = _save(tmp_path)
+    card = _card(tmp_path)
+    card["format"] = "satgan-dcgan/4"
+    del card["architecture"]["downsample"], card["architecture"]["g_layer_noise"]
+    _write_card(tmp_path, card)
+    loaded_g, loaded_card = load_generator(tmp_path)
+    loaded_d, _ = load_discriminator(tmp_path)
+    assert loaded_card["upgraded_from"] == "satgan-dcgan/4" and loaded_card["format"] == CARD_FORMAT
+    assert (loaded_card["architecture"]["downsample"], loaded_card["architecture"]["g_layer_noise"]) == ("strided", False)
+    z, x = torch.randn(2, 8, 1, 1), torch.randn(2, 3, 32, 32)
+    assert torch.equal(loaded_g(z), g_ema.eval()(z)) and torch.equal(loaded_d(x), d.eval()(x))

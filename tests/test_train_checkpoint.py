@@ -81,6 +81,21 @@ def test_restored_trainer_continues_bit_identically_with_every_hack_on():
         assert _states_equal(expected[name], got[name]), name
 
 
+def test_restored_trainer_sets_the_g_layer_noise_std_of_the_step_it_resumes_at():
+    """G's noise std is not saved but recomputed from the restored step: B resumed at step 3 logs what A logs at step 3."""
+    p = tiny_params({"g_layer_noise.enabled": True, "g_layer_noise.std": 0.3, "g_layer_noise.decay_iters": 10})
+    a = trainer(p)
+    for _ in range(3):
+        a.run_step()
+    state = checkpoint_state(a.parts, "r", "d")
+    assert all(not k.endswith("std") for k in state["parts"]["g"])
+    expected = a.run_step()["g_layer_noise_std"]
+    b = trainer(p)
+    restore(b.parts, read_checkpoint_from(state))
+    got = b.run_step()["g_layer_noise_std"]
+    assert got.item() == expected.item() == pytest.approx(0.3 * (1 - 3 / 10))
+
+
 def read_checkpoint_from(state: dict) -> object:
     """A Checkpoint from an in-memory state, through the same validation as a file."""
     import tempfile

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from satgan.model import LayerNoise
 from satgan.train import hacks as H
 
 
@@ -36,6 +37,18 @@ def test_instance_noise_decays_linearly_to_zero():
     """The noise std is std0 at step 0, half at decay/2, and 0 from decay_iters on."""
     std = lambda s: H.instance_noise_std(torch.tensor(s), 0.2, 100).item()  # noqa: E731
     assert std(0) == pytest.approx(0.2) and std(50) == pytest.approx(0.1) and std(100) == 0 and std(500) == 0
+
+
+@given(step=st.integers(0, 10_000), std0=st.floats(0.001, 10.0), decay=st.integers(1, 5_000), active=st.booleans())
+@settings(max_examples=50, deadline=None)
+def test_g_layer_noise_std_decays_linearly_to_zero_in_every_layer(step, std0, decay, active):
+    """set_layer_noise writes std0 * max(0, 1 - step/decay) (instance noise's schedule) and the active flag into each layer."""
+    layers = [LayerNoise(), LayerNoise()]
+    H.set_layer_noise(layers, H.instance_noise_std(torch.tensor(step), std0, decay), active)
+    expected = std0 * max(0.0, 1.0 - step / decay)
+    for m in layers:
+        assert m.std.item() == pytest.approx(expected, rel=1e-5, abs=1e-6) and m.active is active
+    assert "std" not in layers[0].state_dict()
 
 
 def test_instance_noise_adds_noise_of_that_std():

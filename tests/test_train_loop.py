@@ -20,7 +20,9 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from PIL import Image
 
+from satgan import names
 from satgan.errors import TrainingError
 from satgan.generate import GenerateParams, generate
 from satgan.modelio import load_generator
@@ -319,4 +321,28 @@ def test_sample_grids_with_dropout_at_sampling_leave_training_unchanged(tiles, t
     assert len(list((live / "plots" / "images" / "samples").iterdir())) == 6
     ref, ref_ck, _ = run_dirs(tmp_path, "ref")
     train(tiny_params(hacks, sample_every=6), tiles, ref, ref_ck, None)
+    assert_same_weights(model, ref)
+
+
+def test_d_view_images_land_in_the_live_images_folder_at_step_0_and_every_sample_every(tiles, tmp_path):
+    """d_view logs plots/images/d_view/<step>.png (dvc.yaml's plots: folder) at 0 and every sample_every, reals | fakes."""
+    model, ck, live = run_dirs(tmp_path, "a")
+    train(tiny_params(), tiles, model, ck, live)  # 6 iterations, sample_every 3
+    folder = live / "plots" / "images" / names.LIVE_D_VIEW
+    assert sorted(p.name for p in folder.iterdir()) == ["0.png", "3.png"]
+    sample = np.asarray(Image.open(live / "plots" / "images" / names.LIVE_SAMPLES / "3.png"))
+    view = np.asarray(Image.open(folder / "0.png"))
+    assert view.shape == (sample.shape[0], 2 * sample.shape[1] + 8, 3)  # 4 reals and 4 fakes, 2x2 grids like the samples'
+    assert "${paths.live}/plots/images" in (REPO / "dvc.yaml").read_text()
+
+
+def test_d_view_on_trains_bit_identical_weights_to_d_view_off(tiles, tmp_path):
+    """Dumping D's view at every iteration (with default hacks and instance noise) leaves the trained weights unchanged."""
+    hacks = {"instance_noise.enabled": True}
+    model, ck, live = run_dirs(tmp_path, "on")
+    train(tiny_params(hacks, sample_every=1, d_view=True), tiles, model, ck, live)
+    assert len(list((live / "plots" / "images" / names.LIVE_D_VIEW).iterdir())) == 6
+    ref, ref_ck, ref_live = run_dirs(tmp_path, "off")
+    train(tiny_params(hacks, sample_every=1, d_view=False), tiles, ref, ref_ck, ref_live)
+    assert not (ref_live / "plots" / "images" / names.LIVE_D_VIEW).exists()
     assert_same_weights(model, ref)

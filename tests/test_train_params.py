@@ -92,6 +92,7 @@ def test_any_value_of_any_numeric_key_loads_or_names_that_key(key, value, as_ite
 @pytest.mark.parametrize(("key", "value"), [
     ("hacks.failure_tracking.grad_norm_limit", -1.0),
     ("hacks.instance_noise.decay_iters", 0),
+    ("hacks.g_layer_noise.std", 0.0), ("hacks.g_layer_noise.decay_iters", 0),
     ("hacks.l2_penalty.d", -1e-5),
     ("hacks.sgd_discriminator.momentum", 1.5),
     ("data_budget_mb", -1),
@@ -130,9 +131,10 @@ def test_replay_fraction_must_leave_fresh_fakes():
 
 
 def test_resume_hash_ignores_cadence_keys_only():
-    """iterations and the *_every keys do not change the resume hash; any other key does."""
+    """iterations, the *_every keys and d_view (a log, not training) do not change the resume hash; any other key does."""
     base = load(copy.deepcopy(BASE))
-    same = load({**copy.deepcopy(BASE), "iterations": 5, "checkpoint_every": 7, "log_every": 3, "sample_every": 9})
+    same = load({**copy.deepcopy(BASE), "iterations": 5, "checkpoint_every": 7, "log_every": 3, "sample_every": 9,
+                 "d_view": not BASE["d_view"]})
     other = load({**copy.deepcopy(BASE), "lr_g": 0.001})
     assert base.resume_hash() == same.resume_hash() != other.resume_hash()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.utils as nn_utils
@@ -11,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from satgan.errors import ParamsError
+from satgan.imageops import make_grid
 from satgan.losses import d_hinge, r1_penalty
 from satgan.train.registry import HACKS
 from satgan.train import fastpath as FP
@@ -130,12 +132,14 @@ def test_replay_buffer_stores_fakes_without_instance_noise():
 
 
 def test_architecture_switches_reach_the_model_config():
-    """minibatch_stddev, g_dropout, checkerboard, instance_norm, leaky_relu_g, spectral_norm change ModelConfig."""
-    tr = trainer(minibatch_stddev=True, instance_norm=True, leaky_relu_g=True, spectral_norm=True,
-                  **{"g_dropout.enabled": True, "checkerboard.enabled": True, "checkerboard.mode": "pixel_shuffle"})
+    """minibatch_stddev, g_dropout, checkerboard, instance_norm, leaky_relu_g, spectral_norm, avg_pool_d, g_layer_noise change ModelConfig."""
+    tr = trainer(minibatch_stddev=True, instance_norm=True, leaky_relu_g=True, spectral_norm=True, avg_pool_d=True,
+                 **{"g_dropout.enabled": True, "checkerboard.enabled": True, "checkerboard.mode": "pixel_shuffle",
+                    "g_layer_noise.enabled": True})
     c = tr.cfg
-    assert (c.minibatch_stddev, c.norm, c.g_activation, c.g_dropout, c.upsample, c.spectral_norm) == (
-        True, "instance", "leaky_relu", 0.5, "pixel_shuffle", True)
+    assert (c.minibatch_stddev, c.norm, c.g_activation, c.g_dropout, c.upsample, c.spectral_norm, c.downsample,
+            c.g_layer_noise) == (True, "instance", "leaky_relu", 0.5, "pixel_shuffle", True, "avg_pool", True)
+    assert model_config(tiny_params(), 32, 3).downsample == "strided" and not model_config(tiny_params(), 32, 3).g_layer_noise
 
 
 def test_spectral_norm_keeps_d_one_lipschitz_per_layer_while_training():
@@ -310,3 +314,75 @@ def test_g_dropout_at_sampling_reaches_the_model_config():
     on = tiny_params({"g_dropout.enabled": True, "g_dropout.at_sampling": True})
     off = tiny_params({"g_dropout.enabled": False, "g_dropout.at_sampling": True})
     assert model_config(on, 32, 3).g_dropout_at_sampling and not model_config(off, 32, 3).g_dropout_at_sampling
+
+
+def test_g_layer_noise_std_follows_the_step_in_every_noise_layer():
+    """With g_layer_noise on, iteration k sets std * max(0, 1 - k/decay_iters) in each of G's noise layers and logs it."""
+    tr = trainer(**{"g_layer_noise.enabled": True, "g_layer_noise.std": 0.2, "g_layer_noise.decay_iters": 4})
+    assert len(tr.g_noise) == tr.cfg.n_blocks
+    for k in range(6):
+        out = tr.run_step()
+        expected = 0.2 * max(0.0, 1 - k / 4)
+        assert out["g_layer_noise_std"].item() == pytest.approx(expected)
+        assert all(m.std.item() == pytest.approx(expected) for m in tr.g_noise)
+
+
+def test_g_layer_noise_perturbs_g_in_training_only():
+    """G with noise layers gives different images for one latent in training mode and the same ones in eval mode."""
+    tr = trainer(**{"g_layer_noise.enabled": True, "g_layer_noise.std": 0.5})
+    tr.run_step()
+    z = tr.latent()
+    with torch.no_grad():
+        assert not torch.equal(tr.g(z), tr.g(z))
+        tr.g.eval()
+        assert torch.equal(tr.g(z), tr.g(z))
+
+
+def test_g_layer_noise_is_not_drawn_once_it_has_decayed():
+    """Eager runs switch G's noise layers off from decay_iters on (no N(0, 0) draws costing time)."""
+    tr = trainer(**{"g_layer_noise.enabled": True, "g_layer_noise.decay_iters": 2})
+    tr.run_step()
+    assert all(m.active for m in tr.g_noise)
+    tr.run_step()
+    tr.run_step()
+    assert not any(m.active for m in tr.g_noise)
+
+
+def test_d_view_holds_exactly_the_batches_d_received():
+    """d_view: after a logged iteration the buffers equal D's first two inputs (augmented, noisy reals; then fakes)."""
+    tr = trainer(**{"instance_noise.enabled": True, "replay.enabled": False})
+    seen = _d_inputs(tr)
+    tr.run_step()
+    n = tr.view.real.shape[0]
+    assert n == min(tr.batch, tr.p.n_samples)
+    assert torch.equal(tr.view.real, seen[0][:n].float()) and torch.equal(tr.view.fake, seen[1][:n].float())
+    assert not torch.equal(tr.view.real, tr.view.fake)
+
+
+def test_d_view_copies_only_on_logged_iterations_when_eager():
+    """Eager: iteration 0 and multiples of sample_every are copied; the iterations between leave the buffers alone."""
+    tr = trainer(tiny_params(sample_every=3))
+    tr.run_step()
+    real, fake = tr.view.real.clone(), tr.view.fake.clone()
+    tr.run_step()
+    tr.run_step()
+    assert torch.equal(tr.view.real, real) and torch.equal(tr.view.fake, fake)
+    tr.run_step()
+    assert not torch.equal(tr.view.real, real)
+    assert [tr.view.due(k) for k in range(7)] == [True, False, False, True, False, False, True]
+
+
+def test_d_view_off_keeps_no_buffers():
+    """d_view false: no buffers, nothing copied in the step."""
+    assert trainer(tiny_params(d_view=False)).view is None
+
+
+def test_d_view_grid_shows_reals_left_and_fakes_right():
+    """The logged image is the real grid, a white gap and the fake grid, side by side (uint8 H x W x C)."""
+    tr = trainer()
+    tr.run_step()
+    grid = tr.view.grid()
+    half = (grid.shape[1] - 8) // 2
+    assert grid.dtype == np.uint8 and grid.ndim == 3 and grid.shape[2] == 3
+    assert (grid[:, half:half + 8] == 255).all()
+    assert np.array_equal(grid[:, :half], make_grid(tr.view.real.numpy(), nrow=2))

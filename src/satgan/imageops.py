@@ -481,6 +481,19 @@ def make_grid(images: Any, nrow: int, padding: int = 2, pad_value: int = 0) -> n
     return grid
 
 
+def side_by_side(left: np.ndarray, right: np.ndarray, gap: int, gap_value: int = 255) -> np.ndarray:
+    """Two uint8 images (H, W1[, C]) and (H, W2[, C]) of one height and channel count -> uint8 (H, W1 + gap + W2[, C]).
+
+    A ``gap``-pixel column of ``gap_value`` separates them (two grids shown as one image).
+    """
+    if left.dtype != np.uint8 or right.dtype != np.uint8 or left.shape[0] != right.shape[0] \
+            or left.shape[2:] != right.shape[2:] or left.ndim not in (2, 3) or gap < 0:
+        raise ValueError(f"side_by_side: expected uint8 images of one height and channel count and gap >= 0, "
+                         f"got {left.dtype} {left.shape}, {right.dtype} {right.shape}, gap {gap}")
+    sep = np.full((left.shape[0], gap, *left.shape[2:]), gap_value, np.uint8)
+    return np.concatenate([left, sep, right], axis=1)
+
+
 def save_grid(images: Any, path: str | Path, nrow: int = 8, padding: int = 2) -> Path:
     """Write ``images`` (see :func:`make_grid`) as one PNG grid at ``path``, atomically; returns the path."""
     grid = make_grid(images, nrow=nrow, padding=padding)

@@ -1,15 +1,18 @@
 """DCGAN generator and discriminator after Radford et al. 2016 (arXiv:1511.06434).
 
 Architecture guidelines from the paper, all kept here:
-- strided convolutions in D and strided transposed convolutions in G: no pooling;
+- strided convolutions in D and strided transposed convolutions in G: no pooling (``downsample``
+  offers average pooling as an alternative, ganhacks #5);
 - no hidden fully connected layers: G starts from a (nz, 1, 1) "image", D ends in a conv;
 - BatchNorm in both nets except G's output layer and D's input layer;
 - ReLU in G (LeakyReLU as an option), LeakyReLU(0.2) in D, tanh on G's output.
 
 Options beyond the paper, each a :class:`ModelConfig` field (recorded in model.json): G's
 upsampling (``upsample``: transposed conv, with an extra conv, resize-conv, or PixelShuffle with
-ICNR init), LeakyReLU in G, instance norm, dropout in G, a minibatch-stddev layer in D, and
-spectral normalization of D (``spectral_norm``, Miyato et al. 2018), which replaces D's BatchNorm.
+ICNR init), D's downsampling (``downsample``: strided conv, or stride-1 conv + average pooling),
+LeakyReLU in G, instance norm, dropout in G, decayed Gaussian noise after G's hidden blocks
+(``g_layer_noise``), a minibatch-stddev layer in D, and spectral normalization of D
+(``spectral_norm``, Miyato et al. 2018), which replaces D's BatchNorm.
 
 G and D are symmetric: ``log2(image_size) - 2`` resolution-doubling blocks in G and as
 many resolution-halving blocks in D, so 32, 64 and 128 pixel tiles differ only in depth.
@@ -40,6 +43,7 @@ IMAGE_SIZES = (32, 64, 128)
 CHANNELS = (1, 3)
 LATENTS = ("gaussian", "uniform")
 UPSAMPLES = ("deconv", "deconv_conv", "resize_conv", "pixel_shuffle")
+DOWNSAMPLES = ("strided", "avg_pool")
 # Bounds that keep a foreign model.json (or params) from asking for a net that cannot be built:
 # ngf = 256 at 128x128 is already a ~1 GB generator.
 MAX_NZ = 1024
@@ -54,6 +58,8 @@ class ModelConfig:
     U(-1, 1)); :func:`sample_latent` draws from it, so sampling always matches training.
     ``spectral_norm``: every conv of D is spectrally normalized and D has no norm layers
     (:func:`build_discriminator`); its power-iteration vectors are buffers of D's state dict.
+    ``g_layer_noise``: G has a :class:`LayerNoise` after each hidden block (training mode only;
+    its std is set by the trainer and is not part of G's state dict).
     """
 
     image_size: int = 64
@@ -66,6 +72,8 @@ class ModelConfig:
     g_dropout: float = 0.0
     g_dropout_at_sampling: bool = False
     upsample: Literal["deconv", "deconv_conv", "resize_conv", "pixel_shuffle"] = "deconv"
+    downsample: Literal["strided", "avg_pool"] = "strided"
+    g_layer_noise: bool = False
     minibatch_stddev: bool = False
     spectral_norm: bool = False
     init: Literal["normal", "xavier"] = "normal"
@@ -83,6 +91,7 @@ class ModelConfig:
         check("g_dropout_at_sampling", not self.g_dropout_at_sampling or self.g_dropout > 0,
               "false when g_dropout is 0 (no dropout to keep on)", self.g_dropout_at_sampling)
         check("upsample", self.upsample in UPSAMPLES, f"one of {UPSAMPLES}", self.upsample)
+        check("downsample", self.downsample in DOWNSAMPLES, f"one of {DOWNSAMPLES}", self.downsample)
         check("init", self.init in ("normal", "xavier"), "'normal' or 'xavier'", self.init)
         check("latent", self.latent in LATENTS, "'gaussian' or 'uniform'", self.latent)
 
@@ -153,6 +162,38 @@ def _upsample(cfg: ModelConfig, cin: int, cout: int, bias: bool) -> list[nn.Modu
     return layers
 
 
+def _downsample(cfg: ModelConfig, cin: int, cout: int, bias: bool) -> list[nn.Module]:
+    """Layers that halve the resolution, (B, cin, h, w) -> (B, cout, h/2, w/2)."""
+    if cfg.downsample == "avg_pool":
+        # ganhacks #5 ("for downsampling, use: average pooling, Conv2d + stride"): a stride-1 3x3
+        # conv sees every pixel equally, then AvgPool2d(2) halves the resolution without the
+        # uneven kernel overlap of a stride-2 conv.
+        return [nn.Conv2d(cin, cout, 3, 1, 1, bias=bias), nn.AvgPool2d(2)]
+    return [nn.Conv2d(cin, cout, 4, 2, 1, bias=bias)]  # DCGAN: a strided conv, no pooling
+
+
+class LayerNoise(nn.Module):
+    """``x + std * N(0, 1)`` in training mode, the identity in eval mode (sampling stays deterministic).
+
+    ganhacks #13, second form ("add gaussian noise to every layer of generator", Zhao et al.
+    2016, EBGAN): noise in G's hidden activations, decayed to 0 over training. ``std`` is a
+    0-dim device buffer the trainer writes each iteration from the step counter (so a CUDA graph
+    reads the current value); it is not persistent: not in G's state dict or weights file, and
+    a resumed run recomputes it from the restored step. ``active`` False (set on the host once
+    the std has decayed to 0, eager runs only) skips drawing the noise.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("std", torch.zeros(()), persistent=False)
+        self.active = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and self.active):
+            return x
+        return torch.addcmul(x, torch.randn_like(x), self.std.to(x.dtype))
+
+
 def _g_act(cfg: ModelConfig) -> nn.Module:
     # ReLU in G per DCGAN; LeakyReLU avoids sparse gradients (ganhacks #5).
     return nn.LeakyReLU(0.2, inplace=True) if cfg.g_activation == "leaky_relu" else nn.ReLU(inplace=True)
@@ -215,6 +256,8 @@ def build_generator(cfg: ModelConfig) -> nn.Sequential:
         _norm(cfg, width),
         _g_act(cfg),
     ]
+    if cfg.g_layer_noise:
+        layers.append(LayerNoise())  # ganhacks #13: decayed Gaussian noise in every hidden layer of G
     if cfg.g_dropout > 0:
         layers.append(_g_dropout(cfg))  # ganhacks #17: dropout as G's noise source
     size = 4
@@ -224,6 +267,8 @@ def build_generator(cfg: ModelConfig) -> nn.Sequential:
         width //= 2
         size *= 2
         layers += [_norm(cfg, width), _g_act(cfg)]
+        if cfg.g_layer_noise:
+            layers.append(LayerNoise())
         if cfg.g_dropout > 0:
             layers.append(_g_dropout(cfg))
     # (B, ngf, s, s) -> (B, channels, image_size, image_size); no norm on G's output (DCGAN)
@@ -242,18 +287,21 @@ def build_discriminator(cfg: ModelConfig) -> nn.Sequential:
     training-mode forward, so D is 1-Lipschitz per layer) and D has no BatchNorm/InstanceNorm,
     as in the paper's D: dividing by a batch's standard deviation would undo the bound. Hidden
     convs then get a bias, which the removed norm's shift provided.
+
+    ``cfg.downsample`` ``avg_pool``: each block's stride-2 4x4 conv becomes a stride-1 3x3 conv
+    followed by AvgPool2d(2) (ganhacks #5); same depth, widths and output shape.
     """
     n = cfg.n_blocks
     width = cfg.ndf
     sn = cfg.spectral_norm
     layers: list[nn.Module] = [
         # (B, C, S, S) -> (B, ndf, S/2, S/2); no norm on D's input layer (DCGAN)
-        nn.Conv2d(cfg.channels, width, 4, 2, 1, bias=True),
+        *_downsample(cfg, cfg.channels, width, bias=True),
         nn.LeakyReLU(0.2, inplace=True),
     ]
     for _ in range(n - 1):
         # (B, w, s, s) -> (B, 2w, s/2, s/2)
-        layers.append(nn.Conv2d(width, width * 2, 4, 2, 1, bias=sn))
+        layers += _downsample(cfg, width, width * 2, bias=sn)
         if not sn:
             layers.append(_norm(cfg, width * 2))
         layers.append(nn.LeakyReLU(0.2, inplace=True))

@@ -22,7 +22,8 @@ line naming the file and the field, never a traceback:
   the latent distribution was recorded (format ``satgan-dcgan/1``) is refused: retrain it; a
   ``satgan-dcgan/2`` card (before ``architecture.spectral_norm`` existed) is read as
   ``spectral_norm: false``, and a ``/2`` or ``/3`` card (before ``architecture.g_dropout_at_sampling``)
-  as ``g_dropout_at_sampling: false``, which is how every such model was built;
+  as ``g_dropout_at_sampling: false``, and any card before ``/5`` as ``downsample: strided`` and
+  ``g_layer_noise: false``, which is how every such model was built;
 - each weights file's tensor names and shapes are compared with the architecture from the
   safetensors header *before* anything is allocated, so a lying card cannot trigger a huge
   allocation;
@@ -55,13 +56,16 @@ GENERATOR_EMA_FILE = names.GENERATOR_EMA
 DISCRIMINATOR_FILE = names.DISCRIMINATOR
 CARD_FILE = names.MODEL_CARD
 # /2: architecture.latent records G's latent distribution; /3: architecture.spectral_norm;
-# /4: architecture.g_dropout_at_sampling
-CARD_FORMAT = "satgan-dcgan/4"
+# /4: architecture.g_dropout_at_sampling; /5: architecture.downsample and g_layer_noise
+CARD_FORMAT = "satgan-dcgan/5"
 OLD_CARD_FORMATS = ("satgan-dcgan/1",)
+# Added in /5 (D's downsampling, G's layer noise), as every model before it was built.
+ADDED_IN_5: dict[str, Any] = {"downsample": "strided", "g_layer_noise": False}
 # Architecture keys added since an older format, with the value every model of that format was built with.
 CARD_UPGRADES: dict[str, dict[str, Any]] = {
-    "satgan-dcgan/2": {"spectral_norm": False, "g_dropout_at_sampling": False},
-    "satgan-dcgan/3": {"g_dropout_at_sampling": False},
+    "satgan-dcgan/2": {"spectral_norm": False, "g_dropout_at_sampling": False, **ADDED_IN_5},
+    "satgan-dcgan/3": {"g_dropout_at_sampling": False, **ADDED_IN_5},
+    "satgan-dcgan/4": {**ADDED_IN_5},
 }
 MAX_CARD_BYTES = 1 << 20
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")

@@ -31,6 +31,10 @@ GENERATOR_EMA = "generator_ema.safetensors"
 DISCRIMINATOR = "discriminator.safetensors"
 CHECKPOINT = "checkpoint.pt"
 
+# train -> data/live: dvclive image series, each a folder of <step>.png under plots/images/
+LIVE_SAMPLES = "samples"  # the fixed-noise sample grid of the sampling G
+LIVE_D_VIEW = "d_view"  # train.d_view: the real (left) and fake (right) batch exactly as D received them
+
 # generate -> data/samples
 SAMPLES = "samples.npy"
 SAMPLES_PNG_DIR = "png"

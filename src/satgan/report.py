@@ -47,7 +47,7 @@ HEADLINE = "headline.json"
 # dvclive's layout under the live folder (dvclive 3: plots/metrics/<name>.tsv with "step\t<leaf>"
 # columns, images under plots/images/<name>); train logs `train/<name>` and `samples/<step>.png`.
 LIVE_METRICS_DIR = ("plots", "metrics", "train")
-LIVE_SAMPLES_DIR = ("plots", "images", "samples")
+LIVE_SAMPLES_DIR = ("plots", "images", names.LIVE_SAMPLES)
 LIVE_SUMMARY = "metrics.json"
 MAX_FRAMES = 60  # slider frames kept (evenly spaced, last included): bounds the page size
 # The charts, as in dvc.yaml's top-level plots: series names are dvclive's train/<name>.

@@ -83,6 +83,17 @@ def instance_noise_std(step: torch.Tensor, std0: float, decay_iters: int) -> tor
     return frac * std0
 
 
+def set_layer_noise(layers: Sequence[nn.Module], std: torch.Tensor, active: bool) -> None:
+    """Write ``std`` (a 0-dim device tensor) into each of G's noise layers (:class:`satgan.model.LayerNoise`).
+
+    A device copy, no host sync (graph-safe). ``active`` False (host-side) makes them skip
+    drawing the noise, for eager runs once the std has decayed to 0.
+    """
+    for m in layers:
+        m.std.copy_(std)
+        m.active = active
+
+
 def _channels_last(x: torch.Tensor) -> bool:
     """True for a 4-d tensor laid out NHWC (channels_last) and not also plain contiguous."""
     return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)

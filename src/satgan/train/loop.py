@@ -76,10 +76,11 @@ class Logger:
             self.live.log_metric(f"train/{k}", v)
         self.live.make_summary()
 
-    def image(self, step: int, grid: np.ndarray) -> None:
+    def image(self, series: str, step: int, grid: np.ndarray) -> None:
+        """``grid`` as ``plots/images/<series>/<step>.png`` (``series``: a ``names.LIVE_*`` constant)."""
         if self.live is not None:
             self.live.step = step
-            self.live.log_image(f"samples/{step}.png", grid)  # a folder of steps: dvc plots shows a slider
+            self.live.log_image(f"{series}/{step}.png", grid)  # a folder of steps: dvc plots shows a slider
 
     def close(self) -> None:
         if self.live is not None:
@@ -214,9 +215,13 @@ def _train(p: TrainParams, data_dir: Path, out_dir: Path, ck_dir: Path, live_dir
     img_per_s_smooth: float | None = None
     try:
         while trainer.step < p.iterations:
+            started = trainer.step
             out = trainer.run_step()
             step = trainer.step
             bar.update(1)
+            if trainer.view is not None and trainer.view.due(started) and dist.main:
+                # D's inputs of the iteration that started at `started` (step 0: the first batch D saw)
+                logger.image(names.LIVE_D_VIEW, started, trainer.view.grid())
             out_of_time = max_seconds is not None and all_ranks_agree(
                 time.perf_counter() - t_start >= max_seconds, device, dist)
             final = step == p.iterations or out_of_time
@@ -239,7 +244,7 @@ def _train(p: TrainParams, data_dir: Path, out_dir: Path, ck_dir: Path, live_dir
                 bar.set_postfix_str(f"loss_d {vals['loss_d']:.3f} loss_g {vals['loss_g']:.3f} D(x) {vals['d_real']:.2f} "
                                     f"D(G(z)) {vals['d_fake']:.2f} {img_per_s_smooth:.0f} img/s", refresh=False)
             if step % p.sample_every == 0 or final:
-                logger.image(step, trainer.sample_grid())
+                logger.image(names.LIVE_SAMPLES, step, trainer.sample_grid())
             if (step % p.checkpoint_every == 0 or final) and dist.main:
                 check_finite(out, step, ck_dir)  # never checkpoint diverged weights
                 save_checkpoint(ck_path, checkpoint_state(trainer.parts, resume_hash, data_hash))

@@ -22,9 +22,9 @@ from satgan.augment import POLICIES
 from satgan.model import MAX_NZ, MAX_WIDTH
 from satgan.params import check, params_hash
 
-# Keys that change how often things happen, not what is trained: a checkpoint written under
+# Keys that change how often things happen (or what is logged), not what is trained: a checkpoint written under
 # other values resumes. ``iterations`` is here so that raising it continues a finished run.
-RESUME_IGNORED_KEYS = ("iterations", "checkpoint_every", "log_every", "sample_every")
+RESUME_IGNORED_KEYS = ("iterations", "checkpoint_every", "log_every", "sample_every", "d_view")
 
 MAX_BATCH = 65536  # per process; far above what fits a GPU at 32x32
 MAX_SAMPLE_GRID = 1024  # images in one dvclive sample grid
@@ -99,6 +99,17 @@ class GDropout:
 
     def __post_init__(self) -> None:
         check("p", 0.0 < self.p < 1.0, "0 < p < 1", self.p)
+
+
+@dataclass(frozen=True)
+class GLayerNoise:
+    enabled: bool
+    std: float
+    decay_iters: int
+
+    def __post_init__(self) -> None:
+        check("std", self.std > 0, "> 0", self.std)
+        check("decay_iters", self.decay_iters >= 1, ">= 1", self.decay_iters)
 
 
 @dataclass(frozen=True)
@@ -237,7 +248,9 @@ class TrainHacks:
     minibatch_stddev: bool
     historical_averaging: Weighted
     g_dropout: GDropout
+    g_layer_noise: GLayerNoise
     checkerboard: Checkerboard
+    avg_pool_d: bool
     extra_steps: ExtraSteps
     moderated: Moderated
     l2_penalty: L2Penalty
@@ -277,6 +290,7 @@ class TrainParams:
     log_every: int
     sample_every: int
     n_samples: int
+    d_view: bool
     nz: int
     ngf: int
     ndf: int

@@ -14,7 +14,8 @@ GANs" (arXiv:1606.03498); Lim & Ye 2017 = "Geometric GAN" (arXiv:1705.02894); Mi
 Methods for GANs do actually Converge?" (arXiv:1801.04406); Zhao et al. 2020 = "Differentiable
 Augmentation for Data-Efficient GAN Training" (arXiv:2006.10738); Karras et al. 2020 = ADA, "Training
 GANs with Limited Data" (arXiv:2006.06676) and StyleGAN2 (arXiv:1912.04958); Shi et al. 2016 =
-sub-pixel convolution (arXiv:1609.05158); Aitken et al. 2017 = ICNR (arXiv:1707.02937); others as named.
+sub-pixel convolution (arXiv:1609.05158); Aitken et al. 2017 = ICNR (arXiv:1707.02937); Zhao et al. 2016 =
+"Energy-based Generative Adversarial Network" (arXiv:1609.03126); others as named.
 """
 
 from __future__ import annotations
@@ -84,10 +85,16 @@ HACKS: tuple[Hack, ...] = (
     Hack("g_dropout", False,
          "Dropout(`p`) after G's hidden blocks, in training; `at_sampling`: when sampling too (seeded masks; recorded in "
          "model.json)", "ganhacks #17; pix2pix: Isola et al. 2017"),
+    Hack("g_layer_noise", False,
+         "N(0, std) added after each of G's hidden blocks in training (not when sampling), std decaying linearly to 0 "
+         "over `decay_iters`; recorded in model.json", "ganhacks #13; Zhao et al. 2016 (EBGAN)"),
     Hack("checkerboard", False,
          "`deconv_conv`: extra 3x3 stride-1 conv after each upsampling; `resize_conv`: nearest resize + conv; "
          "`pixel_shuffle`: 3x3 conv to 4x the channels + PixelShuffle(2), ICNR init",
          "Odena et al. 2016; Shi et al. 2016; ICNR: Aitken et al. 2017"),
+    Hack("avg_pool_d", False,
+         "each D block downsamples with a stride-1 3x3 conv + AvgPool2d(2) instead of a stride-2 4x4 conv; recorded "
+         "in model.json", "ganhacks #5"),
     Hack("extra_steps", False, "`d_steps` D updates and `g_steps` G updates per iteration", "ganhacks #14"),
     Hack("moderated", False,
          "up to `max_extra_d_steps` extra D updates, only while D misclassifies half the reals or half the fakes",

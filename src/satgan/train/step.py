@@ -31,6 +31,7 @@ from torch import nn
 from satgan import losses as L
 from satgan.augment import AdaController
 from satgan.model import (
+    LayerNoise,
     ModelConfig,
     build_discriminator,
     build_generator,
@@ -75,6 +76,8 @@ def model_config(p: TrainParams, image_size: int, channels: int) -> ModelConfig:
         g_dropout=h.g_dropout.p if h.g_dropout.enabled else 0.0,
         g_dropout_at_sampling=h.g_dropout.enabled and h.g_dropout.at_sampling,
         upsample=h.checkerboard.mode if h.checkerboard.enabled else "deconv",
+        downsample="avg_pool" if h.avg_pool_d else "strided",
+        g_layer_noise=h.g_layer_noise.enabled,
         minibatch_stddev=h.minibatch_stddev,
         spectral_norm=h.spectral_norm,
         init=p.init,
@@ -101,6 +104,48 @@ class Progress:
             raise ValueError(f"step: expected an integer >= 0, got {step!r}")
         self.step = step
         self.step_t.fill_(step)
+
+
+class DView:
+    """The real and fake batch exactly as (1) update D handed them to D, kept for the log (``train.d_view``).
+
+    With several D updates in an iteration (``extra_steps``, ``moderated``) the last one's batches are kept.
+
+    Karpathy 2019, "A Recipe for Training Neural Networks": visualize just before the net. The
+    step copies the first ``n`` images of each into fixed buffers (no random draw, nothing the
+    step reads back, so training is bit-identical with it on or off). Eager steps copy only on
+    the iterations :meth:`due` names (``armed``, set on the host before each iteration); a CUDA
+    graph replays one fixed schedule, so with ``always`` the copy is captured and runs every step,
+    and the buffers hold the last iteration's batches whenever the loop reads them.
+    """
+
+    def __init__(self, n: int, channels: int, size: int, every: int, device: torch.device, always: bool) -> None:
+        self.real = torch.zeros(n, channels, size, size, device=device)
+        self.fake = torch.zeros(n, channels, size, size, device=device)
+        self.every, self.always = every, always
+        self.armed = False
+
+    def due(self, step: int) -> bool:
+        """Whether iteration ``step`` (0-based: it starts with ``step`` iterations done) is logged: 0 and every ``every``."""
+        return step % self.every == 0
+
+    @torch.no_grad()
+    def capture(self, real: torch.Tensor, fake: torch.Tensor) -> None:
+        """Copy D's inputs (after augmentation and noise) into the buffers when armed (always under a CUDA graph)."""
+        if self.always or self.armed:
+            n = self.real.shape[0]
+            self.real.copy_(real[:n].detach())
+            self.fake.copy_(fake[:n].detach())
+
+    def grid(self) -> np.ndarray:
+        """uint8 (H, W, C) image: the real batch's grid, a white gap, the fake batch's grid (host sync)."""
+        from satgan.imageops import make_grid, side_by_side
+
+        nrow = int(math.ceil(math.sqrt(self.real.shape[0])))
+        # NaN inputs (a broken dataset: the loop stops on them at its next metric read) are shown as 0, not cast
+        real, fake = (make_grid(torch.nan_to_num(t.float()).cpu().numpy(), nrow=nrow) for t in (self.real, self.fake))
+        both = side_by_side(real, fake, gap=8)
+        return both[..., 0] if both.shape[-1] == 1 else both
 
 
 class Trainer:
@@ -139,6 +184,9 @@ class Trainer:
         self.swap = (self._own("checkpoint_swap", H.CheckpointSwap(self.g, self.d, h.checkpoint_swap.every,
                                                                    h.checkpoint_swap.length, device))
                      if h.checkpoint_swap.enabled else None)
+        # ganhacks #13: G's noise layers (the swap's old G trains with them too); their std is set each iteration
+        self.g_noise = [m for net in [self.g] + ([self.swap.g_old] if self.swap is not None else [])
+                        for m in net.modules() if isinstance(m, LayerNoise)]
 
         lazy_r1 = h.r1.enabled and h.r1.every > 1
         # the graph replays one fixed schedule: DDP, the moderated schedule and lazy R1 decide on the host
@@ -164,6 +212,9 @@ class Trainer:
         self.ada = (self._own("ada", AdaController(da.ada.target, da.ada.speed_kimg, da.p, device))
                     if da.enabled and da.ada.enabled else None)
         self.augment = H.Augmenter(da.policy, da.p, self.ada, da.ada.every) if da.enabled else None
+        # What D receives, for the log (Karpathy 2019); not a checkpoint part: it holds no training state
+        self.view = (DView(min(self.batch, p.n_samples), cfg.channels, cfg.image_size, p.sample_every, device,
+                           always=self.graph_mode) if p.d_view else None)
         self.r1 = self._own("r1", H.LazyR1(h.r1.gamma, h.r1.every, device)) if h.r1.enabled else None
 
         # Replay buffer prefilled from the initial G (eval mode: no BN statistics are touched).
@@ -281,6 +332,8 @@ class Trainer:
         real_in = real.detach().requires_grad_(True) if r1 else real  # R1 differentiates D(view(real)) w.r.t. it
         real, fake = self.d_view(real_in, noise_std), self.d_view(fake, noise_std)
         old = self.d_view(old, noise_std) if old is not None else None
+        if self.view is not None:
+            self.view.capture(real, fake)  # train.d_view: exactly these tensors go into D below
         soft = h.soft_labels
         flip = h.noisy_labels.fraction if h.noisy_labels.enabled else 0.0
         fake_range = soft.fake if soft.enabled and not soft.one_sided else None
@@ -393,6 +446,12 @@ class Trainer:
         noise_std = (H.instance_noise_std(step_t, h.instance_noise.std, h.instance_noise.decay_iters)
                      if noise_on else None)
         r1 = self.r1 is not None and self.r1.due(self.step)
+        gn = h.g_layer_noise
+        if gn.enabled:
+            # ganhacks #13 (second form): the same linear decay as instance noise, computed on the device from the
+            # step (a captured graph reads the current std); eager runs stop drawing it once it has reached 0
+            H.set_layer_noise(self.g_noise, H.instance_noise_std(step_t, gn.std, gn.decay_iters),
+                              active=self.graph_mode or self.step < gn.decay_iters)
         # (1) update D: d_steps times; the last one keeps G's graph so step (2) reuses its fakes
         for i in range(self.d_steps):
             real = self.real_batch(i)
@@ -426,6 +485,8 @@ class Trainer:
         out = {k: v for k, v in {**out_d, **out_g}.items() if not k.startswith("_")}
         out["instance_noise_std"] = (noise_std.detach().float() if noise_std is not None
                                      else torch.zeros((), device=self.device))
+        if gn.enabled:
+            out["g_layer_noise_std"] = self.g_noise[0].std.clone()
         if self.ada is not None:
             out["ada_p"], out["ada_r_t"] = self.ada.p.clone(), self.ada.r_t.clone()
         return out
@@ -439,6 +500,8 @@ class Trainer:
         """
         if self.swap is not None:
             self.swap.before_step(self.step)
+        if self.view is not None:
+            self.view.armed = self.view.due(self.step)
         self.feed.begin_iteration()
         out = self.runner.step()
         self.progress.advance()
