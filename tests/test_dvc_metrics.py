@@ -46,7 +46,7 @@ def declared_metrics(dvc: dict, paths: dict[str, str]) -> list[str]:
 
 def headline_columns() -> list[str]:
     """The columns headline.json can have: every key of report.headline, FID and a conditional model's GAN-test included."""
-    return list(report.headline({"fid": 1.0, "classifier": {"gan_test": {"accuracy": 0.5}}}, None))
+    return list(report.headline({"fid": 1.0, "classifier": {"gan_test": {"accuracy": 0.5}}}, None))  # every column
 
 
 def exp_show_width(columns: list[str]) -> int:

@@ -16,9 +16,17 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from satgan.arrays import save_array_with_sidecar
+from satgan.arrays import open_prepared, save_array_with_sidecar
 from satgan.errors import DataError, ParamsError
-from satgan.evaluate import EvaluateParams, adapt_counts, evaluate, judge_conclusive, per_class_block, read_sample_classes
+from satgan.evaluate import (
+    EvaluateParams,
+    adapt_counts,
+    evaluate,
+    judge_conclusive,
+    per_class_block,
+    read_prepared_classes,
+    read_sample_classes,
+)
 from satgan.metrics import clopper_pearson
 from satgan.model import ModelConfig, build_discriminator, build_generator
 from satgan.modelio import save_model
@@ -440,3 +448,36 @@ def test_the_model_card_names_the_gan_test_result(labelled, repo_root, tmp_path)
              model_dir=tmp_path / "model", progress=False)
     card = (tmp_path / "eval" / "MODEL_CARD.md").read_text()
     assert "| GAN-test accuracy |" in card and "weakest class: " in card
+
+
+def test_prepared_sidecars_naming_other_classes_are_one_error(labelled, tmp_path):
+    """holdout.json naming the classes in another order than tiles.json: DataError naming holdout.json."""
+    import shutil
+
+    root, fake, labels = labelled
+    prepared = tmp_path / "prepared"
+    shutil.copytree(root / "prepared", prepared)
+    meta = json.loads((prepared / "holdout.json").read_text())
+    meta["classes"] = RSSCN7_CLASSES[::-1]
+    (prepared / "holdout.json").write_text(json.dumps(meta))
+    train, train_meta = open_prepared(prepared / "tiles.npy")
+    holdout, holdout_meta = open_prepared(prepared / "holdout.npy")
+    with pytest.raises(DataError, match=r"holdout\.json: expected the classes .* of tiles\.json.*rerun prepare"):
+        read_prepared_classes(prepared, train_meta, holdout_meta, len(train), len(holdout))
+
+
+def test_data_of_one_class_mark_the_classifier_not_computed(labelled, repo_root, tmp_path):
+    """Prepared data whose labels name one class: no classifier phase, classifier and per_class say why."""
+    import shutil
+
+    root, fake, _ = labelled
+    prepared = tmp_path / "prepared"
+    shutil.copytree(root / "prepared", prepared)
+    for name, labels in (("tiles", "labels.npy"), ("holdout", "holdout_labels.npy")):
+        meta = json.loads((prepared / f"{name}.json").read_text())
+        meta["classes"] = ["aGrass"]
+        (prepared / f"{name}.json").write_text(json.dumps(meta))
+        np.save(prepared / labels, np.zeros_like(np.load(prepared / labels)))
+    params = load_section("evaluate", EvaluateParams, _params(repo_root, tmp_path))
+    m = evaluate(prepared, _samples(tmp_path, "s", fake, None), tmp_path / "eval", params, progress=False)
+    assert m["classifier"] == m["per_class"] == "not computed: the prepared data have one class (aGrass); a classifier needs at least 2"

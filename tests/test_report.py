@@ -370,8 +370,11 @@ def test_each_class_row_takes_its_worst_mark_and_keeps_a_small_judge_inconclusiv
 
 
 def test_headline_adds_the_gan_test_accuracy_only_when_there_is_one():
-    """A conditional model's headline gains gan_test_acc; unlabelled and unconditional ones keep their columns."""
+    """A conditional model's headline gains gan_test_acc (None when inconclusive); unlabelled and unconditional ones keep their columns."""
     assert headline(LABELLED, None)["gan_test_acc"] == 0.7
+    wide = json.loads(json.dumps(LABELLED))
+    wide["classifier"]["gan_test"].update(ci_low=0.3, ci_high=0.95)
+    assert headline(wide, None)["gan_test_acc"] is None
     assert list(headline(UNCONDITIONAL, None)) == list(headline(METRICS, None))
     assert "gan_test_acc" not in headline(METRICS, None)
 

@@ -320,7 +320,7 @@ def read_sample_classes(samples_dir: Path, n_fake: int) -> SampleClasses:
         info = json.loads(info_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"{info_path}: not valid JSON: {exc} {rerun}") from None
-    if not isinstance(info, dict) or set(info) != {"conditional", "classes"}:
+    if not isinstance(info, dict) or not {"conditional", "classes"} <= set(info):
         got = sorted(info) if isinstance(info, dict) else type(info).__name__
         raise DataError(f"{info_path}: expected an object with the keys 'conditional' and 'classes', got {got} {rerun}")
     conditional, classes = info["conditional"], _class_names(info["classes"])
@@ -497,11 +497,13 @@ def evaluate(prepared_dir: str | Path, samples_dir: str | Path, out_dir: str | P
     data_classes = read_prepared_classes(prepared, train_meta, holdout_meta, len(train), len(holdout))
     sample_classes = read_sample_classes(Path(samples_dir), len(fake))
     check_same_classes(prepared, data_classes, Path(samples_dir), sample_classes)
-    # Per-class figures need the class of every sample: a conditional model's (an unconditional one has none).
-    per_class_on = data_classes is not None and sample_classes.labels is not None and params.per_class
+    # A classifier needs two classes to choose between; per-class figures need the class of every sample,
+    # which only a conditional model's samples carry.
+    classifier_on = data_classes is not None and len(data_classes.names) >= 2
+    per_class_on = classifier_on and sample_classes.labels is not None and params.per_class
     out.mkdir(parents=True, exist_ok=True)
     steps = ["Turing test", "judge", "distances", "memorization", "diversity"]
-    steps += ["classifier"] if data_classes is not None else []
+    steps += ["classifier"] if classifier_on else []
     steps += ["per class"] if per_class_on else []
     steps += ["FID/KID"]
     steps += ["model card"] if model_dir is not None else []
@@ -549,7 +551,10 @@ def evaluate(prepared_dir: str | Path, samples_dir: str | Path, out_dir: str | P
         div = metrics.diversity(holdout, fake, d.max_pairs, d.margin, seed)
 
     class_sections: dict[str, Any] = {}
-    if data_classes is not None:
+    if data_classes is not None and not classifier_on:
+        class_sections["classifier"] = class_sections["per_class"] = (
+            f"not computed: the prepared data have one class ({data_classes.names[0]}); a classifier needs at least 2")
+    if data_classes is not None and classifier_on:
         c = params.classifier
         n_cls = len(classifier_subset(len(train), c.max_train_tiles, seed))
         scored = (f"its intended class for {len(fake)} samples" if sample_classes.labels is not None
@@ -607,7 +612,7 @@ def evaluate(prepared_dir: str | Path, samples_dir: str | Path, out_dir: str | P
         f"SWD {swd['mean']:.4f}; memorized {mem.fraction_above:.1%} > SSIM {m.ssim_threshold}; "
         f"diversity SSIM fake {div.fake_mean_ssim:.3f} vs real {div.real_mean_ssim:.3f}; quiz: {turing_paths['quiz']}"
     )
-    if "classifier" in class_sections:
+    if classifier_on:
         print(f"evaluate: {classifier_text(class_sections['classifier'])}")
     if live_dir is not None:
         with phase("report", "report.html and headline.json"):

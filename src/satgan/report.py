@@ -306,6 +306,15 @@ def gan_test_mark(ci_low: float, ci_high: float, real_low: float, chance: float)
     return "amber", "the samples look like their class, but less often than held-out reals do"
 
 
+def gan_test_conclusive(metrics: dict[str, Any]) -> bool:
+    """Whether metrics.json's GAN-test accuracy says anything: not "inconclusive" by :func:`gan_test_mark`."""
+    lo, hi = number(metrics, "classifier.gan_test.ci_low"), number(metrics, "classifier.gan_test.ci_high")
+    real_low, chance = number(metrics, "classifier.real_test.ci_low"), number(metrics, "classifier.chance")
+    if lo is None or hi is None or real_low is None or chance is None:
+        return False
+    return not gan_test_mark(lo, hi, real_low, chance)[1].startswith("inconclusive")
+
+
 def rate_classifier(metrics: dict[str, Any]) -> list[Rated]:
     """The class classifier's rows (labelled data only; none without ``classifier`` in metrics.json).
 
@@ -446,8 +455,9 @@ def headline(metrics: dict[str, Any] | None, live_summary: dict[str, Any] | None
 
     From metrics.json: judge accuracy and p-value, SWD, the share of likely copies, the mean
     pairwise SSIM of fakes, FID when computed, and a conditional model's GAN-test accuracy (labelled
-    data; its ceiling, the classifier's accuracy on held-out reals, depends on the data only, so
-    it stays in metrics.json with the other baselines). An inconclusive judge (too few test tiles to
+    data; None when inconclusive, :func:`gan_test_conclusive`; its ceiling, the classifier's
+    accuracy on held-out reals, depends on the data only, so it stays in metrics.json with the
+    other baselines). An inconclusive judge (too few test tiles to
     say anything, :func:`judge_is_conclusive`) has no headline accuracy: ``judge_acc`` is None
     and only its p-value stays. From dvclive's summary: the last step and
     img/s. Their real-vs-real baselines (copies among held-out reals, SSIM among reals) depend
@@ -466,7 +476,7 @@ def headline(metrics: dict[str, Any] | None, live_summary: dict[str, Any] | None
     if number(m, "fid") is not None:
         out["fid"] = number(m, "fid")
     if number(m, "classifier.gan_test.accuracy") is not None:
-        out["gan_test_acc"] = number(m, "classifier.gan_test.accuracy")
+        out["gan_test_acc"] = number(m, "classifier.gan_test.accuracy") if gan_test_conclusive(m) else None
     out["step"] = number(live, "step")
     out["img_s"] = number(live, "train.img_per_s")
     return out
