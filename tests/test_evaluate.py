@@ -341,6 +341,17 @@ def test_per_class_off_leaves_a_marked_section_and_no_phase(labelled, repo_root,
     assert m["per_class"] == "not computed: evaluate.per_class is false" and "gan_test" in m["classifier"]
 
 
+def test_the_classifier_trains_on_at_most_max_train_tiles(labelled, repo_root, tmp_path, capsys):
+    """classifier.max_train_tiles 50 of 168 labelled tiles: it trains on 50 and the phase line says so."""
+    root, fake, labels = labelled
+    doc = yaml.safe_load(_params(repo_root, tmp_path).read_text())
+    doc["evaluate"]["classifier"]["max_train_tiles"] = 50
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(doc))
+    params = load_section("evaluate", EvaluateParams, tmp_path / "p.yaml")
+    m = evaluate(root / "prepared", _samples(tmp_path, "s", fake, labels), tmp_path / "eval", params)
+    assert m["classifier"]["n_train"] == 50 and "epochs on 50 of 168 labelled training tiles" in capsys.readouterr().err
+
+
 def test_an_unconditional_model_that_makes_one_class_shows_in_the_class_spread(labelled, repo_root, tmp_path):
     """Unconditional samples of one class only are far from the reals' spread; samples of every class are close."""
     root, fake, labels = labelled

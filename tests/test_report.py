@@ -369,6 +369,17 @@ def test_each_class_row_takes_its_worst_mark_and_keeps_a_small_judge_inconclusiv
     assert by_name["forest"].mark == "green" and by_name["forest"].cells[3].startswith("not computed: 2 held-out")
 
 
+def test_a_class_the_classifier_cannot_recognise_gets_no_gan_test_reading():
+    """A class whose real-test interval reaches chance is grey per class and never named the weakest class."""
+    doc = json.loads(json.dumps(LABELLED))
+    doc["classifier"]["real_test"]["per_class"]["river"] = _accuracy(0.4, 0.2, 0.7, 15)
+    row = next(r for r in rate_metrics(doc, None) if r.name == "GAN-test accuracy")
+    assert "weakest class: forest" in row.reading
+    del doc["per_class"]["river"]["diversity"]
+    river = next(r for r in rate_classes(doc)[1] if r.name == "river")
+    assert river.mark == "grey" and "does not recognise this class" in river.reading
+
+
 def test_headline_adds_the_gan_test_accuracy_only_when_there_is_one():
     """A conditional model's headline gains gan_test_acc (None when inconclusive); unlabelled and unconditional ones keep their columns."""
     assert headline(LABELLED, None)["gan_test_acc"] == 0.7

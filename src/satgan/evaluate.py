@@ -410,7 +410,9 @@ def per_class_block(holdout: np.ndarray, holdout_labels: np.ndarray, fake: np.nd
     generated tiles (one to train the judge on and one to test it on; a pair for diversity);
     with fewer, each figure reads "not computed: <why>". The judge's test count is fitted as
     the overall one (:func:`judge_test_count`) and carries its interval and ``conclusive``, so a
-    judge on 4 tiles reads inconclusive, never a result.
+    judge on 4 tiles reads inconclusive, never a result. Runtime: each class's judge balances to
+    that class's held-out tiles, so all of them together train on no more tiles than the overall
+    judge (epochs x held-out tiles); SWD and diversity likewise.
     """
     s, d = params.swd, params.diversity
     out: dict[str, Any] = {}

@@ -320,7 +320,8 @@ def rate_classifier(metrics: dict[str, Any]) -> list[Rated]:
 
     - GAN-test accuracy (conditional model): the classifier's accuracy on the samples against
       the class each was asked for, read against its accuracy on held-out reals (the interval's
-      lower bound) and chance (:func:`gan_test_mark`); the reading names the weakest class.
+      lower bound) and chance (:func:`gan_test_mark`); the reading names the weakest class among
+      those the classifier recognises in held-out reals (real-test interval above chance).
     - class coverage (unconditional model): the total-variation distance between the classes
       the classifier gives the samples and those it gives the held-out reals. Red when a class
       holding at least 5% of the held-out reals gets no sample (a dropped mode); green within
@@ -340,7 +341,11 @@ def rate_classifier(metrics: dict[str, Any]) -> list[Rated]:
             return [Rated("GAN-test accuracy", "n/a", baseline, "grey", "not available: no gan_test accuracy")]
         mark, text = gan_test_mark(lo, hi, real_low, chance)
         per = g["per_class"] if isinstance(g.get("per_class"), dict) else {}
-        scored = {name: number(v, "accuracy") for name, v in per.items() if number(v, "accuracy") is not None}
+        real_per = block["real_test"].get("per_class") if isinstance(block["real_test"], dict) else None
+        recognised = {name for name, v in (real_per if isinstance(real_per, dict) else {}).items()
+                      if (number(v, "ci_low") or 0.0) > chance}
+        scored = {name: number(v, "accuracy") for name, v in per.items()
+                  if number(v, "accuracy") is not None and name in recognised}
         if scored:
             weakest = min(scored, key=lambda name: (scored[name], name))
             text += f"; weakest class: {weakest} {scored[weakest]:.2f} of {number(per[weakest], 'n'):.0f} samples"
@@ -380,7 +385,8 @@ def rate_classes(metrics: dict[str, Any]) -> tuple[tuple[str, ...], list[ClassRo
     """The per-class table: its columns and one row per class (empty without ``classifier`` in metrics.json).
 
     Conditional model: held-out and generated tiles of the class, the classifier's accuracy on
-    each (the GAN-test reading of :func:`gan_test_mark`), and the per-class judge (its 95%
+    each (the GAN-test reading of :func:`gan_test_mark`; grey when the classifier does not
+    recognise the class among held-out reals either), and the per-class judge (its 95%
     interval; inconclusive on a handful of tiles, never a result), SWD and diversity (red when
     collapsed). The row takes its worst mark. Unconditional model: the share of held-out reals
     and of samples the classifier puts in the class; red when a class of the reals gets no sample.
@@ -412,14 +418,19 @@ def rate_classes(metrics: dict[str, Any]) -> tuple[tuple[str, ...], list[ClassRo
         real_acc = number(real_c, "accuracy")
         real_cell = f"{real_acc:.2f}{_ci(real_c)}" if real_acc is not None else str(real_c)
         g_acc, g_lo, g_hi = number(gan_c, "accuracy"), number(gan_c, "ci_low"), number(gan_c, "ci_high")
+        real_low = number(real_c, "ci_low")
         if g_acc is None or g_lo is None or g_hi is None:
             gan_cell = "n/a"
             marks.append("grey")
             texts.append("no samples of this class")
+        elif real_low is None or real_low <= chance:
+            gan_cell = f"{g_acc:.2f}{_ci(gan_c)}"
+            marks.append("grey")
+            texts.append("the classifier does not recognise this class among held-out reals either (its interval "
+                         "reaches chance), so GAN-test says nothing here")
         else:
             gan_cell = f"{g_acc:.2f}{_ci(gan_c)}"
-            real_low = number(real_c, "ci_low")
-            mark, text = gan_test_mark(g_lo, g_hi, real_low if real_low is not None else 1.0, chance)
+            mark, text = gan_test_mark(g_lo, g_hi, real_low, chance)
             marks.append(mark)
             texts.append(text)
         n_h, n_f = number(entry, "n_holdout"), number(entry, "n_fake")
