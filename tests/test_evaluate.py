@@ -341,6 +341,16 @@ def test_per_class_off_leaves_a_marked_section_and_no_phase(labelled, repo_root,
     assert m["per_class"] == "not computed: evaluate.per_class is false" and "gan_test" in m["classifier"]
 
 
+def test_two_labelled_runs_write_the_same_metrics(labelled, repo_root, tmp_path):
+    """Classifier, GAN-test and per-class figures included, two runs on the same inputs write the same metrics.json."""
+    root, fake, labels = labelled
+    params = load_section("evaluate", EvaluateParams, _params(repo_root, tmp_path))
+    samples = _samples(tmp_path, "s", fake, labels)
+    evaluate(root / "prepared", samples, tmp_path / "a", params, progress=False)
+    evaluate(root / "prepared", samples, tmp_path / "b", params, progress=False)
+    assert (tmp_path / "a" / "metrics.json").read_bytes() == (tmp_path / "b" / "metrics.json").read_bytes()
+
+
 def test_the_classifier_trains_on_at_most_max_train_tiles(labelled, repo_root, tmp_path, capsys):
     """classifier.max_train_tiles 50 of 168 labelled tiles: it trains on 50 and the phase line says so."""
     root, fake, labels = labelled
