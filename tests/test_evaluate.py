@@ -16,13 +16,22 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from satgan.arrays import save_array_with_sidecar
-from satgan.errors import ParamsError
-from satgan.evaluate import EvaluateParams, adapt_counts, evaluate, judge_conclusive
+from satgan.arrays import open_prepared, save_array_with_sidecar
+from satgan.errors import DataError, ParamsError
+from satgan.evaluate import (
+    EvaluateParams,
+    adapt_counts,
+    evaluate,
+    judge_conclusive,
+    per_class_block,
+    read_prepared_classes,
+    read_sample_classes,
+)
 from satgan.metrics import clopper_pearson
 from satgan.model import ModelConfig, build_discriminator, build_generator
 from satgan.modelio import save_model
 from satgan.params import load_section
+from class_helpers import write_sample_classes
 from tiles import load_tiles
 
 PHASES = ["Turing test", "judge", "distances", "memorization", "diversity", "FID/KID"]
@@ -34,6 +43,7 @@ def _params(repo_root: Path, tmp_path: Path, **patch) -> Path:
     ev = doc["evaluate"]
     ev["turing"] = {"n_real": 6, "n_fake": 6, "nrow": 4}
     ev["judge"]["epochs"] = 5
+    ev["classifier"]["epochs"] = 40
     ev["swd"]["repeats"] = 1
     ev["diversity"]["max_pairs"] = 100
     ev.update(patch)
@@ -53,6 +63,7 @@ def dirs(rsscn7_files, tmp_path_factory):
     (root / "samples").mkdir()
     model = {"loaded_weights": "generator_ema.safetensors", "step": 3, "params_hash": "p", "data_hash": "d"}
     save_array_with_sidecar(root / "samples" / "samples.npy", tiles[:30], {"model": model, "architecture": {"image_size": 32}})
+    write_sample_classes(root / "samples")
     return root
 
 
@@ -178,6 +189,7 @@ def small(rsscn7_files, tmp_path_factory):
     model = {"loaded_weights": "generator.safetensors", "step": card["step"], "params_hash": "p", "data_hash": "d"}
     (root / "samples").mkdir()
     save_array_with_sidecar(root / "samples" / "samples.npy", tiles[49:73], {"model": model, "architecture": card["architecture"]})
+    write_sample_classes(root / "samples")
     return root
 
 
@@ -229,3 +241,264 @@ def test_a_card_of_another_model_is_not_joined_with_these_metrics(small, repo_ro
     evaluate(small / "prepared", small / "samples", tmp_path / "eval", params, model_dir=other)
     assert not (tmp_path / "eval" / "MODEL_CARD.md").exists()
     assert "is not the model whose samples were evaluated (step 9 vs 3)" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------- labelled data: GAN-test and per-class figures
+
+RSSCN7_CLASSES = ["aGrass", "bField", "cIndustry", "dRiverLake", "eForest", "fResident", "gParking"]
+
+
+@pytest.fixture(scope="module")
+def labelled(rsscn7_files, tmp_path_factory):
+    """Labelled prepared/ (7 RSSCN7 classes: 24 training + 6 held-out real tiles each) and 70 unseen real tiles
+    (10 per class) as "samples", with their true classes; samples/classes/ is written by each test."""
+    root = tmp_path_factory.mktemp("labelled")
+    by_class = [[f for f in rsscn7_files if f.parent.name == c] for c in RSSCN7_CLASSES]
+    assert all(len(files) == 40 for files in by_class)
+    parts = {"train": (0, 24), "holdout": (24, 30), "fake": (30, 40)}
+    tiles, labels = {}, {}
+    for split, (a, b) in parts.items():
+        tiles[split] = load_tiles([f for files in by_class for f in files[a:b]])
+        labels[split] = np.repeat(np.arange(7), b - a).astype(np.int64)
+    meta = {"classes": RSSCN7_CLASSES}
+    prepared = root / "prepared"
+    prepared.mkdir()
+    save_array_with_sidecar(prepared / "tiles.npy", tiles["train"].astype(np.float16), meta)
+    save_array_with_sidecar(prepared / "holdout.npy", tiles["holdout"], meta)
+    np.save(prepared / "labels.npy", labels["train"])
+    np.save(prepared / "holdout_labels.npy", labels["holdout"])
+    return root, tiles["fake"], labels["fake"]
+
+
+def _samples(root: Path, name: str, fake: np.ndarray, labels: np.ndarray | None, classes=RSSCN7_CLASSES) -> Path:
+    """A samples/ folder holding ``fake`` and classes/ for a conditional (labels given) or unconditional model."""
+    folder = root / name
+    model = {"loaded_weights": "generator.safetensors", "step": 3, "params_hash": "p", "data_hash": "d"}
+    save_array_with_sidecar(folder / "samples.npy", fake, {"model": model, "architecture": {"image_size": 32}})
+    if labels is None:
+        write_sample_classes(folder)
+    else:
+        write_sample_classes(folder, classes, labels)
+    return folder
+
+
+def test_real_tiles_with_their_classes_score_a_gan_test_near_the_real_test(labelled, repo_root, tmp_path):
+    """Unseen real tiles as a conditional model's samples: real-test well above chance, GAN-test's interval meets it."""
+    root, fake, labels = labelled
+    params = load_section("evaluate", EvaluateParams, _params(repo_root, tmp_path))
+    c = evaluate(root / "prepared", _samples(tmp_path, "s", fake, labels), tmp_path / "eval", params, progress=False)["classifier"]
+    assert c["n_classes"] == 7 and c["n_train"] == 168 and c["real_test"]["n"] == 42
+    assert c["real_test"]["accuracy"] >= 0.5 > 3 * c["chance"]
+    assert c["gan_test"]["n"] == 70 and c["gan_test"]["ci_high"] >= c["real_test"]["ci_low"]
+    assert c["gan_test"]["ci_low"] > c["chance"]
+    assert set(c["gan_test"]["per_class"]) == set(c["real_test"]["per_class"]) == set(RSSCN7_CLASSES)
+
+
+def test_samples_with_shuffled_classes_score_a_low_gan_test(labelled, repo_root, tmp_path):
+    """The same tiles asked for the wrong classes (labels shifted by one): GAN-test accuracy falls far below the real-test."""
+    root, fake, labels = labelled
+    params = load_section("evaluate", EvaluateParams, _params(repo_root, tmp_path))
+    right = evaluate(root / "prepared", _samples(tmp_path, "a", fake, labels), tmp_path / "a", params, progress=False)
+    wrong = evaluate(root / "prepared", _samples(tmp_path, "b", fake, (labels + 1) % 7), tmp_path / "b", params,
+                     progress=False)
+    assert wrong["classifier"]["gan_test"]["accuracy"] <= 0.25
+    assert wrong["classifier"]["gan_test"]["ci_high"] < right["classifier"]["gan_test"]["accuracy"]
+    assert wrong["classifier"]["gan_test"]["ci_low"] <= wrong["classifier"]["chance"]
+    assert wrong["classifier"]["real_test"] == right["classifier"]["real_test"]
+
+
+def test_every_class_gets_its_judge_swd_and_diversity_with_intervals(labelled, repo_root, tmp_path):
+    """per_class has each class with 6 held-out and 10 generated tiles; its judge on 6 test tiles is inconclusive."""
+    root, fake, labels = labelled
+    params = load_section("evaluate", EvaluateParams, _params(repo_root, tmp_path))
+    m = evaluate(root / "prepared", _samples(tmp_path, "s", fake, labels), tmp_path / "eval", params, progress=False)
+    assert list(m["per_class"]) == RSSCN7_CLASSES
+    for entry in m["per_class"].values():
+        j = entry["judge"]
+        assert entry["n_holdout"] == 6 and entry["n_fake"] == 10 and j["n_test"] == 6 and j["conclusive"] == 0
+        assert j["accuracy_ci_low"] <= j["accuracy"] <= j["accuracy_ci_high"]
+        assert entry["swd"]["mean"] > 0 and -1 <= entry["diversity"]["fake_mean_ssim"] <= 1
+
+
+def test_labelled_phases_are_said_and_the_classifier_line_printed(labelled, repo_root, tmp_path):
+    """The stage says the classifier and per-class phases as they start and prints the GAN-test line."""
+    root, fake, labels = labelled
+    samples = _samples(tmp_path, "s", fake, labels)
+    proc = subprocess.run([sys.executable, str(repo_root / "stages" / "evaluate.py"), "--prepared", str(root / "prepared"),
+                           "--samples", str(samples), "--out", str(tmp_path / "eval"),
+                           "--params", str(_params(repo_root, tmp_path))], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    starts = [line.split("] ")[1].split(":")[0] for line in proc.stderr.splitlines() if line.startswith("evaluate: [")]
+    assert starts == PHASES[:5] + ["classifier", "per class", "FID/KID"]
+    assert "evaluate: GAN-test accuracy " in proc.stdout
+
+
+def test_per_class_off_leaves_a_marked_section_and_no_phase(labelled, repo_root, tmp_path):
+    """evaluate.per_class false: the classifier still runs, per_class reads 'not computed' with the key."""
+    root, fake, labels = labelled
+    params = load_section("evaluate", EvaluateParams, _params(repo_root, tmp_path, per_class=False))
+    m = evaluate(root / "prepared", _samples(tmp_path, "s", fake, labels), tmp_path / "eval", params, progress=False)
+    assert m["per_class"] == "not computed: evaluate.per_class is false" and "gan_test" in m["classifier"]
+
+
+def test_two_labelled_runs_write_the_same_metrics(labelled, repo_root, tmp_path):
+    """Classifier, GAN-test and per-class figures included, two runs on the same inputs write the same metrics.json."""
+    root, fake, labels = labelled
+    params = load_section("evaluate", EvaluateParams, _params(repo_root, tmp_path))
+    samples = _samples(tmp_path, "s", fake, labels)
+    evaluate(root / "prepared", samples, tmp_path / "a", params, progress=False)
+    evaluate(root / "prepared", samples, tmp_path / "b", params, progress=False)
+    assert (tmp_path / "a" / "metrics.json").read_bytes() == (tmp_path / "b" / "metrics.json").read_bytes()
+
+
+def test_the_classifier_trains_on_at_most_max_train_tiles(labelled, repo_root, tmp_path, capsys):
+    """classifier.max_train_tiles 50 of 168 labelled tiles: it trains on 50 and the phase line says so."""
+    root, fake, labels = labelled
+    doc = yaml.safe_load(_params(repo_root, tmp_path).read_text())
+    doc["evaluate"]["classifier"]["max_train_tiles"] = 50
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(doc))
+    params = load_section("evaluate", EvaluateParams, tmp_path / "p.yaml")
+    m = evaluate(root / "prepared", _samples(tmp_path, "s", fake, labels), tmp_path / "eval", params)
+    assert m["classifier"]["n_train"] == 50 and "epochs on 50 of 168 labelled training tiles" in capsys.readouterr().err
+
+
+def test_an_unconditional_model_that_makes_one_class_shows_in_the_class_spread(labelled, repo_root, tmp_path):
+    """Unconditional samples of one class only are far from the reals' spread; samples of every class are close."""
+    root, fake, labels = labelled
+    params = load_section("evaluate", EvaluateParams, _params(repo_root, tmp_path))
+    spread = evaluate(root / "prepared", _samples(tmp_path, "a", fake, None), tmp_path / "a", params, progress=False)
+    one = evaluate(root / "prepared", _samples(tmp_path, "b", fake[labels == 4], None), tmp_path / "b", params,
+                   progress=False)
+    for m in (spread, one):
+        assert "gan_test" not in m["classifier"] and m["per_class"].startswith("not computed: the samples carry no class")
+        assert sum(v["fake"] for v in m["classifier"]["shares"].values()) == pytest.approx(1.0)
+    assert one["classifier"]["tv_distance"] >= 0.5 > spread["classifier"]["tv_distance"] + 0.2
+
+
+def test_a_class_with_too_few_tiles_records_why(labelled, repo_root):
+    """A class with one held-out tile gets 'not computed' with the counts instead of figures; the others are computed."""
+    root, fake, labels = labelled
+    params = load_section("evaluate", EvaluateParams, repo_root / "params.yaml")
+    params = dataclasses.replace(params, judge=dataclasses.replace(params.judge, epochs=1))
+    holdout_labels = np.array([0, 1, 1, 2, 2], np.int64)
+    holdout = fake[[0, 10, 11, 20, 21]]
+    got = per_class_block(holdout, holdout_labels, fake[:30], labels[:30], ("a", "b", "c"), params, 8, 0)
+    assert got["a"]["judge"] == got["a"]["swd"] == got["a"]["diversity"] == (
+        "not computed: 1 held-out real and 10 generated tiles of this class; a per-class figure needs at least 2 of each")
+    assert isinstance(got["b"]["judge"], dict) and got["c"]["n_holdout"] == 2
+
+
+def _stage(repo_root: Path, prepared: Path, samples: Path, out: Path, params: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(repo_root / "stages" / "evaluate.py"), "--prepared", str(prepared),
+                           "--samples", str(samples), "--out", str(out), "--params", str(params)],
+                          capture_output=True, text=True)
+
+
+def test_classes_other_than_the_prepared_ones_stop_with_one_line_naming_both_files(labelled, repo_root, tmp_path):
+    """A conditional model of the classes in another order: exit 2, one line naming classes.json and tiles.json."""
+    root, fake, labels = labelled
+    samples = _samples(tmp_path, "s", fake, labels, classes=RSSCN7_CLASSES[::-1])
+    proc = _stage(repo_root, root / "prepared", samples, tmp_path / "eval", _params(repo_root, tmp_path))
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert str(samples / "classes" / "classes.json") in proc.stderr and str(root / "prepared" / "tiles.json") in proc.stderr
+
+
+def test_a_conditional_model_on_unlabelled_data_is_refused(dirs, labelled, repo_root, tmp_path):
+    """Samples of classes against prepared data without labels: one line saying the prepared data have no labels."""
+    _, fake, labels = labelled
+    samples = _samples(tmp_path, "s", fake[:30], labels[:30])
+    proc = _stage(repo_root, dirs / "prepared", samples, tmp_path / "eval", _params(repo_root, tmp_path))
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "the prepared data have no labels" in proc.stderr
+
+
+def test_missing_class_info_says_to_rerun_generate(dirs, repo_root, tmp_path):
+    """No samples/classes/classes.json: exit 2, one line naming it and saying to rerun generate."""
+    import shutil
+
+    samples = tmp_path / "samples"
+    shutil.copytree(dirs / "samples", samples)
+    shutil.rmtree(samples / "classes")
+    proc = _stage(repo_root, dirs / "prepared", samples, tmp_path / "eval", _params(repo_root, tmp_path))
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "classes/classes.json: not found" in proc.stderr and "rerun generate" in proc.stderr
+
+
+@pytest.mark.parametrize("info", ['{"conditional": "none"}', '{"conditional": "projection", "classes": []}',
+                                  '{"conditional": "film", "classes": ["a"]}', "[1, 2]", "{not json"])
+def test_malformed_class_info_is_one_error_naming_the_file(dirs, tmp_path, info):
+    """A classes.json without both keys, with classes that contradict conditional, or not JSON: DataError naming it."""
+    (tmp_path / "classes").mkdir()
+    (tmp_path / "classes" / "classes.json").write_text(info)
+    with pytest.raises(DataError, match=r"classes\.json: .*rerun generate"):
+        read_sample_classes(tmp_path, 30)
+
+
+@pytest.mark.parametrize("labels", [np.zeros(29, np.int64), np.full(30, 7, np.int64), np.zeros(30, np.int32)])
+def test_sample_labels_of_the_wrong_length_range_or_type_are_refused(labelled, tmp_path, labels):
+    """classes/labels.npy one short, a class index past the last class, or int32: DataError naming labels.npy."""
+    write_sample_classes(tmp_path, RSSCN7_CLASSES)
+    np.save(tmp_path / "classes" / "labels.npy", labels)
+    with pytest.raises(DataError, match=r"classes/labels\.npy: expected"):
+        read_sample_classes(tmp_path, 30)
+
+
+def test_unlabelled_data_write_the_metrics_as_before(dirs, repo_root, tmp_path):
+    """No labels.npy in prepared/: metrics.json has exactly the sections it had before classes existed."""
+    params = load_section("evaluate", EvaluateParams, _params(repo_root, tmp_path))
+    m = evaluate(dirs / "prepared", dirs / "samples", tmp_path / "eval", params, progress=False)
+    assert set(m) == {"n", "judge", "swd", "colour_hist", "memorization", "diversity", "adapted"}
+
+
+def test_classifier_param_errors_name_the_dotted_key(repo_root, tmp_path):
+    """A classifier cap below 2 tiles is refused with evaluate.classifier.max_train_tiles."""
+    doc = yaml.safe_load((repo_root / "params.yaml").read_text())
+    doc["evaluate"]["classifier"]["max_train_tiles"] = 1
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ParamsError, match=r"evaluate\.classifier\.max_train_tiles: expected an integer >= 2"):
+        load_section("evaluate", EvaluateParams, path)
+
+
+def test_the_model_card_names_the_gan_test_result(labelled, repo_root, tmp_path):
+    """With labelled data and the model folder, MODEL_CARD.md carries the GAN-test row with its weakest class."""
+    root, fake, labels = labelled
+    cfg = ModelConfig(image_size=32, channels=3, nz=8, ngf=4, ndf=4)
+    save_model(tmp_path / "model", build_generator(cfg), build_discriminator(cfg), cfg, params_hash="p", data_hash="d", step=3)
+    params = load_section("evaluate", EvaluateParams, _params(repo_root, tmp_path))
+    evaluate(root / "prepared", _samples(tmp_path, "s", fake, labels), tmp_path / "eval", params,
+             model_dir=tmp_path / "model", progress=False)
+    card = (tmp_path / "eval" / "MODEL_CARD.md").read_text()
+    assert "| GAN-test accuracy |" in card and "weakest class: " in card
+
+
+def test_prepared_sidecars_naming_other_classes_are_one_error(labelled, tmp_path):
+    """holdout.json naming the classes in another order than tiles.json: DataError naming holdout.json."""
+    import shutil
+
+    root, fake, labels = labelled
+    prepared = tmp_path / "prepared"
+    shutil.copytree(root / "prepared", prepared)
+    meta = json.loads((prepared / "holdout.json").read_text())
+    meta["classes"] = RSSCN7_CLASSES[::-1]
+    (prepared / "holdout.json").write_text(json.dumps(meta))
+    train, train_meta = open_prepared(prepared / "tiles.npy")
+    holdout, holdout_meta = open_prepared(prepared / "holdout.npy")
+    with pytest.raises(DataError, match=r"holdout\.json: expected the classes .* of tiles\.json.*rerun prepare"):
+        read_prepared_classes(prepared, train_meta, holdout_meta, len(train), len(holdout))
+
+
+def test_data_of_one_class_mark_the_classifier_not_computed(labelled, repo_root, tmp_path):
+    """Prepared data whose labels name one class: no classifier phase, classifier and per_class say why."""
+    import shutil
+
+    root, fake, _ = labelled
+    prepared = tmp_path / "prepared"
+    shutil.copytree(root / "prepared", prepared)
+    for name, labels in (("tiles", "labels.npy"), ("holdout", "holdout_labels.npy")):
+        meta = json.loads((prepared / f"{name}.json").read_text())
+        meta["classes"] = ["aGrass"]
+        (prepared / f"{name}.json").write_text(json.dumps(meta))
+        np.save(prepared / labels, np.zeros_like(np.load(prepared / labels)))
+    params = load_section("evaluate", EvaluateParams, _params(repo_root, tmp_path))
+    m = evaluate(prepared, _samples(tmp_path, "s", fake, None), tmp_path / "eval", params, progress=False)
+    assert m["classifier"] == m["per_class"] == "not computed: the prepared data have one class (aGrass); a classifier needs at least 2"

@@ -162,6 +162,7 @@ def test_stage_without_a_network_exits_0_with_one_warning(repo_root, tmp_path):
     import yaml
 
     sys.path.insert(0, str(repo_root / "tests"))
+    from class_helpers import write_sample_classes  # noqa: E402
     from test_evaluate import _params  # noqa: E402 (the small evaluate params of the evaluate tests)
     from tiles import load_tiles  # noqa: E402
 
@@ -177,6 +178,7 @@ def test_stage_without_a_network_exits_0_with_one_warning(repo_root, tmp_path):
     (tmp_path / "samples").mkdir()
     save_array_with_sidecar(tmp_path / "samples" / "samples.npy", t[21:],
                             {"model": {"step": 1}, "architecture": {"image_size": 32}})
+    write_sample_classes(tmp_path / "samples")
     params = _params(repo_root, tmp_path, inception_weights="auto")
     code = (f"import runpy, sys; import satgan.fid as f; f.weights_url = lambda: {_closed_port_url()!r}; "
             f"sys.argv = ['evaluate.py', '--prepared', {str(tmp_path / 'prepared')!r}, '--samples', "

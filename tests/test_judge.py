@@ -1,4 +1,4 @@
-"""Tests for satgan.judge: the classifier two-sample test against known answers."""
+"""Tests for satgan.judge: the classifier two-sample test and the GAN-test class classifier against known answers."""
 
 from __future__ import annotations
 
@@ -11,7 +11,19 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from satgan.judge import JudgeParams, binomial_p_value, brier_score, judge, log_loss, roc_auc
+from satgan.judge import (
+    ClassifierParams,
+    JudgeParams,
+    binomial_p_value,
+    brier_score,
+    classifier_subset,
+    classify,
+    judge,
+    log_loss,
+    roc_auc,
+    train_classifier,
+)
+from satgan.params import InvalidParam
 from tiles import load_tiles
 
 CFG = JudgeParams(test_fraction=0.5, epochs=30, batch_size=16, lr=2e-3, width=16)
@@ -121,3 +133,65 @@ def test_auc_matches_pairwise_count(pairs):
     pos, neg = scores[labels], scores[~labels]
     brute = np.mean([(p > q) + 0.5 * (p == q) for p in pos for q in neg])
     assert roc_auc(scores, labels) == pytest.approx(brute)
+
+
+# ----------------------------------------------------------------- the class classifier (GAN-test)
+
+CLS = ClassifierParams(epochs=40, batch_size=16, lr=2e-3, width=16, max_train_tiles=4000)
+
+
+@pytest.fixture(scope="module")
+def classes(rsscn7_files):
+    """RSSCN7's 7 land-use classes: 24 training and 6 held-out tiles of each, with their class indices."""
+    names = sorted({f.parent.name for f in rsscn7_files})
+    by_class = [[f for f in rsscn7_files if f.parent.name == c] for c in names]
+    train = load_tiles([f for files in by_class for f in files[:24]])
+    held = load_tiles([f for files in by_class for f in files[24:30]])
+    return train, np.repeat(np.arange(7), 24), held, np.repeat(np.arange(7), 6)
+
+
+def test_classifier_learns_land_use_classes(classes):
+    """Trained on 168 labelled real tiles, it names the class of 42 unseen ones far above chance (1/7)."""
+    train, y_train, held, y_held = classes
+    net = train_classifier(train, y_train, 7, CLS, seed=0)
+    assert (classify(net, held) == y_held).mean() >= 0.5
+
+
+def test_classifier_is_deterministic_and_leaves_the_caller_alone(classes):
+    """Two trainings on 2 threads predict the same classes; threads and the global RNG come back as they were."""
+    train, y_train, held, _ = classes
+    small = ClassifierParams(epochs=2, batch_size=16, lr=2e-3, width=4, max_train_tiles=60)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        torch.manual_seed(123)
+        before = torch.random.get_rng_state()
+        a = classify(train_classifier(train, y_train, 7, small, seed=3), held)
+        assert torch.equal(torch.random.get_rng_state(), before) and torch.get_num_threads() == 2
+        b = classify(train_classifier(train, y_train, 7, small, seed=3), held)
+    finally:
+        torch.set_num_threads(threads)
+    assert a.dtype == np.int64 and np.array_equal(a, b) and not torch.are_deterministic_algorithms_enabled()
+
+
+def test_classifier_refuses_labels_that_do_not_match_the_tiles(classes):
+    """Labels of another length than the tiles are a ValueError, not a silent misalignment."""
+    train, y_train, _, _ = classes
+    with pytest.raises(ValueError, match="labels"):
+        train_classifier(train, y_train[:-1], 7, CLS, seed=0)
+
+
+@given(st.integers(1, 5000), st.integers(2, 3000), st.integers(0, 2**32 - 1))
+def test_classifier_subset_is_sorted_distinct_and_capped(n, cap, seed):
+    """At most cap distinct sorted row indices of n, all of them when they fit, the same for the same seed."""
+    rows = classifier_subset(n, cap, seed)
+    assert len(rows) == min(n, cap) and np.all(np.diff(rows) > 0) and 0 <= rows[0] and rows[-1] < n
+    assert np.array_equal(rows, classifier_subset(n, cap, seed))
+
+
+@given(st.sampled_from(["epochs", "batch_size", "width"]), st.integers(-5, 0))
+def test_classifier_params_below_one_name_their_key(field, value):
+    """epochs, batch_size or width below 1 is refused naming that key."""
+    ok = {"epochs": 1, "batch_size": 1, "lr": 1e-3, "width": 1, "max_train_tiles": 2}
+    with pytest.raises(InvalidParam, match=f"^{field}: expected an integer >= 1"):
+        ClassifierParams(**{**ok, field: value})

@@ -111,3 +111,39 @@ def test_clopper_pearson_of_six_of_eight():
     """6 correct of 8 (the judge on a 9-tile holdout) is 0.349-0.968: nothing can be concluded from it."""
     lo, hi = clopper_pearson(6, 8)
     assert (round(lo, 3), round(hi, 3)) == (0.349, 0.968)
+
+
+# ------------------------------------------------------------------ class spreads
+
+class_lists = st.integers(1, 8).flatmap(lambda k: st.tuples(st.just(k), st.lists(st.integers(0, k - 1), min_size=1, max_size=50)))
+
+
+@given(class_lists)
+def test_class_shares_count_each_class(case):
+    """Shares are the class counts over the total: non-negative, summing to 1, one per class."""
+    k, predicted = case
+    shares = M.class_shares(np.array(predicted), k)
+    assert shares.shape == (k,) and shares.sum() == pytest.approx(1.0)
+    assert all(shares[c] == predicted.count(c) / len(predicted) for c in range(k))
+
+
+@given(class_lists, class_lists)
+def test_total_variation_is_a_bounded_symmetric_distance(a, b):
+    """TV is in [0, 1], symmetric, 0 for a distribution against itself."""
+    k = max(a[0], b[0])
+    p, q = M.class_shares(np.array(a[1]), k), M.class_shares(np.array(b[1]), k)
+    tv = M.total_variation(p, q)
+    assert 0.0 <= tv <= 1.0 + 1e-12 and tv == pytest.approx(M.total_variation(q, p)) and M.total_variation(p, p) == 0.0
+
+
+def test_total_variation_of_disjoint_classes_is_one():
+    """All of one class against all of another: distance 1."""
+    assert M.total_variation(np.array([1.0, 0.0]), np.array([0.0, 1.0])) == 1.0
+
+
+def test_tv_sampling_noise_matches_simulated_samples():
+    """The expected TV of two multinomial samples (n = 40 and 500 of 7 classes) agrees with 2000 simulated pairs within 10%."""
+    p = np.array([0.3, 0.2, 0.15, 0.15, 0.1, 0.05, 0.05])
+    rng = np.random.default_rng(0)
+    sim = np.mean([M.total_variation(rng.multinomial(40, p) / 40, rng.multinomial(500, p) / 500) for _ in range(2000)])
+    assert M.tv_sampling_noise(p, 40, 500) == pytest.approx(sim, rel=0.1)

@@ -16,10 +16,12 @@ from satgan.report import (
     HEADLINE,
     REPORT,
     Missing,
+    gan_test_mark,
     headline,
     line_chart_svg,
     nice_ticks,
     number,
+    rate_classes,
     rate_metrics,
     read_series,
     sample_frames,
@@ -289,3 +291,149 @@ def test_page_renders_offline_slider_moves_answers_toggle(run_dirs, tmp_path):
     assert after != before and after.startswith("data:image/png") and step_label == "step 3"
     assert hidden_before and shown_after and sorted(labels) == ["fake"] * 4 + ["real"] * 4
     assert {u for u in requested if not u.startswith("data:")} == {page_path.as_uri()}
+
+
+# ----------------------------------------------------------------- labelled data: the classes
+
+
+def _accuracy(acc: float, lo: float, hi: float, n: int) -> dict:
+    return {"accuracy": acc, "ci_low": lo, "ci_high": hi, "n": n}
+
+
+# A conditional model's labelled evaluation as evaluate writes it (the input of the page, not an expected result).
+JUDGE_4 = {"accuracy": 0.75, "accuracy_ci_low": 0.19, "accuracy_ci_high": 0.99, "conclusive": 0, "p_value": 0.31,
+           "n_test": 4, "auc": 0.7, "log_loss": 0.6, "brier": 0.2, "log10_p_value": -0.5, "n_train": 4}
+LABELLED = {**METRICS,
+            "classifier": {"n_classes": 2, "chance": 0.5, "n_train": 60,
+                           "real_test": {**_accuracy(0.9, 0.75, 0.97, 30),
+                                         "per_class": {"forest": _accuracy(0.93, 0.7, 0.99, 15),
+                                                       "river": _accuracy(0.87, 0.6, 0.98, 15)}},
+                           "gan_test": {**_accuracy(0.7, 0.6, 0.72, 100),
+                                        "per_class": {"forest": _accuracy(0.9, 0.78, 0.97, 50),
+                                                      "river": _accuracy(0.5, 0.36, 0.64, 50)}}},
+            "per_class": {"forest": {"n_holdout": 2, "n_fake": 50, "judge": "not computed: 2 held-out real and 50 "
+                                     "generated tiles of this class; a per-class figure needs at least 2 of each",
+                                     "swd": {"mean": 0.3}, "diversity": {"fake_mean_ssim": 0.2, "real_mean_ssim": 0.2,
+                                                                         "collapsed": 0}},
+                          "river": {"n_holdout": 4, "n_fake": 50, "judge": JUDGE_4, "swd": {"mean": 0.4},
+                                    "diversity": {"fake_mean_ssim": 0.9, "real_mean_ssim": 0.2, "collapsed": 1}}}}
+UNCONDITIONAL = {**METRICS,
+                 "classifier": {"n_classes": 3, "chance": 1 / 3, "n_train": 60,
+                                "real_test": {**_accuracy(0.9, 0.75, 0.97, 30), "per_class": {}},
+                                "shares": {"forest": {"fake": 0.5, "holdout": 0.4}, "river": {"fake": 0.5, "holdout": 0.3},
+                                           "town": {"fake": 0.0, "holdout": 0.3}},
+                                "tv_distance": 0.3, "tv_noise": 0.08},
+                 "per_class": "not computed: the samples carry no class (an unconditional model)"}
+
+
+@pytest.mark.parametrize(("lo", "hi", "mark", "start"), [
+    (0.6, 0.8, "green", "the samples classify as their class"), (0.1, 0.45, "red", "the samples do not look like"),
+    (0.1, 0.9, "amber", "inconclusive"), (0.55, 0.7, "amber", "the samples look like their class, but less often"),
+])
+def test_gan_test_is_read_against_the_real_test_and_chance(lo, hi, mark, start):
+    """GAN-test's interval meeting the real-test's lower bound is green, holding chance red, holding both inconclusive."""
+    got = gan_test_mark(lo, hi, real_low=0.75, chance=0.5)
+    assert got[0] == mark and got[1].startswith(start)
+
+
+def test_the_gan_test_row_names_its_baseline_and_weakest_class():
+    """The verdict table's GAN-test row shows the interval, the real-test baseline and the weakest class."""
+    row = next(r for r in rate_metrics(LABELLED, None) if r.name == "GAN-test accuracy")
+    assert row.value == "0.700 (95% CI 0.60-0.72)" and row.baseline.startswith("0.900 on held-out reals")
+    assert row.mark == "amber" and "weakest class: river 0.50 of 50 samples" in row.reading
+
+
+def test_an_unconditional_model_that_drops_a_class_is_red_naming_it():
+    """A class holding 30% of the held-out reals and no sample: class coverage red, the class named."""
+    row = next(r for r in rate_metrics(UNCONDITIONAL, None) if r.name == "class coverage")
+    assert row.mark == "red" and row.reading.endswith("never makes these classes: town")
+    even = json.loads(json.dumps(UNCONDITIONAL))
+    even["classifier"]["shares"]["town"]["fake"], even["classifier"]["tv_distance"] = 0.1, 0.1
+    assert next(r for r in rate_metrics(even, None) if r.name == "class coverage").mark == "green"
+
+
+def test_unlabelled_metrics_have_no_class_rows_or_table():
+    """Without a classifier section neither the verdict table nor the class table gets a class row."""
+    assert [r.name for r in rate_metrics(METRICS, None)] == [r.name for r in rate_metrics(LABELLED, None)
+                                                            if r.name != "GAN-test accuracy"]
+    assert rate_classes(METRICS) == ((), [])
+
+
+def test_each_class_row_takes_its_worst_mark_and_keeps_a_small_judge_inconclusive():
+    """river: collapsed diversity makes it red; its 4-tile judge reads inconclusive; forest says why it has no judge."""
+    columns, rows = rate_classes(LABELLED)
+    by_name = {r.name: r for r in rows}
+    assert len(columns) == len(rows[0].cells) and set(by_name) == {"forest", "river"}
+    assert by_name["river"].mark == "red" and "far more alike" in by_name["river"].reading
+    assert by_name["river"].cells[3] == "inconclusive: 0.75 (95% CI 0.19-0.99) on 4 tiles"
+    assert by_name["forest"].mark == "green" and by_name["forest"].cells[3].startswith("not computed: 2 held-out")
+
+
+def test_a_class_the_classifier_cannot_recognise_gets_no_gan_test_reading():
+    """A class whose real-test interval reaches chance is grey per class and never named the weakest class."""
+    doc = json.loads(json.dumps(LABELLED))
+    doc["classifier"]["real_test"]["per_class"]["river"] = _accuracy(0.4, 0.2, 0.7, 15)
+    row = next(r for r in rate_metrics(doc, None) if r.name == "GAN-test accuracy")
+    assert "weakest class: forest" in row.reading
+    del doc["per_class"]["river"]["diversity"]
+    river = next(r for r in rate_classes(doc)[1] if r.name == "river")
+    assert river.mark == "grey" and "does not recognise this class" in river.reading
+
+
+def test_headline_adds_the_gan_test_accuracy_only_when_there_is_one():
+    """A conditional model's headline gains gan_test_acc (None when inconclusive); unlabelled and unconditional ones keep their columns."""
+    assert headline(LABELLED, None)["gan_test_acc"] == 0.7
+    wide = json.loads(json.dumps(LABELLED))
+    wide["classifier"]["gan_test"].update(ci_low=0.3, ci_high=0.95)
+    assert headline(wide, None)["gan_test_acc"] is None
+    assert list(headline(UNCONDITIONAL, None)) == list(headline(METRICS, None))
+    assert "gan_test_acc" not in headline(METRICS, None)
+
+
+def _labelled_run(run_dirs: Path, tmp_path: Path, metrics: dict, class_grid: bool) -> Path:
+    """A copy of the run folders with ``metrics`` and, when asked, generate's classes/grid.png."""
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dirs, copy)
+    (copy / "eval" / "metrics.json").write_text(json.dumps(metrics))
+    if class_grid:
+        tiles = load_tiles(sorted((Path(__file__).resolve().parents[2] / "shared" / "data" / "rsscn7").rglob("*.jpg"))[:4])
+        save_grid(tiles, copy / "samples" / "classes" / "grid.png", nrow=2)
+    return copy
+
+
+def test_the_page_has_a_class_table_and_the_class_grid_only_when_written(run_dirs, tmp_path):
+    """Labelled metrics add the per-class table; generate's class grid is inlined when it exists and not mentioned otherwise."""
+    with_grid = _labelled_run(run_dirs, tmp_path / "a", LABELLED, class_grid=True)
+    page = write_report(with_grid / "eval", with_grid / "samples", with_grid / "live")["report"].read_text()
+    assert 'id="classes"' in page and page.count('<tr class="', page.index('table class="metrics classes"')) >= 2
+    assert "classes/grid.png" in page and "not available" not in page
+    no_grid = _labelled_run(run_dirs, tmp_path / "b", UNCONDITIONAL, class_grid=False)
+    page = write_report(no_grid / "eval", no_grid / "samples", no_grid / "live")["report"].read_text()
+    assert 'id="classes"' in page and "never makes this class" in page and "grid.png (" not in page
+    assert "classes/grid.png" not in page
+    plain = write_report(run_dirs / "eval", run_dirs / "samples", run_dirs / "live", out_dir=tmp_path)["report"].read_text()
+    assert 'id="classes"' not in plain
+
+
+@needs_chromium
+def test_page_shows_the_class_table_and_grid_in_chromium(run_dirs, tmp_path):
+    """In headless Chromium: one coloured row per class with its reading, and the class grid decoded."""
+    from playwright.sync_api import sync_playwright
+
+    run = _labelled_run(run_dirs, tmp_path, LABELLED, class_grid=True)
+    page_path = write_report(run / "eval", run / "samples", run / "live")["report"]
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(page_path.as_uri())
+        rows = page.locator("#classes table.classes tbody tr")
+        classes = [rows.nth(i).get_attribute("class") for i in range(rows.count())]
+        first_cells = rows.locator("td:first-child").all_text_contents()
+        grid_ok = page.evaluate("(() => { const i = document.querySelector('#classes img'); "
+                                "return i !== null && i.complete && i.naturalWidth > 0; })()")
+        browser.close()
+    assert not errors and classes == ["green", "red"] and first_cells == ["forest", "river"] and grid_ok

@@ -59,3 +59,23 @@ def test_an_inconclusive_judge_is_not_printed_as_a_score(tmp_path, repo_root):
                           capture_output=True, text=True)
     row = next(line for line in proc.stdout.splitlines() if "judge accuracy" in line)
     assert "inconclusive" in row and "0.750 on only 8 test tiles, 95% CI 0.35-0.97" in row
+
+
+def test_labelled_metrics_add_the_gan_test_row(tmp_path, repo_root):
+    """metrics.json with a classifier section: the summary prints the GAN-test accuracy against the held-out reals."""
+    doc = json.loads(json.dumps(METRICS))
+    acc = {"accuracy": 0.6, "ci_low": 0.5, "ci_high": 0.7, "n": 100, "per_class": {}}
+    doc["classifier"] = {"n_classes": 7, "chance": 1 / 7, "n_train": 600, "gan_test": acc,
+                         "real_test": {**acc, "accuracy": 0.8, "ci_low": 0.72, "ci_high": 0.87}}
+    _setup(tmp_path, repo_root)
+    (tmp_path / "eval" / "metrics.json").write_text(json.dumps(doc))
+    proc = subprocess.run([sys.executable, "-m", "satgan.summary", "--params", str(tmp_path / "params.yaml")],
+                          capture_output=True, text=True)
+    row = next(line for line in proc.stdout.splitlines() if "GAN-test accuracy" in line)
+    assert "0.600 (95% CI 0.50-0.70)" in row and "baseline 0.800 on held-out reals" in row
+
+
+def test_unlabelled_metrics_print_no_class_row(tmp_path, repo_root):
+    """Without a classifier section the summary has no GAN-test or class coverage row."""
+    proc = _setup(tmp_path, repo_root)
+    assert "GAN-test" not in proc.stdout and "class coverage" not in proc.stdout

@@ -147,3 +147,29 @@ def open_prepared(npy_path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
             f"got {tuple(array.shape)}"
         )
     return array, meta
+
+
+def open_labels(npy_path: str | Path, n_rows: int, n_classes: int, rows_of: str) -> np.ndarray:
+    """A class-label array: (n_rows,) int64 indices in [0, n_classes), aligned row for row with ``rows_of``.
+
+    prepare writes one beside tiles.npy and holdout.npy for labelled data, generate one beside
+    a conditional model's samples.npy. Raises :class:`DataError` naming the file when it is
+    missing, unreadable, not 1-D int64, of another length than ``rows_of`` or out of range.
+    """
+    npy_path = Path(npy_path)
+    if not npy_path.is_file():
+        raise DataError(f"{npy_path}: class labels not found (expected one int64 per row of {rows_of})")
+    try:
+        labels = np.load(npy_path, allow_pickle=False)
+    except _NPY_ERRORS as exc:
+        raise DataError(f"{npy_path}: not a readable .npy file (truncated or corrupt?): {type(exc).__name__}: {exc}") from None
+    if not isinstance(labels, np.ndarray):
+        labels.close()
+        raise DataError(f"{npy_path}: expected a .npy array, got a {type(labels).__name__}")
+    if labels.dtype != np.int64 or labels.shape != (n_rows,):
+        raise DataError(f"{npy_path}: expected ({n_rows},) int64 class indices, one per row of {rows_of}, "
+                        f"got {labels.shape} {labels.dtype}")
+    if n_rows and (labels.min() < 0 or labels.max() >= n_classes):
+        raise DataError(f"{npy_path}: expected class indices in 0..{n_classes - 1} ({n_classes} classes), "
+                        f"got {labels.min()}..{labels.max()}")
+    return labels

@@ -5,12 +5,25 @@ Inputs (all through the :mod:`satgan.arrays` contract, memory-mapped): the train
 ``samples.npy``. Outputs in the eval folder:
 
 - ``metrics.json``: every number (judge, SWD, colour histograms, memorization, diversity;
-  FID/KID only when computed), numeric only, so ``dvc metrics diff`` compares runs;
+  FID/KID only when computed), numeric only, so ``dvc metrics diff`` compares runs; with
+  labelled data also ``classifier`` (GAN-test) and ``per_class``, where a figure the data
+  cannot give reads ``"not computed: <why>"`` (as fid_kid.json's FID does);
 - ``fid_kid.json``: FID/KID, or ``"not computed"`` with the reason;
 - ``turing_grid.png`` + ``turing_key.json`` + ``quiz.html``: the Turing test (:mod:`satgan.turing`);
 - ``closest_pairs.png``: the samples most similar to a training tile, each beside that tile;
 - ``MODEL_CARD.md`` (with ``model_dir``): the model card with this evaluation (:mod:`satgan.modelcard`);
 - ``report.html`` + ``headline.json`` (with ``live_dir``): :mod:`satgan.report`.
+
+Labelled data (prepare's ``labels.npy``; classes named in the sidecars): a class classifier
+trained on the real labelled training tiles (:func:`satgan.judge.train_classifier`) scores the
+held-out reals (``real_test``: the ceiling) and, for a conditional model (generate's
+``classes/labels.npy``), the samples against the class they were asked for (``gan_test``,
+Shmelkov et al. 2018); for an unconditional one, how it spreads the samples over the classes
+against the held-out reals (``shares``, ``tv_distance``). A conditional model's samples also get
+the judge, SWD and diversity per class (``per_class``, with ``evaluate.per_class``). Every
+accuracy carries its exact 95% interval; a class has only its share of the held-out tiles
+(RSSCN7: about 4), so a per-class judge is mostly inconclusive and says so. Unlabelled data
+give neither section: metrics.json as before.
 
 Small data: every count that depends on the data size (Turing tiles, the judge's split, SWD
 patches, memorization pairs shown, diversity pairs) is fitted to what exists
@@ -28,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import sys
 import time
 from collections.abc import Iterator
@@ -38,12 +52,12 @@ from typing import Any
 import numpy as np
 
 from satgan import metrics, modelcard, names
-from satgan.arrays import open_prepared
+from satgan.arrays import open_labels, open_prepared, sidecar_path
 from satgan.errors import DataError
 from satgan.fid import fid_kid
 from satgan.fsutil import sha256_file, write_json_atomic
 from satgan.imageops import save_grid
-from satgan.judge import JudgeParams, judge
+from satgan.judge import ClassifierParams, JudgeParams, JudgeResult, classify, classifier_subset, judge, train_classifier
 from satgan.modelio import read_card
 from satgan.params import check
 from satgan.report import rate_metrics, write_report
@@ -115,6 +129,8 @@ class EvaluateParams:
     seed: int
     turing: TuringParams
     judge: JudgeParams
+    classifier: ClassifierParams
+    per_class: bool
     swd: SwdParams
     histogram_bins: int
     memorization: MemorizationParams
@@ -179,7 +195,7 @@ def adapt_counts(params: EvaluateParams, n_train: int, n_holdout: int, n_fake: i
         Adapted("turing.n_real", "turing_n_real", t.n_real, min(t.n_real, n_holdout),
                 f"only {n_holdout} held-out real tiles"),
         Adapted("turing.n_fake", "turing_n_fake", t.n_fake, min(t.n_fake, n_fake), f"only {n_fake} generated tiles"),
-        Adapted("judge.test_fraction", "judge_test_per_class", test_asked, min(max(test_asked, 1), per_class - 1),
+        Adapted("judge.test_fraction", "judge_test_per_class", test_asked, judge_test_count(per_class, params.judge),
                 f"with {per_class} tiles per class the judge needs at least one to train on and one to test on"),
         Adapted("swd.patches_per_image", "swd_patches_per_image", s.patches_per_image, min(s.patches_per_image, positions),
                 f"a {level} px pyramid level has only {positions} distinct {s.patch_size}x{s.patch_size} patches"),
@@ -191,6 +207,13 @@ def adapt_counts(params: EvaluateParams, n_train: int, n_holdout: int, n_fake: i
         Adapted("diversity.max_pairs", "diversity_pairs_fake", d.max_pairs, min(d.max_pairs, pairs_fake),
                 f"{n_fake} generated tiles make only {pairs_fake} pairs"),
     ]
+
+
+def judge_test_count(per_class: int, cfg: JudgeParams) -> int:
+    """Test tiles per set for a judge balanced to ``per_class`` >= 2 tiles per set: ``cfg.test_fraction`` of them,
+    but at least one to test on and one to train on.
+    """
+    return min(max(round(per_class * cfg.test_fraction), 1), per_class - 1)
 
 
 # ----------------------------------------------------------------- the judge's reading
@@ -205,6 +228,212 @@ def judge_conclusive(p_value: float, ci_high: float) -> bool:
     interval 0.35-0.97) says neither, so it is inconclusive and never a headline.
     """
     return p_value < JUDGE_ALPHA or ci_high < JUDGE_EASY
+
+
+def run_judge(real: np.ndarray, fake: np.ndarray, params: EvaluateParams, n_test: int, seed: int) -> JudgeResult:
+    """:func:`satgan.judge.judge` scored on exactly ``n_test`` tiles per set (:func:`judge_test_count`)."""
+    per_class = min(len(real), len(fake))
+    # judge.judge splits round(n * test_fraction) per class; n_test / n reproduces exactly n_test.
+    cfg = (params.judge if n_test == round(per_class * params.judge.test_fraction)
+           else dataclasses.replace(params.judge, test_fraction=n_test / per_class))
+    return judge(real, fake, cfg, seed)
+
+
+def judge_summary(verdict: JudgeResult) -> dict[str, Any]:
+    """metrics.json's judge block: the result, its exact 95% interval and whether it says anything (:func:`judge_conclusive`)."""
+    correct = round(verdict.accuracy * verdict.n_test)
+    ci_low, ci_high = metrics.clopper_pearson(correct, verdict.n_test)
+    return {"accuracy": verdict.accuracy, "accuracy_ci_low": ci_low, "accuracy_ci_high": ci_high,
+            "conclusive": int(judge_conclusive(verdict.p_value, ci_high)), "auc": verdict.auc,
+            "log_loss": verdict.log_loss, "brier": verdict.brier, "p_value": verdict.p_value,
+            "log10_p_value": verdict.log10_p_value, "n_test": verdict.n_test, "n_train": verdict.n_train}
+
+
+# ----------------------------------------------------------------- classes
+
+
+@dataclass(frozen=True)
+class PreparedClasses:
+    """The prepared data's classes (sidecar ``classes``, index order) and the labels of each split."""
+
+    names: tuple[str, ...]
+    train: np.ndarray  # (N_train,) int64
+    holdout: np.ndarray  # (N_holdout,) int64
+
+
+@dataclass(frozen=True)
+class SampleClasses:
+    """generate's ``classes/classes.json`` and, for a conditional model, the class each sample was asked for."""
+
+    conditional: str  # "none" | "projection" | "acgan"
+    names: tuple[str, ...]  # () for an unconditional model
+    labels: np.ndarray | None  # (N_fake,) int64, None for an unconditional model
+
+
+CONDITIONAL_KINDS = ("none", "projection", "acgan")
+
+
+def _class_names(value: Any) -> tuple[str, ...] | None:
+    """A JSON list of distinct non-empty class names as a tuple, or None."""
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value) or len(set(value)) != len(value):
+        return None
+    return tuple(value)
+
+
+def read_prepared_classes(prepared: Path, train_meta: dict[str, Any], holdout_meta: dict[str, Any],
+                          n_train: int, n_holdout: int) -> PreparedClasses | None:
+    """The prepared data's classes and labels, or None for unlabelled data (no ``labels.npy``).
+
+    Labelled data have both label files and both sidecars name the same classes; anything else
+    is a :class:`DataError` naming the file (rerun prepare).
+    """
+    train_labels, holdout_labels = prepared / names.TRAIN_LABELS, prepared / names.HOLDOUT_LABELS
+    if not train_labels.exists() and not holdout_labels.exists():
+        return None
+    tiles_json, holdout_json = sidecar_path(prepared / names.TRAIN_TILES), sidecar_path(prepared / names.HOLDOUT_TILES)
+    train_classes = _class_names(train_meta["classes"]) if "classes" in train_meta else None
+    if train_classes is None:
+        raise DataError(f"{tiles_json}: expected 'classes', a list of distinct class names, beside "
+                        f"{train_labels.name} (rerun prepare)")
+    if ("classes" not in holdout_meta) or _class_names(holdout_meta["classes"]) != train_classes:
+        raise DataError(f"{holdout_json}: expected the classes {list(train_classes)} of {tiles_json.name}, got "
+                        f"{holdout_meta['classes'] if 'classes' in holdout_meta else 'none'} (rerun prepare)")
+    k = len(train_classes)
+    return PreparedClasses(
+        names=train_classes,
+        train=open_labels(train_labels, n_train, k, names.TRAIN_TILES),
+        holdout=open_labels(holdout_labels, n_holdout, k, names.HOLDOUT_TILES),
+    )
+
+
+def read_sample_classes(samples_dir: Path, n_fake: int) -> SampleClasses:
+    """generate's ``classes/classes.json`` (and ``classes/labels.npy`` for a conditional model), checked.
+
+    A missing or malformed file is a :class:`DataError` naming it and saying to rerun generate.
+    """
+    folder = samples_dir / names.SAMPLES_CLASSES_DIR
+    info_path = folder / names.CLASSES_INFO
+    rerun = "(rerun generate)"
+    if not info_path.is_file():
+        raise DataError(f"{info_path}: not found; the generate stage writes it for every model {rerun}")
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{info_path}: not valid JSON: {exc} {rerun}") from None
+    if not isinstance(info, dict) or not {"conditional", "classes"} <= set(info):
+        got = sorted(info) if isinstance(info, dict) else type(info).__name__
+        raise DataError(f"{info_path}: expected an object with the keys 'conditional' and 'classes', got {got} {rerun}")
+    conditional, classes = info["conditional"], _class_names(info["classes"])
+    if conditional not in CONDITIONAL_KINDS:
+        raise DataError(f"{info_path}: conditional: expected one of {', '.join(CONDITIONAL_KINDS)}, got {conditional!r} {rerun}")
+    if classes is None or (conditional == "none") != (len(classes) == 0):
+        raise DataError(f"{info_path}: classes: expected a list of distinct class names, empty exactly when "
+                        f"conditional is 'none', got {info['classes']!r} with conditional {conditional!r} {rerun}")
+    if not classes:
+        return SampleClasses(conditional, (), None)
+    labels = open_labels(folder / names.SAMPLE_LABELS, n_fake, len(classes), f"{names.SAMPLES} {rerun}")
+    return SampleClasses(conditional, classes, labels)
+
+
+def check_same_classes(prepared: Path, data: PreparedClasses | None, samples_dir: Path, sample: SampleClasses) -> None:
+    """A conditional model's classes must be the prepared data's (same names, same order): else one line naming both files."""
+    if not sample.names:
+        return
+    info_path = samples_dir / names.SAMPLES_CLASSES_DIR / names.CLASSES_INFO
+    tiles_json = sidecar_path(prepared / names.TRAIN_TILES)
+    if data is None:
+        raise DataError(f"{info_path} names the classes {list(sample.names)} but {tiles_json} names none (the prepared "
+                        "data have no labels): the model was trained on other data (rerun train and generate)")
+    if sample.names != data.names:
+        raise DataError(f"{info_path} names the classes {list(sample.names)} but {tiles_json} names {list(data.names)} "
+                        "(same names in the same order expected): rerun train and generate on these data")
+
+
+# ----------------------------------------------------------------- the class classifier (GAN-test) and per-class figures
+
+
+def accuracy_block(predicted: np.ndarray, truth: np.ndarray, class_names: tuple[str, ...]) -> dict[str, Any]:
+    """Accuracy of ``predicted`` against ``truth`` (both (N,) int64, N >= 1) with its exact 95% interval, overall and per class.
+
+    A class with no tile in ``truth`` reads "not computed" there instead of a figure.
+    """
+    def one(hit: np.ndarray) -> dict[str, Any]:
+        k, n = int(hit.sum()), len(hit)
+        lo, hi = metrics.clopper_pearson(k, n)
+        return {"accuracy": k / n, "ci_low": lo, "ci_high": hi, "n": n}
+
+    hits = predicted == truth
+    per_class: dict[str, Any] = {
+        name: one(hits[truth == i]) if (truth == i).any() else "not computed: no tiles of this class"
+        for i, name in enumerate(class_names)
+    }
+    return {**one(hits), "per_class": per_class}
+
+
+def classifier_block(data: PreparedClasses, train: np.ndarray, holdout: np.ndarray, fake: np.ndarray,
+                     sample: SampleClasses, cfg: ClassifierParams, seed: int) -> dict[str, Any]:
+    """metrics.json's ``classifier``: real-test accuracy, and GAN-test accuracy (conditional) or class shares (unconditional).
+
+    The classifier learns the classes from the real labelled training tiles (a seeded subset of
+    at most ``cfg.max_train_tiles``). ``real_test``: its accuracy on the held-out reals, the
+    ceiling of ``gan_test``: its accuracy on the samples against the class they were asked for
+    (Shmelkov et al. 2018). For an unconditional model, ``shares``: the classes it predicts for
+    the samples against those it predicts for the held-out reals (the same classifier on both, so
+    its own mistakes cancel), their total-variation distance, and ``tv_noise``, the distance
+    sampling alone gives (:func:`satgan.metrics.tv_sampling_noise`): a class the model never
+    makes has a fake share near 0.
+    """
+    k = len(data.names)
+    net = train_classifier(train, data.train, k, cfg, seed)
+    on_holdout = classify(net, holdout)
+    out: dict[str, Any] = {
+        "n_classes": k, "chance": 1.0 / k, "n_train": int(len(classifier_subset(len(train), cfg.max_train_tiles, seed))),
+        "real_test": accuracy_block(on_holdout, data.holdout, data.names),
+    }
+    on_fake = classify(net, fake)
+    if sample.labels is not None:
+        out["gan_test"] = accuracy_block(on_fake, sample.labels, data.names)
+    else:
+        fake_shares, real_shares = metrics.class_shares(on_fake, k), metrics.class_shares(on_holdout, k)
+        out["shares"] = {name: {"fake": float(f), "holdout": float(r)}
+                         for name, f, r in zip(data.names, fake_shares, real_shares)}
+        out["tv_distance"] = metrics.total_variation(fake_shares, real_shares)
+        out["tv_noise"] = metrics.tv_sampling_noise(real_shares, len(holdout), len(fake))
+    return out
+
+
+def per_class_block(holdout: np.ndarray, holdout_labels: np.ndarray, fake: np.ndarray, fake_labels: np.ndarray,
+                    class_names: tuple[str, ...], params: EvaluateParams, swd_patches: int, seed: int) -> dict[str, Any]:
+    """metrics.json's ``per_class``: for each class, the judge, SWD and diversity on that class's held-out reals and samples.
+
+    The overall functions on the per-class subsets. A class needs at least 2 held-out and 2
+    generated tiles (one to train the judge on and one to test it on; a pair for diversity);
+    with fewer, each figure reads "not computed: <why>". The judge's test count is fitted as
+    the overall one (:func:`judge_test_count`) and carries its interval and ``conclusive``, so a
+    judge on 4 tiles reads inconclusive, never a result. Runtime: each class's judge balances to
+    that class's held-out tiles, so all of them together train on no more tiles than the overall
+    judge (epochs x held-out tiles); SWD and diversity likewise.
+    """
+    s, d = params.swd, params.diversity
+    out: dict[str, Any] = {}
+    for i, name in enumerate(class_names):
+        real, gen = holdout[holdout_labels == i], fake[fake_labels == i]
+        entry: dict[str, Any] = {"n_holdout": int(len(real)), "n_fake": int(len(gen))}
+        if len(real) < 2 or len(gen) < 2:
+            why = (f"not computed: {len(real)} held-out real and {len(gen)} generated tiles of this class; "
+                   "a per-class figure needs at least 2 of each")
+            entry.update(judge=why, swd=why, diversity=why)
+        else:
+            verdict = run_judge(real, gen, params, judge_test_count(min(len(real), len(gen)), params.judge), seed)
+            div = metrics.diversity(real, gen, d.max_pairs, d.margin, seed)
+            entry.update(
+                judge=judge_summary(verdict),
+                swd=metrics.sliced_wasserstein_pyramid(real, gen, swd_patches, s.patch_size, s.n_projections, s.repeats, seed),
+                diversity={"fake_mean_ssim": div.fake_mean_ssim, "real_mean_ssim": div.real_mean_ssim,
+                           "collapsed": int(div.collapsed)},
+            )
+        out[name] = entry
+    return out
 
 
 # ----------------------------------------------------------------- progress
@@ -254,7 +483,8 @@ def evaluate(prepared_dir: str | Path, samples_dir: str | Path, out_dir: str | P
     """
     prepared, out = Path(prepared_dir), Path(out_dir)
     train, train_meta = _load(prepared / names.TRAIN_TILES, "training")
-    holdout = np.asarray(_load(prepared / names.HOLDOUT_TILES, "held-out real")[0], np.float32)
+    holdout_arr, holdout_meta = _load(prepared / names.HOLDOUT_TILES, "held-out real")
+    holdout = np.asarray(holdout_arr, np.float32)
     samples_npy = Path(samples_dir) / names.SAMPLES
     fake_arr, fake_meta = _load(samples_npy, "generated")
     if not {"model", "architecture"} <= set(fake_meta):
@@ -266,8 +496,18 @@ def evaluate(prepared_dir: str | Path, samples_dir: str | Path, out_dir: str | P
             f"expected training, held-out and generated tiles of one (C, H, W), got {tuple(train.shape[1:])}, "
             f"{tuple(holdout.shape[1:])} and {tuple(fake.shape[1:])} (re-run generate after changing prepare.image_size)"
         )
+    data_classes = read_prepared_classes(prepared, train_meta, holdout_meta, len(train), len(holdout))
+    sample_classes = read_sample_classes(Path(samples_dir), len(fake))
+    check_same_classes(prepared, data_classes, Path(samples_dir), sample_classes)
+    # A classifier needs two classes to choose between; per-class figures need the class of every sample,
+    # which only a conditional model's samples carry.
+    classifier_on = data_classes is not None and len(data_classes.names) >= 2
+    per_class_on = classifier_on and sample_classes.labels is not None and params.per_class
     out.mkdir(parents=True, exist_ok=True)
-    steps = ["Turing test", "judge", "distances", "memorization", "diversity", "FID/KID"]
+    steps = ["Turing test", "judge", "distances", "memorization", "diversity"]
+    steps += ["classifier"] if classifier_on else []
+    steps += ["per class"] if per_class_on else []
+    steps += ["FID/KID"]
     steps += ["model card"] if model_dir is not None else []
     steps += ["report"] if live_dir is not None else []
     phase = Phases(steps, progress)
@@ -284,15 +524,11 @@ def evaluate(prepared_dir: str | Path, samples_dir: str | Path, out_dir: str | P
 
     per_class = min(len(holdout), len(fake))
     n_test = used["judge_test_per_class"]
-    # judge.judge splits round(n * test_fraction) per class; n_test / n reproduces exactly n_test.
-    judge_params = (params.judge if n_test == round(per_class * params.judge.test_fraction)
-                    else dataclasses.replace(params.judge, test_fraction=n_test / per_class))
     with phase("judge", f"classifier two-sample test, {params.judge.epochs} epochs on {per_class - n_test} + "
                         f"{per_class - n_test} tiles, scored on {n_test} + {n_test}"):
-        verdict = judge(holdout, fake, judge_params, seed)
-    correct = round(verdict.accuracy * verdict.n_test)
-    ci_low, ci_high = metrics.clopper_pearson(correct, verdict.n_test)
-    conclusive = judge_conclusive(verdict.p_value, ci_high)
+        verdict = run_judge(holdout, fake, params, n_test, seed)
+    judged = judge_summary(verdict)
+    ci_low, ci_high, conclusive = judged["accuracy_ci_low"], judged["accuracy_ci_high"], bool(judged["conclusive"])
 
     s = params.swd
     with phase("distances", f"SWD on {min(len(holdout), len(fake))} tiles per set "
@@ -316,16 +552,36 @@ def evaluate(prepared_dir: str | Path, samples_dir: str | Path, out_dir: str | P
                             f"{used['diversity_pairs_real']} held-out pairs"):
         div = metrics.diversity(holdout, fake, d.max_pairs, d.margin, seed)
 
+    class_sections: dict[str, Any] = {}
+    if data_classes is not None and not classifier_on:
+        class_sections["classifier"] = class_sections["per_class"] = (
+            f"not computed: the prepared data have one class ({data_classes.names[0]}); a classifier needs at least 2")
+    if data_classes is not None and classifier_on:
+        c = params.classifier
+        n_cls = len(classifier_subset(len(train), c.max_train_tiles, seed))
+        scored = (f"its intended class for {len(fake)} samples" if sample_classes.labels is not None
+                  else f"the class spread of {len(fake)} samples (unconditional model)")
+        with phase("classifier", f"GAN-test: a {len(data_classes.names)}-class CNN, {c.epochs} epochs on {n_cls} of "
+                                 f"{len(train)} labelled training tiles, scored on {len(holdout)} held-out reals and {scored}"):
+            class_sections["classifier"] = classifier_block(data_classes, train, holdout, fake, sample_classes, c, seed)
+        if per_class_on:
+            with phase("per class", f"judge, SWD and diversity on the held-out reals and samples of each of "
+                                    f"{len(data_classes.names)} classes"):
+                class_sections["per_class"] = per_class_block(
+                    holdout, data_classes.holdout, fake, sample_classes.labels, data_classes.names, params,
+                    used["swd_patches_per_image"], seed)
+        elif sample_classes.labels is None:
+            class_sections["per_class"] = "not computed: the samples carry no class (an unconditional model)"
+        else:
+            class_sections["per_class"] = "not computed: evaluate.per_class is false"
+
     with phase("FID/KID", _fid_detail(params.inception_weights)):
         extra = fid_kid(holdout, fake, params.inception_weights, seed, say=phase.say,
                         warn=lambda text: phase.say(f"warning: {text}"))
     write_json_atomic(out / names.FID_KID, extra)
     result: dict[str, Any] = {
         "n": {"train": int(len(train)), "holdout": int(len(holdout)), "fake": int(len(fake))},
-        "judge": {"accuracy": verdict.accuracy, "accuracy_ci_low": ci_low, "accuracy_ci_high": ci_high,
-                  "conclusive": int(conclusive), "auc": verdict.auc, "log_loss": verdict.log_loss,
-                  "brier": verdict.brier, "p_value": verdict.p_value, "log10_p_value": verdict.log10_p_value,
-                  "n_test": verdict.n_test, "n_train": verdict.n_train},
+        "judge": judged,
         "swd": swd,
         "colour_hist": hist,
         "memorization": {**mem.summary(), "holdout_frac_above_threshold": mem_real.fraction_above,
@@ -334,6 +590,7 @@ def evaluate(prepared_dir: str | Path, samples_dir: str | Path, out_dir: str | P
                       "collapsed": int(div.collapsed)},
         # Asked (params) and used (what the data allowed) for every count that depends on the data size.
         "adapted": {a.name: {"asked": a.asked, "used": a.used} for a in adapted},
+        **class_sections,
     }
     if isinstance(extra["fid"], float):
         result["fid"], result["kid"] = extra["fid"], extra["kid"]
@@ -357,12 +614,25 @@ def evaluate(prepared_dir: str | Path, samples_dir: str | Path, out_dir: str | P
         f"SWD {swd['mean']:.4f}; memorized {mem.fraction_above:.1%} > SSIM {m.ssim_threshold}; "
         f"diversity SSIM fake {div.fake_mean_ssim:.3f} vs real {div.real_mean_ssim:.3f}; quiz: {turing_paths['quiz']}"
     )
+    if classifier_on:
+        print(f"evaluate: {classifier_text(class_sections['classifier'])}")
     if live_dir is not None:
         with phase("report", "report.html and headline.json"):
             report = write_report(out, samples_dir, live_dir, model_card_md=card_md)["report"]
         print(f"evaluate: report: {report}")
     phase.done()
     return result
+
+
+def classifier_text(block: dict[str, Any]) -> str:
+    """One line on the class classifier: real-test accuracy, and GAN-test accuracy or the class spread's distance."""
+    real = block["real_test"]
+    text = (f"class classifier on held-out reals {real['accuracy']:.3f} (95% CI {real['ci_low']:.2f}-{real['ci_high']:.2f}, "
+            f"chance {block['chance']:.3f})")
+    if "gan_test" in block:
+        g = block["gan_test"]
+        return f"GAN-test accuracy {g['accuracy']:.3f} (95% CI {g['ci_low']:.2f}-{g['ci_high']:.2f}); {text}"
+    return f"class spread of the samples vs held-out reals: total variation {block['tv_distance']:.3f}; {text}"
 
 
 def _fid_detail(setting: str) -> str:

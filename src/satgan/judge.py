@@ -1,4 +1,5 @@
-"""The automatic judge: a classifier two-sample test (Lopez-Paz & Oquab, ICLR 2017).
+"""The automatic judges: a classifier two-sample test (Lopez-Paz & Oquab, ICLR 2017), and a class
+classifier for GAN-test accuracy (Shmelkov et al., ECCV 2018), both the same small CNN.
 
 Train a small CNN from scratch to tell held-out real tiles from generated ones on a
 seeded half of a class-balanced set, then score it on the other half. If the two
@@ -13,6 +14,13 @@ score (mean squared error of those probabilities) are graded: they keep falling 
 grows surer, so such runs can still be ranked. An uninformed judge (p = 1/2 everywhere) has
 log-loss ln 2 ~ 0.693 and Brier 0.25; a judge that cannot tell the sets apart but overfits its
 training half scores worse than that. For the GAN, higher is better on both.
+
+The class classifier (:func:`train_classifier`, :func:`classify`): the same CNN with one logit per
+class, trained with cross-entropy on real labelled training tiles. Shmelkov et al. ("How good is
+my GAN?", arXiv:1807.09499) score generated tiles with it against the class they were asked
+for: GAN-test accuracy, read against the same classifier's accuracy on held-out real tiles
+(the ceiling a perfect generator would reach). Far below that ceiling, the fakes do not look
+like their class; near chance, the class conditioning does nothing.
 
 Deterministic: the same inputs, params and seed give the same result bit for bit. The judge
 draws every random number from seeded generators (the caller's global torch RNG is left as
@@ -50,6 +58,24 @@ class JudgeParams:
         check("batch_size", self.batch_size >= 1, "an integer >= 1", self.batch_size)
         check("lr", self.lr > 0, "a positive learning rate", self.lr)
         check("width", self.width >= 1, "an integer >= 1", self.width)
+
+
+@dataclass(frozen=True)
+class ClassifierParams:
+    """params.yaml ``evaluate.classifier``: the class classifier behind GAN-test accuracy."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    width: int
+    max_train_tiles: int
+
+    def __post_init__(self) -> None:
+        check("epochs", self.epochs >= 1, "an integer >= 1", self.epochs)
+        check("batch_size", self.batch_size >= 1, "an integer >= 1", self.batch_size)
+        check("lr", self.lr > 0, "a positive learning rate", self.lr)
+        check("width", self.width >= 1, "an integer >= 1", self.width)
+        check("max_train_tiles", self.max_train_tiles >= 2, "an integer >= 2", self.max_train_tiles)
 
 
 @dataclass(frozen=True)
@@ -153,15 +179,20 @@ class HighPass(nn.Module):
         return torch.cat([x, res], 1)
 
 
-def build_judge(channels: int, width: int) -> nn.Sequential:
-    """A small from-scratch CNN: (B, C, H, W) -> (B,) logit of "fake". Any H, W >= 8 (global pooling)."""
+def build_judge(channels: int, width: int, n_outputs: int = 1) -> nn.Sequential:
+    """A small from-scratch CNN: (B, C, H, W) -> (B,) logit of "fake", or (B, n_outputs) class logits when
+    ``n_outputs`` > 1. Any H, W >= 8 (global pooling).
+    """
+    # Layers are built in argument order, so the weight init draws from the RNG in the same order as before
+    # the class head existed: a judge with one output is the same net, bit for bit.
     return nn.Sequential(
         HighPass(channels),
         nn.Conv2d(2 * channels, width, 3, padding=1), nn.LeakyReLU(0.2),
         nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.LeakyReLU(0.2),
         nn.Conv2d(2 * width, 4 * width, 3, stride=2, padding=1), nn.LeakyReLU(0.2),
         nn.Conv2d(4 * width, 4 * width, 3, stride=2, padding=1), nn.LeakyReLU(0.2),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * width, 1), nn.Flatten(0),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * width, n_outputs),
+        *([nn.Flatten(0)] if n_outputs == 1 else []),
     )
 
 
@@ -213,22 +244,15 @@ def _deterministic_cpu() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def _train_and_test(
-    x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor, y_test: np.ndarray, n: int, cfg: JudgeParams, seed: int
-) -> JudgeResult:
-    """Fit the judge on (x_train, y_train) and score it on the held-out (x_test, y_test); 1 = fake."""
-    gen = torch.Generator().manual_seed(seed)
-    # The weight init draws from the global RNG: seed it inside a fork so the caller's stream is untouched.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = build_judge(x_train.shape[1], cfg.width)
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    loss_fn = nn.BCEWithLogitsLoss()
+def _fit(net: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, loss_fn: nn.Module, epochs: int,
+         batch_size: int, lr: float, gen: torch.Generator) -> None:
+    """Adam on (x_train, y_train) for ``epochs`` seeded passes; each batch flipped at random (``gen``)."""
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
     net.train()
-    for _ in range(cfg.epochs):
+    for _ in range(epochs):
         perm = torch.randperm(len(x_train), generator=gen)
-        for start in range(0, len(perm), cfg.batch_size):
-            b = perm[start:start + cfg.batch_size]
+        for start in range(0, len(perm), batch_size):
+            b = perm[start:start + batch_size]
             xb = x_train[b]
             flips = torch.rand(2, generator=gen)
             if flips[0] < 0.5:
@@ -239,8 +263,34 @@ def _train_and_test(
             loss_fn(net(xb), y_train[b]).backward()
             opt.step()
     net.eval()
+
+
+def _predict(net: nn.Module, x: np.ndarray | torch.Tensor, chunk: int = 256) -> np.ndarray:
+    """The net's outputs on ``x`` (N, C, H, W), ``chunk`` tiles at a time (a memmap is read chunk by chunk)."""
+    def batch(s: int) -> torch.Tensor:
+        part = x[s:s + chunk]
+        return part if isinstance(part, torch.Tensor) else torch.from_numpy(np.array(part, np.float32))
+
     with torch.no_grad():
-        scores = torch.cat([net(x_test[s:s + 256]) for s in range(0, len(x_test), 256)]).numpy()
+        return torch.cat([net(batch(s)) for s in range(0, len(x), chunk)]).numpy()
+
+
+def _seeded_net(channels: int, width: int, n_outputs: int, seed: int) -> nn.Sequential:
+    """:func:`build_judge` with its weights drawn from ``seed``; the caller's global RNG stream is left untouched."""
+    # The weight init draws from the global RNG: seed it inside a fork so the caller's stream is untouched.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_judge(channels, width, n_outputs)
+
+
+def _train_and_test(
+    x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor, y_test: np.ndarray, n: int, cfg: JudgeParams, seed: int
+) -> JudgeResult:
+    """Fit the judge on (x_train, y_train) and score it on the held-out (x_test, y_test); 1 = fake."""
+    gen = torch.Generator().manual_seed(seed)
+    net = _seeded_net(x_train.shape[1], cfg.width, 1, seed)
+    _fit(net, x_train, y_train, nn.BCEWithLogitsLoss(), cfg.epochs, cfg.batch_size, cfg.lr, gen)
+    scores = _predict(net, x_test)
     correct = int(((scores > 0) == (y_test == 1)).sum())
     total = len(y_test)
     log_p = binomial_log_sf(correct, total)
@@ -255,3 +305,45 @@ def _train_and_test(
         n_test=total,
         n_per_class=n,
     )
+
+
+# ----------------------------------------------------------------- the class classifier (GAN-test)
+
+
+def classifier_subset(n: int, cap: int, seed: int) -> np.ndarray:
+    """Sorted row indices of at most ``cap`` of ``n`` training tiles: all of them when they fit, else a seeded subset.
+
+    Sorted so a memmap is read front to back; the cap bounds the memory the classifier's
+    training set takes (``cap`` x C x H x W float32), whatever the dataset's size.
+    """
+    if n <= cap:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, cap, replace=False))
+
+
+def train_classifier(tiles: np.ndarray, labels: np.ndarray, n_classes: int, cfg: ClassifierParams,
+                     seed: int) -> nn.Sequential:
+    """The class classifier: :func:`build_judge` with ``n_classes`` logits, fitted with cross-entropy.
+
+    ``tiles`` (N, C, H, W) in [-1, 1] (a memmap is fine: at most ``cfg.max_train_tiles`` rows, a
+    seeded subset, are read), ``labels`` (N,) int class indices in [0, n_classes). Flips as the
+    judge's (a land-use class has no orientation). Trained on one thread under deterministic
+    algorithms, so the same inputs and seed give the same weights. Returns the net in eval mode.
+    """
+    if tiles.ndim != 4 or labels.shape != (len(tiles),) or n_classes < 2:
+        raise ValueError(f"expected (N, C, H, W) tiles, (N,) labels and at least 2 classes, got {tiles.shape}, "
+                         f"{labels.shape} and {n_classes}")
+    rows = classifier_subset(len(tiles), cfg.max_train_tiles, seed)
+    x = torch.from_numpy(np.asarray(tiles[rows], np.float32))
+    y = torch.from_numpy(np.asarray(labels, np.int64)[rows])
+    with _deterministic_cpu():
+        gen = torch.Generator().manual_seed(seed)
+        net = _seeded_net(x.shape[1], cfg.width, n_classes, seed)
+        _fit(net, x, y, nn.CrossEntropyLoss(), cfg.epochs, cfg.batch_size, cfg.lr, gen)
+    return net
+
+
+def classify(net: nn.Module, tiles: np.ndarray) -> np.ndarray:
+    """(N,) int64 predicted class of each of ``tiles`` (N, C, H, W) in [-1, 1] (a memmap is read in chunks)."""
+    with _deterministic_cpu():
+        return _predict(net, tiles).argmax(1).astype(np.int64)

@@ -15,6 +15,9 @@ float16 or float32; memmaps are fine) and returns plain numbers or small datacla
   5-scale MS-SSIM needs tiles of at least 161 px).
 - :func:`clopper_pearson`: the exact confidence interval of a proportion (the judge's
   accuracy on its test tiles), so a figure from a handful of tiles shows how little it says.
+- :func:`class_shares` and :func:`total_variation`: how a class classifier spreads a set of
+  tiles over the classes, and how far two such spreads are apart (does an unconditional model
+  make every class as often as the real tiles have it?).
 """
 
 from __future__ import annotations
@@ -359,3 +362,38 @@ def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, fl
     lower = 0.0 if k == 0 else solve(True)
     upper = 1.0 if k == n else solve(False)
     return lower, upper
+
+
+# ------------------------------------------------------------------ class spreads
+
+
+def class_shares(predicted: np.ndarray, n_classes: int) -> np.ndarray:
+    """(n_classes,) float64 share of each class among ``predicted`` (N,) class indices in [0, n_classes); sums to 1."""
+    predicted = np.asarray(predicted)
+    if predicted.ndim != 1 or len(predicted) == 0 or n_classes < 1:
+        raise ValueError(f"expected a non-empty (N,) array of class indices and n_classes >= 1, got {predicted.shape}, {n_classes}")
+    if predicted.min() < 0 or predicted.max() >= n_classes:
+        raise ValueError(f"expected class indices in 0..{n_classes - 1}, got {predicted.min()}..{predicted.max()}")
+    return np.bincount(predicted, minlength=n_classes) / len(predicted)
+
+
+def total_variation(p: np.ndarray, q: np.ndarray) -> float:
+    """Total-variation distance 1/2 sum |p - q| of two (K,) distributions: 0 the same, 1 disjoint."""
+    p, q = np.asarray(p, np.float64), np.asarray(q, np.float64)
+    if p.shape != q.shape or p.ndim != 1:
+        raise ValueError(f"expected two (K,) distributions of the same shape, got {p.shape} and {q.shape}")
+    return float(0.5 * np.abs(p - q).sum())
+
+
+def tv_sampling_noise(p: np.ndarray, n_a: int, n_b: int) -> float:
+    """The total-variation distance two samples of ``n_a`` and ``n_b`` tiles from one class distribution ``p`` (K,) show by chance.
+
+    Each share's difference is about normal with variance p(1-p)(1/n_a + 1/n_b) (the normal
+    approximation of the multinomial), whose mean absolute value is sqrt(2/pi) times its
+    standard deviation; half their sum is the expected distance. A class spread of the samples
+    within about twice this of the held-out reals' cannot be told from theirs.
+    """
+    p = np.asarray(p, np.float64)
+    if p.ndim != 1 or n_a < 1 or n_b < 1:
+        raise ValueError(f"expected a (K,) distribution and two sample sizes >= 1, got {p.shape}, {n_a}, {n_b}")
+    return float(0.5 * np.sqrt(2.0 / np.pi * p * (1.0 - p) * (1.0 / n_a + 1.0 / n_b)).sum())

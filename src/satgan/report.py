@@ -11,6 +11,10 @@ stays narrow; the full numbers stay in ``metrics.json``). The page holds:
 - the metrics, each with a one-line reading and a mark: green (as good as the real-vs-real
   baseline), amber (a difference, or too few tiles to say), red (clearly worse), grey (no
   baseline to compare with), see :func:`rate_metrics`;
+- with labelled data, the classes: a table with one row per class (held-out and generated
+  tiles, the class classifier's accuracy on each, the per-class judge, SWD and diversity) and
+  a one-line reading with its mark (:func:`rate_classes`), and generate's class grid when it
+  wrote one;
 - the sample grid and the latent interpolation (generate);
 - the fixed-noise samples dvclive saved during training, on a slider, and the loss curves from
   dvclive's TSV series (D and G losses on one chart, D(x) and D(G(z)) on one, gradient norms,
@@ -60,6 +64,9 @@ CHARTS = (
 COLOURS = ("#2b6cb0", "#c05621", "#2f855a", "#6b46c1")
 MARKS = ("green", "amber", "red", "grey")
 JUDGE_MIN_TEST = 40  # fewer judge test tiles than this: a non-significant judge is inconclusive, not green
+# Unconditional model: a class the held-out reals put at least this share in (by the classifier) but no sample
+# falls in is a dropped mode (red); the class spreads count as the same within twice the distance sampling alone gives.
+CLASS_DROPPED_SHARE = 0.05
 
 
 # ----------------------------------------------------------------- small readers (never raise)
@@ -204,6 +211,7 @@ def rate_metrics(metrics: dict[str, Any], fid_kid: dict[str, Any] | None) -> lis
       within 1 point, amber within 5 points, red beyond.
     - diversity (mean pairwise SSIM of fakes vs of reals): green within 0.05, red when
       ``collapsed`` is set (fakes more alike than reals by more than evaluate's margin), else amber.
+    - labelled data only (metrics.json has ``classifier``): :func:`rate_classifier`.
     - FID/KID: no baseline, grey.
     """
     out: list[Rated] = []
@@ -262,6 +270,8 @@ def rate_metrics(metrics: dict[str, Any], fid_kid: dict[str, Any] | None) -> lis
                 "fakes are about as varied as real tiles" if diff <= 0.05 else "fakes are somewhat more alike than real tiles")
         out.append(Rated("diversity (pairwise SSIM)", _fmt(fake), _fmt(real) + " among reals", mark, text))
 
+    out += rate_classifier(metrics)
+
     fid, kid = number(metrics, "fid"), number(metrics, "kid")
     if fid is not None:
         out.append(Rated("FID / KID", f"{fid:.2f} / {_fmt(kid, '.4f')}", "no baseline", "grey",
@@ -272,11 +282,193 @@ def rate_metrics(metrics: dict[str, Any], fid_kid: dict[str, Any] | None) -> lis
     return out
 
 
+def _ci(block: Any, lo_key: str = "ci_low", hi_key: str = "ci_high") -> str:
+    lo, hi = number(block, lo_key), number(block, hi_key)
+    return f" (95% CI {lo:.2f}-{hi:.2f})" if lo is not None and hi is not None else ""
+
+
+def gan_test_mark(ci_low: float, ci_high: float, real_low: float, chance: float) -> tuple[str, str]:
+    """Mark and reading of a GAN-test accuracy (its 95% interval ``ci_low``-``ci_high``) against the real-test accuracy's
+    lower 95% bound ``real_low`` and chance (1 / the number of classes).
+
+    Shmelkov et al. 2018: a generator whose samples look like their class scores about what
+    held-out reals score. Both are measured on few tiles, so green when the intervals meet (the
+    samples cannot be shown to classify worse than reals); red when the GAN-test interval still
+    holds chance (the samples carry no recognisable class); amber and "inconclusive" when it
+    holds both (too few samples to say); amber between.
+    """
+    if ci_high >= real_low and ci_low <= chance:
+        return "amber", "inconclusive: too few samples to tell real-like classes from chance"
+    if ci_high >= real_low:
+        return "green", "the samples classify as their class about as often as held-out reals do"
+    if ci_low <= chance:
+        return "red", "the samples do not look like their class: the classifier is no better than chance on them"
+    return "amber", "the samples look like their class, but less often than held-out reals do"
+
+
+def gan_test_conclusive(metrics: dict[str, Any]) -> bool:
+    """Whether metrics.json's GAN-test accuracy says anything: not "inconclusive" by :func:`gan_test_mark`."""
+    lo, hi = number(metrics, "classifier.gan_test.ci_low"), number(metrics, "classifier.gan_test.ci_high")
+    real_low, chance = number(metrics, "classifier.real_test.ci_low"), number(metrics, "classifier.chance")
+    if lo is None or hi is None or real_low is None or chance is None:
+        return False
+    return not gan_test_mark(lo, hi, real_low, chance)[1].startswith("inconclusive")
+
+
+def rate_classifier(metrics: dict[str, Any]) -> list[Rated]:
+    """The class classifier's rows (labelled data only; none without ``classifier`` in metrics.json).
+
+    - GAN-test accuracy (conditional model): the classifier's accuracy on the samples against
+      the class each was asked for, read against its accuracy on held-out reals (the interval's
+      lower bound) and chance (:func:`gan_test_mark`); the reading names the weakest class among
+      those the classifier recognises in held-out reals (real-test interval above chance).
+    - class coverage (unconditional model): the total-variation distance between the classes
+      the classifier gives the samples and those it gives the held-out reals. Red when a class
+      holding at least 5% of the held-out reals gets no sample (a dropped mode); green within
+      twice ``tv_noise`` (the distance sampling the held-out tiles alone gives); else amber.
+    """
+    block = metrics["classifier"] if isinstance(metrics, dict) and "classifier" in metrics else None
+    if not isinstance(block, dict):
+        return []
+    real, real_low, chance = number(block, "real_test.accuracy"), number(block, "real_test.ci_low"), number(block, "chance")
+    if real is None or real_low is None or chance is None:
+        return [Rated("class classifier", "n/a", "n/a", "grey", "not available: no real_test accuracy in metrics.json")]
+    baseline = f"{real:.3f} on held-out reals{_ci(block['real_test'])}"
+    if "gan_test" in block:
+        g = block["gan_test"]
+        acc, lo, hi = number(g, "accuracy"), number(g, "ci_low"), number(g, "ci_high")
+        if acc is None or lo is None or hi is None:
+            return [Rated("GAN-test accuracy", "n/a", baseline, "grey", "not available: no gan_test accuracy")]
+        mark, text = gan_test_mark(lo, hi, real_low, chance)
+        per = g["per_class"] if isinstance(g.get("per_class"), dict) else {}
+        real_per = block["real_test"].get("per_class") if isinstance(block["real_test"], dict) else None
+        recognised = {name for name, v in (real_per if isinstance(real_per, dict) else {}).items()
+                      if (number(v, "ci_low") or 0.0) > chance}
+        scored = {name: number(v, "accuracy") for name, v in per.items()
+                  if number(v, "accuracy") is not None and name in recognised}
+        if scored:
+            weakest = min(scored, key=lambda name: (scored[name], name))
+            text += f"; weakest class: {weakest} {scored[weakest]:.2f} of {number(per[weakest], 'n'):.0f} samples"
+        return [Rated("GAN-test accuracy", f"{acc:.3f}{_ci(g)}", baseline, mark, f"{text} (chance {chance:.2f})")]
+    tv, noise = number(block, "tv_distance"), number(block, "tv_noise")
+    shares = block["shares"] if isinstance(block.get("shares"), dict) else {}
+    if tv is None or noise is None:
+        return [Rated("class coverage", "n/a", baseline, "grey", "not available: no class spread in metrics.json")]
+    dropped = sorted(name for name, v in shares.items()
+                     if (number(v, "holdout") or 0.0) >= CLASS_DROPPED_SHARE and number(v, "fake") == 0.0)
+    value, base = f"total variation {tv:.3f}", f"{2 * noise:.3f} by chance"
+    if dropped:
+        return [Rated("class coverage", value, base, "red", f"the model never makes these classes: {', '.join(dropped)}")]
+    if tv <= 2 * noise:
+        return [Rated("class coverage", value, base, "green",
+                      "the samples fall in the classes about as often as held-out reals do")]
+    return [Rated("class coverage", value, base, "amber", "the samples favour some classes over others more than reals do")]
+
+
+@dataclass(frozen=True)
+class ClassRow:
+    """One class on the page: its cells and a mark with a one-line reading."""
+
+    name: str
+    cells: tuple[str, ...]
+    mark: str
+    reading: str
+
+
+CLASS_COLUMNS = ("held-out / samples", "classifier on held-out reals", "GAN-test", "judge", "SWD",
+                 "diversity: fakes / reals")
+SHARE_COLUMNS = ("held-out reals", "samples")
+MARK_ORDER = ("green", "grey", "amber", "red")
+
+
+def rate_classes(metrics: dict[str, Any]) -> tuple[tuple[str, ...], list[ClassRow]]:
+    """The per-class table: its columns and one row per class (empty without ``classifier`` in metrics.json).
+
+    Conditional model: held-out and generated tiles of the class, the classifier's accuracy on
+    each (the GAN-test reading of :func:`gan_test_mark`; grey when the classifier does not
+    recognise the class among held-out reals either), and the per-class judge (its 95%
+    interval; inconclusive on a handful of tiles, never a result), SWD and diversity (red when
+    collapsed). The row takes its worst mark. Unconditional model: the share of held-out reals
+    and of samples the classifier puts in the class; red when a class of the reals gets no sample.
+    """
+    block = metrics["classifier"] if isinstance(metrics, dict) and "classifier" in metrics else None
+    if not isinstance(block, dict) or not isinstance(block.get("real_test"), dict):
+        return (), []
+    chance = number(block, "chance") or 0.0
+    real_per = block["real_test"]["per_class"] if isinstance(block["real_test"].get("per_class"), dict) else {}
+    if "gan_test" not in block:
+        shares = block["shares"] if isinstance(block.get("shares"), dict) else {}
+        rows = []
+        for name, v in shares.items():
+            h, f = number(v, "holdout"), number(v, "fake")
+            if h is None or f is None:
+                rows.append(ClassRow(name, ("n/a", "n/a"), "grey", "not available"))
+                continue
+            mark, text = (("red", "the model never makes this class") if h >= CLASS_DROPPED_SHARE and f == 0 else
+                          ("green", "about as often as among held-out reals") if abs(f - h) <= max(0.05, h / 2) else
+                          ("amber", "more often than among held-out reals" if f > h else "less often than among held-out reals"))
+            rows.append(ClassRow(name, (f"{h:.1%}", f"{f:.1%}"), mark, text))
+        return SHARE_COLUMNS, rows
+    gan_per = block["gan_test"]["per_class"] if isinstance(block["gan_test"].get("per_class"), dict) else {}
+    per_class = metrics["per_class"] if isinstance(metrics.get("per_class"), dict) else {}
+    rows = []
+    for name in real_per:
+        real_c, gan_c, entry = real_per[name], gan_per.get(name), per_class.get(name, {})
+        marks, texts = [], []
+        real_acc = number(real_c, "accuracy")
+        real_cell = f"{real_acc:.2f}{_ci(real_c)}" if real_acc is not None else str(real_c)
+        g_acc, g_lo, g_hi = number(gan_c, "accuracy"), number(gan_c, "ci_low"), number(gan_c, "ci_high")
+        real_low = number(real_c, "ci_low")
+        if g_acc is None or g_lo is None or g_hi is None:
+            gan_cell = "n/a"
+            marks.append("grey")
+            texts.append("no samples of this class")
+        elif real_low is None or real_low <= chance:
+            gan_cell = f"{g_acc:.2f}{_ci(gan_c)}"
+            marks.append("grey")
+            texts.append("the classifier does not recognise this class among held-out reals either (its interval "
+                         "reaches chance), so GAN-test says nothing here")
+        else:
+            gan_cell = f"{g_acc:.2f}{_ci(gan_c)}"
+            mark, text = gan_test_mark(g_lo, g_hi, real_low, chance)
+            marks.append(mark)
+            texts.append(text)
+        n_h, n_f = number(entry, "n_holdout"), number(entry, "n_fake")
+        counts = f"{n_h:.0f} / {n_f:.0f}" if n_h is not None and n_f is not None else "n/a"
+        j = entry.get("judge") if isinstance(entry, dict) else None
+        if isinstance(j, dict) and number(j, "accuracy") is not None:
+            acc, p, n_test = number(j, "accuracy"), number(j, "p_value"), number(j, "n_test")
+            if not judge_is_conclusive({"judge": j}):
+                judge_cell = f"inconclusive: {acc:.2f}{_ci(j, 'accuracy_ci_low', 'accuracy_ci_high')} on {n_test:.0f} tiles"
+            else:
+                judge_cell = f"{acc:.2f}{_ci(j, 'accuracy_ci_low', 'accuracy_ci_high')}"
+                if p is not None and p < 0.05 and acc >= 0.75:  # as the overall judge's red (rate_metrics)
+                    marks.append("red")
+                    texts.append("a judge tells this class's fakes from its reals")
+        else:
+            judge_cell = str(j) if isinstance(j, str) else "n/a"
+        swd = number(entry, "swd.mean") if isinstance(entry, dict) else None
+        swd_cell = f"{swd:.4f}" if swd is not None else (str(entry.get("swd")) if isinstance(entry, dict) and
+                                                          isinstance(entry.get("swd"), str) else "n/a")
+        fake_s, real_s = number(entry, "diversity.fake_mean_ssim"), number(entry, "diversity.real_mean_ssim")
+        div_cell = f"{fake_s:.3f} / {real_s:.3f}" if fake_s is not None and real_s is not None else "n/a"
+        if number(entry, "diversity.collapsed"):
+            marks.append("red")
+            texts.append("its fakes are far more alike than its reals")
+        worst = max(marks, key=MARK_ORDER.index)
+        reading = "; ".join(t for m, t in zip(marks, texts) if m == worst)
+        rows.append(ClassRow(name, (counts, real_cell, gan_cell, judge_cell, swd_cell, div_cell), worst, reading))
+    return CLASS_COLUMNS, rows
+
+
 def headline(metrics: dict[str, Any] | None, live_summary: dict[str, Any] | None) -> dict[str, float | None]:
     """The figures ``dvc exp show`` compares runs by: short flat keys, None where not available.
 
     From metrics.json: judge accuracy and p-value, SWD, the share of likely copies, the mean
-    pairwise SSIM of fakes, and FID when computed. An inconclusive judge (too few test tiles to
+    pairwise SSIM of fakes, FID when computed, and a conditional model's GAN-test accuracy (labelled
+    data; None when inconclusive, :func:`gan_test_conclusive`; its ceiling, the classifier's
+    accuracy on held-out reals, depends on the data only, so it stays in metrics.json with the
+    other baselines). An inconclusive judge (too few test tiles to
     say anything, :func:`judge_is_conclusive`) has no headline accuracy: ``judge_acc`` is None
     and only its p-value stays. From dvclive's summary: the last step and
     img/s. Their real-vs-real baselines (copies among held-out reals, SSIM among reals) depend
@@ -294,6 +486,8 @@ def headline(metrics: dict[str, Any] | None, live_summary: dict[str, Any] | None
     }
     if number(m, "fid") is not None:
         out["fid"] = number(m, "fid")
+    if number(m, "classifier.gan_test.accuracy") is not None:
+        out["gan_test_acc"] = number(m, "classifier.gan_test.accuracy") if gan_test_conclusive(m) else None
     out["step"] = number(live, "step")
     out["img_s"] = number(live, "train.img_per_s")
     return out
@@ -405,6 +599,33 @@ def _metrics_section(eval_dir: Path) -> str:
             '<span class="mark amber"></span>a difference, or too few tiles to say '
             '<span class="mark red"></span>clearly worse <span class="mark grey"></span>no baseline to compare with. '
             f"All numbers: <code>{html.escape(str(eval_dir / names.METRICS))}</code>.</p>")
+
+
+def _classes_section(eval_dir: Path, samples_dir: Path) -> str:
+    """The per-class table and generate's class grid; "" for unlabelled data (no ``classifier`` in metrics.json)."""
+    try:
+        metrics = _read_json(eval_dir / names.METRICS)
+    except Missing:
+        return ""
+    columns, rows = rate_classes(metrics if isinstance(metrics, dict) else {})
+    if not rows:
+        return ""
+    e = html.escape
+    head = "".join(f"<th>{e(c)}</th>" for c in ("class", *columns, "reading"))
+    body = "".join(f'<tr class="{r.mark}"><td><span class="mark {r.mark}" title="{r.mark}"></span>{e(r.name)}</td>'
+                   + "".join(f"<td>{e(c)}</td>" for c in r.cells) + f"<td>{e(r.reading)}</td></tr>" for r in rows)
+    if columns == SHARE_COLUMNS:
+        intro = ("An unconditional model: the share of held-out reals and of samples a classifier trained on the "
+                 "labelled training tiles puts in each class. A class the model never makes is a dropped mode.")
+    else:
+        intro = ("A classifier trained on the labelled training tiles scores the held-out reals (the ceiling) and each "
+                 "sample against the class it was asked for (GAN-test, Shmelkov et al. 2018). Per class the held-out "
+                 "tiles are few: a judge on a handful of tiles is inconclusive, shown with its 95% interval.")
+    grid_path = samples_dir / names.SAMPLES_CLASSES_DIR / names.CLASS_GRID
+    grid = (_image_block(grid_path, "class grid", "One row of samples per class (generate's classes/grid.png)")
+            if grid_path.is_file() else "")
+    return _section("Per class", f'<p class="note">{e(intro)}</p><table class="metrics classes"><thead><tr>{head}</tr>'
+                    f"</thead><tbody>{body}</tbody></table>{grid}", "classes")
 
 
 def _display_width(path: Path, box: int = 420) -> int:
@@ -522,6 +743,7 @@ def render_report(eval_dir: Path, samples_dir: Path, live_dir: Path, model_card_
     training, frames = _training_section(live_dir)
     body = "".join([
         _section("The verdict", _metrics_section(eval_dir), "metrics"),
+        _classes_section(eval_dir, samples_dir),
         _section("What the model makes", _image_block(samples_dir / names.SAMPLE_GRID, "sample grid",
                  "Samples (generate's grid.png)") + _image_block(samples_dir / names.INTERPOLATION, "latent interpolation",
                  "Walking between latent vectors (spherical interpolation), one row per pair"), "samples"),
@@ -545,7 +767,8 @@ def write_report(eval_dir: str | Path, samples_dir: str | Path, live_dir: str | 
     """Write ``report.html`` and ``headline.json`` into ``out_dir`` (default: ``eval_dir``); returns their paths.
 
     Reads eval_dir (metrics.json, fid_kid.json, turing_grid.png, turing_key.json,
-    closest_pairs.png, model_card.json), samples_dir (grid.png, interpolation.png), live_dir
+    closest_pairs.png, model_card.json), samples_dir (grid.png, interpolation.png, and
+    classes/grid.png when generate wrote one), live_dir
     (dvclive: metrics.json, plots/metrics/train/*.tsv, plots/images/samples/*.png) and the
     optional markdown model card. Missing inputs become "not available" on the page and None
     in the headline; this function does not raise for them.

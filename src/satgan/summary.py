@@ -18,7 +18,7 @@ from satgan.errors import DataError
 from satgan.evaluate import EvaluateParams
 from satgan.params import DEFAULT_PARAMS, load_section
 from satgan.paths import PathsParams
-from satgan.report import judge_is_conclusive
+from satgan.report import judge_is_conclusive, rate_classifier
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -54,6 +54,8 @@ def render(metrics: dict[str, Any], fid: dict[str, Any], samples: Path, eval_dir
          "MODE COLLAPSE: fakes far more alike than real tiles" if div["collapsed"] else "fake ~ real = diverse"),
         ("FID / KID", fid_text, "lower = closer (Inception features)" if computed else fid["reason"]),
     ]
+    # Labelled data: the class classifier's row (GAN-test or class coverage), read as on report.html.
+    rows[-1:-1] = [(r.name, r.value, f"{r.reading}; baseline {r.baseline}") for r in rate_classifier(metrics)]
     w0 = max(len(r[0]) for r in rows)
     w1 = max(len(r[1]) for r in rows)
     lines = ["satgan evaluation", ""] + [f"  {a:<{w0}}  {b:>{w1}}  {c}".rstrip() for a, b, c in rows]
