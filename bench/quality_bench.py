@@ -104,7 +104,7 @@ UNBOUNDED_ITERATIONS = 10**9  # with --budget-seconds the clock stops the run, n
 
 COLUMNS = ["recipe", "seed", "iterations", "train_s", "img_per_s", "judge_accuracy", "judge_auc", "judge_log_loss",
            "judge_brier", "judge_p_value", "swd_mean"]  # then swd_<level>, then TAIL_COLUMNS
-TAIL_COLUMNS = ["colour", "memorized", "fake_ssim", "real_ssim"]
+TAIL_COLUMNS = ["colour", "memorized", "fake_ssim", "real_ssim"]  # then, on labelled data, real_test and gan_test or class_tv
 
 
 class BenchError(Exception):
@@ -196,6 +196,13 @@ def row_from(result: dict[str, Any]) -> dict[str, Any]:
         "memorized": round(m["memorization"]["frac_above_threshold"] * m["n"]["fake"]),
         "fake_ssim": m["diversity"]["fake_mean_ssim"], "real_ssim": m["diversity"]["real_mean_ssim"],
     })
+    classifier = m.get("classifier")  # labelled data only (satgan.evaluate.classifier_block)
+    if isinstance(classifier, dict):
+        row["real_test"] = classifier["real_test"]["accuracy"]
+        if "gan_test" in classifier:  # a conditional model: the classifier's accuracy on the asked-for classes
+            row["gan_test"] = classifier["gan_test"]["accuracy"]
+        else:  # an unconditional model: how far its class spread is from the held-out reals'
+            row["class_tv"] = classifier["tv_distance"]
     return row
 
 
@@ -213,9 +220,14 @@ def _fmt(key: str, value: Any) -> str:
     return f"{value:.3f}"
 
 
+def table_columns(rows: list[dict[str, Any]]) -> list[str]:
+    """Every key of the rows, in order of first appearance (conditional and unconditional runs differ at the end)."""
+    return list(dict.fromkeys(k for r in rows for k in r))
+
+
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """The rows as a GitHub markdown table, columns in the first row's order."""
-    keys = list(rows[0])
+    """The rows as a GitHub markdown table; a run without a column shows an empty cell."""
+    keys = table_columns(rows)
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     lines += ["| " + " | ".join(_fmt(k, r.get(k, "")) for k in keys) + " |" for r in rows]
     return "\n".join(lines)
@@ -335,7 +347,7 @@ def bench(args: argparse.Namespace, argv: list[str]) -> list[dict[str, Any]]:
         table = markdown_table(rows)
         print(table)
         with open(out / "quality.csv", "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer = csv.DictWriter(fh, fieldnames=table_columns(rows), restval="")
             writer.writeheader()
             writer.writerows(rows)
         when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")

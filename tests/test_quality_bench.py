@@ -92,6 +92,14 @@ def test_budget_images_sets_iterations():
     assert t["iterations"] == 6400 // doc["train"]["batch_size"] == t["checkpoint_every"] == t["sample_every"]
 
 
+def test_table_has_every_column_of_mixed_rows():
+    """Labelled runs differ at the end (gan_test vs class_tv): the table has both columns, a missing cell is empty."""
+    rows = [{"recipe": "default", "seed": 0, "class_tv": 0.2}, {"recipe": "default-acgan", "seed": 0, "gan_test": 0.5}]
+    assert qb.table_columns(rows) == ["recipe", "seed", "class_tv", "gan_test"]
+    lines = qb.markdown_table(rows).splitlines()
+    assert lines[2] == "| default | 0 | 0.200 |  |" and lines[3] == "| default-acgan | 0 |  | 0.500 |"
+
+
 def test_max_seconds_stops_training_early_and_still_writes_the_model(tmp_path, rsscn7_files):
     """train(max_seconds=tiny) stops after its first step, far before iterations, with model and checkpoint written."""
     data = write_prepared(tmp_path / "prepared", rsscn7_files[:10], 2)
