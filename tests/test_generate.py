@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ from satgan.params import from_mapping
 
 CFG = ModelConfig(image_size=32, channels=3, nz=8, ngf=8, ndf=8)
 PARAMS = GenerateParams(seed=5, n_samples=10, batch_size=4, use_ema=True, grid_tiles=8, grid_nrow=4,
-                        interp_rows=2, interp_steps=5)
+                        interp_rows=2, interp_steps=5, classes="all")
 
 vectors = st.tuples(st.integers(0, 2**31 - 1), st.integers(2, 64))  # (seed, latent dimension)
 
@@ -161,3 +162,114 @@ def test_generate_with_dropout_at_sampling_is_seeded(tmp_path):
         generate(tmp_path / "m", tmp_path / name, dataclasses.replace(PARAMS, seed=seed))
     a, b, c = (np.load(tmp_path / x / "samples.npy") for x in "abc")
     assert np.array_equal(a, b) and not np.allclose(a, c)
+
+
+# ----------------------------------------------------------------- class-conditional models
+
+CLASSES = ["aGrass", "eForest", "dRiverLake"]
+
+
+def _conditional_dir(tmp_path, conditional="projection"):
+    cfg = dataclasses.replace(CFG, conditional=conditional, n_classes=3)
+    torch.manual_seed(0)
+    save_model(tmp_path / "cm", build_generator(cfg), build_discriminator(cfg), cfg, params_hash="p", data_hash="d",
+               step=1, classes=CLASSES)
+    return tmp_path / "cm"
+
+
+@pytest.mark.parametrize("conditional", ["projection", "acgan"])
+def test_conditional_generate_writes_labels_and_per_class_grids(tmp_path, conditional):
+    """classes/: classes.json, labels.npy (round robin over every class), a row per class in grid.png and interpolation.png."""
+    from satgan.modelio import load_generator
+
+    out = tmp_path / "s"
+    generate(_conditional_dir(tmp_path, conditional), out, PARAMS)  # 10 samples over 3 classes: 4, 3, 3
+    folder = out / "classes"
+    assert json.loads((folder / "classes.json").read_text()) == {"conditional": conditional, "classes": CLASSES}
+    labels = np.load(folder / "labels.npy")
+    assert labels.dtype == np.int64 and labels.tolist() == [0, 1, 2, 0, 1, 2, 0, 1, 2, 0]
+    assert Image.open(folder / "grid.png").size == (4 * 34 + 2, 3 * 34 + 2)  # grid_nrow latents x 3 classes
+    assert Image.open(folder / "interpolation.png").size == (5 * 34 + 2, 3 * 34 + 2)  # interp_steps x 3 classes
+    g, _ = load_generator(tmp_path / "cm")
+    z = sample_latent(CFG, 10, torch.Generator().manual_seed(int(np.random.SeedSequence(5).generate_state(1)[0])))
+    expected = run_generator(g, z, 10, torch.from_numpy(labels))
+    assert np.allclose(np.load(out / "samples.npy"), expected, atol=1e-6)  # sample i is class labels[i]
+
+
+def test_class_grid_rows_share_their_latents(tmp_path):
+    """classes/grid.png: the same latents in every row, only the class changes (checked against G itself)."""
+    from satgan.generate import _seeds
+    from satgan.imageops import make_grid
+    from satgan.modelio import load_generator
+
+    params = dataclasses.replace(PARAMS, classes=("dRiverLake", "aGrass"))
+    generate(_conditional_dir(tmp_path), tmp_path / "s", params)
+    g, _ = load_generator(tmp_path / "cm")
+    z = sample_latent(CFG, 4, torch.Generator().manual_seed(_seeds(5)[2])).repeat(2, 1, 1, 1)
+    expected = make_grid(run_generator(g, z, 8, torch.tensor([2] * 4 + [0] * 4)), nrow=4)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "s" / "classes" / "grid.png")), expected)
+
+
+def test_chosen_classes_spread_evenly_and_label_into_the_full_list(tmp_path):
+    """generate.classes [eForest, dRiverLake]: labels index the model's full class list; the remainder goes to the first."""
+    params = dataclasses.replace(PARAMS, n_samples=9, grid_tiles=8, classes=("eForest", "dRiverLake"))
+    generate(_conditional_dir(tmp_path), tmp_path / "s", params)
+    labels = np.load(tmp_path / "s" / "classes" / "labels.npy")
+    assert labels.tolist() == [1, 2, 1, 2, 1, 2, 1, 2, 1] and np.bincount(labels).tolist() == [0, 5, 4]
+    info = json.loads((tmp_path / "s" / "classes" / "classes.json").read_text())
+    assert info["classes"] == CLASSES  # the model's classes, in label order
+    assert Image.open(tmp_path / "s" / "classes" / "grid.png").size[1] == 2 * 34 + 2
+
+
+def test_conditional_generate_is_seeded(tmp_path):
+    """Same model and seed, same samples and class grid; another seed, other samples."""
+    model = _conditional_dir(tmp_path)
+    for name, seed in (("a", 5), ("b", 5), ("c", 6)):
+        generate(model, tmp_path / name, dataclasses.replace(PARAMS, seed=seed))
+    a, b, c = (np.load(tmp_path / x / "samples.npy") for x in "abc")
+    assert np.array_equal(a, b) and not np.allclose(a, c)
+    grids = [(tmp_path / x / "classes" / "grid.png").read_bytes() for x in "ab"]
+    assert grids[0] == grids[1]
+
+
+def test_unknown_class_is_one_error_listing_the_models_classes(tmp_path):
+    """A class the model does not have: one ParamsError naming generate.classes and listing the model's classes."""
+    with pytest.raises(ParamsError, match="generate.classes: unknown class 'desert'; the model's classes are: aGrass, eForest, dRiverLake"):
+        generate(_conditional_dir(tmp_path), tmp_path / "s", dataclasses.replace(PARAMS, classes=("eForest", "desert")))
+    assert not (tmp_path / "s" / "samples.npy").exists()
+
+
+def test_unconditional_model_with_chosen_classes_is_one_error(model_dir, tmp_path):
+    """generate.classes other than all on an unconditional model: one error naming the key, nothing written."""
+    with pytest.raises(ParamsError, match="generate.classes: asks for classes \\['eForest'\\], but this model is unconditional"):
+        generate(model_dir, tmp_path / "s", dataclasses.replace(PARAMS, classes=("eForest",)))
+    assert not (tmp_path / "s").exists()
+
+
+def test_unconditional_generate_writes_only_classes_json_and_clears_stale_class_files(model_dir, tmp_path):
+    """classes/ is always written: an unconditional model gets classes.json with no classes, and earlier per-class files go."""
+    out = tmp_path / "s"
+    generate(_conditional_dir(tmp_path), out, PARAMS)
+    generate(model_dir, out, PARAMS)
+    assert sorted(p.name for p in (out / "classes").iterdir()) == ["classes.json"]
+    assert json.loads((out / "classes" / "classes.json").read_text()) == {"conditional": "none", "classes": []}
+
+
+def test_every_chosen_class_needs_a_sample(tmp_path):
+    """More classes than samples is refused: per-class outputs need at least one sample of each."""
+    with pytest.raises(ParamsError, match="generate.n_samples: expected at least one sample per class \\(3 classes\\), got 2"):
+        generate(_conditional_dir(tmp_path), tmp_path / "s", dataclasses.replace(PARAMS, n_samples=2, grid_tiles=2))
+
+
+@pytest.mark.parametrize(("value", "fragment"), [
+    ([], "generate.classes: expected 'all' or a non-empty list of class names"),
+    (["a", "a"], "generate.classes: expected distinct class names"),
+    ("some", "generate.classes: expected one of 'all' or a list"),
+    ([1], "generate.classes"),
+    ([f"c{i}" for i in range(11)], "generate.classes: expected at most n_samples (10) classes"),
+])
+def test_generate_classes_param_is_checked(value, fragment):
+    """generate.classes is 'all' or a non-empty list of distinct names, at most n_samples of them."""
+    with pytest.raises(ParamsError, match=re.escape(fragment)):
+        from_mapping(GenerateParams, {**PARAMS.__dict__, "classes": value}, key="generate")
+    assert from_mapping(GenerateParams, {**PARAMS.__dict__, "classes": ["x", "y"]}, key="generate").classes == ("x", "y")

@@ -88,3 +88,20 @@ def test_r1_from_a_forward_already_run_equals_r1_penalty():
     x = real.detach().requires_grad_(True)
     from_forward = r1_from_logits(d(x * 0.5 + 0.1), x, 3.0)
     assert from_forward.item() == pytest.approx(r1_penalty(lambda y: d(y * 0.5 + 0.1), real, 3.0).item(), rel=1e-6)
+
+
+def test_class_cross_entropy_equals_torch_cross_entropy():
+    """The AC-GAN class loss built from a one-hot mask is F.cross_entropy's value; class_accuracy is the argmax hit rate."""
+    import torch.nn.functional as F
+
+    from satgan.losses import class_accuracy, class_cross_entropy
+
+    torch.manual_seed(0)
+    logits, labels = torch.randn(9, 4), torch.randint(0, 4, (9,))
+    assert class_cross_entropy(logits, labels).item() == pytest.approx(F.cross_entropy(logits, labels).item(), rel=1e-6)
+    assert class_cross_entropy(logits.bfloat16(), labels).dtype == torch.float32
+    logits.requires_grad_(True)
+    class_cross_entropy(logits, labels).backward()
+    assert torch.allclose(logits.grad, (torch.softmax(logits, 1) - F.one_hot(labels, 4)).detach() / 9, atol=1e-6)
+    hits = class_accuracy(torch.tensor([[2.0, 1.0], [0.0, 3.0], [5.0, 1.0]]), torch.tensor([0, 1, 1]))
+    assert hits.item() == pytest.approx(2 / 3)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import re
 
 import pytest
 import torch
@@ -14,13 +15,17 @@ from hypothesis import strategies as st
 
 from satgan.errors import ModelFileError
 from satgan.model import (
+    MAX_CLASSES,
     MAX_WIDTH,
     LayerNoise,
+    ConditionalDiscriminator,
+    ConditionalGenerator,
     MinibatchStdDev,
     ModelConfig,
     build_discriminator,
     build_generator,
     discriminator_features,
+    features_and_outputs,
     icnr_,
     sample_latent,
     sampling_rng,
@@ -359,3 +364,110 @@ def test_config_rejects_unknown_downsample():
     """downsample must be strided or avg_pool, named in the error."""
     with pytest.raises(ValueError, match="downsample"):
         ModelConfig(downsample="max_pool")  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------- class-conditional nets
+
+
+def _cond(conditional: str, **kw) -> ModelConfig:
+    return ModelConfig(**{"image_size": 32, "channels": 3, "nz": 8, "ngf": 4, "ndf": 4, "conditional": conditional,
+                          "n_classes": 3, **kw})
+
+
+@pytest.mark.parametrize("conditional", ["projection", "acgan"])
+@pytest.mark.parametrize("size,channels", SIZES_CHANNELS)
+def test_conditional_generator_concatenates_a_class_embedding_to_z(conditional, size, channels):
+    """G(z, y) = net([z, embed(y)]): an nn.Embedding as wide as z; the class changes the image for the same z."""
+    cfg = _cond(conditional, image_size=size, channels=channels)
+    torch.manual_seed(0)
+    g = build_generator(cfg).eval()
+    assert isinstance(g, ConditionalGenerator) and isinstance(g.embed, nn.Embedding)
+    assert g.embed.weight.shape == (3, 8) and g.net[0].in_channels == 16
+    assert g.embed.weight.abs().max() < 0.2  # initialised like G's convs, N(0, 0.02): z is not drowned at the start
+    z = torch.randn(2, 8, 1, 1)
+    with torch.no_grad():
+        a, b = g(z, torch.tensor([0, 0])), g(z, torch.tensor([1, 1]))
+        manual = g.net(torch.cat([z, g.embed(torch.tensor([0, 0]))[:, :, None, None]], dim=1))
+    assert a.shape == (2, channels, size, size) and a.abs().max() <= 1
+    assert torch.equal(a, manual) and not torch.allclose(a, b)
+
+
+def test_projection_d_adds_the_inner_product_of_class_embedding_and_features():
+    """Miyato & Koyama 2018: D(x, y) = psi(phi(x)) + <embed(y), phi(x)>, phi the last hidden activations."""
+    torch.manual_seed(0)
+    d = build_discriminator(_cond("projection")).eval()
+    assert isinstance(d, ConditionalDiscriminator) and d.embed.weight.shape == (3, 16 * 4 * 4)
+    x, y = torch.randn(5, 3, 32, 32), torch.tensor([0, 1, 2, 1, 0])
+    with torch.no_grad():
+        phi = discriminator_features(d, x)
+        expected = d.net(x) + (d.embed(y) * phi).sum(1)
+        out = d(x, y)
+        assert out.shape == (5,) and torch.allclose(out, expected, atol=1e-6)
+        assert not torch.allclose(out, d(x, (y + 1) % 3))  # the label matters
+        hidden, logits, cls = features_and_outputs(d, x, y)
+    assert torch.allclose(logits, out) and cls is None and torch.allclose(hidden.flatten(1), phi)
+    assert 0.005 < d.embed.weight.std().item() < 0.04  # initialised like the logit conv, N(0, 0.02)
+    with pytest.raises(ValueError, match="needs the class labels"):
+        d(x)
+
+
+def test_acgan_d_has_an_auxiliary_classifier_beside_the_unconditional_logit():
+    """Odena et al. 2017: D(x) -> (logits (B,), class logits (B, n_classes)); the logit is the unconditional D's."""
+    torch.manual_seed(0)
+    d = build_discriminator(_cond("acgan", minibatch_stddev=True)).eval()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        logits, cls = d(x, torch.tensor([0, 1, 2, 0]))
+        assert logits.shape == (4,) and cls.shape == (4, 3) and torch.equal(logits, d.net(x))
+        assert torch.equal(d(x)[0], logits)  # y is not used
+        hidden, logits2, cls2 = features_and_outputs(d, x, None)
+    assert torch.equal(logits2, logits) and torch.equal(cls2, cls) and hidden.shape == (4, 16, 4, 4)
+    assert isinstance(d.classifier, nn.Conv2d) and d.classifier.in_channels == 16  # phi(x) before the stddev channel
+
+
+@pytest.mark.parametrize("conditional", ["projection", "acgan"])
+def test_spectral_norm_covers_the_class_embedding_and_classifier(conditional):
+    """spectral_norm on a conditional D: every conv, the classifier and a projection D's embedding are normalized."""
+    from torch.nn.utils import parametrize
+
+    d = build_discriminator(_cond(conditional, spectral_norm=True))
+    extra = d.embed if conditional == "projection" else d.classifier
+    assert parametrize.is_parametrized(extra, "weight")
+    assert all(parametrize.is_parametrized(m, "weight") for m in d.modules() if isinstance(m, nn.Conv2d))
+    x = torch.randn(4, 3, 32, 32)
+    for _ in range(30):
+        d(x, torch.tensor([0, 1, 2, 0]))
+    sigma = torch.linalg.matrix_norm(extra.weight.detach().flatten(1), ord=2).item()
+    assert sigma == pytest.approx(1.0, abs=0.02)
+
+
+def test_unconditional_nets_keep_their_state_dict_keys():
+    """conditional 'none' builds the plain nn.Sequential nets (keys '0.weight', ...), so older model files load."""
+    cfg = ModelConfig(image_size=32, channels=3, nz=8, ngf=4, ndf=4)
+    g, d = build_generator(cfg), build_discriminator(cfg)
+    assert type(g) is nn.Sequential and type(d) is nn.Sequential
+    assert all(k.split(".")[0].isdigit() for k in list(g.state_dict()) + list(d.state_dict()))
+    cond = build_generator(_cond("projection"))
+    assert {k.split(".")[0] for k in cond.state_dict()} == {"net", "embed"}
+
+
+@pytest.mark.parametrize(("kw", "fragment"), [
+    ({"conditional": "projection", "n_classes": 0}, f"n_classes: expected 1 <= n_classes <= {MAX_CLASSES} for conditional 'projection'"),
+    ({"conditional": "acgan", "n_classes": MAX_CLASSES + 1}, "n_classes: expected 1 <= n_classes"),
+    ({"conditional": "none", "n_classes": 3}, "n_classes: expected 0 for an unconditional model"),
+    ({"conditional": "cgan", "n_classes": 3}, "conditional: expected one of ('none', 'projection', 'acgan')"),
+])
+def test_config_checks_conditional_and_class_count(kw, fragment):
+    """conditional and n_classes are validated together, each error naming its key."""
+    with pytest.raises(ValueError, match=re.escape(fragment)):
+        ModelConfig(image_size=32, **kw)
+
+
+def test_conditional_config_round_trips_and_old_architectures_need_the_keys():
+    """conditional and n_classes are part of the architecture dict."""
+    cfg = _cond("acgan", n_classes=7)
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg and cfg.to_dict()["conditional"] == "acgan"
+    old = ModelConfig().to_dict()
+    del old["n_classes"]
+    with pytest.raises(ModelFileError, match="architecture.n_classes: missing key"):
+        ModelConfig.from_dict(old)

@@ -75,3 +75,15 @@ def test_an_evaluated_card_shows_the_table_and_names_the_experiment(tmp_path):
                   written_by="the evaluate stage")
     assert "| judge accuracy | 0.750 (95% CI 0.35-0.97) | inconclusive: ... |" in text and "not evaluated yet" not in text
     assert "DVC experiment `lusty-pike` on top of commit `" + "a" * 40 in text
+
+
+def test_a_conditional_card_names_its_mode_and_classes(tmp_path, train_params):
+    """A conditional model's card says which mode and lists its classes; its recipe has conditional (and acgan_weight)."""
+    cfg = ModelConfig(image_size=32, channels=3, nz=8, ngf=4, ndf=4, conditional="acgan", n_classes=2)
+    p = dataclasses.replace(train_params, conditional="acgan")
+    save_model(tmp_path, build_generator(cfg), build_discriminator(cfg), cfg, params_hash="ph", data_hash="dh", step=3,
+               classes=["eForest", "dRiverLake"], train_params=p)
+    text = (tmp_path / "MODEL_CARD.md").read_text()
+    assert "Class-conditional (acgan" in text and "2 classes: `eForest`, `dRiverLake`" in text
+    assert "conditional acgan, acgan_weight 1" in text
+    assert "acgan_weight" not in recipe(train_params)["settings"] and recipe(train_params)["settings"]["conditional"] == "none"

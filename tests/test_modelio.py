@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 
 import pytest
 import torch
@@ -292,3 +293,113 @@ def test_format_4_card_loads_as_strided_d_without_g_layer_noise(tmp_path):
     assert (loaded_card["architecture"]["downsample"], loaded_card["architecture"]["g_layer_noise"]) == ("strided", False)
     z, x = torch.randn(2, 8, 1, 1), torch.randn(2, 3, 32, 32)
     assert torch.equal(loaded_g(z), g_ema.eval()(z)) and torch.equal(loaded_d(x), d.eval()(x))
+
+
+# ----------------------------------------------------------------- class-conditional models
+
+CLASSES = ["forest", "river", "town"]
+
+
+def _save_conditional(tmp_path, conditional="projection", **kw):
+    cfg = ModelConfig(image_size=32, channels=3, nz=8, ngf=4, ndf=4, conditional=conditional, n_classes=3, **kw)
+    torch.manual_seed(0)
+    g, d = build_generator(cfg), build_discriminator(cfg)
+    save_model(tmp_path, g, d, cfg, params_hash="p", data_hash="h", step=2, classes=CLASSES)
+    return cfg, g, d
+
+
+@pytest.mark.parametrize("conditional", ["projection", "acgan"])
+def test_conditional_model_round_trips_with_its_classes(tmp_path, conditional):
+    """model.json records conditional, n_classes and the class names; G and D load back to the same outputs."""
+    cfg, g, d = _save_conditional(tmp_path, conditional, spectral_norm=True)
+    card = _card(tmp_path)
+    assert (card["architecture"]["conditional"], card["architecture"]["n_classes"], card["classes"]) == (conditional, 3, CLASSES)
+    loaded, loaded_card = load_generator(tmp_path)
+    z, y = torch.randn(3, 8, 1, 1), torch.tensor([2, 0, 1])
+    assert loaded_card["classes"] == CLASSES and torch.equal(loaded(z, y), g.eval()(z, y))
+    loaded_d, _ = load_discriminator(tmp_path)
+    x = torch.randn(3, 3, 32, 32)
+    out, ref = loaded_d(x, y), d.eval()(x, y)
+    assert all(torch.equal(a, b) for a, b in zip(out, ref)) if conditional == "acgan" else torch.equal(out, ref)
+
+
+def test_unconditional_card_has_no_classes(tmp_path):
+    """An unconditional model's card says conditional 'none', n_classes 0 and classes []."""
+    _save(tmp_path)
+    card = _card(tmp_path)
+    assert (card["architecture"]["conditional"], card["architecture"]["n_classes"], card["classes"]) == ("none", 0, [])
+
+
+def test_format_4_card_loads_as_unconditional(tmp_path):
+    """A satgan-dcgan/4 card (before conditional models) loads as conditional 'none' with no classes."""
+    g, _, g_ema = _save(tmp_path)
+    card = _card(tmp_path)
+    card["format"] = "satgan-dcgan/4"
+    for key in ("conditional", "n_classes"):
+        del card["architecture"][key]
+    del card["classes"]
+    _write_card(tmp_path, card)
+    loaded, loaded_card = load_generator(tmp_path)
+    assert loaded_card["upgraded_from"] == "satgan-dcgan/4" and loaded_card["classes"] == []
+    assert (loaded_card["architecture"]["conditional"], loaded_card["architecture"]["n_classes"]) == ("none", 0)
+    z = torch.randn(2, 8, 1, 1)
+    assert torch.equal(loaded(z), g_ema.eval()(z))
+
+
+@pytest.mark.parametrize("conditional", ["projection", "acgan"])
+def test_class_count_disagreeing_with_the_weights_is_one_line(tmp_path, conditional):
+    """A card claiming 5 classes for weights built for 3 is refused from the header, naming both counts."""
+    _save_conditional(tmp_path, conditional)
+    card = _card(tmp_path)
+    card["architecture"]["n_classes"] = 5
+    card["classes"] = CLASSES + ["field", "lake"]
+    _write_card(tmp_path, card)
+    for load in (load_generator, load_discriminator):
+        with pytest.raises(ModelFileError) as info:
+            load(tmp_path)
+        msg = str(info.value)
+        assert "the weights are for 3 classes" in msg and "n_classes=5" in msg and "\n" not in msg
+
+
+def test_conditional_card_on_unconditional_weights_is_refused(tmp_path):
+    """Weights without a class embedding under a card saying projection: one line saying the weights are unconditional."""
+    _save(tmp_path)
+    card = _card(tmp_path)
+    card["architecture"].update(conditional="projection", n_classes=3)
+    card["classes"] = CLASSES
+    _write_card(tmp_path, card)
+    with pytest.raises(ModelFileError, match="the weights are for an unconditional model .* n_classes=3"):
+        load_generator(tmp_path)
+
+
+@pytest.mark.parametrize(("classes", "fragment"), [
+    (["forest", "river"], "model.json: classes: expected 3 class names (architecture.n_classes, conditional 'projection')"),
+    (["forest", "river", "river"], "model.json: classes: expected distinct class names"),
+    ("forest", "model.json: classes: expected a list"),
+])
+def test_card_classes_must_match_the_class_count(tmp_path, classes, fragment):
+    """The card's class names must be n_classes distinct strings."""
+    _save_conditional(tmp_path)
+    card = _card(tmp_path)
+    card["classes"] = classes
+    _write_card(tmp_path, card)
+    with pytest.raises(ModelFileError, match=re.escape(fragment)):
+        load_generator(tmp_path)
+
+
+def test_class_indices_resolve_names_and_refuse_unknown_ones():
+    """Names -> label indices in the order given; an unknown name lists the model's classes; unconditional refuses."""
+    from satgan.errors import SatganError
+    from satgan.modelio import class_indices, spread_labels
+
+    card = {"classes": CLASSES, "architecture": {"conditional": "acgan"}}
+    assert class_indices(card, ["town", "forest"], "--class") == [2, 0] and class_indices(card, None, "--class") == [0, 1, 2]
+    with pytest.raises(SatganError, match="--class: unknown class 'desert'; the model's classes are: forest, river, town"):
+        class_indices(card, ["desert"], "--class")
+    with pytest.raises(SatganError, match="named more than once"):
+        class_indices(card, ["town", "town"], "--class")
+    plain = {"classes": [], "architecture": {"conditional": "none"}}
+    assert class_indices(plain, None, "generate.classes") == []
+    with pytest.raises(SatganError, match="generate.classes: asks for classes .* this model is unconditional"):
+        class_indices(plain, ["forest"], "generate.classes")
+    assert spread_labels(7, [2, 0]).tolist() == [2, 0, 2, 0, 2, 0, 2]

@@ -134,3 +134,34 @@ def test_push_clone_pull_and_artifact_get(tiny, tmp_path):
     grid = tmp_path / "grid.png"
     run([sys.executable, "-m", "satgan.sample", "--model", str(tmp_path / "art"), "--n", "4", "--out", str(grid)], tmp_path)
     assert grid.stat().st_size > 0
+
+
+def test_a_labelled_folder_through_dvc_repro_with_projection_then_acgan(tmp_path, rsscn7_files):
+    """RSSCN7 class folders (download.labels: folder) through `dvc repro` with train.conditional projection, then acgan:
+    model.json names the 7 classes, generate writes classes/ (labels round robin) and evaluate scores each class and
+    the GAN-test accuracy; then
+    generate.classes picks two classes, reruning generate and evaluate only."""
+    repo = make_repo_copy(tmp_path / "repo", {**TINY, "download.source": "folder", "download.folder.path": "imagery",
+                                              "download.labels": "folder", "train.conditional": "projection",
+                                              "generate.n_samples": 28})
+    for f in rsscn7_files[::5]:  # 8 tiles of each of the 7 classes
+        (repo / "imagery" / f.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(f, repo / "imagery" / f.parent.name / f.name)
+    commit_all(repo, "labelled imagery")
+    classes = sorted({f.parent.name for f in rsscn7_files})
+    for mode, expected in (("projection", ALL), ("acgan", ["train", "generate", "evaluate"])):
+        edit_params(repo, {"train.conditional": mode})
+        assert stages_run(run(["dvc", "repro"], repo).stdout) == expected
+        card = json.loads((repo / "data/model/model.json").read_text())
+        assert (card["architecture"]["conditional"], card["classes"]) == (mode, classes)
+        info = json.loads((repo / "data/samples/classes/classes.json").read_text())
+        assert info == {"conditional": mode, "classes": classes}
+        assert np.load(repo / "data/samples/classes/labels.npy").tolist() == [i % 7 for i in range(28)]
+        assert (repo / "data/samples/classes/grid.png").is_file()
+        metrics = json.loads((repo / "data/eval/metrics.json").read_text())
+        assert set(metrics["per_class"]) == set(classes)  # a figure or "not computed: <why>" for each class
+        assert 0.0 <= metrics["classifier"]["gan_test"]["accuracy"] <= 1.0
+    edit_params(repo, {"generate.classes": ["eForest", "dRiverLake"]})
+    assert stages_run(run(["dvc", "repro"], repo).stdout) == ["generate", "evaluate"]
+    assert set(np.load(repo / "data/samples/classes/labels.npy").tolist()) == {classes.index("eForest"),
+                                                                               classes.index("dRiverLake")}

@@ -101,3 +101,49 @@ def test_nan_weights_are_refused_in_one_line(model_dir, tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert "holds NaN or infinite values" in proc.stderr and not out.exists()
+
+
+@pytest.fixture()
+def conditional_dir(tmp_path):
+    """A tiny acgan model folder with three classes."""
+    cfg = ModelConfig(image_size=32, channels=3, nz=8, ngf=4, ndf=4, conditional="acgan", n_classes=3)
+    torch.manual_seed(0)
+    save_model(tmp_path / "cm", build_generator(cfg), build_discriminator(cfg), cfg, params_hash="p", data_hash="d",
+               step=1, classes=["aGrass", "eForest", "dRiverLake"])
+    return tmp_path / "cm"
+
+
+def test_sample_makes_only_the_asked_class(conditional_dir):
+    """classes=[eForest]: every tile is G(z, eForest); two classes alternate; none: every class in turn."""
+    from satgan.model import sample_latent
+    from satgan.modelio import load_generator
+
+    g, card = load_generator(conditional_dir)
+    z = sample_latent(ModelConfig.from_dict(card["architecture"]), 4, torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        forest = g(z, torch.full((4,), 1)).clamp(-1, 1)
+        mixed = g(z, torch.tensor([2, 0, 2, 0])).clamp(-1, 1)
+        every = g(z, torch.tensor([0, 1, 2, 0])).clamp(-1, 1)
+    assert torch.equal(sample(conditional_dir, 4, 3, classes=["eForest"]), forest)
+    assert torch.equal(sample(conditional_dir, 4, 3, classes=["dRiverLake", "aGrass"]), mixed)
+    assert torch.equal(sample(conditional_dir, 4, 3), every)
+
+
+def test_cli_class_flag_writes_a_grid_and_refuses_unknown_classes(conditional_dir, tmp_path):
+    """`satgan.sample --class eForest` writes a grid; an unknown class exits 2 with one line listing the model's classes."""
+    out = tmp_path / "forest.png"
+    cmd = [sys.executable, "-m", "satgan.sample", "--model", str(conditional_dir), "--n", "4", "--out", str(out)]
+    proc = subprocess.run(cmd + ["--class", "eForest"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "of class eForest" in proc.stdout and out.is_file(), proc.stderr
+    bad = subprocess.run(cmd + ["--class", "desert"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+    assert "--class: unknown class 'desert'; the model's classes are: aGrass, eForest, dRiverLake" in bad.stderr
+
+
+def test_class_flag_on_an_unconditional_model_is_one_error(model_dir, tmp_path):
+    """--class on an unconditional model: exit 2, one line saying the model has no classes, no grid written."""
+    out = tmp_path / "g.png"
+    proc = subprocess.run([sys.executable, "-m", "satgan.sample", "--model", str(model_dir), "--class", "eForest",
+                           "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert "--class: asks for classes ['eForest'], but this model is unconditional" in proc.stderr and not out.exists()

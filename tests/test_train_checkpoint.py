@@ -19,7 +19,16 @@ from satgan.train.checkpoint import (
     save_checkpoint,
 )
 
-from train_helpers import assert_same_weights, every_hack_on, run_dirs, tiny_params, trainer, write_tiles
+from train_helpers import (
+    CONDITIONALS,
+    assert_same_weights,
+    every_hack_on,
+    run_dirs,
+    tiny_params,
+    trainer,
+    write_labelled_tiles,
+    write_tiles,
+)
 
 # Trainer attributes that hold tensors or modules but are not resume state, and why.
 DERIVED = {
@@ -27,6 +36,8 @@ DERIVED = {
     "d_run": "D itself, or its DDP/compiled wrapper",
     "d_fwd": "D itself, or its compiled form",
     "fixed_noise": "redrawn from the seed by every trainer",
+    "fixed_labels": "the sample grid's classes, one row each (conditional)",
+    "class_labels": "the training tiles' labels, read from labels.npy by every trainer (conditional)",
     "runner": "the fast path and its check (a CUDA graph is recaptured after a resume)",
 }
 
@@ -51,9 +62,10 @@ def tiles(tmp_path_factory, rsscn7_files) -> Path:
     return write_tiles(tmp_path_factory.mktemp("prepared"), rsscn7_files[::24][:12])
 
 
-def test_every_stateful_trainer_attribute_is_a_checkpoint_part():
+@pytest.mark.parametrize("conditional", ["none", *CONDITIONALS])
+def test_every_stateful_trainer_attribute_is_a_checkpoint_part(conditional):
     """With every hack on, each trainer attribute holding state is a registered part (or declared derived)."""
-    tr = trainer(every_hack_on())
+    tr = trainer(every_hack_on(conditional=conditional))
     registered = {id(p) for p in tr.parts.values()}
     forgotten = [name for name, value in vars(tr).items()
                  if _holds_state(value) and id(value) not in registered and name not in DERIVED]
@@ -61,9 +73,10 @@ def test_every_stateful_trainer_attribute_is_a_checkpoint_part():
     assert {"ema", "checkpoint_swap", "replay", "historical_average_g", "historical_average_d", "rng"} <= set(tr.parts)
 
 
-def test_restored_trainer_continues_bit_identically_with_every_hack_on():
+@pytest.mark.parametrize("conditional", ["none", *CONDITIONALS])
+def test_restored_trainer_continues_bit_identically_with_every_hack_on(conditional):
     """Trainer B restored from A's state after 3 steps matches A in every part after 2 more steps each."""
-    p = every_hack_on()
+    p = every_hack_on(conditional=conditional)
     a = trainer(p)
     for _ in range(3):
         a.run_step()
@@ -170,3 +183,18 @@ def test_restore_refuses_a_part_this_run_does_not_have():
     state["parts"]["checkpoint_swap"] = {}
     with pytest.raises(UnusableCheckpoint, match="holds 'checkpoint_swap' state this run does not have"):
         restore(trainer().parts, read_checkpoint_from(state))
+
+
+def test_conditional_checkpoint_without_replay_labels_starts_fresh(rsscn7_files, tmp_path, capsys):
+    """A conditional run's checkpoint whose replay buffer lost its labels is unusable: one line, then a fresh start."""
+    tiles = write_labelled_tiles(tmp_path / "prepared", rsscn7_files[::24][:12])
+    p = tiny_params(REPLAY, iterations=2, conditional="projection")
+    model, ck, _ = run_dirs(tmp_path, "a")
+    train(p, tiles, model, ck, None)
+    state = torch.load(ck / CHECKPOINT_FILE, weights_only=True)
+    assert state["parts"]["replay"]["labels"].dtype == torch.int64
+    del state["parts"]["replay"]["labels"]
+    torch.save(state, ck / CHECKPOINT_FILE)
+    capsys.readouterr()
+    card = train(tiny_params(REPLAY, iterations=3, conditional="projection"), tiles, model, ck, None)
+    assert "replay: labels: missing" in capsys.readouterr().err and not card["resumed"]

@@ -62,3 +62,54 @@ def test_bad_batch_counter_is_refused(bad):
     """A checkpoint's batch counter must be an integer >= 0."""
     with pytest.raises(ValueError, match="batches_drawn"):
         _feed(budget_mb=0).load_state_dict({"batches_drawn": bad})
+
+
+LABELS = np.arange(10, dtype=np.int64) % 4
+
+
+def _labelled_feed(budget_mb: int) -> RealFeed:
+    return RealFeed(ARRAY, torch.device("cpu"), batch=4, per_iteration=2, budget_mb=budget_mb, channels_last=False,
+                    seed=0, rank=0, labels=LABELS)
+
+
+def _label_of(row: torch.Tensor) -> int:
+    """The label of the ARRAY tile equal to ``row``."""
+    (i,) = [i for i, a in enumerate(ARRAY) if torch.equal(row, torch.from_numpy(a.astype(np.float32)))]
+    return int(LABELS[i])
+
+
+@pytest.mark.parametrize("budget_mb", [1, 0], ids=["resident", "streamed"])
+def test_labels_travel_with_their_tiles(budget_mb):
+    """Resident or streamed, labelled_batch returns each tile's own label (int64, on the device) with it."""
+    feed = _labelled_feed(budget_mb)
+    feed.start()
+    seen = 0
+    for _ in range(3):
+        feed.begin_iteration()
+        for i in range(feed.per_iteration):
+            x, y = feed.labelled_batch(i)
+            assert y is not None and y.dtype == torch.int64 and y.shape == (4,)
+            assert [_label_of(row) for row in x] == y.tolist()
+            seen += 1
+    feed.close()
+    assert seen == 6
+    plain = _feed(budget_mb)
+    plain.start()
+    plain.begin_iteration()
+    assert plain.labelled_batch(0)[1] is None  # unlabelled data: no labels
+    plain.close()
+
+
+def test_labelled_resident_batches_draw_the_same_tiles_as_unlabelled_ones():
+    """Labels cost no random draw: with the same seed a labelled feed returns the tiles an unlabelled one does."""
+    torch.manual_seed(3)
+    plain = _feed(budget_mb=1).batch(0)
+    torch.manual_seed(3)
+    labelled, _ = _labelled_feed(budget_mb=1).labelled_batch(0)
+    assert torch.equal(plain, labelled)
+
+
+def test_labels_must_match_the_tiles():
+    """One label per tile, or a ValueError."""
+    with pytest.raises(ValueError, match="9 labels for 10 tiles"):
+        RealFeed(ARRAY, torch.device("cpu"), 4, 1, 1, False, 0, 0, labels=LABELS[:9])

@@ -15,7 +15,16 @@ import torch
 import satgan.train.fastpath as FP
 from satgan.train import train
 
-from train_helpers import assert_same_weights, every_hack_on, run_dirs, tiny_params, trainer, write_tiles
+from train_helpers import (
+    CONDITIONALS,
+    assert_same_weights,
+    every_hack_on,
+    run_dirs,
+    tiny_params,
+    trainer,
+    write_labelled_tiles,
+    write_tiles,
+)
 
 
 class FakeFast:
@@ -118,6 +127,22 @@ def test_agreeing_fast_path_is_kept_and_matches_an_eager_run(tiles, tmp_path, mo
     assert_same_weights(model, ref)
 
 
+@pytest.mark.parametrize("conditional", CONDITIONALS)
+def test_agreeing_fast_path_with_a_conditional_model_matches_an_eager_run(rsscn7_files, tmp_path, monkeypatch, capsys,
+                                                                          conditional):
+    """The checked runner's snapshots and restores cover a conditional model (replay labels included): an agreeing
+    fast path passes its check, and the weights equal an eager run's."""
+    labelled = write_labelled_tiles(tmp_path / "prepared", rsscn7_files[::24][:12])
+    p = tiny_params({"replay.enabled": True}, iterations=8, conditional=conditional)
+    ref = _eager_reference(labelled, tmp_path, p)
+    _inject(monkeypatch)
+    model, ck, _ = run_dirs(tmp_path, "fast")
+    capsys.readouterr()
+    card = train(p, labelled, model, ck, None)
+    assert "warning" not in capsys.readouterr().err and card["fast_path"] == "fake (checked against eager over 3 steps)"
+    assert_same_weights(model, ref)
+
+
 def test_resumed_run_warms_the_fast_path_up_again(tiles, tmp_path, monkeypatch):
     """After a resume the fast path is warmed up and checked again (a graph is never captured cold)."""
     made = _inject(monkeypatch, warmup_steps=2)
@@ -127,9 +152,10 @@ def test_resumed_run_warms_the_fast_path_up_again(tiles, tmp_path, monkeypatch):
     assert [f.calls for f in made] == [4, 2]  # 6 - 2 warm-ups, then 4 resumed steps - 2 warm-ups
 
 
-def test_restore_is_in_place_and_exact_with_every_hack_on():
+@pytest.mark.parametrize("conditional", ["none", *CONDITIONALS])
+def test_restore_is_in_place_and_exact_with_every_hack_on(conditional):
     """InPlaceState puts every part back exactly, writing into the same tensors (a captured graph reads them)."""
-    tr = trainer(every_hack_on())
+    tr = trainer(every_hack_on(conditional=conditional))
     tr.run_step()
     state = tr.runner.state
     snap = state.snapshot()

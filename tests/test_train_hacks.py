@@ -99,6 +99,35 @@ def test_replay_push_never_writes_two_rows_to_one_slot(size, n, seed):
     assert set(written.tolist()) <= set(range(1, min(n, size) + 1))
 
 
+def test_replay_buffer_keeps_each_fakes_label_with_it():
+    """A conditional buffer writes labels into the same slots as their fakes and draws them together."""
+    torch.manual_seed(0)
+    buf = H.ReplayBuffer(torch.zeros(12, 1, 1, 1), torch.full((12,), -1, dtype=torch.int64))
+    fakes = torch.arange(1, 9, dtype=torch.float32).view(8, 1, 1, 1)  # fake i holds i + 1 ...
+    buf.push(fakes, 6, torch.arange(1, 9) * 10)  # ... and label 10 (i + 1)
+    written = buf.images.flatten() != 0
+    assert int(written.sum()) == 6 and torch.equal(buf.labels[written], (buf.images.flatten()[written] * 10).long())
+    images, labels = buf.draw_labelled(50, torch.float32)
+    assert torch.equal(labels, torch.where(images.flatten() == 0, -1, (images.flatten() * 10).long()))
+    with pytest.raises(ValueError, match="labels are needed exactly when"):
+        buf.push(fakes, 2)
+    with pytest.raises(ValueError, match="labels are needed exactly when"):
+        H.ReplayBuffer(torch.zeros(4, 1, 1, 1)).push(fakes, 2, torch.zeros(8, dtype=torch.int64))
+
+
+def test_conditional_replay_state_round_trips_and_refuses_a_state_without_labels():
+    """The labels are part of a conditional buffer's state; an unconditional run's state (no labels) is refused."""
+    a = H.ReplayBuffer(torch.randn(6, 1, 2, 2), torch.randint(0, 3, (6,)))
+    b = H.ReplayBuffer(torch.zeros(6, 1, 2, 2), torch.zeros(6, dtype=torch.int64))
+    b.load_state_dict(a.state_dict())
+    assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+    with pytest.raises(ValueError, match="labels: missing"):
+        b.load_state_dict({"images": torch.zeros(6, 1, 2, 2)})
+    with pytest.raises(ValueError, match="this run is unconditional"):
+        H.ReplayBuffer(torch.zeros(6, 1, 2, 2)).load_state_dict(a.state_dict())
+    assert set(H.ReplayBuffer(torch.zeros(6, 1, 2, 2)).state_dict()) == {"images"}  # unconditional checkpoints unchanged
+
+
 def test_feature_matching_is_zero_only_for_matching_means():
     """The loss is 0 when real and fake mean features agree, positive otherwise."""
     f = torch.randn(16, 5)

@@ -23,7 +23,7 @@ import yaml
 from PIL import Image
 
 from satgan import names
-from satgan.errors import TrainingError
+from satgan.errors import DataError, TrainingError
 from satgan.generate import GenerateParams, generate
 from satgan.modelio import load_generator
 from satgan.params import from_mapping
@@ -31,7 +31,18 @@ from satgan.train import TrainParams, train
 from satgan.train.checkpoint import CHECKPOINT_FILE, read_checkpoint
 
 from pipeline_helpers import TINY, make_repo_copy, run
-from train_helpers import REPO, assert_same_weights, every_hack_on, run_dirs, tiny_params, tiny_params_dict, weights, write_tiles
+from train_helpers import (
+    CONDITIONALS,
+    REPO,
+    assert_same_weights,
+    every_hack_on,
+    run_dirs,
+    tiny_params,
+    tiny_params_dict,
+    weights,
+    write_labelled_tiles,
+    write_tiles,
+)
 
 # The default nets on 2 threads, with a batch and a run short enough for the test suite.
 REALISTIC = dict(nz=100, ngf=16, ndf=16, batch_size=16, threads=2, n_samples=16)
@@ -47,6 +58,12 @@ def tiles(tmp_path_factory, rsscn7_files) -> Path:
 def tiles64(tmp_path_factory, rsscn7_files) -> Path:
     """48 real RSSCN7 tiles at 64x64 (the default training resolution)."""
     return write_tiles(tmp_path_factory.mktemp("prepared64"), rsscn7_files[::6][:48], size=64)
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory, rsscn7_files) -> Path:
+    """The same 24 tiles as ``tiles``, with labels.npy (their RSSCN7 class folders: 7 classes) and the classes in the sidecar."""
+    return write_labelled_tiles(tmp_path_factory.mktemp("labelled"), rsscn7_files[::12][:24])
 
 
 def realistic_dict(**top: Any) -> dict[str, Any]:
@@ -184,7 +201,7 @@ def test_uniform_latent_round_trips_to_generate(tiles, tmp_path, monkeypatch):
     drawn: list[torch.Tensor] = []
     monkeypatch.setattr(satgan.generate, "sample_latent", lambda *a, **k: drawn.append(sample_latent(*a, **k)) or drawn[-1])
     params = GenerateParams(seed=1, n_samples=64, batch_size=64, use_ema=True, grid_tiles=4, grid_nrow=2,
-                            interp_rows=1, interp_steps=2)
+                            interp_rows=1, interp_steps=2, classes="all")
     info = generate(model, tmp_path / "samples", params)
     z = drawn[0]
     assert info["latent"] == "uniform" and z.shape == (64, 8, 1, 1)
@@ -346,3 +363,102 @@ def test_d_view_on_trains_bit_identical_weights_to_d_view_off(tiles, tmp_path):
     train(tiny_params(hacks, sample_every=1, d_view=False), tiles, ref, ref_ck, ref_live)
     assert not (ref_live / "plots" / "images" / names.LIVE_D_VIEW).exists()
     assert_same_weights(model, ref)
+
+
+# ---------------------------------------------------------------- class-conditional training
+
+
+def test_conditional_on_unlabelled_data_is_one_error_naming_the_key_and_folder(tiles, tmp_path):
+    """train.conditional on prepared data without labels.npy: one DataError naming train.conditional and the folder."""
+    model, ck, _ = run_dirs(tmp_path, "a")
+    with pytest.raises(DataError) as info:
+        train(tiny_params(conditional="projection"), tiles, model, ck, None)
+    msg = str(info.value)
+    assert "train.conditional is 'projection'" in msg and str(tiles) in msg and "labels.npy not found" in msg
+    assert not (model / "model.json").exists()
+
+
+def test_labelled_data_without_conditional_trains_as_before(tiles, labelled, tmp_path):
+    """conditional none on labelled data: the same weights as on the same tiles without labels, and no classes."""
+    a, a_ck, _ = run_dirs(tmp_path, "plain")
+    b, b_ck, _ = run_dirs(tmp_path, "labelled")
+    train(tiny_params(), tiles, a, a_ck, None)
+    card = train(tiny_params(), labelled, b, b_ck, None)
+    assert_same_weights(a, b)
+    assert card["classes"] == [] and card["architecture"]["conditional"] == "none"
+
+
+@pytest.mark.parametrize("conditional", CONDITIONALS)
+def test_conditional_run_records_classes_logs_and_grids(labelled, tmp_path, conditional, capsys):
+    """A conditional run: model.json has the mode, class count and names; acgan logs its class losses and accuracies."""
+    model, ck, live = run_dirs(tmp_path, "a")
+    card = train(tiny_params(conditional=conditional, n_samples=14), labelled, model, ck, live)
+    classes = json.loads((labelled / "tiles.json").read_text())["classes"]
+    assert (card["architecture"]["conditional"], card["architecture"]["n_classes"], card["classes"]) == (
+        conditional, 7, classes)
+    assert f"{conditional} on 7 classes" in capsys.readouterr().err
+    metrics = json.loads((live / "metrics.json").read_text())["train"]
+    cls_keys = {"loss_d_cls", "loss_g_cls", "cls_acc_real", "cls_acc_fake"}
+    assert cls_keys <= set(metrics) if conditional == "acgan" else not cls_keys & set(metrics)
+    from PIL import Image
+
+    grid = Image.open(live / "plots" / "images" / "samples" / "6.png")
+    assert grid.size == (2 * 34 + 2, 7 * 34 + 2)  # 7 rows (classes) of 2 tiles
+    g, _ = load_generator(model)
+    with torch.no_grad():
+        assert g(torch.randn(2, 8, 1, 1), torch.tensor([0, 6])).shape == (2, 3, 32, 32)
+
+
+@pytest.mark.parametrize("conditional", CONDITIONALS)
+def test_conditional_resume_with_every_hack_on_is_bit_identical(labelled, tmp_path, conditional):
+    """Every hack on and a conditional model: 4 then 7 resumed equals 7 in one go (replay labels, EMA embedding...)."""
+    model, ck, _ = run_dirs(tmp_path, "a")
+    train(every_hack_on(iterations=4, conditional=conditional), labelled, model, ck, None)
+    card = train(every_hack_on(iterations=7, conditional=conditional), labelled, model, ck, None)
+    assert card["resumed"]
+    ref, ref_ck, _ = run_dirs(tmp_path, "ref")
+    train(every_hack_on(iterations=7, conditional=conditional), labelled, ref, ref_ck, None)
+    assert_same_weights(model, ref)
+
+
+def test_conditional_streamed_runs_are_deterministic_and_resume(labelled, tmp_path):
+    """Streaming labelled batches from the memmap: two runs agree, and 3 then 6 resumed equals 6 in one go."""
+    p = {"conditional": "acgan", "data_budget_mb": 0}
+    model, ck, _ = run_dirs(tmp_path, "a")
+    train(tiny_params(iterations=3, **p), labelled, model, ck, None)
+    train(tiny_params(iterations=6, **p), labelled, model, ck, None)
+    ref, ref_ck, _ = run_dirs(tmp_path, "ref")
+    train(tiny_params(iterations=6, **p), labelled, ref, ref_ck, None)
+    assert_same_weights(model, ref)
+
+
+def test_changed_labels_start_fresh(labelled, tmp_path, capsys):
+    """Same tiles, other labels: a conditional checkpoint is not resumed (the labels are part of its training data)."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(labelled, data)
+    model, ck, _ = run_dirs(tmp_path, "a")
+    train(tiny_params(iterations=2, conditional="projection"), data, model, ck, None)
+    labels = np.load(data / "labels.npy")
+    np.save(data / "labels.npy", (labels + 1) % 7)
+    card = train(tiny_params(iterations=4, conditional="projection"), data, model, ck, None)
+    assert "training data changed" in capsys.readouterr().err and not card["resumed"]
+
+
+@pytest.mark.parametrize(("edit", "fragment"), [
+    (lambda d: np.save(d / "labels.npy", np.zeros(5, np.int64)), "expected 24 int64 labels"),
+    (lambda d: np.save(d / "labels.npy", np.full(24, 9, np.int64)), "labels must lie in 0..6"),
+    (lambda d: np.save(d / "labels.npy", np.zeros(24, np.int32)), "expected 24 int64 labels"),
+    (lambda d: (d / "tiles.json").write_text(json.dumps({**json.loads((d / "tiles.json").read_text()), "classes": "x"})),
+     "its sidecar names no classes"),
+])
+def test_bad_labels_are_one_data_error(labelled, tmp_path, edit, fragment):
+    """labels.npy that does not fit the tiles or the sidecar's classes: one DataError naming the file."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(labelled, data)
+    edit(data)
+    with pytest.raises(DataError, match=fragment):
+        train(tiny_params(conditional="acgan"), data, tmp_path / "m", tmp_path / "ck", None)

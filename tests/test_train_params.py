@@ -188,3 +188,14 @@ def test_cpu_bf16_takes_auto_on_or_off():
     assert load(with_value("cpu_bf16", "on")).cpu_bf16 == "on"
     with pytest.raises(ParamsError, match=r"train\.cpu_bf16: expected one of 'auto', 'on', 'off'"):
         load(with_value("cpu_bf16", True))
+
+
+def test_conditional_takes_none_projection_or_acgan():
+    """train.conditional ships as none; the two conditional modes load; anything else names the key."""
+    assert load(BASE).conditional == "none" and load(BASE).acgan_weight == 1.0
+    for mode in ("projection", "acgan"):
+        assert load({**BASE, "conditional": mode}).conditional == mode
+    with pytest.raises(ParamsError, match=r"params\.yaml: train\.conditional: expected one of 'none', 'projection', 'acgan'"):
+        load({**BASE, "conditional": "cgan"})
+    with pytest.raises(ParamsError, match=r"train\.acgan_weight: expected >= 0, got -1"):
+        load({**BASE, "acgan_weight": -1})

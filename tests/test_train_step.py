@@ -18,7 +18,7 @@ from satgan.train.registry import HACKS
 from satgan.train import fastpath as FP
 from satgan.train.step import d_accuracy, model_config
 
-from train_helpers import tiny_params, trainer
+from train_helpers import ARRAY, CONDITIONALS, LABELS, every_hack_on, tiny_params, trainer
 
 
 def _adam_steps(opt: torch.optim.Optimizer) -> int:
@@ -253,10 +253,11 @@ def test_instance_noise_is_not_drawn_once_it_has_decayed():
 
 @given(flags=st.fixed_dictionaries({h.params_key.removeprefix("train.hacks."): st.booleans() for h in HACKS}),
        one_sided=st.booleans(), upsample=st.sampled_from(["deconv_conv", "resize_conv", "pixel_shuffle"]),
-       ada=st.booleans())
+       ada=st.booleans(), conditional=st.sampled_from(["none", *CONDITIONALS]))
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-def test_any_combination_of_switches_trains(flags, one_sided, upsample, ada):
-    """Every legal combination of the registry's hack switches runs three finite steps; an illegal one names both keys."""
+def test_any_combination_of_switches_trains(flags, one_sided, upsample, ada, conditional):
+    """Every legal combination of the registry's hack switches, unconditional or either conditional mode, runs three
+    finite steps; an illegal one names both keys."""
     overrides = dict(flags)
     overrides.update({"soft_labels.one_sided": one_sided, "checkpoint_swap.every": 2, "checkpoint_swap.length": 1,
                       "checkerboard.mode": upsample, "diffaugment.ada.enabled": ada, "diffaugment.ada.every": 2,
@@ -264,9 +265,9 @@ def test_any_combination_of_switches_trains(flags, one_sided, upsample, ada):
     hinge_clash = flags["hinge_loss"] and (flags["soft_labels.enabled"] or not flags["non_saturating"])
     if hinge_clash:
         with pytest.raises(ParamsError, match=r"train\.hacks\.hinge_loss: expected false while (soft_labels\.enabled is true|non_saturating is false)"):
-            tiny_params(overrides)
+            tiny_params(overrides, conditional=conditional)
         return
-    tr = trainer(**overrides)
+    tr = trainer(tiny_params(overrides, conditional=conditional))
     for _ in range(3):
         out = tr.run_step()
     assert all(torch.isfinite(v).all() for v in out.values())
@@ -386,3 +387,125 @@ def test_d_view_grid_shows_reals_left_and_fakes_right():
     assert grid.dtype == np.uint8 and grid.ndim == 3 and grid.shape[2] == 3
     assert (grid[:, half:half + 8] == 255).all()
     assert np.array_equal(grid[:, :half], make_grid(tr.view.real.numpy(), nrow=2))
+
+
+# ---------------------------------------------------------------- class-conditional training
+
+
+def _d_calls(tr) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """(images, labels) of every call of D's module from now on (D's steps and G's; not feature matching's own reads)."""
+    calls: list[tuple[torch.Tensor, torch.Tensor | None]] = []
+    tr.d.register_forward_pre_hook(lambda m, args: calls.append((args[0], args[1] if len(args) > 1 else None)))
+    return calls
+
+
+def test_real_labels_travel_with_the_real_batch():
+    """labelled_real_batch returns each real tile's own label (flips and rotations keep it)."""
+    tr = trainer(tiny_params({"dihedral_augment": False}, conditional="projection"))
+    x, y = tr.labelled_real_batch(0)
+    rows = [next(i for i, a in enumerate(ARRAY) if torch.equal(row, torch.from_numpy(a))) for row in x]
+    assert y.dtype == torch.int64 and y.tolist() == LABELS[rows].tolist()
+
+
+def test_fake_labels_follow_the_training_label_distribution():
+    """Fake classes are the labels of random training tiles: 18 of 20 tiles in class 0 gives ~90% class-0 fakes."""
+    labels = np.array([0] * 18 + [1, 2], dtype=np.int64)
+    tr = trainer(tiny_params(conditional="acgan"), labels=labels)
+    drawn = torch.cat([tr.fake_labels(1000) for _ in range(4)])
+    assert drawn.dtype == torch.int64 and set(drawn.tolist()) == {0, 1, 2}
+    assert abs((drawn == 0).float().mean().item() - 0.9) < 0.03
+    assert trainer().fake_labels() is None and trainer().class_labels is None
+
+
+@pytest.mark.parametrize("separate", [True, False])
+def test_projection_d_scores_every_batch_with_its_labels(separate):
+    """projection: every D call (reals, fresh and replayed fakes, G's step) gets the labels of its images."""
+    tr = trainer(tiny_params({"separate_batches": separate, "replay.enabled": True, "replay.fraction": 0.5},
+                             conditional="projection"))
+    calls = _d_calls(tr)
+    tr.run_step()
+    assert [len(x) for x, _ in calls] == ([4, 4, 2, 4] if separate else [10, 4])
+    assert all(y is not None and y.shape == (len(x),) and y.dtype == torch.int64 for x, y in calls)
+
+
+def test_acgan_adds_the_weighted_class_loss_to_d_and_g():
+    """acgan: loss_d = adv + w * CE(reals and fakes), loss_g = adv + w * CE(fakes); accuracies logged in [0, 1]."""
+    out = trainer(tiny_params(conditional="acgan", acgan_weight=0.5)).run_step()
+    assert torch.allclose(out["loss_d"], out["loss_d_adv"] + 0.5 * out["loss_d_cls"])
+    assert torch.allclose(out["loss_g"], out["loss_g_adv"] + 0.5 * out["loss_g_cls"])
+    assert out["loss_d_cls"] > 0 and out["loss_g_cls"] > 0
+    for key in ("cls_acc_real", "cls_acc_fake"):
+        assert 0.0 <= float(out[key]) <= 1.0
+    plain = trainer(tiny_params(conditional="projection")).run_step()
+    assert not {"loss_d_cls", "loss_g_cls", "cls_acc_real"} & set(plain)
+
+
+def test_acgan_class_loss_is_the_cross_entropy_of_ds_classifier():
+    """D's class loss is CE(classifier(reals), y_real) + CE(classifier(fakes), y_fake), from the same forwards."""
+    import torch.nn.functional as F
+
+    tr = trainer(tiny_params({"diffaugment.enabled": False, "replay.enabled": False}, conditional="acgan",
+                             cpu_bf16="off"))
+    seen: list[torch.Tensor] = []
+    tr.d.classifier.register_forward_hook(lambda m, i, o: seen.append(o.detach().flatten(1)))
+    (real, y_real), y_fake = tr.labelled_real_batch(0), tr.fake_labels()
+    out = tr.update_d(real, tr.g(tr.latent(), y_fake).detach(), None, y_real=y_real, y_fake=y_fake)
+    expected = F.cross_entropy(seen[0], y_real) + F.cross_entropy(seen[1], y_fake)
+    assert out["loss_d_cls"].item() == pytest.approx(expected.item(), rel=1e-5)
+    with pytest.raises(ValueError, match="needs y_real and y_fake"):
+        tr.update_d(real, real, None)
+
+
+def test_labelled_data_without_conditional_trains_exactly_as_unlabelled_data():
+    """conditional none ignores the labels: the same weights as a trainer given none (no extra random draws)."""
+    a = trainer(tiny_params())  # each trainer seeds torch: build and run one, then the other
+    for _ in range(3):
+        a.run_step()
+    b = trainer(tiny_params(), labels=LABELS)
+    for _ in range(3):
+        b.run_step()
+    assert b.class_labels is None and b.feed.labels is None
+    assert all(torch.equal(x, y) for x, y in zip(a.g.state_dict().values(), b.g.state_dict().values()))
+
+
+@pytest.mark.parametrize("conditional", CONDITIONALS)
+def test_conditional_sample_grid_has_one_row_per_class_with_shared_noise(conditional):
+    """The fixed-noise grid of a conditional model: a row per class, the same latent down each column."""
+    tr = trainer(tiny_params(conditional=conditional, n_samples=7))  # 3 classes: 2 latents per row
+    assert tr.grid_nrow == 2 and tr.fixed_labels.tolist() == [0, 0, 1, 1, 2, 2]
+    z = tr.fixed_noise.view(3, 2, -1)
+    assert torch.equal(z[0], z[1]) and torch.equal(z[0], z[2]) and not torch.equal(z[0, 0], z[0, 1])
+    assert tr.sample_grid().shape == (3 * 34 + 2, 2 * 34 + 2, 3)
+
+
+@pytest.mark.parametrize("conditional", CONDITIONALS)
+def test_every_hack_with_a_conditional_model(conditional):
+    """Every hack on (replay, swap, EMA, feature matching, stddev, SN, extra and moderated steps, ...) trains a
+    conditional model: finite steps, the EMA copy carries the class embedding, the replay buffer its labels."""
+    tr = trainer(every_hack_on(conditional=conditional))
+    for _ in range(3):
+        out = tr.run_step()
+    assert all(torch.isfinite(v).all() for v in out.values())
+    assert tr.replay.labels is not None and set(tr.replay.labels.tolist()) <= {0, 1, 2}
+    assert not torch.equal(tr.ema.module.embed.weight, tr.g.embed.weight)
+    assert isinstance(tr.swap.g_old.embed, torch.nn.Embedding)
+
+
+def test_hinge_loss_with_a_projection_d():
+    """hinge_loss with projection: D's loss is the hinge of the projected logits."""
+    tr = trainer(tiny_params({"hinge_loss": True, "replay.enabled": False, "diffaugment.enabled": False},
+                             conditional="projection"))
+    (real, y_real), y_fake = tr.labelled_real_batch(0), tr.fake_labels()
+    out = tr.update_d(real, tr.g(tr.latent(), y_fake).detach(), None, y_real=y_real, y_fake=y_fake)
+    assert torch.allclose(out["loss_d_adv"], d_hinge(out["_real_logits"].float(), out["_fake_logits"].float()))
+
+
+def test_conditional_model_config_needs_labels_and_counts_classes():
+    """model_config takes the class count only when train.conditional is on; a conditional trainer needs labels."""
+    assert model_config(tiny_params(), 32, 3, n_classes=7).n_classes == 0
+    cfg = model_config(tiny_params(conditional="acgan"), 32, 3, n_classes=7)
+    assert (cfg.conditional, cfg.n_classes) == ("acgan", 7)
+    from satgan.train import Dist, Trainer
+
+    with pytest.raises(ValueError, match="needs the tiles' labels"):
+        Trainer(tiny_params(conditional="acgan"), cfg, ARRAY, torch.device("cpu"), Dist())

@@ -19,6 +19,8 @@ from satgan.train.registry import HACKS
 
 REPO = Path(__file__).resolve().parents[1]
 ARRAY = np.random.default_rng(0).uniform(-1, 1, (20, 3, 32, 32)).astype(np.float32)
+LABELS = np.arange(20, dtype=np.int64) % 3  # three classes for ARRAY's tiles
+CONDITIONALS = ("projection", "acgan")
 
 
 def tiny_params_dict(**top: Any) -> dict[str, Any]:
@@ -60,10 +62,18 @@ def every_hack_on(**top: Any) -> TrainParams:
     return tiny_params(overrides, **top)
 
 
-def trainer(p: TrainParams | None = None, array: np.ndarray = ARRAY, **hack_overrides: Any) -> Trainer:
-    """A CPU Trainer on ``array`` (20 random 32x32 tiles by default) with tiny params."""
+def trainer(p: TrainParams | None = None, array: np.ndarray = ARRAY, labels: np.ndarray | None = None,
+            **hack_overrides: Any) -> Trainer:
+    """A CPU Trainer on ``array`` (20 random 32x32 tiles by default) with tiny params.
+
+    A conditional ``p`` trains on ``labels`` (default: :data:`LABELS`, three classes).
+    """
     p = p if p is not None else tiny_params(hack_overrides)
-    return Trainer(p, model_config(p, array.shape[2], array.shape[1]), array, torch.device("cpu"), Dist())
+    if p.conditional != "none" and labels is None:
+        labels = LABELS
+    n_classes = int(labels.max()) + 1 if labels is not None else 0
+    return Trainer(p, model_config(p, array.shape[2], array.shape[1], n_classes), array, torch.device("cpu"), Dist(),
+                   labels)
 
 
 def write_tiles(folder: Path, files: list[Path], size: int = 32) -> Path:
@@ -74,6 +84,16 @@ def write_tiles(folder: Path, files: list[Path], size: int = 32) -> Path:
     np.save(folder / "tiles.npy", arr)
     meta = {"shape": list(arr.shape), "dtype": "float16", "channels": 3, "image_size": size, "value_range": [-1, 1]}
     (folder / "tiles.json").write_text(json.dumps(meta))
+    return folder
+
+
+def write_labelled_tiles(folder: Path, files: list[Path], size: int = 32) -> Path:
+    """:func:`write_tiles` plus labels.npy (each file's folder is its class) and the sidecar's sorted ``classes``."""
+    write_tiles(folder, files, size)
+    classes = sorted({f.parent.name for f in files})
+    np.save(folder / "labels.npy", np.array([classes.index(f.parent.name) for f in files], np.int64))
+    meta = json.loads((folder / "tiles.json").read_text())
+    (folder / "tiles.json").write_text(json.dumps({**meta, "classes": classes, "labels_file": "labels.npy"}))
     return folder
 
 

@@ -16,6 +16,9 @@ Every loss takes D's logits, (N,) or any shape (averaged over all elements), and
   and makes training converge locally. :func:`r1_from_logits` takes it from a forward the
   caller already ran (D's own real batch), so it costs no extra D forward. Lazy
   regularisation (every k steps, scaled by k; Karras et al. 2020, StyleGAN2) is the caller's choice.
+- :func:`class_cross_entropy` and :func:`class_accuracy`: the auxiliary classifier's loss and
+  accuracy of an AC-GAN (Odena et al. 2017, "Conditional Image Synthesis with Auxiliary
+  Classifier GANs"), on class logits (N, K) and int64 labels (N,).
 """
 
 from __future__ import annotations
@@ -83,3 +86,21 @@ def r1_from_logits(real_logits: Tensor, real_input: Tensor, gamma: float | Tenso
     """
     (grad,) = torch.autograd.grad(real_logits.float().sum(), real_input, create_graph=True)
     return 0.5 * gamma * grad.float().pow(2).flatten(1).sum(1).mean()
+
+
+def class_cross_entropy(class_logits: Tensor, labels: Tensor) -> Tensor:
+    """-E[log softmax(class_logits)[label]]: the AC-GAN class loss (Odena et al. 2017), in float32.
+
+    The same value as ``F.cross_entropy``, from a one-hot mask built by comparison: CUDA's
+    NLLLoss has no deterministic kernel (it raises under ``train.deterministic``), and the mask
+    is elementwise, so the loss stays deterministic, sync-free and capturable in a CUDA graph.
+    """
+    logp = F.log_softmax(class_logits.float(), dim=1)
+    classes = torch.arange(logp.shape[1], device=logp.device)
+    onehot = (labels[:, None] == classes[None, :]).to(logp.dtype)
+    return -(logp * onehot).sum(dim=1).mean()
+
+
+def class_accuracy(class_logits: Tensor, labels: Tensor) -> Tensor:
+    """The share of rows whose largest class logit is their label (a 0-d float32 tensor, no host sync)."""
+    return (class_logits.argmax(dim=1) == labels).float().mean()

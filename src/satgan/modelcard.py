@@ -26,7 +26,8 @@ from satgan import names
 from satgan.fsutil import write_text_atomic
 
 # Settings of the train section the card lists under "recipe" (the hacks are listed separately).
-RECIPE_KEYS = ("iterations", "batch_size", "nz", "ngf", "ndf", "init", "lr_g", "lr_d", "beta1", "beta2", "seed")
+RECIPE_KEYS = ("iterations", "batch_size", "nz", "ngf", "ndf", "init", "conditional", "acgan_weight", "lr_g", "lr_d",
+               "beta1", "beta2", "seed")
 NOT_EVALUATED = ("not evaluated yet: run the evaluate stage (`dvc repro`); it writes this card with its "
                  "evaluation to data/eval/MODEL_CARD.md and shows it on data/eval/report.html")
 
@@ -38,6 +39,8 @@ def recipe(train_params: Any) -> dict[str, Any]:
     settings (``enabled`` dropped); ``hacks_off``: the names of the others.
     """
     plain = dataclasses.asdict(train_params) if dataclasses.is_dataclass(train_params) else dict(train_params)
+    if plain.get("conditional", "none") != "acgan":
+        plain.pop("acgan_weight", None)  # read only by acgan
     on: dict[str, dict[str, Any]] = {}
     off: list[str] = []
     for name, value in plain["hacks"].items():
@@ -69,7 +72,7 @@ def _what_it_makes(card: dict[str, Any]) -> list[str]:
     colour = "RGB" if arch["channels"] == 3 else "single-band (grey)"
     latent = "N(0, 1)" if arch["latent"] == "gaussian" else "U(-1, 1)"
     weights = "generator_ema.safetensors (the EMA of G's weights, used for sampling)" if card["ema"] else "generator.safetensors"
-    return [
+    lines = [
         f"{arch['image_size']}x{arch['image_size']} {colour} satellite-image tiles that imitate its training tiles "
         f"(below), from a {arch['nz']}-dimensional latent drawn from {latent}.",
         f"A DCGAN generator (Radford et al. 2016; width ngf = {arch['ngf']}, discriminator ndf = {arch['ndf']}, "
@@ -77,6 +80,14 @@ def _what_it_makes(card: dict[str, Any]) -> list[str]:
         "with model.json (never pickle).",
         "Sample it: `satgan sample --model data/model --n 64 --out grid.png`.",
     ]
+    conditional = arch.get("conditional", "none")
+    if conditional != "none":
+        how = ("a projection discriminator, Miyato & Koyama 2018" if conditional == "projection"
+               else "an auxiliary classifier on D, AC-GAN: Odena et al. 2017")
+        classes = card.get("classes") or []
+        lines.append(f"Class-conditional ({conditional}: a class embedding fed to G with z, {how}) over "
+                     f"{len(classes)} classes: {', '.join(f'`{c}`' for c in classes)}. Make one with `--class NAME`.")
+    return lines
 
 
 def _training_data(card: dict[str, Any], provenance: dict[str, Any] | None, data: dict[str, Any] | None) -> list[str]:

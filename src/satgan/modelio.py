@@ -6,7 +6,8 @@
 - ``generator_ema.safetensors``  the EMA of G's weights, only when EMA is on (use it for sampling),
 - ``discriminator.safetensors``  D's state dict,
 - ``model.json``                 ``format``, ``architecture`` (a :class:`~satgan.model.ModelConfig` dict,
-  including the ``latent`` distribution G was trained on), ``nz``, ``ema`` (bool), ``files``,
+  including the ``latent`` distribution G was trained on, and ``conditional`` / ``n_classes``),
+  ``classes`` (a conditional model's class names, in label order; [] otherwise), ``nz``, ``ema`` (bool), ``files``,
   ``params_hash``, ``data_hash``, ``step``, ``git_rev`` (or null), ``git`` (:func:`git_state`), plus
   any extras and, when the trainer passes them, ``data`` + ``provenance`` (from the prepared
   sidecar), ``recipe`` and ``compute`` (:mod:`satgan.modelcard`),
@@ -21,9 +22,12 @@ line naming the file and the field, never a traceback:
   bounds such as ``ngf <= 256``, ``nz`` equal to ``architecture.nz``); a card written before
   the latent distribution was recorded (format ``satgan-dcgan/1``) is refused: retrain it; a
   ``satgan-dcgan/2`` card (before ``architecture.spectral_norm`` existed) is read as
-  ``spectral_norm: false``, and a ``/2`` or ``/3`` card (before ``architecture.g_dropout_at_sampling``)
-  as ``g_dropout_at_sampling: false``, and any card before ``/5`` as ``downsample: strided`` and
-  ``g_layer_noise: false``, which is how every such model was built;
+  ``spectral_norm: false``, a ``/2`` or ``/3`` card (before ``architecture.g_dropout_at_sampling``)
+  as ``g_dropout_at_sampling: false``, and any card before ``/5`` as ``downsample: strided``,
+  ``g_layer_noise: false`` and unconditional (``conditional: none``, ``n_classes: 0``,
+  ``classes: []``), which is how every such model was built;
+- a conditional card must name exactly ``n_classes`` distinct classes, and the class count its
+  weights were built for (the class embedding's or classifier's rows) must be ``n_classes``;
 - each weights file's tensor names and shapes are compared with the architecture from the
   safetensors header *before* anything is allocated, so a lying card cannot trigger a huge
   allocation;
@@ -35,7 +39,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,7 +50,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from satgan import modelcard, names
-from satgan.errors import ModelFileError, ParamsError
+from satgan.errors import ModelFileError, ParamsError, SatganError
 from satgan.fsutil import atomic_path, write_json_atomic
 from satgan.model import ModelConfig, build_discriminator, build_generator
 from satgan.params import check, from_mapping
@@ -56,17 +60,20 @@ GENERATOR_EMA_FILE = names.GENERATOR_EMA
 DISCRIMINATOR_FILE = names.DISCRIMINATOR
 CARD_FILE = names.MODEL_CARD
 # /2: architecture.latent records G's latent distribution; /3: architecture.spectral_norm;
-# /4: architecture.g_dropout_at_sampling; /5: architecture.downsample and g_layer_noise
+# /4: architecture.g_dropout_at_sampling; /5: architecture.downsample, g_layer_noise, conditional and
+# n_classes, and the card's classes
 CARD_FORMAT = "satgan-dcgan/5"
 OLD_CARD_FORMATS = ("satgan-dcgan/1",)
-# Added in /5 (D's downsampling, G's layer noise), as every model before it was built.
-ADDED_IN_5: dict[str, Any] = {"downsample": "strided", "g_layer_noise": False}
+# Added in /5 (D's downsampling, G's layer noise, class conditioning), as every model before it was built.
+ADDED_IN_5: dict[str, Any] = {"downsample": "strided", "g_layer_noise": False, "conditional": "none", "n_classes": 0}
 # Architecture keys added since an older format, with the value every model of that format was built with.
 CARD_UPGRADES: dict[str, dict[str, Any]] = {
     "satgan-dcgan/2": {"spectral_norm": False, "g_dropout_at_sampling": False, **ADDED_IN_5},
     "satgan-dcgan/3": {"g_dropout_at_sampling": False, **ADDED_IN_5},
     "satgan-dcgan/4": {**ADDED_IN_5},
 }
+# Top-level card keys added since an older format, likewise.
+CARD_TOP_UPGRADES: dict[str, dict[str, Any]] = {fmt: {"classes": []} for fmt in CARD_UPGRADES}
 MAX_CARD_BYTES = 1 << 20
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
 
@@ -77,6 +84,7 @@ class CardFields:
 
     format: str
     architecture: ModelConfig
+    classes: tuple[str, ...]
     nz: int
     ema: bool
     files: dict[str, str | None]
@@ -87,6 +95,10 @@ class CardFields:
 
     def __post_init__(self) -> None:
         check("format", self.format == CARD_FORMAT, repr(CARD_FORMAT), self.format)
+        n = self.architecture.n_classes
+        check("classes", len(self.classes) == n,
+              f"{n} class names (architecture.n_classes, conditional {self.architecture.conditional!r})", list(self.classes))
+        check("classes", len(set(self.classes)) == len(self.classes), "distinct class names", list(self.classes))
         check("nz", self.nz == self.architecture.nz, f"architecture.nz ({self.architecture.nz})", self.nz)
         check("step", self.step >= 0, ">= 0", self.step)
 
@@ -181,8 +193,11 @@ def save_model(
     data_meta: dict[str, Any] | None = None,
     train_params: Any = None,
     wall_seconds: float | None = None,
+    classes: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Write the model files into ``out_dir`` (created); returns the card written as model.json.
+
+    ``classes``: a conditional model's class names, in label order (``config.n_classes`` of them).
 
     The card is written last, so a folder whose model.json names a step has all its weights;
     ``MODEL_CARD.md`` follows it. For a complete card the trainer passes ``data_meta`` (the
@@ -190,6 +205,8 @@ def save_model(
     section, for the recipe) and ``wall_seconds`` (this run's training time); without them those
     parts of the card read "not recorded".
     """
+    if len(classes) != config.n_classes:
+        raise ValueError(f"save_model: {len(classes)} class names for a model with n_classes={config.n_classes}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_weights(out / GENERATOR_FILE, generator)
@@ -201,6 +218,7 @@ def save_model(
     card: dict[str, Any] = {
         "format": CARD_FORMAT,
         "architecture": config.to_dict(),
+        "classes": [str(c) for c in classes],
         "nz": config.nz,
         "ema": generator_ema is not None,
         "files": {
@@ -268,11 +286,11 @@ def read_card(model_dir: str | Path) -> tuple[dict[str, Any], ModelConfig]:
 
 
 def _upgraded(card: dict[str, Any]) -> dict[str, Any]:
-    """An older card in the current format: the architecture keys added since get the value its nets were built with.
+    """An older card in the current format: the keys added since get the value its nets were built with.
 
     A key the card already has is kept, so a card that was edited by hand is validated as it is.
     """
-    new = {**card, "format": CARD_FORMAT, "upgraded_from": card["format"]}
+    new = {**CARD_TOP_UPGRADES[card["format"]], **card, "format": CARD_FORMAT, "upgraded_from": card["format"]}
     if "architecture" in card and isinstance(card["architecture"], dict):
         new["architecture"] = {**CARD_UPGRADES[card["format"]], **card["architecture"]}
     return new
@@ -303,6 +321,43 @@ def load_discriminator(model_dir: str | Path, device: str | torch.device = "cpu"
     return d.to(device).eval(), card
 
 
+def class_indices(card: dict[str, Any], chosen: Sequence[str] | None, what: str,
+                  error: type[SatganError] = SatganError) -> list[int]:
+    """The label indices of the ``chosen`` class names among the model's classes (``card["classes"]``), in the order given.
+
+    ``chosen`` None: every class of a conditional model, and [] for an unconditional one. Asking an
+    unconditional model for classes, naming a class it does not have or naming one twice is one
+    ``error`` naming ``what`` (the params key or flag that asked) and, for a wrong name, the
+    model's classes.
+    """
+    classes = list(card["classes"])
+    conditional = card["architecture"]["conditional"]
+    if chosen is None:
+        return list(range(len(classes)))
+    if conditional == "none":
+        raise error(f"{what}: asks for classes {list(chosen)}, but this model is unconditional ({CARD_FILE}: "
+                    "conditional 'none'); it was trained without labels, so it has no classes to choose from")
+    if not chosen:
+        raise error(f"{what}: expected at least one class name (the model's classes: {', '.join(classes)})")
+    unknown = [c for c in chosen if c not in classes]
+    if unknown:
+        raise error(f"{what}: unknown class {unknown[0]!r}; the model's classes are: {', '.join(classes)}")
+    repeated = sorted({c for c in chosen if list(chosen).count(c) > 1})
+    if repeated:
+        raise error(f"{what}: class {repeated[0]!r} is named more than once")
+    return [classes.index(c) for c in chosen]
+
+
+def spread_labels(n: int, indices: Sequence[int]) -> torch.Tensor:
+    """``n`` class labels (int64) spread evenly over ``indices``: row i gets ``indices[i % len(indices)]``.
+
+    Round robin, so every class gets ``n // K`` rows and the first ``n % K`` classes (in the order
+    given) one more; row i's class does not depend on ``n``.
+    """
+    idx = torch.as_tensor(list(indices), dtype=torch.int64)
+    return idx[torch.arange(n) % len(idx)]
+
+
 def _load_into(module: nn.Module, path: Path) -> None:
     state = load_weights(path)
     for name, tensor in state.items():
@@ -331,6 +386,13 @@ def _check_shapes(build: Callable[[ModelConfig], nn.Module], config: ModelConfig
             found = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelFileError(f"{path}: not a readable safetensors file: {exc}") from None
+    have, need = _class_count(found), _class_count(expected)
+    if have != need:
+        held = f"{have} classes" if have else "an unconditional model (no class embedding or classifier)"
+        raise ModelFileError(
+            f"{path}: the weights are for {held} but {CARD_FILE} says conditional={config.conditional!r}, "
+            f"n_classes={config.n_classes}: the card does not belong to these weights"
+        )
     missing = sorted(set(expected) - set(found))
     extra = sorted(set(found) - set(expected))
     if missing or extra:
@@ -342,6 +404,20 @@ def _check_shapes(build: Callable[[ModelConfig], nn.Module], config: ModelConfig
                 f"{path}: tensor {k!r} has shape {list(found[k])} but the architecture in {CARD_FILE} "
                 f"(nz={config.nz}, ngf={config.ngf}, ndf={config.ndf}, image_size={config.image_size}) needs {list(shape)}"
             )
+
+
+# The tensors whose first dimension is the class count: G's and a projection D's class embedding, an
+# acgan D's classifier (spectrally normalized: its parametrization's original weight).
+_CLASS_TENSORS = ("embed.weight", "embed.parametrizations.weight.original",
+                  "classifier.weight", "classifier.parametrizations.weight.original")
+
+
+def _class_count(shapes: dict[str, tuple[int, ...]]) -> int:
+    """The classes a state dict's shapes were built for: rows of its class embedding or classifier; 0 without one."""
+    for name in _CLASS_TENSORS:
+        if name in shapes and len(shapes[name]) >= 1:
+            return int(shapes[name][0])
+    return 0
 
 
 def _refuse_pickle(path: Path) -> None:

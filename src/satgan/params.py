@@ -197,5 +197,7 @@ def _name(tp: Any) -> str:
         return "null"
     if typing.get_origin(tp) is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if typing.get_origin(tp) is tuple:
+        return "a list"
     names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
     return names[tp] if tp in names else str(tp)

@@ -48,6 +48,8 @@ LOSS_RTOL, LOSS_ATOL = 1e-3, 1e-5
 # D's accuracies (satgan.train.step.d_accuracy) count logits on either side of 0: a logit within rounding
 # of 0 flips one tile (1/batch), which is agreement, not a fault. Beyond this share the fast step is wrong.
 ACCURACY_METRICS = ("d_acc_real", "d_acc_fake")
+# An acgan D's class accuracies (satgan.losses.class_accuracy) are argmaxes: a near-tie flips one tile the same way.
+CLASS_ACCURACY_METRICS = ("cls_acc_real", "cls_acc_fake")
 ACCURACY_ATOL = 0.05
 PARAM_RTOL, PARAM_ATOL = 1e-2, 1e-6
 NET_PARTS = ("g", "d")
@@ -248,7 +250,7 @@ def disagreement(fast: dict[str, float], eager: dict[str, float], nets_fast: dic
         f = fast[k]
         if not (math.isfinite(e) or math.isfinite(f)):
             continue  # both diverged: the loop reports that, not a fast-path fault
-        tol = ACCURACY_ATOL if k in ACCURACY_METRICS else LOSS_ATOL + LOSS_RTOL * abs(e)
+        tol = ACCURACY_ATOL if k in ACCURACY_METRICS + CLASS_ACCURACY_METRICS else LOSS_ATOL + LOSS_RTOL * abs(e)
         if not abs(f - e) <= tol:
             return f"{k} {f:.6g} vs eager {e:.6g}"
     for net, eager_state in nets_eager.items():

@@ -143,11 +143,15 @@ class ReplayBuffer:
     D also scores fakes from earlier G's, so it keeps penalising modes G has left, which
     discourages G from oscillating between them. Writes go to random slots (a random-replacement
     buffer) so that no host-side write pointer is needed; the slots of one push are distinct
-    (see :meth:`push`).
+    (see :meth:`push`). For a conditional model ``labels`` holds each stored fake's class, written
+    and drawn with it (a past fake is scored as the class G drew it for).
     """
 
-    def __init__(self, images: torch.Tensor) -> None:
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> None:
         self.images = images  # (size, C, H, W), prefilled by the trainer
+        self.labels = labels  # (size,) int64 or None (unconditional)
+        if labels is not None and labels.shape != images.shape[:1]:
+            raise ValueError(f"labels: expected shape {list(images.shape[:1])}, got {list(labels.shape)}")
 
     @property
     def size(self) -> int:
@@ -155,11 +159,16 @@ class ReplayBuffer:
 
     def draw(self, n: int, dtype: torch.dtype) -> torch.Tensor:
         """``n`` random past fakes, (n, C, H, W) in ``dtype``."""
-        idx = torch.randint(0, self.size, (n,), device=self.images.device)
-        return self.images.index_select(0, idx).to(dtype)
+        return self.draw_labelled(n, dtype)[0]
 
-    def push(self, fake: torch.Tensor, n_push: int) -> None:
-        """Store the first ``n_push`` rows of ``fake`` (detached) in ``n_push`` distinct random slots.
+    def draw_labelled(self, n: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``n`` random past fakes in ``dtype`` and their labels (None in an unconditional buffer)."""
+        idx = torch.randint(0, self.size, (n,), device=self.images.device)
+        labels = self.labels.index_select(0, idx) if self.labels is not None else None
+        return self.images.index_select(0, idx).to(dtype), labels
+
+    def push(self, fake: torch.Tensor, n_push: int, labels: torch.Tensor | None = None) -> None:
+        """Store the first ``n_push`` rows of ``fake`` (detached), and of ``labels``, in ``n_push`` distinct random slots.
 
         At most ``size`` rows are stored (a push larger than the buffer fills every slot once).
         The slots must be distinct: ``index_copy_`` with a repeated index writes several rows to
@@ -167,17 +176,28 @@ class ReplayBuffer:
         the same seed diverged (issue 14: at step 185 of a 2-thread default train). A prefix of
         ``randperm`` draws them on the device, without a host sync (graph-safe).
         """
+        if (labels is None) != (self.labels is None):
+            raise ValueError("push: labels are needed exactly when the buffer keeps them (a conditional model)")
         n = min(n_push, self.size)
         if n <= 0:
             return
         idx = torch.randperm(self.size, device=self.images.device)[:n]
         self.images.index_copy_(0, idx, fake[:n].detach().to(self.images.dtype))
+        if self.labels is not None and labels is not None:
+            self.labels.index_copy_(0, idx, labels[:n])
 
     def state_dict(self) -> dict[str, Any]:
-        return {"images": self.images}
+        return {"images": self.images} if self.labels is None else {"images": self.images, "labels": self.labels}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.images.copy_(_tensor_like("images", state["images"], self.images))
+        images = _tensor_like("images", state["images"], self.images)
+        if self.labels is not None:
+            if "labels" not in state:
+                raise ValueError("labels: missing (the checkpoint's buffer holds no classes: an unconditional run)")
+            self.labels.copy_(_tensor_like("labels", state["labels"], self.labels))
+        elif "labels" in state:
+            raise ValueError("labels: this run is unconditional but the checkpoint's buffer holds classes")
+        self.images.copy_(images)
 
 
 def feature_matching_loss(real_features: torch.Tensor, fake_features: torch.Tensor) -> torch.Tensor:

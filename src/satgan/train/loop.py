@@ -129,6 +129,9 @@ def train(
 ) -> dict[str, Any]:
     """Train (or resume) on ``data_dir/tiles.npy`` and write the model to ``out_dir``; returns model.json.
 
+    ``train.conditional`` other than ``none`` also reads ``data_dir/labels.npy`` and the classes
+    named by the sidecar (:func:`read_labels`), and model.json records them.
+
     ``max_seconds`` (a library argument for benchmarks at equal compute, not a param): stop
     after the step that passes this many seconds of training (setup, resume and data loading
     not counted), then checkpoint and write the model as usual; the card's ``step`` says where
@@ -161,6 +164,36 @@ def _resume_refusal(ck: Checkpoint, resume_hash: str, data_hash: str, iterations
     return None
 
 
+def read_labels(data_dir: Path, meta: dict[str, Any], n_tiles: int, conditional: str) -> tuple[np.ndarray, list[str]]:
+    """The training tiles' class indices (``labels.npy``) and class names (the sidecar's ``classes``) for conditional training.
+
+    Unlabelled prepared data (no labels.npy) is one :class:`DataError` naming ``train.conditional``
+    and the folder; labels that do not fit the tiles or the classes are one naming the file.
+    """
+    path = data_dir / names.TRAIN_LABELS
+    if not path.is_file():
+        raise DataError(
+            f"train.conditional is {conditional!r} but the prepared data in {data_dir} has no labels "
+            f"({names.TRAIN_LABELS} not found): prepare labelled tiles (download.labels: folder or csv) "
+            "or set train.conditional: none"
+        )
+    classes = meta.get("classes")
+    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)
+            and len(set(classes)) == len(classes)):
+        raise DataError(f"{data_dir / names.TRAIN_TILES}: its sidecar names no classes (key 'classes': a list of "
+                        f"distinct names) for {names.TRAIN_LABELS}; rerun prepare")
+    try:
+        labels = np.load(path, allow_pickle=False)
+    except (ValueError, EOFError, OSError) as exc:
+        raise DataError(f"{path}: not a readable .npy file: {exc}") from None
+    if labels.shape != (n_tiles,) or labels.dtype != np.int64:
+        raise DataError(f"{path}: expected {n_tiles} int64 labels (one per tile of {names.TRAIN_TILES}), "
+                        f"got shape {labels.shape} {labels.dtype}")
+    if n_tiles and (labels.min() < 0 or labels.max() >= len(classes)):
+        raise DataError(f"{path}: labels must lie in 0..{len(classes) - 1} (the sidecar's {len(classes)} classes)")
+    return labels, classes
+
+
 def _train(p: TrainParams, data_dir: Path, out_dir: Path, ck_dir: Path, live_dir: Path | None,
            device: torch.device, dist: Dist, max_seconds: float | None, mode: str) -> dict[str, Any]:
     tiles = data_dir / names.TRAIN_TILES
@@ -169,9 +202,15 @@ def _train(p: TrainParams, data_dir: Path, out_dir: Path, ck_dir: Path, live_dir
         raise DataError(f"{tiles}: need at least 2 tiles to train, found {len(array)}")
     torch.set_num_threads(cpu_threads(p.threads, local_world_size()))
     data_hash = sha256_file(tiles)
+    labels: np.ndarray | None = None
+    classes: list[str] = []
+    resume_data_hash = data_hash  # what a checkpoint must have trained on: the tiles, and their labels when conditional
+    if p.conditional != "none":
+        labels, classes = read_labels(data_dir, meta, len(array), p.conditional)
+        resume_data_hash = f"{data_hash}+labels:{sha256_file(data_dir / names.TRAIN_LABELS)}"
     resume_hash = p.resume_hash()
-    cfg = model_config(p, int(meta["image_size"]), int(meta["channels"]))
-    trainer = Trainer(p, cfg, array, device, dist)
+    cfg = model_config(p, int(meta["image_size"]), int(meta["channels"]), len(classes))
+    trainer = Trainer(p, cfg, array, device, dist, labels)
 
     ck_path = ck_dir / CHECKPOINT_FILE
     resumed = False
@@ -184,7 +223,7 @@ def _train(p: TrainParams, data_dir: Path, out_dir: Path, ck_dir: Path, live_dir
         if ck is None:
             say("no checkpoint: starting fresh")
     if ck is not None:
-        refusal = _resume_refusal(ck, resume_hash, data_hash, p.iterations)
+        refusal = _resume_refusal(ck, resume_hash, resume_data_hash, p.iterations)
         if refusal is not None:
             say(f"{ck_path}: {refusal}: starting fresh")
         else:
@@ -192,13 +231,14 @@ def _train(p: TrainParams, data_dir: Path, out_dir: Path, ck_dir: Path, live_dir
                 restore(trainer.parts, ck)
             except UnusableCheckpoint as exc:
                 say(f"{ck_path}: {exc}; starting fresh")
-                trainer = Trainer(p, cfg, array, device, dist)  # the failed restore may have loaded some parts
+                trainer = Trainer(p, cfg, array, device, dist, labels)  # the failed restore may have loaded some parts
             else:
                 resumed = True
                 say(f"resuming from {ck_path} at step {ck.step} of {p.iterations}")
     del ck
     trainer.seed_rank_streams()
-    say(f"{cfg.image_size}x{cfg.image_size}x{cfg.channels}, {len(array)} tiles, device {device}"
+    conditioned = f", {cfg.conditional} on {cfg.n_classes} classes" if cfg.is_conditional else ""
+    say(f"{cfg.image_size}x{cfg.image_size}x{cfg.channels}, {len(array)} tiles{conditioned}, device {device}"
         f"{f' x{dist.world} (DDP)' if dist.enabled else ''}, data {'resident' if trainer.resident else 'streamed'}, "
         f"step {trainer.runner.mode}, threads {torch.get_num_threads()}, {mode}")
 
@@ -247,7 +287,7 @@ def _train(p: TrainParams, data_dir: Path, out_dir: Path, ck_dir: Path, live_dir
                 logger.image(names.LIVE_SAMPLES, step, trainer.sample_grid())
             if (step % p.checkpoint_every == 0 or final) and dist.main:
                 check_finite(out, step, ck_dir)  # never checkpoint diverged weights
-                save_checkpoint(ck_path, checkpoint_state(trainer.parts, resume_hash, data_hash))
+                save_checkpoint(ck_path, checkpoint_state(trainer.parts, resume_hash, resume_data_hash))
             if out_of_time:
                 say(f"max_seconds={max_seconds} reached: stopping at step {step} of {p.iterations}")
                 break
@@ -266,6 +306,7 @@ def _train(p: TrainParams, data_dir: Path, out_dir: Path, ck_dir: Path, live_dir
             out_dir, trainer.g, trainer.d, cfg, generator_ema=trainer.ema.module if trainer.ema is not None else None,
             params_hash=p.resume_hash(), data_hash=data_hash, step=trainer.step, extra=extra,
             data_meta=meta, train_params=p, wall_seconds=time.perf_counter() - t_start,  # MODEL_CARD.md's provenance, recipe, compute
+            classes=classes,
         )
         say(f"wrote {out_dir} at step {trainer.step}")
     return card

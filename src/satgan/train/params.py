@@ -295,6 +295,8 @@ class TrainParams:
     ngf: int
     ndf: int
     init: Literal["normal", "xavier"]
+    conditional: Literal["none", "projection", "acgan"]  # class-conditional G and D (needs labels.npy); model.json records it
+    acgan_weight: float  # acgan: weight of the auxiliary class cross-entropy in D's and G's losses
     lr_g: float
     lr_d: float
     beta1: float
@@ -320,6 +322,7 @@ class TrainParams:
         check("nz", 1 <= self.nz <= MAX_NZ, f"1 <= nz <= {MAX_NZ}", self.nz)
         check("ngf", 1 <= self.ngf <= MAX_WIDTH, f"1 <= ngf <= {MAX_WIDTH}", self.ngf)
         check("ndf", 1 <= self.ndf <= MAX_WIDTH, f"1 <= ndf <= {MAX_WIDTH}", self.ndf)
+        check("acgan_weight", self.acgan_weight >= 0, ">= 0", self.acgan_weight)
         check("lr_g", self.lr_g > 0, "> 0", self.lr_g)
         check("lr_d", self.lr_d > 0, "> 0", self.lr_d)
         check("beta1", 0 <= self.beta1 < 1, "0 <= beta1 < 1", self.beta1)

@@ -16,6 +16,15 @@ Resumable state: every object whose state a resumed run needs is registered once
 each stateful hack, the data feed, the step counter and the RNG streams).
 :mod:`satgan.train.checkpoint` saves and restores exactly those parts, so a new stateful hack
 is saved by registering it where it is created.
+
+Class-conditional training (``train.conditional``, :class:`~satgan.model.ModelConfig`'s
+``conditional``): real labels come with the real batches from the data feed; fake labels are
+drawn inside the step, on the device, as the labels of random training tiles (so they follow
+the training label distribution; see :meth:`Trainer.fake_labels`). ``projection`` conditions D
+and G and changes no loss; ``acgan`` adds ``acgan_weight`` x the class cross-entropy of D's
+auxiliary classifier: on reals and fakes in (1) update D, on fakes in (2) update G. An
+unconditional trainer draws exactly the random numbers it drew before conditional models
+existed, labelled data or not.
 """
 
 from __future__ import annotations
@@ -36,9 +45,10 @@ from satgan.model import (
     build_discriminator,
     build_generator,
     discriminator_features,
+    discriminator_outputs,
+    features_and_outputs,
     sample_latent,
     sampling_rng,
-    split_discriminator,
 )
 from satgan.train import fastpath as FP
 from satgan.train import hacks as H
@@ -62,9 +72,14 @@ def d_accuracy(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> dict[str
             "d_acc_fake": (fake_logits.float() <= 0).float().mean()}
 
 
-def model_config(p: TrainParams, image_size: int, channels: int) -> ModelConfig:
-    """The architecture (and latent distribution) implied by the params and the data's sidecar."""
+def model_config(p: TrainParams, image_size: int, channels: int, n_classes: int = 0) -> ModelConfig:
+    """The architecture (and latent distribution) implied by the params and the data's sidecar.
+
+    ``n_classes``: the classes of labelled data (its sidecar's ``classes``); used only when
+    ``train.conditional`` is not ``none`` (labelled data trains unconditionally then).
+    """
     h = p.hacks
+    conditional = p.conditional != "none"
     return ModelConfig(
         image_size=image_size,
         channels=channels,
@@ -82,6 +97,8 @@ def model_config(p: TrainParams, image_size: int, channels: int) -> ModelConfig:
         spectral_norm=h.spectral_norm,
         init=p.init,
         latent="gaussian" if h.gaussian_latent else "uniform",
+        conditional=p.conditional,
+        n_classes=n_classes if conditional else 0,
     )
 
 
@@ -151,15 +168,26 @@ class DView:
 class Trainer:
     """The nets, optimizers and hack state; :meth:`run_step` is one D+G iteration.
 
-    Public pieces of an iteration, in order: :meth:`real_batch` and :meth:`latent` (inputs),
+    Public pieces of an iteration, in order: :meth:`real_batch` and :meth:`latent` (inputs;
+    :meth:`labelled_real_batch` and :meth:`fake_labels` add the classes of a conditional model),
     :meth:`update_d` (phase 1), :meth:`update_g` (phase 2), :meth:`iteration` (both phases,
     device-side only) and :meth:`run_step` (one iteration, through the checked fast path when on).
+
+    ``labels``: the tiles' int64 class indices, needed when ``cfg`` is conditional (ignored otherwise).
     """
 
-    def __init__(self, p: TrainParams, cfg: ModelConfig, array: np.ndarray, device: torch.device, dist: Dist) -> None:
+    def __init__(self, p: TrainParams, cfg: ModelConfig, array: np.ndarray, device: torch.device, dist: Dist,
+                 labels: np.ndarray | None = None) -> None:
         self.p, self.h, self.cfg, self.device, self.dist = p, p.hacks, cfg, device, dist
         self.parts: dict[str, Stateful] = {}
         h = self.h
+        self.conditional, self.acgan = cfg.is_conditional, cfg.conditional == "acgan"
+        if self.conditional and labels is None:
+            raise ValueError(f"conditional {cfg.conditional!r} training needs the tiles' labels")
+        labels = labels if self.conditional else None
+        # every training tile's label on the device: real batches carry theirs, fake labels are drawn from it
+        self.class_labels = (torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
+                             if labels is not None else None)
         cuda = device.type == "cuda"
         self.batch = p.batch_size
         self.d_steps = h.extra_steps.d_steps if h.extra_steps.enabled else 1
@@ -223,14 +251,24 @@ class Trainer:
             with torch.no_grad():
                 self.g.eval()
                 z = sample_latent(cfg, h.replay.size, device=device)
-                self.replay = self._own("replay", H.ReplayBuffer(self.g(z).float().contiguous()))
+                y = self.fake_labels(h.replay.size)
+                self.replay = self._own("replay", H.ReplayBuffer(self.generate(self.g, z, y).float().contiguous(), y))
                 self.g.train()
 
         # Fixed noise for the sample grid, from its own generator so it never shifts the training RNG.
-        self.fixed_noise = sample_latent(cfg, p.n_samples, torch.Generator().manual_seed(p.seed)).to(device)
+        # Conditional: one row per class, the same latents in every row (a column is one latent).
+        noise = torch.Generator().manual_seed(p.seed)
+        self.fixed_labels: torch.Tensor | None = None
+        if self.conditional:
+            self.grid_nrow = max(1, p.n_samples // cfg.n_classes)
+            self.fixed_noise = sample_latent(cfg, self.grid_nrow, noise).repeat(cfg.n_classes, 1, 1, 1).to(device)
+            self.fixed_labels = torch.arange(cfg.n_classes).repeat_interleave(self.grid_nrow).to(device)
+        else:
+            self.grid_nrow = int(math.ceil(math.sqrt(p.n_samples)))
+            self.fixed_noise = sample_latent(cfg, p.n_samples, noise).to(device)
 
         self.feed = self._own("data", RealFeed(array, device, self.batch, self.d_steps, p.data_budget_mb,
-                                               self.channels_last, p.seed, dist.rank))
+                                               self.channels_last, p.seed, dist.rank, labels))
         self.rng = self._own("rng", RngState())  # last: restored after every part that might draw
 
         self.g_run: nn.Module = self.g
@@ -287,16 +325,57 @@ class Trainer:
 
     def real_batch(self, i: int) -> torch.Tensor:
         """The i-th real batch of this iteration, augmented (dihedral flips/rotations when on)."""
-        x = self.feed.batch(i)
+        return self.labelled_real_batch(i)[0]
+
+    def labelled_real_batch(self, i: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`real_batch` and its tiles' labels ((batch,) int64 on the device; None when unconditional).
+
+        Flips and rotations leave a tile's class as it is.
+        """
+        x, y = self.feed.labelled_batch(i)
         if self.h.dihedral_augment:
             x = H.dihedral_augment(x)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return x
+        return x, y
 
     def latent(self) -> torch.Tensor:
         """A batch of latents from the model's latent distribution, on the device (torch's default generator)."""
         return sample_latent(self.cfg, self.batch, device=self.device)
+
+    def fake_labels(self, n: int | None = None) -> torch.Tensor | None:
+        """``n`` (default: a batch of) class labels for fakes, on the device; None for an unconditional model.
+
+        The labels of random training tiles, so fakes follow the training label distribution: D
+        sees the same class mix among fakes as among reals and can tell them apart only by how
+        they look (uniform labels on imbalanced data would let it learn the class frequencies
+        instead, which gives G nothing to learn), and each class is trained in proportion to the
+        real tiles D has of it. On balanced data this is uniform. An index draw: no host sync,
+        captured inside the CUDA graph like the latents.
+        """
+        if self.class_labels is None:
+            return None
+        n = self.batch if n is None else n
+        idx = torch.randint(0, self.class_labels.shape[0], (n,), device=self.device)
+        return self.class_labels.index_select(0, idx)
+
+    def fake_inputs(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A batch of latents and, for a conditional model, the classes to make (None otherwise)."""
+        return self.latent(), self.fake_labels()
+
+    def generate(self, g: nn.Module, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """``g(z)``, or ``g(z, y)`` for a conditional G (``g`` may be G, its EMA, its snapshot or its DDP wrapper)."""
+        return g(z) if y is None else g(z, y)
+
+    def discriminate(self, d: nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(logits, class logits or None)`` of ``d`` on ``x`` (with labels ``y`` for a conditional D)."""
+        return discriminator_outputs(d(x) if not self.conditional else d(x, y))
+
+    def _class_loss(self, class_logits: torch.Tensor | None, labels: torch.Tensor | None) -> torch.Tensor:
+        """The AC-GAN class cross-entropy (0 without class logits)."""
+        if class_logits is None or labels is None:
+            return torch.zeros((), device=self.device)
+        return L.class_cross_entropy(class_logits, labels)
 
     # ---------------------------------------------------------------- (1) update D
 
@@ -320,14 +399,20 @@ class Trainer:
         return F.binary_cross_entropy_with_logits(logits, targets)
 
     def update_d(self, real: torch.Tensor, fake: torch.Tensor, noise_std: torch.Tensor | None,
-                 r1: bool = False) -> dict[str, torch.Tensor]:
-        """One D update on an all-real and an all-fake batch (``fake`` already detached); with ``r1`` the R1 penalty too."""
+                 r1: bool = False, y_real: torch.Tensor | None = None,
+                 y_fake: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """One D update on an all-real and an all-fake batch (``fake`` already detached); with ``r1`` the R1 penalty too.
+
+        ``y_real``, ``y_fake``: the batches' class labels, required for a conditional model.
+        """
         h, b = self.h, self.batch
+        if self.conditional and (y_real is None or y_fake is None):
+            raise ValueError("a conditional model's D update needs y_real and y_fake")
         if self.swap is not None:
             with torch.no_grad(), self.amp():
-                old = self.swap.g_old(self.latent())
+                old = self.generate(self.swap.g_old, self.latent(), y_fake)  # the older G makes the same classes
             fake = torch.where(self.swap.flag, old.to(fake.dtype), fake)  # ganhacks #8: D vs an older G
-        old = self.replay.draw(self.n_replay, fake.dtype) if self.replay is not None else None
+        old, y_old = self.replay.draw_labelled(self.n_replay, fake.dtype) if self.replay is not None else (None, None)
         clean_fake = fake  # the buffer keeps fakes as G made them; augmentation and noise are drawn afresh on replay
         real_in = real.detach().requires_grad_(True) if r1 else real  # R1 differentiates D(view(real)) w.r.t. it
         real, fake = self.d_view(real_in, noise_std), self.d_view(fake, noise_std)
@@ -346,36 +431,50 @@ class Trainer:
                 # fresh batch, their statistics made D's view of fresh fakes differ from the
                 # all-fresh batch G is scored on, and once G collapsed that batch normalised its
                 # sameness away, D called it real in G's step and G stalled (docs/experiments.md).
-                real_logits, fake_logits = self.d_run(real), self.d_run(fake)
-                old_logits = self.d_run(old) if old is not None else None
+                (real_logits, real_cls), (fake_logits, fake_cls) = (self.discriminate(self.d_run, real, y_real),
+                                                                    self.discriminate(self.d_run, fake, y_fake))
+                old_logits, old_cls = self.discriminate(self.d_run, old, y_old) if old is not None else (None, None)
             else:
                 # One forward: asked for, or D scores each image on its own (no BatchNorm, no
                 # batch-stddev layer), where separate batches would give the same logits at more cost.
-                parts = self.d_run(torch.cat([real, fake] + ([old] if old is not None else [])))
+                both = torch.cat([real, fake] + ([old] if old is not None else []))
+                labels = (torch.cat([y_real, y_fake] + ([y_old] if y_old is not None else []))
+                          if self.conditional else None)
+                parts, cls = self.discriminate(self.d_run, both, labels)
                 real_logits, fake_logits = parts[:b], parts[b:2 * b]
                 old_logits = parts[2 * b:] if old is not None else None
+                real_cls, fake_cls = (cls[:b], cls[b:2 * b]) if cls is not None else (None, None)
+                old_cls = cls[2 * b:] if cls is not None and old is not None else None
             loss_fake = self._d_term(fake_logits.float(), t_fake)
+            frac = self.n_replay / b
             if old_logits is not None:
                 # past fakes carry `replay.fraction` of the fake term, as when they filled that share of the batch
                 t_old = H.label_targets(self.n_replay, False, self.device, fake_range, flip)
-                frac = self.n_replay / b
                 loss_fake = (1 - frac) * loss_fake + frac * self._d_term(old_logits.float(), t_old)
             adv = self._d_term(real_logits.float(), t_real) + loss_fake
+            if self.acgan:
+                # Odena et al. 2017: D's classifier learns the class of reals and of fakes (past fakes weighted as above)
+                cls_fake = self._class_loss(fake_cls, y_fake)
+                if old_cls is not None:
+                    cls_fake = (1 - frac) * cls_fake + frac * self._class_loss(old_cls, y_old)
+                cls_loss = self._class_loss(real_cls, y_real) + cls_fake
         if self.augment is not None:
             self.augment.observe_reals(real_logits.detach())  # ADA's sign statistic, on what D was trained on
         loss = adv
+        if self.acgan:
+            loss = loss + self.p.acgan_weight * cls_loss
         if r1 and self.r1 is not None:
             # Mescheder et al. 2018, from this forward (no extra D pass); lazy: scaled by the interval (StyleGAN2)
             penalty = L.r1_from_logits(real_logits, real_in, self.r1.gamma)
             self.r1.last.copy_(penalty.detach())
-            loss = adv + self.r1.every * penalty
+            loss = loss + self.r1.every * penalty
         loss, l2 = self._penalised(loss, self.d, h.l2_penalty.d, self.hist_d)
         self.opt_d.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = H.grad_norm(list(self.d.parameters()))
         self.opt_d.step()
         if self.replay is not None:
-            self.replay.push(clean_fake, self.n_replay)
+            self.replay.push(clean_fake, self.n_replay, y_fake)
         out = {
             "loss_d": loss.detach(), "loss_d_adv": adv.detach(), "loss_d_l2": l2.detach(),
             "d_real": torch.sigmoid(real_logits.detach().float()).mean(),
@@ -387,13 +486,21 @@ class Trainer:
         }
         if self.r1 is not None:
             out["loss_d_r1"] = self.r1.last.clone()
+        if self.acgan:
+            # the classifier's loss (before acgan_weight) and its accuracy on reals and on fresh fakes
+            out["loss_d_cls"] = cls_loss.detach()
+            out["cls_acc_real"] = L.class_accuracy(real_cls.detach(), y_real)  # type: ignore[union-attr, arg-type]
+            out["cls_acc_fake"] = L.class_accuracy(fake_cls.detach(), y_fake)  # type: ignore[union-attr, arg-type]
         return out
 
     # ---------------------------------------------------------------- (2) update G
 
-    def update_g(self, fake: torch.Tensor, real: torch.Tensor, noise_std: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        """One G update through the raw D (D's parameters frozen for this backward)."""
+    def update_g(self, fake: torch.Tensor, real: torch.Tensor, noise_std: torch.Tensor | None,
+                 y_fake: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """One G update through the raw D (D's parameters frozen for this backward); ``y_fake``: the fakes' classes (conditional)."""
         h = self.h
+        if self.conditional and y_fake is None:
+            raise ValueError("a conditional model's G update needs y_fake")
         d_params = list(self.d.parameters())
         for q in d_params:
             q.requires_grad_(False)
@@ -402,21 +509,29 @@ class Trainer:
             fm = torch.zeros((), device=self.device)
             if h.feature_matching.enabled:
                 # Salimans et al. 2016: the fakes' features and logits from one D forward
-                body, head = split_discriminator(self.d)
-                hidden = body(d_in)
-                logits = head(hidden).float()
+                hidden, logits, cls = features_and_outputs(self.d, d_in, y_fake)
+                logits = logits.float()
                 with torch.no_grad():
                     f_real = discriminator_features(self.d, self.augment(real) if self.augment is not None else real)
                 fm = H.feature_matching_loss(f_real, hidden.flatten(1))
             else:
-                logits = self.d_fwd(d_in).float()
+                logits, cls = self.discriminate(self.d_fwd, d_in, y_fake)
+                logits = logits.float()
             if self.swap is not None:
-                logits = torch.where(self.swap.flag, self.swap.d_old(d_in).float(), logits)  # ganhacks #8: G vs an older D
+                # ganhacks #8: G vs an older D (its class head too)
+                old_logits, old_cls = self.discriminate(self.swap.d_old, d_in, y_fake)
+                logits = torch.where(self.swap.flag, old_logits.float(), logits)
+                if cls is not None and old_cls is not None:
+                    cls = torch.where(self.swap.flag, old_cls, cls)
             if h.hinge_loss:
                 adv = L.g_hinge(logits)  # Lim & Ye 2017; Miyato et al. 2018
             else:
                 adv = H.generator_adv_loss(logits, h.non_saturating)  # ganhacks #2 when non_saturating
+            # Odena et al. 2017: G also makes D's classifier recognise the class it drew
+            cls_loss = self._class_loss(cls, y_fake) if self.acgan else None
         loss = adv + h.feature_matching.weight * fm if h.feature_matching.enabled else adv
+        if cls_loss is not None:
+            loss = loss + self.p.acgan_weight * cls_loss
         loss, l2 = self._penalised(loss, self.g, h.l2_penalty.g, self.hist_g)
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
@@ -424,8 +539,11 @@ class Trainer:
             q.requires_grad_(True)
         gnorm = H.grad_norm(list(self.g.parameters()))
         self.opt_g.step()
-        return {"loss_g": loss.detach(), "loss_g_adv": adv.detach(), "loss_g_l2": l2.detach(), "loss_g_fm": fm.detach(),
-                "d_fake_g": torch.sigmoid(logits.detach()).mean(), "grad_norm_g": gnorm}
+        out = {"loss_g": loss.detach(), "loss_g_adv": adv.detach(), "loss_g_l2": l2.detach(), "loss_g_fm": fm.detach(),
+               "d_fake_g": torch.sigmoid(logits.detach()).mean(), "grad_norm_g": gnorm}
+        if cls_loss is not None:
+            out["loss_g_cls"] = cls_loss.detach()
+        return out
 
     def _penalised(self, loss: torch.Tensor, net: nn.Module, l2_weight: float,
                    history: H.HistoricalAverage | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -454,25 +572,29 @@ class Trainer:
                               active=self.graph_mode or self.step < gn.decay_iters)
         # (1) update D: d_steps times; the last one keeps G's graph so step (2) reuses its fakes
         for i in range(self.d_steps):
-            real = self.real_batch(i)
+            real, y_real = self.labelled_real_batch(i)
             last = i == self.d_steps - 1
             with torch.set_grad_enabled(last), self.amp():
-                fake = self.g_run(self.latent())
-            out_d = self.update_d(real, fake.detach(), noise_std, r1)
+                z, y_fake = self.fake_inputs()
+                fake = self.generate(self.g_run, z, y_fake)
+            out_d = self.update_d(real, fake.detach(), noise_std, r1, y_real, y_fake)
         if h.moderated.enabled:
             # Moderated schedule: extra D steps only while D misclassifies half of a class (host sync).
             for j in range(h.moderated.max_extra_d_steps):
                 if not bool(H.moderated_needs_more_d(out_d["_real_logits"], out_d["_fake_logits"])):
                     break
                 with torch.no_grad(), self.amp():
-                    extra_fake = self.g_run(self.latent())
-                out_d = self.update_d(self.real_batch(self.d_steps + j), extra_fake, noise_std, r1)
-        # (2) update G: g_steps times, fresh fakes after the first
+                    z_extra, y_extra = self.fake_inputs()
+                    extra_fake = self.generate(self.g_run, z_extra, y_extra)
+                extra_real, y_extra_real = self.labelled_real_batch(self.d_steps + j)
+                out_d = self.update_d(extra_real, extra_fake, noise_std, r1, y_extra_real, y_extra)
+        # (2) update G: g_steps times, fresh fakes (and classes) after the first
         for j in range(self.g_steps):
             if j > 0:
                 with self.amp():
-                    fake = self.g_run(self.latent())
-            out_g = self.update_g(fake, real, noise_std)
+                    z, y_fake = self.fake_inputs()
+                    fake = self.generate(self.g_run, z, y_fake)
+            out_g = self.update_g(fake, real, noise_std, y_fake)
         if self.ema is not None:
             self.ema.update(self.g, step_t)
         if self.hist_g is not None and self.hist_d is not None:
@@ -516,14 +638,14 @@ class Trainer:
 
     @torch.no_grad()
     def sample_grid(self) -> np.ndarray:
-        """uint8 (H, W, C) grid of the sampling G (EMA when on) on the fixed noise."""
+        """uint8 (H, W, C) grid of the sampling G (EMA when on) on the fixed noise; conditional: one row per class."""
         from satgan.imageops import make_grid
 
         g = self.sampling_generator
         was_training = g.training
         g.eval()
         with sampling_rng(self.cfg, self.p.seed, self.device):  # the same masks every grid; training's RNG untouched
-            images = g(self.fixed_noise).float().cpu().numpy()
+            images = self.generate(g, self.fixed_noise, self.fixed_labels).float().cpu().numpy()
         g.train(was_training)
-        grid = make_grid(images, nrow=int(math.ceil(math.sqrt(len(images)))))
+        grid = make_grid(images, nrow=self.grid_nrow)
         return grid[..., 0] if grid.shape[-1] == 1 else grid
