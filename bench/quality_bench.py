@@ -95,6 +95,11 @@ RECIPES: dict[str, dict[str, Any]] = {
     # Heusel et al. 2017 (TTUR): D learns faster than G, 4e-4 vs 1e-4 as in SAGAN/BigGAN-style settings
     "default-ttur": {"train.lr_d": 0.0004, "train.lr_g": 0.0001},
     "default-ema": {"train.hacks.ema.enabled": True, "train.hacks.ema.decay": 0.999, "generate.use_ema": True},
+    # Labelled data only (issue 13; ganhacks #12 "if you have labels, use them"): the default conditioned on the class,
+    # by a projection D (Miyato & Koyama 2018) or an auxiliary classifier (AC-GAN, Odena et al. 2017) at two weights
+    "default-projection": {"train.conditional": "projection"},
+    "default-acgan": {"train.conditional": "acgan"},
+    "default-acgan-w0.3": {"train.conditional": "acgan", "train.acgan_weight": 0.3},
 }
 
 # Keys the bench sets itself for every run; a recipe may not override them.
