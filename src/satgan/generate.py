@@ -42,10 +42,9 @@ from torch import nn
 
 from satgan import names
 from satgan.arrays import save_array_with_sidecar
-from satgan.fsutil import atomic_path
-from satgan.imageops import denormalize, save_grid
 from satgan.errors import ParamsError
-from satgan.fsutil import write_json_atomic
+from satgan.fsutil import atomic_path, write_json_atomic
+from satgan.imageops import denormalize, save_grid
 from satgan.model import ModelConfig, sample_latent, sampling_rng
 from satgan.modelio import class_indices, load_generator, spread_labels
 from satgan.params import check
