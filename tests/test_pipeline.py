@@ -107,13 +107,20 @@ def _in_a_terminal(cmd: list[str], cwd: Path, columns: int) -> str:
 
 
 def test_dvc_exp_show_first_screen_holds_the_headline(tiny):
-    """Plain `dvc exp show` in a 160-column terminal: the first screen shows judge accuracy, SWD, copies and diversity."""
+    """Plain `dvc exp show` in a 160-column terminal: the first screen shows every headline figure the run has, with values.
+
+    DVC leaves out a column that is empty in every row: the tiny run's judge is inconclusive, so
+    its ``judge_acc`` is null (never a headline); tests/test_dvc_metrics.py sizes the full headline.
+    """
+    headline = json.loads((tiny[0] / "data/eval/headline.json").read_text())
+    present = [k for k, v in headline.items() if v is not None]
+    assert {"judge_p", "swd", "copied", "ssim_fake"} <= set(present)
     out = _in_a_terminal(["dvc", "exp", "show"], tiny[0], 160)
     lines = [line[:160] for line in out.splitlines()]
     header = next(line for line in lines if "Experiment" in line)
-    assert all(col in header.split() for col in ("judge_acc", "swd", "copied", "ssim_fake")), header
+    assert all(col in header.split() for col in present), header
     row = next(line for line in lines if line.strip().startswith("workspace"))
-    assert "…" not in row and len(row.split()) >= 7, row  # values, not squeezed columns
+    assert "…" not in row and len(row.split()) >= len(present) + 2, row  # values, not squeezed columns
 
 
 def test_prepare_param_reruns_from_prepare_only(tiny, tmp_path):
