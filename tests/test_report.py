@@ -417,6 +417,17 @@ def test_the_page_has_a_class_table_and_the_class_grid_only_when_written(run_dir
     assert 'id="classes"' not in plain
 
 
+def test_the_navigation_links_the_class_table_only_when_there_is_one(run_dirs, tmp_path):
+    """Labelled metrics: the page's navigation links #classes; unlabelled: no link to a section that is not there."""
+    run = _labelled_run(run_dirs, tmp_path / "a", LABELLED, class_grid=False)
+    page = write_report(run / "eval", run / "samples", run / "live")["report"].read_text()
+    nav = page[page.index("<nav>"):page.index("</nav>")]
+    assert '<a href="#classes">per class</a>' in nav and nav.index("#metrics") < nav.index("#classes") < nav.index("#samples")
+    plain = write_report(run_dirs / "eval", run_dirs / "samples", run_dirs / "live", out_dir=tmp_path)["report"].read_text()
+    plain_nav = plain[plain.index("<nav>"):plain.index("</nav>")]
+    assert "#classes" not in plain_nav and plain_nav.count("<a href=") == 6
+
+
 @needs_chromium
 def test_page_shows_the_class_table_and_grid_in_chromium(run_dirs, tmp_path):
     """In headless Chromium: one coloured row per class with its reading, and the class grid decoded."""

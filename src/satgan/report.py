@@ -741,9 +741,12 @@ def _card_section(eval_dir: Path, model_card_md: Path | None) -> str:
 def render_report(eval_dir: Path, samples_dir: Path, live_dir: Path, model_card_md: Path | None = None) -> str:
     """The whole page as a string (see the module docstring for its sections)."""
     training, frames = _training_section(live_dir)
+    classes = _classes_section(eval_dir, samples_dir)  # "" for unlabelled data: no section, no link
+    nav = [("metrics", "verdict"), *([("classes", "per class")] if classes else []), ("samples", "samples"),
+           ("training", "training"), ("turing", "Turing test"), ("copies", "copying"), ("card", "model card")]
     body = "".join([
         _section("The verdict", _metrics_section(eval_dir), "metrics"),
-        _classes_section(eval_dir, samples_dir),
+        classes,
         _section("What the model makes", _image_block(samples_dir / names.SAMPLE_GRID, "sample grid",
                  "Samples (generate's grid.png)") + _image_block(samples_dir / names.INTERPOLATION, "latent interpolation",
                  "Walking between latent vectors (spherical interpolation), one row per pair"), "samples"),
@@ -755,11 +758,13 @@ def render_report(eval_dir: Path, samples_dir: Path, live_dir: Path, model_card_
         _section("Model card", _card_section(eval_dir, model_card_md), "card"),
     ])
     template = resources.files("satgan").joinpath(REPORT).read_text(encoding="utf-8")
-    for marker in ("__REPORT_BODY__", "__REPORT_FRAMES__"):
+    for marker in ("__REPORT_NAV__", "__REPORT_BODY__", "__REPORT_FRAMES__"):
         if marker not in template:
             raise ValueError(f"{REPORT} template lacks the {marker} placeholder")
     frames_json = json.dumps(frames, separators=(",", ":")).replace("</", "<\\/")
-    return template.replace("__REPORT_FRAMES__", frames_json).replace("__REPORT_BODY__", body)
+    links = "".join(f'<a href="#{sid}">{html.escape(label)}</a>' for sid, label in nav)
+    return (template.replace("__REPORT_FRAMES__", frames_json).replace("__REPORT_NAV__", links)
+            .replace("__REPORT_BODY__", body))
 
 
 def write_report(eval_dir: str | Path, samples_dir: str | Path, live_dir: str | Path,
