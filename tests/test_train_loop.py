@@ -447,9 +447,9 @@ def test_changed_labels_start_fresh(labelled, tmp_path, capsys):
 
 
 @pytest.mark.parametrize(("edit", "fragment"), [
-    (lambda d: np.save(d / "labels.npy", np.zeros(5, np.int64)), "expected 24 int64 labels"),
-    (lambda d: np.save(d / "labels.npy", np.full(24, 9, np.int64)), "labels must lie in 0..6"),
-    (lambda d: np.save(d / "labels.npy", np.zeros(24, np.int32)), "expected 24 int64 labels"),
+    (lambda d: np.save(d / "labels.npy", np.zeros(5, np.int64)), r"labels\.npy: expected \(24,\) int64 class indices"),
+    (lambda d: np.save(d / "labels.npy", np.full(24, 9, np.int64)), r"labels\.npy: expected class indices in 0\.\.6"),
+    (lambda d: np.save(d / "labels.npy", np.zeros(24, np.int32)), r"labels\.npy: expected \(24,\) int64 class indices"),
     (lambda d: (d / "tiles.json").write_text(json.dumps({**json.loads((d / "tiles.json").read_text()), "classes": "x"})),
      "its sidecar names no classes"),
 ])

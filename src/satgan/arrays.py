@@ -149,6 +149,13 @@ def open_prepared(npy_path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
     return array, meta
 
 
+def class_names(value: Any) -> tuple[str, ...] | None:
+    """A sidecar's (or card's) JSON list of distinct non-empty class names as a tuple, or None when it is not one."""
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value) or len(set(value)) != len(value):
+        return None
+    return tuple(value)
+
+
 def open_labels(npy_path: str | Path, n_rows: int, n_classes: int, rows_of: str) -> np.ndarray:
     """A class-label array: (n_rows,) int64 indices in [0, n_classes), aligned row for row with ``rows_of``.
 

@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 
 from satgan import metrics, modelcard, names
-from satgan.arrays import open_labels, open_prepared, sidecar_path
+from satgan.arrays import class_names, open_labels, open_prepared, sidecar_path
 from satgan.errors import DataError
 from satgan.fid import fid_kid
 from satgan.fsutil import sha256_file, write_json_atomic
@@ -273,13 +273,6 @@ class SampleClasses:
 CONDITIONAL_KINDS = ("none", "projection", "acgan")
 
 
-def _class_names(value: Any) -> tuple[str, ...] | None:
-    """A JSON list of distinct non-empty class names as a tuple, or None."""
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value) or len(set(value)) != len(value):
-        return None
-    return tuple(value)
-
-
 def read_prepared_classes(prepared: Path, train_meta: dict[str, Any], holdout_meta: dict[str, Any],
                           n_train: int, n_holdout: int) -> PreparedClasses | None:
     """The prepared data's classes and labels, or None for unlabelled data (no ``labels.npy``).
@@ -291,11 +284,11 @@ def read_prepared_classes(prepared: Path, train_meta: dict[str, Any], holdout_me
     if not train_labels.exists() and not holdout_labels.exists():
         return None
     tiles_json, holdout_json = sidecar_path(prepared / names.TRAIN_TILES), sidecar_path(prepared / names.HOLDOUT_TILES)
-    train_classes = _class_names(train_meta["classes"]) if "classes" in train_meta else None
+    train_classes = class_names(train_meta["classes"]) if "classes" in train_meta else None
     if train_classes is None:
         raise DataError(f"{tiles_json}: expected 'classes', a list of distinct class names, beside "
                         f"{train_labels.name} (rerun prepare)")
-    if ("classes" not in holdout_meta) or _class_names(holdout_meta["classes"]) != train_classes:
+    if ("classes" not in holdout_meta) or class_names(holdout_meta["classes"]) != train_classes:
         raise DataError(f"{holdout_json}: expected the classes {list(train_classes)} of {tiles_json.name}, got "
                         f"{holdout_meta['classes'] if 'classes' in holdout_meta else 'none'} (rerun prepare)")
     k = len(train_classes)
@@ -323,7 +316,7 @@ def read_sample_classes(samples_dir: Path, n_fake: int) -> SampleClasses:
     if not isinstance(info, dict) or not {"conditional", "classes"} <= set(info):
         got = sorted(info) if isinstance(info, dict) else type(info).__name__
         raise DataError(f"{info_path}: expected an object with the keys 'conditional' and 'classes', got {got} {rerun}")
-    conditional, classes = info["conditional"], _class_names(info["classes"])
+    conditional, classes = info["conditional"], class_names(info["classes"])
     if conditional not in CONDITIONAL_KINDS:
         raise DataError(f"{info_path}: conditional: expected one of {', '.join(CONDITIONAL_KINDS)}, got {conditional!r} {rerun}")
     if classes is None or (conditional == "none") != (len(classes) == 0):
@@ -559,7 +552,7 @@ def evaluate(prepared_dir: str | Path, samples_dir: str | Path, out_dir: str | P
     if data_classes is not None and classifier_on:
         c = params.classifier
         n_cls = len(classifier_subset(len(train), c.max_train_tiles, seed))
-        scored = (f"its intended class for {len(fake)} samples" if sample_classes.labels is not None
+        scored = (f"{len(fake)} samples against their intended class" if sample_classes.labels is not None
                   else f"the class spread of {len(fake)} samples (unconditional model)")
         with phase("classifier", f"GAN-test: a {len(data_classes.names)}-class CNN, {c.epochs} epochs on {n_cls} of "
                                  f"{len(train)} labelled training tiles, scored on {len(holdout)} held-out reals and {scored}"):

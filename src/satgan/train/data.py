@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 
-def _labels_tensor(labels: np.ndarray | None, device: torch.device) -> torch.Tensor | None:
+def labels_tensor(labels: np.ndarray | None, device: torch.device) -> torch.Tensor | None:
+    """int64 class labels (one per tile) as a device tensor; None stays None (unlabelled)."""
     return None if labels is None else torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
 
 
@@ -30,7 +31,7 @@ class ResidentData:
         # fp16 halves GPU memory and is cast in the step; CPUs are slow at fp16, so keep fp32 there
         t = t.to(device=device, dtype=torch.float16 if device.type == "cuda" else torch.float32)
         self.data = t.contiguous(memory_format=torch.channels_last) if channels_last else t
-        self.labels = _labels_tensor(labels, device)
+        self.labels = labels_tensor(labels, device)
 
     def sample(self, batch: int) -> torch.Tensor:
         return self.sample_labelled(batch)[0]

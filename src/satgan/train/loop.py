@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from satgan import names
-from satgan.arrays import open_prepared
+from satgan.arrays import class_names, open_labels, open_prepared
 from satgan.errors import DataError, TrainingError
 from satgan.fsutil import sha256_file
 from satgan.modelio import save_model
@@ -168,7 +168,8 @@ def read_labels(data_dir: Path, meta: dict[str, Any], n_tiles: int, conditional:
     """The training tiles' class indices (``labels.npy``) and class names (the sidecar's ``classes``) for conditional training.
 
     Unlabelled prepared data (no labels.npy) is one :class:`DataError` naming ``train.conditional``
-    and the folder; labels that do not fit the tiles or the classes are one naming the file.
+    and the folder; labels that do not fit the tiles or the classes are one naming the file
+    (:func:`satgan.arrays.open_labels`, as evaluate reads them).
     """
     path = data_dir / names.TRAIN_LABELS
     if not path.is_file():
@@ -177,21 +178,11 @@ def read_labels(data_dir: Path, meta: dict[str, Any], n_tiles: int, conditional:
             f"({names.TRAIN_LABELS} not found): prepare labelled tiles (download.labels: folder or csv) "
             "or set train.conditional: none"
         )
-    classes = meta.get("classes")
-    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)
-            and len(set(classes)) == len(classes)):
+    classes = class_names(meta["classes"]) if "classes" in meta else None
+    if classes is None:
         raise DataError(f"{data_dir / names.TRAIN_TILES}: its sidecar names no classes (key 'classes': a list of "
                         f"distinct names) for {names.TRAIN_LABELS}; rerun prepare")
-    try:
-        labels = np.load(path, allow_pickle=False)
-    except (ValueError, EOFError, OSError) as exc:
-        raise DataError(f"{path}: not a readable .npy file: {exc}") from None
-    if labels.shape != (n_tiles,) or labels.dtype != np.int64:
-        raise DataError(f"{path}: expected {n_tiles} int64 labels (one per tile of {names.TRAIN_TILES}), "
-                        f"got shape {labels.shape} {labels.dtype}")
-    if n_tiles and (labels.min() < 0 or labels.max() >= len(classes)):
-        raise DataError(f"{path}: labels must lie in 0..{len(classes) - 1} (the sidecar's {len(classes)} classes)")
-    return labels, classes
+    return open_labels(path, n_tiles, len(classes), names.TRAIN_TILES), list(classes)
 
 
 def _train(p: TrainParams, data_dir: Path, out_dir: Path, ck_dir: Path, live_dir: Path | None,

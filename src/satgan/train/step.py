@@ -53,7 +53,7 @@ from satgan.model import (
 from satgan.train import fastpath as FP
 from satgan.train import hacks as H
 from satgan.train.checkpoint import PROGRESS_PART, Stateful
-from satgan.train.data import RealFeed
+from satgan.train.data import RealFeed, labels_tensor
 from satgan.train.params import TrainParams
 from satgan.train.precision import choose_precision
 from satgan.train.runtime import Dist, RngState, any_rank, say, seed_everything
@@ -186,8 +186,7 @@ class Trainer:
             raise ValueError(f"conditional {cfg.conditional!r} training needs the tiles' labels")
         labels = labels if self.conditional else None
         # every training tile's label on the device: real batches carry theirs, fake labels are drawn from it
-        self.class_labels = (torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
-                             if labels is not None else None)
+        self.class_labels = labels_tensor(labels, device)
         cuda = device.type == "cuda"
         self.batch = p.batch_size
         self.d_steps = h.extra_steps.d_steps if h.extra_steps.enabled else 1
