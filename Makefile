@@ -30,7 +30,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 demo: setup
 	dvc repro
-	@$(BIN)/python -m satgan.summary
+	@$(BIN)/python -m satgan.evaluate.summary
 
 test: setup
 	pytest $(PYTEST_ARGS)

@@ -201,7 +201,7 @@ def row_from(result: dict[str, Any]) -> dict[str, Any]:
         "memorized": round(m["memorization"]["frac_above_threshold"] * m["n"]["fake"]),
         "fake_ssim": m["diversity"]["fake_mean_ssim"], "real_ssim": m["diversity"]["real_mean_ssim"],
     })
-    classifier = m.get("classifier")  # labelled data only (satgan.evaluate.classifier_block)
+    classifier = m.get("classifier")  # labelled data only (satgan.evaluate.stage.classifier_block)
     if isinstance(classifier, dict):
         row["real_test"] = classifier["real_test"]["accuracy"]
         if "gan_test" in classifier:  # a conditional model: the classifier's accuracy on the asked-for classes
@@ -248,7 +248,7 @@ def machine() -> str:
 
 def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     """Train, generate and evaluate one (recipe, seed) as the pipeline's stages would; writes result.json."""
-    from satgan.evaluate import EvaluateParams, evaluate
+    from satgan.evaluate.stage import EvaluateParams, evaluate
     from satgan.generate import GenerateParams, generate
     from satgan.params import from_mapping
     from satgan.train import train

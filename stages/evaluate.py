@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 
 from satgan.cli import run_main
-from satgan.evaluate import EvaluateParams, evaluate
+from satgan.evaluate.stage import EvaluateParams, evaluate
 from satgan.params import DEFAULT_PARAMS, load_section
 
 

@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from satgan import cli
-from satgan.turing import ANSWERS_FORMAT, write_turing_test
-from test_summary import METRICS as SUMMARY_METRICS
+from satgan.evaluate.turing import ANSWERS_FORMAT, write_turing_test
+from test_evaluate_summary import METRICS as SUMMARY_METRICS
 from tiles import load_tiles
 
 SATGAN = Path(sys.executable).parent / "satgan"
@@ -65,7 +65,7 @@ def test_console_script_is_installed_and_lazy():
     assert proc.returncode == 0 and "quiz" in proc.stdout
     probe = ("import sys, contextlib, io\nfrom satgan import cli\nwith contextlib.redirect_stdout(io.StringIO()):\n"
              "    cli.main(['--help'])\nprint(sorted(m for m in sys.modules if m == 'torch' or m in "
-             "('satgan.sample', 'satgan.turing', 'satgan.report', 'satgan.summary', 'satgan.ablate')))")
+             "('satgan.sample', 'satgan.evaluate.turing', 'satgan.evaluate.report', 'satgan.evaluate.summary', 'satgan.ablate')))")
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip() == "[]"
 
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from pipeline_helpers import env
-from satgan import report
+from satgan.evaluate import report
 
 # `dvc exp show` layout, measured on dvc 3.67 (rich table): an experiment row such as
 # "  ├── 1a2b3c4 [no-instance-noise]  " takes ~36 characters, "Created" ~11, and each metric
@@ -55,7 +55,7 @@ def exp_show_width(columns: list[str]) -> int:
 
 
 def test_only_the_headline_is_declared_as_metrics(repo_root):
-    """The one declared metrics file is headline.json (written by satgan.report), whose columns this test can count."""
+    """The one declared metrics file is headline.json (written by satgan.evaluate.report), whose columns this test can count."""
     dvc, paths = _load(repo_root)
     assert declared_metrics(dvc, paths) == [f"{paths['eval']}/{report.HEADLINE}"]
 

@@ -25,9 +25,9 @@ from satgan.errors import SatganError
 # subcommand -> (module whose main(argv) it runs, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "sample": ("satgan.sample", "sample tiles from a trained generator into a PNG grid (no DVC needed)"),
-    "summary": ("satgan.summary", "print the key evaluation numbers and where every output is"),
-    "quiz": ("satgan.turing", "the human Turing test: `quiz score` people's answers, `quiz make` a fresh quiz"),
-    "report": ("satgan.report", "build the evaluation page data/eval/report.html by hand"),
+    "summary": ("satgan.evaluate.summary", "print the key evaluation numbers and where every output is"),
+    "quiz": ("satgan.evaluate.turing", "the human Turing test: `quiz score` people's answers, `quiz make` a fresh quiz"),
+    "report": ("satgan.evaluate.report", "build the evaluation page data/eval/report.html by hand"),
     "ablate": ("satgan.ablate", "queue and run one DVC experiment per default-on GAN hack"),
 }
 

@@ -8,7 +8,7 @@ Two writers, one renderer (:func:`render`):
   ``recipe`` (the train params: settings and the GAN hacks that are on) and ``compute`` (steps,
   device, wall time). The evaluation reads "not evaluated yet";
 - the evaluate stage writes the same card with its evaluation to ``data/eval/MODEL_CARD.md``
-  (:func:`satgan.evaluate.evaluate`), shown on ``report.html``.
+  (:func:`satgan.evaluate.stage.evaluate`), shown on ``report.html``.
 
 Sections: what it makes, training data (source, scene or area, licence of the imagery), recipe,
 compute, evaluation, intended use, limitations. A piece the card does not have reads "not

@@ -1,7 +1,7 @@
 """params.yaml's ``paths`` section: where every stage reads and writes, as a typed section.
 
 dvc.yaml templates these folders (``${paths.model}``) into its commands, deps and outs;
-Python code that needs a stage's folder outside a stage (``python -m satgan.summary``) loads
+Python code that needs a stage's folder outside a stage (``python -m satgan.evaluate.summary``) loads
 them with ``load_section("paths", PathsParams)`` instead of parsing the file by hand. The
 file names inside each folder are :mod:`satgan.names`.
 """

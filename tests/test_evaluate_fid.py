@@ -1,4 +1,4 @@
-"""Tests for satgan.fid: FID/KID math, and the whole path offline with a locally built InceptionV3 weights file."""
+"""Tests for satgan.evaluate.fid: FID/KID math, and the whole path offline with a locally built InceptionV3 weights file."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from satgan import fid
+from satgan.evaluate import fid
 from satgan.errors import DataError, ParamsError
 
 
@@ -163,7 +163,7 @@ def test_stage_without_a_network_exits_0_with_one_warning(repo_root, tmp_path):
 
     sys.path.insert(0, str(repo_root / "tests"))
     from class_helpers import write_sample_classes  # noqa: E402
-    from test_evaluate import _params  # noqa: E402 (the small evaluate params of the evaluate tests)
+    from test_evaluate_stage import _params  # noqa: E402 (the small evaluate params of the evaluate tests)
     from tiles import load_tiles  # noqa: E402
 
     from satgan.arrays import save_array_with_sidecar
@@ -180,7 +180,7 @@ def test_stage_without_a_network_exits_0_with_one_warning(repo_root, tmp_path):
                             {"model": {"step": 1}, "architecture": {"image_size": 32}})
     write_sample_classes(tmp_path / "samples")
     params = _params(repo_root, tmp_path, inception_weights="auto")
-    code = (f"import runpy, sys; import satgan.fid as f; f.weights_url = lambda: {_closed_port_url()!r}; "
+    code = (f"import runpy, sys; import satgan.evaluate.fid as f; f.weights_url = lambda: {_closed_port_url()!r}; "
             f"sys.argv = ['evaluate.py', '--prepared', {str(tmp_path / 'prepared')!r}, '--samples', "
             f"{str(tmp_path / 'samples')!r}, '--out', {str(tmp_path / 'eval')!r}, '--params', {str(params)!r}]; "
             f"runpy.run_path({str(repo_root / 'stages' / 'evaluate.py')!r}, run_name='__main__')")

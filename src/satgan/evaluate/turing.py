@@ -1,8 +1,8 @@
 """The human Turing test, run as HYPE (Zhou et al., NeurIPS 2019): a fresh draw of real and
 fake tiles per quiz, its answer key, a self-contained quiz page, and scoring of people's answers.
 
-    python -m satgan.turing make --holdout data/prepared/holdout.npy --samples data/samples/samples.npy --out quiz-2
-    python -m satgan.turing score answers.json [more.json ...] --key data/eval/turing_key.json
+    python -m satgan.evaluate.turing make --holdout data/prepared/holdout.npy --samples data/samples/samples.npy --out quiz-2
+    python -m satgan.evaluate.turing score answers.json [more.json ...] --key data/eval/turing_key.json
 
 **A fresh draw per quiz.** Which real (held-out) and fake (generated) tiles a quiz shows, and
 their grid positions, are drawn from a generator seeded by the quiz id, which the key records.
@@ -185,7 +185,7 @@ def render_quiz(ts: TuringSet, key: dict[str, Any]) -> str:
     }
     # "</" inside a <script> block would end it early; JSON allows the escaped form.
     blob = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
-    template = resources.files("satgan").joinpath("quiz.html").read_text(encoding="utf-8")
+    template = resources.files("satgan.evaluate").joinpath("quiz.html").read_text(encoding="utf-8")
     if "__QUIZ_DATA__" not in template:
         raise ValueError("quiz.html template lacks the __QUIZ_DATA__ placeholder")
     return template.replace("__QUIZ_DATA__", blob)
@@ -527,7 +527,7 @@ def _pipeline_folders(params_path: Path) -> dict[str, Path]:
     return {key: Path(paths[key]) for key in ("prepared", "samples")}
 
 
-def main(argv: list[str] | None = None, prog: str = "python -m satgan.turing") -> None:
+def main(argv: list[str] | None = None, prog: str = "python -m satgan.evaluate.turing") -> None:
     """``score`` quiz answers against a key, or ``make`` a fresh quiz from the pipeline's tiles."""
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)

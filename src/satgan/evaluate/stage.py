@@ -9,13 +9,13 @@ Inputs (all through the :mod:`satgan.arrays` contract, memory-mapped): the train
   labelled data also ``classifier`` (GAN-test) and ``per_class``, where a figure the data
   cannot give reads ``"not computed: <why>"`` (as fid_kid.json's FID does);
 - ``fid_kid.json``: FID/KID, or ``"not computed"`` with the reason;
-- ``turing_grid.png`` + ``turing_key.json`` + ``quiz.html``: the Turing test (:mod:`satgan.turing`);
+- ``turing_grid.png`` + ``turing_key.json`` + ``quiz.html``: the Turing test (:mod:`satgan.evaluate.turing`);
 - ``closest_pairs.png``: the samples most similar to a training tile, each beside that tile;
 - ``MODEL_CARD.md`` (with ``model_dir``): the model card with this evaluation (:mod:`satgan.modelcard`);
-- ``report.html`` + ``headline.json`` (with ``live_dir``): :mod:`satgan.report`.
+- ``report.html`` + ``headline.json`` (with ``live_dir``): :mod:`satgan.evaluate.report`.
 
 Labelled data (prepare's ``labels.npy``; classes named in the sidecars): a class classifier
-trained on the real labelled training tiles (:func:`satgan.judge.train_classifier`) scores the
+trained on the real labelled training tiles (:func:`satgan.evaluate.judge.train_classifier`) scores the
 held-out reals (``real_test``: the ceiling) and, for a conditional model (generate's
 ``classes/labels.npy``), the samples against the class they were asked for (``gan_test``,
 Shmelkov et al. 2018); for an unconditional one, how it spreads the samples over the classes
@@ -33,7 +33,7 @@ neither show a difference nor rule out an easy one is ``conclusive: 0`` and is n
 headline (:func:`judge_conclusive`). Each phase prints one line to stderr as it starts.
 
 Deterministic: every random choice is drawn from ``evaluate.seed`` and the judge trains on one
-thread under deterministic algorithms (:mod:`satgan.judge`), so two runs on the same samples
+thread under deterministic algorithms (:mod:`satgan.evaluate.judge`), so two runs on the same samples
 and held-out tiles write the same metrics.json.
 """
 
@@ -51,17 +51,18 @@ from typing import Any
 
 import numpy as np
 
-from satgan import metrics, modelcard, names
+from satgan import modelcard, names
+from satgan.evaluate import metrics
 from satgan.arrays import class_names, open_labels, open_prepared, sidecar_path
 from satgan.errors import DataError
-from satgan.fid import fid_kid
+from satgan.evaluate.fid import fid_kid
 from satgan.fsutil import sha256_file, write_json_atomic
 from satgan.imageops import save_grid
-from satgan.judge import ClassifierParams, JudgeParams, JudgeResult, classify, classifier_subset, judge, train_classifier
+from satgan.evaluate.judge import ClassifierParams, JudgeParams, JudgeResult, classify, classifier_subset, judge, train_classifier
 from satgan.modelio import read_card
 from satgan.params import check
-from satgan.report import rate_metrics, write_report
-from satgan.turing import write_turing_test
+from satgan.evaluate.report import rate_metrics, write_report
+from satgan.evaluate.turing import write_turing_test
 
 
 @dataclass(frozen=True)
@@ -231,7 +232,7 @@ def judge_conclusive(p_value: float, ci_high: float) -> bool:
 
 
 def run_judge(real: np.ndarray, fake: np.ndarray, params: EvaluateParams, n_test: int, seed: int) -> JudgeResult:
-    """:func:`satgan.judge.judge` scored on exactly ``n_test`` tiles per set (:func:`judge_test_count`)."""
+    """:func:`satgan.evaluate.judge.judge` scored on exactly ``n_test`` tiles per set (:func:`judge_test_count`)."""
     per_class = min(len(real), len(fake))
     # judge.judge splits round(n * test_fraction) per class; n_test / n reproduces exactly n_test.
     cfg = (params.judge if n_test == round(per_class * params.judge.test_fraction)
@@ -373,7 +374,7 @@ def classifier_block(data: PreparedClasses, train: np.ndarray, holdout: np.ndarr
     (Shmelkov et al. 2018). For an unconditional model, ``shares``: the classes it predicts for
     the samples against those it predicts for the held-out reals (the same classifier on both, so
     its own mistakes cancel), their total-variation distance, and ``tv_noise``, the distance
-    sampling alone gives (:func:`satgan.metrics.tv_sampling_noise`): a class the model never
+    sampling alone gives (:func:`satgan.evaluate.metrics.tv_sampling_noise`): a class the model never
     makes has a fake share near 0.
     """
     k = len(data.names)
@@ -470,7 +471,7 @@ def evaluate(prepared_dir: str | Path, samples_dir: str | Path, out_dir: str | P
     (:func:`adapt_counts`), recorded in metrics.json's ``adapted`` block and said on stderr, one
     line each. With ``model_dir`` (train's output) it writes ``MODEL_CARD.md``: the model card
     with this evaluation. With ``live_dir`` (train's dvclive folder) it ends by writing
-    ``report.html`` and ``headline.json`` (:func:`satgan.report.write_report`); a missing live
+    ``report.html`` and ``headline.json`` (:func:`satgan.evaluate.report.write_report`); a missing live
     folder only makes the report's training sections read "not available". ``progress``: one
     stderr line per phase.
     """

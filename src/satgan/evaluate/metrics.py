@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from skimage.metrics import structural_similarity
 
-from satgan.judge import binomial_log_sf
+from satgan.evaluate.judge import binomial_log_sf
 
 # 5-tap binomial kernel: the Gaussian of Burt & Adelson's Laplacian pyramid, as in Karras et al.
 _BINOMIAL = np.array([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0

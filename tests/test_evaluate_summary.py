@@ -1,4 +1,4 @@
-"""Tests for satgan.summary: the table and paths printed after `make demo`."""
+"""Tests for satgan.evaluate.summary: the table and paths printed after `make demo`."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def _setup(tmp_path, repo_root, write_metrics=True):
         (tmp_path / "eval" / "metrics.json").write_text(json.dumps(METRICS))
         (tmp_path / "eval" / "fid_kid.json").write_text(json.dumps({"fid": "not computed", "kid": "not computed",
                                                                      "reason": "no weights"}))
-    return subprocess.run([sys.executable, "-m", "satgan.summary", "--params", str(tmp_path / "params.yaml")],
+    return subprocess.run([sys.executable, "-m", "satgan.evaluate.summary", "--params", str(tmp_path / "params.yaml")],
                           capture_output=True, text=True)
 
 
@@ -55,7 +55,7 @@ def test_an_inconclusive_judge_is_not_printed_as_a_score(tmp_path, repo_root):
     doc["judge"].update(accuracy=0.75, p_value=0.14, n_test=8, conclusive=0, accuracy_ci_low=0.349, accuracy_ci_high=0.968)
     proc = _setup(tmp_path, repo_root)
     (tmp_path / "eval" / "metrics.json").write_text(json.dumps(doc))
-    proc = subprocess.run([sys.executable, "-m", "satgan.summary", "--params", str(tmp_path / "params.yaml")],
+    proc = subprocess.run([sys.executable, "-m", "satgan.evaluate.summary", "--params", str(tmp_path / "params.yaml")],
                           capture_output=True, text=True)
     row = next(line for line in proc.stdout.splitlines() if "judge accuracy" in line)
     assert "inconclusive" in row and "0.750 on only 8 test tiles, 95% CI 0.35-0.97" in row
@@ -69,7 +69,7 @@ def test_labelled_metrics_add_the_gan_test_row(tmp_path, repo_root):
                          "real_test": {**acc, "accuracy": 0.8, "ci_low": 0.72, "ci_high": 0.87}}
     _setup(tmp_path, repo_root)
     (tmp_path / "eval" / "metrics.json").write_text(json.dumps(doc))
-    proc = subprocess.run([sys.executable, "-m", "satgan.summary", "--params", str(tmp_path / "params.yaml")],
+    proc = subprocess.run([sys.executable, "-m", "satgan.evaluate.summary", "--params", str(tmp_path / "params.yaml")],
                           capture_output=True, text=True)
     row = next(line for line in proc.stdout.splitlines() if "GAN-test accuracy" in line)
     assert "0.600 (95% CI 0.50-0.70)" in row and "baseline 0.800 on held-out reals" in row

@@ -1,6 +1,6 @@
 """The evaluation report: one self-contained, offline HTML page per evaluation, plus the headline.
 
-    python -m satgan.report            # folders from params.yaml's `paths`; writes data/eval/report.html
+    python -m satgan.evaluate.report            # folders from params.yaml's `paths`; writes data/eval/report.html
 
 ``write_report`` reads what the pipeline already wrote and builds ``report.html`` (every image
 inlined as a data URI; inline CSS, inline SVG charts and a few lines of inline JS; a
@@ -680,7 +680,7 @@ def _training_section(live_dir: Path) -> tuple[str, list[dict[str, Any]]]:
 
 
 def _turing_section(eval_dir: Path) -> str:
-    from satgan.turing import load_key
+    from satgan.evaluate.turing import load_key
 
     try:
         uri = _png_uri(eval_dir / names.TURING_GRID)
@@ -757,7 +757,7 @@ def render_report(eval_dir: Path, samples_dir: Path, live_dir: Path, model_card_
                  "copies"),
         _section("Model card", _card_section(eval_dir, model_card_md), "card"),
     ])
-    template = resources.files("satgan").joinpath(REPORT).read_text(encoding="utf-8")
+    template = resources.files("satgan.evaluate").joinpath(REPORT).read_text(encoding="utf-8")
     for marker in ("__REPORT_NAV__", "__REPORT_BODY__", "__REPORT_FRAMES__"):
         if marker not in template:
             raise ValueError(f"{REPORT} template lacks the {marker} placeholder")
@@ -815,7 +815,7 @@ def _folders(params_path: Path) -> dict[str, Path]:
     return out
 
 
-def main(argv: list[str] | None = None, prog: str = "python -m satgan.report") -> None:
+def main(argv: list[str] | None = None, prog: str = "python -m satgan.evaluate.report") -> None:
     """Build the report page by hand (the evaluate stage builds it too)."""
     from satgan.params import DEFAULT_PARAMS
 

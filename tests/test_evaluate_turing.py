@@ -1,4 +1,4 @@
-"""Tests for satgan.turing: the per-quiz draw, its key, the quiz page in Chromium (both protocols),
+"""Tests for satgan.evaluate.turing: the per-quiz draw, its key, the quiz page in Chromium (both protocols),
 HYPE scoring and its edge cases, and clear errors for foreign key and answers files."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from PIL import Image
 
 from satgan.errors import DataError
 from satgan.arrays import save_array_with_sidecar
-from satgan.turing import (
+from satgan.evaluate.turing import (
     ANSWERS_FORMAT,
     derive_quiz_id,
     format_result,
@@ -43,7 +43,7 @@ def _env() -> dict[str, str]:
 
 
 def _score_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "satgan.turing", "score", *args], capture_output=True, text=True, env=_env())
+    return subprocess.run([sys.executable, "-m", "satgan.evaluate.turing", "score", *args], capture_output=True, text=True, env=_env())
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +146,7 @@ def test_make_command_draws_a_fresh_quiz(real_fake, tmp_path):
     ids = []
     for i in range(2):
         out = tmp_path / f"quiz{i}"
-        subprocess.run([sys.executable, "-m", "satgan.turing", "make", "--holdout", str(tmp_path / "holdout.npy"),
+        subprocess.run([sys.executable, "-m", "satgan.evaluate.turing", "make", "--holdout", str(tmp_path / "holdout.npy"),
                         "--samples", str(tmp_path / "samples.npy"), "--out", str(out), "--n-real", "3", "--n-fake", "3"],
                        check=True, capture_output=True, text=True, env=_env())
         k = load_key(out / "turing_key.json")
@@ -434,7 +434,7 @@ def test_make_finds_the_arrays_through_params_paths(real_fake, tmp_path, repo_ro
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(doc))
     save_array_with_sidecar(tmp_path / "prep" / "holdout.npy", real_fake[0], {})
     save_array_with_sidecar(tmp_path / "samp" / "samples.npy", real_fake[1], {})
-    proc = subprocess.run([sys.executable, "-m", "satgan.turing", "make", "--params", str(tmp_path / "p.yaml"),
+    proc = subprocess.run([sys.executable, "-m", "satgan.evaluate.turing", "make", "--params", str(tmp_path / "p.yaml"),
                            "--out", str(tmp_path / "q"), "--quiz-id", "fixed-1", "--n-real", "2", "--n-fake", "2"],
                           capture_output=True, text=True, env=_env())
     assert proc.returncode == 0, proc.stderr

@@ -1,4 +1,4 @@
-"""Tests for satgan.metrics: SWD, colour histograms, memorization and diversity on known answers."""
+"""Tests for satgan.evaluate.metrics: SWD, colour histograms, memorization and diversity on known answers."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from satgan import metrics as M
-from satgan.judge import binomial_log_sf
-from satgan.metrics import clopper_pearson
+from satgan.evaluate import metrics as M
+from satgan.evaluate.judge import binomial_log_sf
+from satgan.evaluate.metrics import clopper_pearson
 from tiles import load_tiles
 
 

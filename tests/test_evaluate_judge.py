@@ -1,4 +1,4 @@
-"""Tests for satgan.judge: the classifier two-sample test and the GAN-test class classifier against known answers."""
+"""Tests for satgan.evaluate.judge: the classifier two-sample test and the GAN-test class classifier against known answers."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from satgan.judge import (
+from satgan.evaluate.judge import (
     ClassifierParams,
     JudgeParams,
     binomial_p_value,

@@ -1,4 +1,4 @@
-"""Print the key evaluation numbers and where the outputs are: ``python -m satgan.summary``.
+"""Print the key evaluation numbers and where the outputs are: ``python -m satgan.evaluate.summary``.
 
 ``make demo`` calls it after ``dvc repro``. It reads params.yaml's ``paths`` section (typed:
 :class:`satgan.paths.PathsParams`) for the folders and ``data/eval/metrics.json``
@@ -15,10 +15,10 @@ from typing import Any
 from satgan import names
 from satgan.cli import run_main
 from satgan.errors import DataError
-from satgan.evaluate import EvaluateParams
+from satgan.evaluate.stage import EvaluateParams
 from satgan.params import DEFAULT_PARAMS, load_section
 from satgan.paths import PathsParams
-from satgan.report import judge_is_conclusive, rate_classifier
+from satgan.evaluate.report import judge_is_conclusive, rate_classifier
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -69,14 +69,14 @@ def render(metrics: dict[str, Any], fid: dict[str, Any], samples: Path, eval_dir
         f"  closest sample/train pairs     {eval_dir / names.CLOSEST_PAIRS}",
         f"  metrics                        {eval_dir / names.METRICS}   (compare runs: dvc metrics diff)",
         "",
-        f"Score quiz answers: python -m satgan.turing score answers.json [...] --key {eval_dir / names.TURING_KEY}",
+        f"Score quiz answers: python -m satgan.evaluate.turing score answers.json [...] --key {eval_dir / names.TURING_KEY}",
     ]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Print the summary of the last evaluate run."""
-    parser = argparse.ArgumentParser(prog="python -m satgan.summary", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m satgan.evaluate.summary", description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path, default=DEFAULT_PARAMS, help="params file (default: params.yaml)")
     args = parser.parse_args(argv)
     paths = load_section("paths", PathsParams, args.params)

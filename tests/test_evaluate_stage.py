@@ -1,4 +1,4 @@
-"""Tests for satgan.evaluate and stages/evaluate.py on tiny real tiles."""
+"""Tests for satgan.evaluate.stage and stages/evaluate.py on tiny real tiles."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from satgan.arrays import open_prepared, save_array_with_sidecar
 from satgan.errors import DataError, ParamsError
-from satgan.evaluate import (
+from satgan.evaluate.stage import (
     EvaluateParams,
     adapt_counts,
     evaluate,
@@ -27,7 +27,7 @@ from satgan.evaluate import (
     read_prepared_classes,
     read_sample_classes,
 )
-from satgan.metrics import clopper_pearson
+from satgan.evaluate.metrics import clopper_pearson
 from satgan.model import ModelConfig, build_discriminator, build_generator
 from satgan.modelio import save_model
 from satgan.params import load_section

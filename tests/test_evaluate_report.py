@@ -1,4 +1,4 @@
-"""Tests for satgan.report: the pure parts (series, ticks, charts, marks, headline) and the page in headless Chromium."""
+"""Tests for satgan.evaluate.report: the pure parts (series, ticks, charts, marks, headline) and the page in headless Chromium."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from satgan.imageops import save_grid
-from satgan.report import (
+from satgan.evaluate.report import (
     HEADLINE,
     REPORT,
     Missing,
@@ -27,7 +27,7 @@ from satgan.report import (
     sample_frames,
     write_report,
 )
-from satgan.turing import write_turing_test
+from satgan.evaluate.turing import write_turing_test
 from tiles import load_tiles
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -240,7 +240,7 @@ def test_damaged_inputs_do_not_stop_the_page(run_dirs, tmp_path):
 
 
 def test_cli_builds_the_report_from_params_paths(run_dirs, tmp_path, repo_root):
-    """`python -m satgan.report --params p.yaml` reads the folders from `paths` and writes the page."""
+    """`python -m satgan.evaluate.report --params p.yaml` reads the folders from `paths` and writes the page."""
     import subprocess
     import sys
 
@@ -250,7 +250,7 @@ def test_cli_builds_the_report_from_params_paths(run_dirs, tmp_path, repo_root):
     params["paths"].update({k: str(run_dirs / k) for k in ("eval", "samples", "live")})
     p = tmp_path / "params.yaml"
     p.write_text(yaml.safe_dump(params))
-    proc = subprocess.run([sys.executable, "-m", "satgan.report", "--params", str(p), "--out", str(tmp_path / "out")],
+    proc = subprocess.run([sys.executable, "-m", "satgan.evaluate.report", "--params", str(p), "--out", str(tmp_path / "out")],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "out" / REPORT).is_file() and "open it in a browser" in proc.stdout

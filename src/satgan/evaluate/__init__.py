@@ -1,0 +1,18 @@
+"""Stage 6, evaluate: how convincing are the fakes, and is the model copying its training set?
+
+The map of this package (``stages/evaluate.py`` calls :func:`satgan.evaluate.stage.evaluate`):
+
+- :mod:`~satgan.evaluate.stage`: the stage function and its params (``evaluate`` in params.yaml);
+  it runs the phases below and writes every output;
+- :mod:`~satgan.evaluate.judge`: the judge (a small CNN told to separate held-out reals from
+  fakes) and the class classifier for labelled data;
+- :mod:`~satgan.evaluate.metrics`: distribution metrics (SWD, colour histograms, memorization,
+  diversity);
+- :mod:`~satgan.evaluate.fid`: FID/KID through torch-fidelity's InceptionV3 (off by default);
+- :mod:`~satgan.evaluate.turing`: the human Turing test (grid, answer key, ``quiz.html``,
+  ``satgan quiz``);
+- :mod:`~satgan.evaluate.report`: ``report.html`` and ``headline.json``;
+- :mod:`~satgan.evaluate.summary`: ``satgan summary``, the key figures in a terminal.
+
+Nothing is imported here, so ``satgan summary`` and ``satgan quiz`` do not pay for torch.
+"""
