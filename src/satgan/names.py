@@ -21,6 +21,11 @@ TRAIN_TILES = "tiles.npy"
 HOLDOUT_TILES = "holdout.npy"
 TRAIN_LABELS = "labels.npy"  # labelled data only: int64 class index per row of tiles.npy (classes: the sidecars)
 HOLDOUT_LABELS = "holdout_labels.npy"  # labelled data only: the same for holdout.npy
+VALIDATION_TILES = "validation.npy"  # prepare.validation_fraction > 0: real tiles for choosing recipes, apart from holdout.npy (which certifies)
+VALIDATION_LABELS = "validation_labels.npy"  # labelled data only: the same for validation.npy
+# Each sidecar may carry "boxes": per row, [scene, x0, y0, x1, y1] in source pixels (tiles with a
+# position), so evaluation can keep tiles that share pixels together; absent when positions are unknown.
+SIDECAR_BOXES = "boxes"
 PREVIEW = "preview.png"
 
 # train -> data/model, data/checkpoints
