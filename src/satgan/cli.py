@@ -65,18 +65,17 @@ def pipeline_outputs(params_path: str | Path = "params.yaml") -> dict[str, Path]
     Every folder of that section is a DVC output (dvc.yaml templates ``${paths.*}`` into its outs),
     so a file written there by hand is overwritten by, or overwrites, what DVC tracks.
     """
-    from satgan.params import from_mapping, read_params_file
-    from satgan.paths import PathsParams
+    from satgan.params import read_params_file  # not satgan.paths: every stage imports this module
 
     params_path = Path(params_path)
     if not params_path.is_file():
         return {}
     doc = read_params_file(params_path)
-    if "paths" not in doc:
+    paths = doc["paths"] if "paths" in doc else None
+    if not isinstance(paths, dict):
         return {}
-    paths = from_mapping(PathsParams, doc["paths"], "paths", params_path)
     root = params_path.resolve().parent
-    return {key: root / value for key, value in vars(paths).items()}
+    return {str(key): root / value for key, value in paths.items() if isinstance(value, str) and value.strip()}
 
 
 def refuse_pipeline_output(out: Path, flag: str, params_path: str | Path = "params.yaml",
