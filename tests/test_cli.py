@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -122,3 +123,18 @@ def test_ablate_dry_run_prints_the_queue(repo_root, capsys):
     code, out, err = _run(["ablate", "--dry-run", "--params", str(repo_root / "params.yaml")], capsys)
     assert code == 0, err
     assert out.count("dvc exp run --queue") >= 2 and "--run-all" in out
+
+
+def test_broken_pipe_ends_quietly(tmp_path):
+    """Output piped into `head` that stops reading: no BrokenPipeError traceback, exit 141 (SIGPIPE's)."""
+    script = ("from satgan.cli import run_main\n"
+              "def main():\n"
+              "    for i in range(200000):\n"
+              "        print('line', i)\n"
+              "run_main(main, 'satgan test')\n")
+    proc = subprocess.run(f"{sys.executable} -c \"{script}\" | head -1; echo \"${{PIPESTATUS[0]}}\" >&2",
+                          shell=True, executable="/bin/bash", capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")})
+    assert proc.stdout == "line 0\n"
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "141"

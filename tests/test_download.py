@@ -989,3 +989,13 @@ def test_label_params_are_checked(repo_root: Path, over: dict[str, Any], key: st
     """Labels on a source without them, or csv labels without a CSV, are params errors naming the key."""
     with pytest.raises(ParamsError, match=rf"^params\.yaml: {re.escape(key)}: expected "):
         make_params(repo_root, **over)
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_labels_csv_with_a_utf8_bom_is_read(tmp_path: Path, newline: str) -> None:
+    """A labels CSV saved by Excel ("CSV UTF-8": a byte-order mark, CRLF lines) reads its header and rows."""
+    from satgan.download.labels import read_labels_csv
+
+    table = tmp_path / "labels.csv"
+    table.write_bytes(("\ufeffpath,label" + newline + "aGrass/a.jpg,Grass" + newline).encode("utf-8"))
+    assert read_labels_csv(table) == {"aGrass/a.jpg": "Grass"}

@@ -220,3 +220,38 @@ def test_weights_of_another_network_are_refused(tmp_path, tiles):
     torch.save(nn.Linear(2, 2).state_dict(), path)
     with pytest.raises(DataError, match="other.pth: not torch-fidelity's InceptionV3 weights"):
         fid.fid_kid(*tiles, str(path), seed=0)
+
+
+def test_a_text_file_is_refused_naming_it(tmp_path, tiles):
+    """inception_weights pointing at a text file is one DataError naming the key, the file and its first bytes."""
+    path = tmp_path / "notes.txt"
+    path.write_text("hello, these are not weights\n")
+    with pytest.raises(DataError, match=r"evaluate\.inception_weights: .*notes\.txt: not a weights file: .*b'hello, t'"):
+        fid.fid_kid(*tiles, str(path), seed=0)
+
+
+def test_a_pickle_named_safetensors_is_refused_without_unpickling(tmp_path, tiles):
+    """A pickle renamed .safetensors fails the safetensors header check; its payload never runs."""
+    import pickle
+
+    marker = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    path = tmp_path / "inception.safetensors"
+    path.write_bytes(pickle.dumps(Evil()))
+    with pytest.raises(DataError, match=r"evaluate\.inception_weights: .*inception\.safetensors: not a safetensors file"):
+        fid.fid_kid(*tiles, str(path), seed=0)
+    assert not marker.exists()
+
+
+def test_a_fifo_weights_path_is_refused_not_waited_on(tmp_path, tiles):
+    """A FIFO given as the weights is refused at once, naming it."""
+    import os
+
+    path = tmp_path / "w.pth"
+    os.mkfifo(path)
+    with pytest.raises((DataError, ParamsError), match="w.pth"):
+        fid.fid_kid(*tiles, str(path), seed=0)

@@ -21,12 +21,15 @@ from satgan.arrays import save_array_with_sidecar
 from satgan.evaluate.turing import (
     ANSWERS_FORMAT,
     derive_quiz_id,
+    format_all,
     format_result,
     hype_infinity,
     label_hash,
     load_key,
     make_key,
     make_turing_set,
+    main,
+    score_by_protocol,
     score_files,
     write_turing_test,
 )
@@ -219,14 +222,112 @@ def test_answers_on_one_class_only_leave_the_other_split_empty(key, tmp_path):
     assert "answer both" in res["reading"]
 
 
-def test_mixed_protocols_are_refused(key, tmp_path):
-    """Answers given one at a time and answers given on the grid are not pooled."""
+def test_mixed_protocols_are_not_pooled_by_score_files(key, tmp_path):
+    """score_files, one protocol's scorer, refuses to pool answers given one at a time and on the grid."""
     key_path = _write(tmp_path / "key.json", key)
     plan = {t["id"]: ("real" if i % 2 else "fake") for i, t in enumerate(key["tiles"])}
     a = _write(tmp_path / "a.json", _answers(key, plan, "single"))
     b = _write(tmp_path / "b.json", _answers(key, plan, "grid"))
     with pytest.raises(DataError, match="different protocols"):
         score_files([a, b], key_path, 200, 0)
+
+
+def test_mixed_protocols_are_each_scored_on_their_own(key, tmp_path):
+    """`quiz score` given single and grid answers scores each protocol separately instead of stopping."""
+    key_path = _write(tmp_path / "key.json", key)
+    right = {t["id"]: t["label"] for t in key["tiles"]}
+    half = {t["id"]: ("real" if i % 2 else "fake") for i, t in enumerate(key["tiles"])}
+    a = _write(tmp_path / "a.json", _answers(key, right, "single"))
+    b = _write(tmp_path / "b.json", _answers(key, half, "grid"))
+    c = _write(tmp_path / "c.json", _answers(key, right, "single", 500))
+    scored = score_by_protocol([b, a, c], key_path, 200, 0)
+    protos = [(r["protocol"]["mode"], r["protocol"]["exposure_ms"]) for r in scored["by_protocol"]]
+    assert protos == [("grid", None), ("single", None), ("single", 500)]
+    assert scored["by_protocol"][1]["hype_infinity"] == 0.0 and scored["by_protocol"][1]["participants"] == [str(a)]
+    proc = _score_cli(str(a), str(b), "--key", str(key_path), "--bootstrap", "100")
+    assert proc.returncode == 0 and "2 protocols, each scored on its own" in proc.stdout, proc.stderr
+
+
+def test_same_file_twice_is_counted_once(key, tmp_path):
+    """The same export given twice (same bytes, even under another name) counts once, with a line saying so."""
+    key_path = _write(tmp_path / "key.json", key)
+    plan = {t["id"]: ("real" if i % 2 else "fake") for i, t in enumerate(key["tiles"])}
+    a = _write(tmp_path / "a.json", _answers(key, plan))
+    copy = tmp_path / "copy.json"
+    copy.write_bytes(a.read_bytes())
+    scored = score_by_protocol([a, a, copy], key_path, 100, 0)
+    assert scored["by_protocol"][0]["n_answer_files"] == 1
+    assert scored["duplicates"] == [{"file": str(a), "same_as": str(a)}, {"file": str(copy), "same_as": str(a)}]
+    assert f"counted once: {copy} has the same content as {a}" in format_all(scored)
+
+
+def test_participant_field_is_read_and_optional(key, tmp_path):
+    """An export's participant names it in the result; an older export without the field still scores."""
+    key_path = _write(tmp_path / "key.json", key)
+    plan = {t["id"]: ("real" if i % 2 else "fake") for i, t in enumerate(key["tiles"])}
+    named = _write(tmp_path / "answers-alice.json", {**_answers(key, plan), "participant": "alice"})
+    old = _write(tmp_path / "answers.json", _answers(key, {**plan, key["tiles"][0]["id"]: "real"}))
+    result = score_by_protocol([named, old], key_path, 100, 0)["by_protocol"][0]
+    assert result["participants"] == ["alice", str(old)]
+    bad = _write(tmp_path / "b.json", {**_answers(key, plan), "participant": ""})
+    with pytest.raises(DataError, match="field 'participant': expected 1-64 characters"):
+        score_by_protocol([bad], key_path, 100, 0)
+
+
+@pytest.mark.parametrize("which", ["key", "answers"])
+def test_fifo_key_or_answers_is_refused_not_waited_on(key, tmp_path, which):
+    """A FIFO given as the key or an answers file is one DataError line, never a hang."""
+    import os
+
+    key_path = _write(tmp_path / "key.json", key)
+    ans = _write(tmp_path / "a.json", _answers(key, {key["tiles"][0]["id"]: "real"}))
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    args = ([ans], fifo) if which == "key" else ([fifo], key_path)
+    with pytest.raises(DataError, match=r"fifo: .* refused: .*not a regular file \(a FIFO\)"):
+        score_by_protocol(*args, 100, 0)
+
+
+@pytest.mark.parametrize("which", ["key", "answers"])
+def test_device_or_huge_file_is_refused(key, tmp_path, which):
+    """/dev/zero and a file past the size cap are refused in one line, without reading them into memory."""
+    from satgan.evaluate.turing import MAX_JSON_BYTES
+
+    key_path = _write(tmp_path / "key.json", key)
+    ans = _write(tmp_path / "a.json", _answers(key, {key["tiles"][0]["id"]: "real"}))
+    huge = tmp_path / "huge.json"
+    with open(huge, "wb") as fh:
+        fh.truncate(MAX_JSON_BYTES + 1)  # sparse: no disk used
+    for bad, why in ((Path("/dev/zero"), "character device"), (huge, "more than the cap")):
+        args = ([ans], bad) if which == "key" else ([bad], key_path)
+        with pytest.raises(DataError, match=why):
+            score_by_protocol(*args, 100, 0)
+
+
+def test_score_seed_out_of_range_is_a_usage_error(key, tmp_path):
+    """`quiz score --seed -1` is argparse's usage error naming --seed, not a traceback."""
+    key_path = _write(tmp_path / "key.json", key)
+    ans = _write(tmp_path / "a.json", _answers(key, {key["tiles"][0]["id"]: "real"}))
+    proc = _score_cli(str(ans), "--key", str(key_path), "--seed", "-1")
+    assert proc.returncode == 2 and "argument --seed: expected an integer seed" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("out", ["data/eval", "data/eval/q2", "data/model", "data/./samples/x"])
+def test_make_refuses_pipeline_output_folders(real_fake, tmp_path, repo_root, monkeypatch, capsys, out):
+    """`quiz make --out data/eval` (and any pipeline output folder) is refused before anything is written."""
+    import yaml
+
+    from satgan.cli import run_main
+
+    doc = yaml.safe_load((repo_root / "params.yaml").read_text())
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"paths": doc["paths"]}))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        run_main(lambda: main(["make", "--holdout", "holdout.npy", "--samples", "samples.npy", "--out", out]), "turing")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert info.value.code == 2 and len(err) == 1 and "a DVC output" in err[0]
+    assert not (tmp_path / "data").exists()
 
 
 def test_text_report_puts_both_splits_before_the_headline(key, tmp_path):
@@ -335,12 +436,14 @@ def _score_exported(exported: str, tmp_path: Path, quiz_dir: Path) -> dict:
     answers.write_text(exported)
     proc = _score_cli(str(answers), "--key", str(quiz_dir / "turing_key.json"), "--bootstrap", "200", "--json")
     assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
+    scored = json.loads(proc.stdout)
+    assert len(scored["by_protocol"]) == 1
+    return scored["by_protocol"][0]
 
 
 @needs_chromium
 def test_grid_quiz_in_chromium_scores_with_cli(quiz_dir, key, tmp_path):
-    """Answer every tile on the grid in real Chromium, read the score, export the answers, score them with the CLI."""
+    """Answer every tile on the grid in real Chromium, export answers-<participant>.json, score it with the CLI."""
     from playwright.sync_api import sync_playwright
 
     # Answer the first 4 tiles right and the rest "real": a known number of correct answers.
@@ -350,6 +453,7 @@ def test_grid_quiz_in_chromium_scores_with_cli(quiz_dir, key, tmp_path):
         browser = _launch(pw)
         page = browser.new_page()
         page.goto((quiz_dir / "quiz.html").as_uri())
+        page.fill("#participant", "Ann Lee/../x")
         page.check("input[name=mode][value=grid]")
         page.click("#start")
         assert page.locator("#finish").is_disabled()
@@ -359,8 +463,10 @@ def test_grid_quiz_in_chromium_scores_with_cli(quiz_dir, key, tmp_path):
         correct = int(page.locator("#score").get_attribute("data-correct"))
         exported = page.locator("#answers-json").text_content()
         href = page.locator("#download").get_attribute("href")
+        filename = page.locator("#download").get_attribute("download")
         browser.close()
     assert correct == expected_right and href.startswith("data:application/json")
+    assert filename == "answers-Ann-Leex.json" and json.loads(exported)["participant"] == "Ann-Leex"
     result = _score_exported(exported, tmp_path, quiz_dir)
     assert result["hype_infinity"] == pytest.approx(1 - correct / len(plan))
     assert result["protocol"]["mode"] == "grid" and result["n_answers"] == len(plan)
@@ -398,6 +504,7 @@ def test_one_at_a_time_in_random_order_per_evaluator(quiz_dir, key, tmp_path):
         browser.close()
     assert sorted(orders[0]) == sorted(plan) and orders[0] != orders[1]
     doc = json.loads(exported[0])
+    assert doc["participant"].startswith("anon-") and doc["participant"] != json.loads(exported[1])["participant"]
     assert doc["order"] == orders[0] and doc["protocol"] == {"mode": "single", "exposure_ms": None}
     assert set(doc["response_ms"]) == set(plan)
     result = _score_exported(exported[0], tmp_path, quiz_dir)

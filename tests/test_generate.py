@@ -18,7 +18,7 @@ from satgan.generate import GenerateParams, generate, interpolation_latents, run
 from satgan.model import ModelConfig, build_discriminator, build_generator, sample_latent
 from satgan.modelio import save_model
 from satgan.errors import ParamsError
-from satgan.params import from_mapping
+from satgan.params import InvalidParam, from_mapping
 
 CFG = ModelConfig(image_size=32, channels=3, nz=8, ngf=8, ndf=8)
 PARAMS = GenerateParams(seed=5, n_samples=10, batch_size=4, use_ema=True, grid_tiles=8, grid_nrow=4,
@@ -273,3 +273,10 @@ def test_generate_classes_param_is_checked(value, fragment):
     with pytest.raises(ParamsError, match=re.escape(fragment)):
         from_mapping(GenerateParams, {**PARAMS.__dict__, "classes": value}, key="generate")
     assert from_mapping(GenerateParams, {**PARAMS.__dict__, "classes": ["x", "y"]}, key="generate").classes == ("x", "y")
+
+
+@pytest.mark.parametrize("seed", [-1, 2**63, 10**23])
+def test_seed_outside_the_seed_range_is_refused(seed):
+    """generate.seed outside 0..2**63-1 (e.g. 10**23, what `1e23` once meant) is refused naming the key."""
+    with pytest.raises(InvalidParam, match=r"seed: expected an integer seed in 0\.\.2\*\*63-1"):
+        dataclasses.replace(PARAMS, seed=seed)

@@ -276,3 +276,52 @@ def test_side_by_side_refuses_different_heights():
     """Images of different heights are refused with a message naming the shapes."""
     with pytest.raises(ValueError, match="side_by_side"):
         ops.side_by_side(np.zeros((4, 4, 3), np.uint8), np.zeros((5, 4, 3), np.uint8), 2)
+
+
+def _png16(rgb16: np.ndarray) -> bytes:
+    """A 16-bit RGB(A) PNG of ``rgb16`` (H, W, 3|4) uint16, encoded by OpenCV (Pillow cannot write one)."""
+    import cv2
+
+    order = [2, 1, 0] + ([3] if rgb16.shape[2] == 4 else [])
+    ok, buf = cv2.imencode(".png", rgb16[..., order])
+    assert ok
+    return buf.tobytes()
+
+
+def test_16bit_rgb_png_keeps_its_low_bits():
+    """12-bit colour in a 16-bit RGB PNG is stretched per band to full 8-bit range, not cut to its high byte."""
+    from satgan.imageops import decode
+
+    rng = np.random.default_rng(0)
+    arr = np.stack([rng.integers(0, 4096, (32, 32)), rng.integers(1000, 2000, (32, 32)),
+                    rng.integers(0, 300, (32, 32))], axis=-1).astype(np.uint16)
+    d = decode(_png16(arr))
+    assert d.mode == "RGB;16" and d.stretched and d.pixels.shape == (32, 32, 3)
+    assert all(int(d.pixels[..., c].max()) == 255 and int(d.pixels[..., c].min()) == 0 for c in range(3))
+    assert np.corrcoef(d.pixels[..., 0].ravel(), arr[..., 0].ravel())[0, 1] > 0.99  # the same picture, scaled
+
+
+def test_16bit_rgba_png_composites_alpha_onto_black():
+    """A 16-bit RGBA PNG's transparent pixels become black (no-data), as 8-bit RGBA ones do."""
+    from satgan.imageops import decode
+
+    arr = np.full((8, 8, 4), 60000, np.uint16)
+    arr[..., 0] = np.arange(64, dtype=np.uint16).reshape(8, 8) * 900
+    arr[:4, :, 3] = 0
+    d = decode(_png16(arr))
+    assert d.mode == "RGBA;16" and (d.pixels[:4] == 0).all() and d.pixels[4:, :, 0].max() == 255
+
+
+@pytest.mark.parametrize("dtype, words", [("uint32", "32-bit unsigned integer"), ("float32", "32-bit floating-point"),
+                                          ("float64", "64-bit floating-point"), ("int16", "16-bit signed integer")])
+def test_unsupported_tiff_samples_get_their_reason(dtype, words):
+    """An RGB TIFF of uint32/float/int16 samples is refused naming its sample type, not "cannot identify"."""
+    import tifffile
+    from PIL import UnidentifiedImageError
+
+    from satgan.imageops import decode
+
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, (np.random.default_rng(0).random((8, 8, 3)) * 4000).astype(dtype), photometric="rgb")
+    with pytest.raises(UnidentifiedImageError, match=f"unsupported TIFF sample type: 3 sample\\(s\\) per pixel of {words}"):
+        decode(buf.getvalue())

@@ -403,3 +403,19 @@ def test_class_indices_resolve_names_and_refuse_unknown_ones():
     with pytest.raises(SatganError, match="generate.classes: asks for classes .* this model is unconditional"):
         class_indices(plain, ["forest"], "generate.classes")
     assert spread_labels(7, [2, 0]).tolist() == [2, 0, 2, 0, 2, 0, 2]
+
+
+def test_safetensors_files_follow_the_umask(tmp_path):
+    """generator/discriminator .safetensors get 0666 minus the umask, like model.json, not a forced 0600."""
+    import os
+
+    cfg = ModelConfig(image_size=32, channels=3, nz=8, ngf=4, ndf=4)
+    old = os.umask(0o022)
+    try:
+        save_model(tmp_path / "m", build_generator(cfg), build_discriminator(cfg), cfg, params_hash="p", data_hash="d", step=1)
+    finally:
+        os.umask(old)
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in (tmp_path / "m").iterdir()}
+    assert modes["generator.safetensors"] == modes["discriminator.safetensors"] == modes["model.json"] == "0o644"
+    g, _ = load_generator(tmp_path / "m")  # the bytes path writes the same format
+    assert isinstance(g, torch.nn.Module)

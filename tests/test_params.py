@@ -222,3 +222,113 @@ def _nested(cls: type, path: tuple[str, ...]) -> type:
     for part in path:
         cls = typing.get_type_hints(cls)[part]
     return cls
+
+
+# ----------------------------------------------------------------- YAML 1.2, duplicates, typos, seeds
+
+
+@dataclass(frozen=True)
+class Seeded:
+    seed: int
+    lr_g: float
+    iterations: int
+
+
+def _write_text(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("text, value", [("2e-4", 2e-4), ("1e23", 1e23), ("-1.5E+3", -1500.0), (".5", 0.5), ("3", 3.0)])
+def test_yaml_12_floats_without_a_dot_are_numbers(tmp_path, text, value):
+    """`lr_g: 2e-4` reads as the number 2e-4 (YAML 1.2, as DVC reads it), not the string '2e-4'."""
+    path = _write_text(tmp_path, f"sec:\n  seed: 0\n  lr_g: {text}\n  iterations: 5\n")
+    assert load_section("sec", Seeded, path).lr_g == value
+
+
+@pytest.mark.parametrize("text, value", [("yes", "yes"), ("on", "on"), ("010", 10), ("0o17", 15), ("0x1f", 31),
+                                         ("1:20", "1:20"), ("2024-01-01", "2024-01-01"), ("True", True), ("~", None)])
+def test_yaml_12_core_schema_scalars(text, value):
+    """Scalars resolve as in the YAML 1.2 core schema: no yes/on booleans, no 1.1 octal, sexagesimal or dates."""
+    from satgan.params import parse_yaml
+
+    assert parse_yaml(f"k: {text}\n") == {"k": value}
+
+
+def test_float_for_an_integer_key_is_refused_naming_the_key(tmp_path):
+    """`iterations: 1e23` is a float now, and an integer key still refuses it, naming the key."""
+    path = _write_text(tmp_path, "sec:\n  seed: 0\n  lr_g: 0.1\n  iterations: 1e23\n")
+    with pytest.raises(ParamsError, match=r"sec\.iterations: expected an integer, got float 1e\+23"):
+        load_section("sec", Seeded, path)
+
+
+def test_quoted_number_gets_a_hint(tmp_path):
+    """A quoted number for a float key says it is quoted."""
+    path = _write_text(tmp_path, "sec:\n  seed: 0\n  lr_g: '2e-4'\n  iterations: 5\n")
+    with pytest.raises(ParamsError, match=r"sec\.lr_g: expected a number \(it is quoted"):
+        load_section("sec", Seeded, path)
+
+
+def test_duplicate_key_is_refused_naming_key_and_lines(tmp_path):
+    """A key written twice is refused with the key, its line and the first one's line."""
+    path = _write_text(tmp_path, "sec:\n  seed: 0\n  lr_g: 0.1\n  iterations: 5\n  lr_g: 0.2\n")
+    with pytest.raises(ParamsError) as info:
+        read_params_file(path)
+    msg = str(info.value)
+    assert "\n" not in msg
+    assert re.search(r"params\.yaml: line 5, column 3: .*duplicate key 'lr_g' \(first at line 3\)", msg), msg
+
+
+def test_duplicate_section_is_refused(tmp_path):
+    """A section written twice at the top level is refused too."""
+    path = _write_text(tmp_path, "sec:\n  seed: 0\nsec:\n  seed: 1\n")
+    with pytest.raises(ParamsError, match="duplicate key 'sec'"):
+        read_params_file(path)
+
+
+def test_merge_key_may_be_overridden(tmp_path):
+    """`<<: *anchor` followed by a key it also holds is an override, not a duplicate."""
+    from satgan.params import parse_yaml
+
+    assert parse_yaml("a: &x {k: 1, j: 2}\nb:\n  <<: *x\n  k: 3\n")["b"] == {"k": 3, "j": 2}
+
+
+def test_unknown_key_suggests_the_closest(tmp_path):
+    """A typo'd key is refused with "did you mean" the closest known key."""
+    path = _write_text(tmp_path, "sec:\n  seed: 0\n  lr_gg: 0.1\n  iterations: 5\n")
+    with pytest.raises(ParamsError, match=r"sec\.lr_gg: unknown key \(did you mean 'lr_g'\?"):
+        load_section("sec", Seeded, path)
+
+
+@pytest.mark.parametrize("seed", ["-1", "9223372036854775808", "100000000000000000000000"])
+def test_seed_out_of_range_is_refused_in_any_section(tmp_path, seed):
+    """A key named seed outside 0..2**63-1 is refused naming it, whatever the section."""
+    path = _write_text(tmp_path, f"sec:\n  seed: {seed}\n  lr_g: 0.1\n  iterations: 5\n")
+    with pytest.raises(ParamsError, match=r"sec\.seed: expected an integer seed in 0\.\.2\*\*63-1"):
+        load_section("sec", Seeded, path)
+
+
+def test_seed_float_is_refused(tmp_path):
+    """`seed: 1e23` is a float and is refused as the integer key it is."""
+    path = _write_text(tmp_path, "sec:\n  seed: 1e23\n  lr_g: 0.1\n  iterations: 5\n")
+    with pytest.raises(ParamsError, match=r"sec\.seed: expected an integer"):
+        load_section("sec", Seeded, path)
+
+
+@settings(deadline=None)
+@given(st.integers(min_value=-(2**70), max_value=2**70) | st.sampled_from([-1, 0, 2**63 - 1, 2**63]))
+def test_seed_arg_accepts_exactly_the_seed_range(value):
+    """`--seed` takes exactly 0..2**63-1, and torch.manual_seed accepts every value it takes."""
+    import argparse
+
+    import torch
+
+    from satgan.params import SEED_MAX, seed_arg
+
+    if 0 <= value <= SEED_MAX:
+        assert seed_arg(str(value)) == value
+        torch.Generator().manual_seed(value)
+    else:
+        with pytest.raises(argparse.ArgumentTypeError, match="0..2\\*\\*63-1"):
+            seed_arg(str(value))

@@ -147,3 +147,114 @@ def test_class_flag_on_an_unconditional_model_is_one_error(model_dir, tmp_path):
                            "--out", str(out)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert "--class: asks for classes ['eForest'], but this model is unconditional" in proc.stderr and not out.exists()
+
+
+# ----------------------------------------------------------------- --out, --n, --nrow, --seed: one line each
+
+
+def _run(argv, capsys):
+    """Run `satgan sample argv` in-process as the console script does: (exit status, stderr lines)."""
+    from satgan.cli import run_main
+    from satgan.sample import main
+
+    with pytest.raises(SystemExit) as info:
+        run_main(lambda: main(argv), "satgan sample")
+        raise SystemExit(0)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return info.value.code, err.strip().splitlines()
+
+
+@pytest.fixture()
+def repo(tmp_path, monkeypatch, model_dir, repo_root):
+    """tmp_path as a repository root with the default `paths` section and a model in data/model."""
+    import shutil
+
+    import yaml
+
+    doc = yaml.safe_load((repo_root / "params.yaml").read_text())
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"paths": doc["paths"]}))
+    shutil.copytree(model_dir, tmp_path / "data" / "model")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.mark.parametrize("out", ["data/model/generator.safetensors", "grid.jpg", "grid", "grid.PNG.txt"])
+def test_out_without_png_suffix_is_refused(repo, capsys, out):
+    """--out must end in .png: the model file and a .jpg name are refused, nothing is written."""
+    before = (repo / "data/model/generator.safetensors").read_bytes()
+    code, err = _run(["--model", "data/model", "--n", "2", "--out", out], capsys)
+    assert code == 2 and len(err) == 1 and "expected a file name ending in .png" in err[0]
+    assert (repo / "data/model/generator.safetensors").read_bytes() == before
+    assert not (repo / "grid.jpg").exists()
+
+
+@pytest.mark.parametrize("out", ["data/model/grid.png", "data/eval/grid.png", "data/raw/tiles/x.PNG",
+                                 "data/./samples/../eval/q.png"])
+def test_out_inside_a_pipeline_output_folder_is_refused(repo, capsys, out):
+    """--out inside any params.yaml `paths` folder (DVC outputs) is one line naming the folder."""
+    code, err = _run(["--model", "data/model", "--n", "2", "--out", out], capsys)
+    assert code == 2 and len(err) == 1 and "a DVC output" in err[0] and "paths." in err[0]
+    assert not (repo / out).exists()
+
+
+def test_out_inside_the_model_folder_is_refused_without_params(model_dir, tmp_path, monkeypatch, capsys):
+    """Without a params.yaml the --model folder itself is still refused."""
+    monkeypatch.chdir(tmp_path)
+    code, err = _run(["--model", str(model_dir), "--n", "2", "--out", str(model_dir / "g.png")], capsys)
+    assert code == 2 and len(err) == 1 and "the --model folder" in err[0]
+
+
+def test_existing_non_png_is_not_overwritten(repo, capsys):
+    """An existing file named .png that is not a PNG is refused and kept."""
+    (repo / "notes.png").write_text("my notes")
+    code, err = _run(["--model", "data/model", "--n", "2", "--out", "notes.png"], capsys)
+    assert code == 2 and len(err) == 1 and "not a PNG; refusing to overwrite" in err[0]
+    assert (repo / "notes.png").read_text() == "my notes"
+
+
+def test_existing_png_is_replaced(repo, capsys):
+    """An existing PNG is replaced by the new grid (atomically, no temp file left)."""
+    Image.new("RGB", (3, 3)).save(repo / "old.png")
+    code, _ = _run(["--model", "data/model", "--n", "2", "--nrow", "2", "--out", "old.png"], capsys)
+    assert code == 0 and Image.open(repo / "old.png").size[0] > 3
+    assert [p.name for p in repo.iterdir() if p.name.startswith(".old.png")] == []
+
+
+def test_directory_out_is_one_line(repo, capsys):
+    """--out naming a directory is one line."""
+    (repo / "d.png").mkdir()
+    code, err = _run(["--model", "data/model", "--n", "2", "--out", "d.png"], capsys)
+    assert code == 2 and len(err) == 1 and "a directory" in err[0]
+
+
+def test_unwritable_out_is_one_line(repo, capsys):
+    """An --out in a folder that cannot be written is one line naming it."""
+    import os
+
+    locked = repo / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):
+            pytest.skip("running as root: permissions are not enforced")
+        code, err = _run(["--model", "data/model", "--n", "2", "--out", "locked/g.png"], capsys)
+    finally:
+        locked.chmod(0o700)
+    assert code == 2 and len(err) == 1 and "locked/g.png: cannot write" in err[0]
+
+
+@pytest.mark.parametrize("flag, value", [("--seed", "100000000000000000000000"), ("--seed", "-1"), ("--nrow", "0"),
+                                         ("--n", "100000000"), ("--n", "0"), ("--nrow", "x")])
+def test_out_of_range_numbers_are_usage_errors(repo, capsys, flag, value):
+    """--seed 10**23, --nrow 0, --n 100000000: argparse's usage error naming the flag, no traceback."""
+    code, err = _run(["--model", "data/model", "--out", "g.png", flag, value], capsys)
+    assert code == 2 and f"argument {flag}: expected an integer" in err[-1] and value[:20] in err[-1]
+    assert not (repo / "g.png").exists()
+
+
+def test_out_under_a_file_is_one_line(repo, capsys):
+    """--out whose folder is a file is one line naming it."""
+    (repo / "afile").write_text("x")
+    code, err = _run(["--model", "data/model", "--n", "2", "--out", "afile/g.png"], capsys)
+    assert code == 2 and len(err) == 1 and "afile is not a directory" in err[0]

@@ -148,6 +148,10 @@ def _edited(fn):
     (_edited(lambda s: s["parts"]["rng"].update(torch=torch.zeros(3))), "rng:"),
     (_edited(lambda s: s.update(format="satgan-train-checkpoint/1")), "checkpoint format 'satgan-train-checkpoint/1'"),
     (lambda s: [1, 2], "not a satgan checkpoint"),
+    (_edited(lambda s: s["parts"]["g"]["0.weight"].view(-1).__setitem__(0, float("nan"))),
+     "checkpoint holds NaN or Inf values in g.0.weight"),
+    (_edited(lambda s: s["parts"]["opt_d"]["state"][0]["exp_avg_sq"].fill_(float("inf"))),
+     "checkpoint holds NaN or Inf values in opt_d.state.0.exp_avg_sq"),
 ])
 def test_crafted_checkpoint_starts_fresh_with_one_line_reason(tiles, tmp_path, capsys, edit, reason):
     """A checkpoint missing fields or parts, or with wrong shapes, is reported in one line and training starts fresh."""
@@ -198,3 +202,41 @@ def test_conditional_checkpoint_without_replay_labels_starts_fresh(rsscn7_files,
     capsys.readouterr()
     card = train(tiny_params(REPLAY, iterations=3, conditional="projection"), tiles, model, ck, None)
     assert "replay: labels: missing" in capsys.readouterr().err and not card["resumed"]
+
+
+def test_full_disk_keeps_the_previous_checkpoint_and_no_temp_file(tmp_path, monkeypatch):
+    """A checkpoint write failing with ENOSPC is one TrainingError line; the old checkpoint is intact, no temp file."""
+    import errno
+
+    from satgan.errors import TrainingError
+    from satgan.train import checkpoint as ckmod
+
+    path = tmp_path / CHECKPOINT_FILE
+    save_checkpoint(path, {"format": "x", "w": torch.ones(4)})
+    before = path.read_bytes()
+
+    def full_disk(obj, fh):
+        fh.write(b"PK\x03\x04 partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ckmod.torch, "save", full_disk)
+    with pytest.raises(TrainingError) as info:
+        save_checkpoint(path, {"format": "x", "w": torch.zeros(4)})
+    assert str(info.value) == (f"{path}: cannot write the checkpoint (No space left on device); the previous "
+                               "checkpoint is kept: free space and rerun to resume from it")
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [CHECKPOINT_FILE]
+
+
+def test_full_disk_on_a_real_device_is_one_line(tmp_path, monkeypatch):
+    """torch.save's own write to a full device (/dev/full) surfaces as ENOSPC, not an opaque RuntimeError."""
+    from satgan.errors import TrainingError
+    from satgan.train import checkpoint as ckmod
+
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full")
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda f, mode="r", *a, **k: real_open("/dev/full", mode) if mode == "wb"
+                        else real_open(f, mode, *a, **k))
+    with pytest.raises(TrainingError, match="No space left on device"):
+        ckmod.save_checkpoint(tmp_path / CHECKPOINT_FILE, {"w": torch.zeros(100_000)})
+    assert list(tmp_path.iterdir()) == []

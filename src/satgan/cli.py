@@ -17,8 +17,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import inspect
+import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from satgan.errors import SatganError
 
@@ -35,16 +37,63 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def run_main(main: Callable[[], object], name: str) -> None:
     """Run ``main``; a :class:`SatganError` becomes ``"<name>: error: ..."`` on stderr and exit 2.
 
+    Output piped into a reader that stops early (``satgan quiz score ... | head``) ends quietly
+    with status 141 (128 + SIGPIPE, what a shell reports for a command killed by it), as the
+    Python documentation advises: stdout is pointed at /dev/null so the interpreter's final
+    flush cannot raise a second BrokenPipeError (https://docs.python.org/3/library/signal.html#note-on-sigpipe).
     Any other exception is a bug in satgan and keeps its traceback.
     """
     try:
         main()
+        sys.stdout.flush()  # a broken pipe surfaces here when the output was still buffered
     except SatganError as exc:
         print(f"{name}: error: {exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print(f"{name}: interrupted", file=sys.stderr)
         sys.exit(130)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        sys.exit(141)
+
+
+def pipeline_outputs(params_path: str | Path = "params.yaml") -> dict[str, Path]:
+    """The pipeline's output folders (params.yaml ``paths``: raw, model, eval, ...) by key; {} without a params file.
+
+    Every folder of that section is a DVC output (dvc.yaml templates ``${paths.*}`` into its outs),
+    so a file written there by hand is overwritten by, or overwrites, what DVC tracks.
+    """
+    from satgan.params import read_params_file  # not satgan.paths: every stage imports this module
+
+    params_path = Path(params_path)
+    if not params_path.is_file():
+        return {}
+    doc = read_params_file(params_path)
+    paths = doc["paths"] if "paths" in doc else None
+    if not isinstance(paths, dict):
+        return {}
+    root = params_path.resolve().parent
+    return {str(key): root / value for key, value in paths.items() if isinstance(value, str) and value.strip()}
+
+
+def refuse_pipeline_output(out: Path, flag: str, params_path: str | Path = "params.yaml",
+                           extra: dict[str, Path] | None = None) -> None:
+    """A :class:`SatganError` when ``out`` is, or is inside, a pipeline output folder (or one of ``extra``).
+
+    Paths are compared resolved (symlinks, ``..``), so ``data/./model/../model/x.png`` is caught too.
+    """
+    folders = dict(pipeline_outputs(params_path))
+    folders.update(extra or {})
+    target = Path(os.path.abspath(out))
+    target = target.parent.resolve() / target.name if target.name else target.resolve()
+    for key, folder in folders.items():
+        folder = folder.resolve()
+        if target == folder or target.is_relative_to(folder):
+            owner = f"params.yaml paths.{key}, a DVC output" if not extra or key not in extra else key
+            raise SatganError(f"{flag} {out}: inside {folder} ({owner}); write somewhere else, "
+                              "e.g. a folder outside data/")
 
 
 def _parser() -> argparse.ArgumentParser:

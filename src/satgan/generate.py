@@ -47,7 +47,7 @@ from satgan.fsutil import atomic_path, write_json_atomic
 from satgan.imageops import denormalize, save_grid
 from satgan.model import ModelConfig, sample_latent, sampling_rng
 from satgan.modelio import class_indices, load_generator, spread_labels
-from satgan.params import check
+from satgan.params import check, check_seed
 
 MAX_SAMPLES = 100_000  # samples.npy at 128x128x3 float32 is ~20 GB there
 MAX_BATCH = 65536
@@ -69,7 +69,7 @@ class GenerateParams:
     classes: Literal["all"] | tuple[str, ...]  # a conditional model's classes to make; checked against the model's
 
     def __post_init__(self) -> None:
-        check("seed", self.seed >= 0, ">= 0", self.seed)
+        check_seed("seed", self.seed)
         check("n_samples", 1 <= self.n_samples <= MAX_SAMPLES, f"1 <= n_samples <= {MAX_SAMPLES}", self.n_samples)
         check("batch_size", 1 <= self.batch_size <= MAX_BATCH, f"1 <= batch_size <= {MAX_BATCH}", self.batch_size)
         check("grid_tiles", 1 <= self.grid_tiles <= self.n_samples, f"1 <= grid_tiles <= n_samples ({self.n_samples})",

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from satgan.fsutil import atomic_path
 
@@ -90,7 +90,35 @@ def identify(data: bytes) -> Image.Image:
     Raises ``UnidentifiedImageError`` for anything else, ``DecompressionBombError`` past Pillow's
     limit (see :func:`pixel_limit`) and other :data:`DECODE_ERRORS` on a broken header.
     """
-    return Image.open(io.BytesIO(data), formats=FORMATS)
+    try:
+        return Image.open(io.BytesIO(data), formats=FORMATS)
+    except UnidentifiedImageError:
+        why = _unreadable_tiff_reason(data)
+        if why is None:
+            raise
+        raise UnidentifiedImageError(why) from None
+
+
+def _unreadable_tiff_reason(data: bytes) -> str | None:
+    """For a TIFF Pillow cannot open, what it holds (from tifffile's reading of its header); None if not a TIFF.
+
+    Pillow has no mode for 32-bit integer, signed or floating-point colour samples, so it reports such a
+    file as "cannot identify image file", which reads as a corrupt file; the reason names the samples.
+    """
+    if data[:4] not in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return None
+    import tifffile
+
+    logging.getLogger("tifffile").setLevel(logging.CRITICAL)
+    try:
+        with tifffile.TiffFile(io.BytesIO(data)) as tif:
+            page = tif.pages[0]
+            dtype, samples, shape = np.dtype(page.dtype), int(page.samplesperpixel), tuple(page.shape)
+    except (tifffile.TiffFileError, *DECODE_ERRORS) as exc:
+        return f"a TIFF that neither Pillow nor tifffile can read ({type(exc).__name__}: {exc})"
+    kind = {"f": "floating-point", "i": "signed integer", "u": "unsigned integer"}.get(dtype.kind, dtype.kind)
+    return (f"unsupported TIFF sample type: {samples} sample(s) per pixel of {dtype.itemsize * 8}-bit {kind} "
+            f"(shape {list(shape)}); 8- or 16-bit unsigned samples are supported (convert it to 16-bit)")
 
 
 def open_image(data: bytes) -> Image.Image:
@@ -229,18 +257,8 @@ def _wide_tiff_pixels(data: bytes, width: int, height: int) -> tuple[np.ndarray,
     if not ((photometric == 2 and colour == 3) or (photometric in (0, 1) and colour == 1)) or len(extra) > 1:
         raise ValueError(f"unsupported TIFF: photometric {photometric} with {arr.shape[2]} samples ({len(extra)} extra)")
     top = float(np.iinfo(arr.dtype).max) if np.issubdtype(arr.dtype, np.integer) else 1.0
-    alpha = None
-    if extra and extra[0] == 2:  # unassociated alpha; associated (1) colour is premultiplied already
-        alpha = np.clip(arr[..., colour].astype(np.float64) / top, 0.0, 1.0)
-    stretched = []
-    for c in range(colour):  # one float64 band at a time bounds memory on large tiles
-        band = arr[..., c].astype(np.float64)
-        if photometric == 0:  # MinIsWhite: 0 is white
-            band = top - band
-        if alpha is not None:
-            band *= alpha
-        stretched.append(stretch_to_uint8(band))
-    pixels = np.stack(stretched, axis=-1)
+    # unassociated alpha (2) is composited; associated (1) colour is premultiplied already
+    pixels = _stretch_bands(arr, colour, colour if extra and extra[0] == 2 else None, top, invert=photometric == 0)
     kind = "F" if np.issubdtype(arr.dtype, np.floating) else ""
     label = f"{'RGB' if colour == 3 else 'L'}{'A' if extra else ''};{arr.dtype.itemsize * 8}{kind}"
     return (pixels if colour == 3 else pixels[:, :, 0]), label
@@ -257,6 +275,47 @@ class Decoded:
     stretched: bool
 
 
+def is_wide_colour_png(img: Image.Image, data: bytes) -> bool:
+    """True for a PNG of 16-bit RGB or RGBA samples (IHDR bit depth 16, colour type 2 or 6).
+
+    Pillow decodes these as 8-bit "RGB"/"RGBA" keeping each sample's high byte, so 12-bit imagery
+    stored in 16 bits (0..4095) arrives as 0..15: dark, near-gray, and rejected as grayscale.
+    """
+    # PNG: 8-byte signature, then the IHDR chunk (length, "IHDR", width, height, bit depth, colour type).
+    return img.format == "PNG" and len(data) >= 26 and data[12:16] == b"IHDR" and data[24] == 16 and data[25] in (2, 6)
+
+
+def _wide_png_pixels(data: bytes, width: int, height: int) -> tuple[np.ndarray, str]:
+    """A 16-bit RGB(A) PNG -> (uint8 (H, W, 3) stretched per band as a wide TIFF is, a mode label ``RGB;16``).
+
+    Decoded with OpenCV (installed with albumentations), which keeps the 16 bits Pillow drops.
+    """
+    import cv2  # imported lazily: only 16-bit colour PNGs need it
+
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if arr is None or arr.dtype != np.uint16 or arr.ndim != 3 or arr.shape[2] not in (3, 4):
+        raise ValueError("OpenCV cannot decode this 16-bit colour PNG")
+    if arr.shape[:2] != (height, width):
+        raise ValueError(f"OpenCV reads {arr.shape[1]}x{arr.shape[0]}, Pillow {width}x{height}")
+    rgb = arr[..., [2, 1, 0] + ([3] if arr.shape[2] == 4 else [])]  # OpenCV's BGR(A) -> RGB(A)
+    alpha = 3 if arr.shape[2] == 4 else None
+    return _stretch_bands(rgb, 3, alpha, 65535.0, invert=False), "RGBA;16" if alpha is not None else "RGB;16"
+
+
+def _stretch_bands(arr: np.ndarray, colour: int, alpha: int | None, top: float, invert: bool) -> np.ndarray:
+    """Wide (H, W, S) samples -> uint8 (H, W, colour): alpha composited onto black, each band stretched."""
+    a = None if alpha is None else np.clip(arr[..., alpha].astype(np.float64) / top, 0.0, 1.0)
+    stretched = []
+    for c in range(colour):  # one float64 band at a time bounds memory on large tiles
+        band = arr[..., c].astype(np.float64)
+        if invert:  # TIFF MinIsWhite: 0 is white
+            band = top - band
+        if a is not None:
+            band *= a
+        stretched.append(stretch_to_uint8(band))
+    return np.stack(stretched, axis=-1)
+
+
 def decode_image(img: Image.Image, data: bytes) -> Decoded:
     """Decode an :func:`identify`-ed image (``data`` its bytes) into 8-bit :class:`Decoded` pixels.
 
@@ -265,6 +324,9 @@ def decode_image(img: Image.Image, data: bytes) -> Decoded:
     """
     if is_wide_colour_tiff(img):
         pixels, mode = _wide_tiff_pixels(data, img.width, img.height)
+        return Decoded(pixels, mode, True)
+    if is_wide_colour_png(img, data):
+        pixels, mode = _wide_png_pixels(data, img.width, img.height)
         return Decoded(pixels, mode, True)
     img.load()
     return Decoded(to_uint8(img), img.mode, img.mode in WIDE_MODES)

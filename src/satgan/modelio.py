@@ -46,12 +46,13 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from satgan import modelcard, names
 from satgan.errors import ModelFileError, ParamsError, SatganError
-from satgan.fsutil import atomic_path, write_json_atomic
+from satgan.fsutil import write_bytes_atomic, write_json_atomic
 from satgan.model import ModelConfig, build_discriminator, build_generator
 from satgan.params import check, from_mapping
 
@@ -161,10 +162,14 @@ def state_dict_cpu(module: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_weights(path: str | Path, module_or_state: nn.Module | dict[str, torch.Tensor]) -> None:
-    """Write a state dict as safetensors, atomically."""
+    """Write a state dict as safetensors, atomically, with the umask's mode like every other output.
+
+    ``safetensors.torch.save_file`` recreates its file with mode 0600 whatever the umask (unreadable
+    to the rest of a shared workspace); serialising to bytes (:func:`safetensors.torch.save`) and
+    writing them with :func:`satgan.fsutil.write_bytes_atomic` keeps the same format and mode rules.
+    """
     state = state_dict_cpu(module_or_state) if isinstance(module_or_state, nn.Module) else module_or_state
-    with atomic_path(path, suffix=".safetensors") as tmp:
-        save_file(state, str(tmp))
+    write_bytes_atomic(path, safetensors_bytes(state))
 
 
 def load_weights(path: str | Path) -> dict[str, torch.Tensor]:

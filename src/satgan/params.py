@@ -5,12 +5,20 @@ turns the YAML mapping into that dataclass and refuses, with a message naming th
 file and the dotted key:
 
 - a missing key (defaults live in params.yaml, never in code),
-- an unknown key (usually a typo that would otherwise be silently ignored),
+- an unknown key (usually a typo that would otherwise be silently ignored; the message
+  suggests the closest known key, by :func:`difflib.get_close_matches`),
+- a key written twice in one mapping (YAML keeps the last one silently; DVC refuses it),
 - a value of the wrong type, or outside a ``Literal`` set of choices,
 - a float that is NaN or infinite (no setting here means "unbounded"),
 - a value rejected by the dataclass's own ``__post_init__`` check: call :func:`check`
   there, once per field, so every message names its own key with one wording
-  ("expected ..., got ...").
+  ("expected ..., got ..."),
+- a key named ``seed`` outside 0..2**63-1 (:func:`check_seed`: what every seeded RNG here,
+  ``torch.manual_seed`` included, accepts), whichever section it is in.
+
+The file is read as YAML 1.2 (core schema), as DVC reads it: ``2e-4`` and ``1e23`` are numbers
+(YAML 1.1, PyYAML's default, reads a float without a dot as the string ``'2e-4'``), ``yes``/``on``
+are strings, ``010`` is ten. An integer key stays strict: ``1e23`` for one is refused naming it.
 
 Supported field types: ``bool``, ``int``, ``float`` (ints are accepted), ``str``,
 ``Literal[...]``, ``X | None``, ``tuple[X, ...]``, ``tuple[X, Y]``, ``dict[str, X]``
@@ -20,9 +28,11 @@ and nested frozen dataclasses.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -57,6 +67,102 @@ def check(field: str, ok: bool, expected: str, got: Any) -> None:
         raise InvalidParam(field, f"expected {expected}, got {got!r}")
 
 
+SEED_MAX = 2**63 - 1  # torch.manual_seed, numpy's default_rng and random.seed all take 0..2**63-1
+
+
+def seed_problem(value: Any) -> str | None:
+    """Why ``value`` is not a seed (an int in 0..2**63-1), or None when it is one."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        return f"expected an integer seed in 0..2**63-1, got {_describe(value)}"
+    if not 0 <= value <= SEED_MAX:
+        return f"expected an integer seed in 0..2**63-1, got {value}"
+    return None
+
+
+def check_seed(field: str, value: Any) -> None:
+    """The one seed check for ``__post_init__`` (and, through :func:`from_mapping`, every key named ``seed``)."""
+    problem = seed_problem(value)
+    if problem is not None:
+        raise InvalidParam(field, problem)
+
+
+def seed_arg(text: str) -> int:
+    """argparse ``type=`` for a ``--seed`` flag: an integer in 0..2**63-1, else argparse's one-line usage error."""
+    import argparse
+
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer seed in 0..2**63-1, got {text!r:.40}") from None
+    problem = seed_problem(value)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(f"expected an integer seed in 0..2**63-1, got {text:.40}")
+    return value
+
+
+# YAML 1.2 core schema (https://yaml.org/spec/1.2.2/#1032-tag-resolution), which DVC's ruamel.yaml
+# reads params.yaml with. PyYAML implements YAML 1.1, whose float needs a dot (``2e-4`` is a string
+# there), whose booleans include yes/no/on/off, whose ``010`` is octal and ``1:20`` sexagesimal.
+_CORE_BOOL = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
+_CORE_NULL = re.compile(r"^(?:~|null|Null|NULL|)$")
+_CORE_INT = re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$")
+_CORE_FLOAT = re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+                         r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$")
+
+
+class _Yaml12Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 core-schema scalars and duplicate keys refused."""
+
+    yaml_implicit_resolvers: dict[str, list[tuple[str, re.Pattern[str]]]] = {}
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, yaml.Node] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor` may be overridden by the keys written next to it
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: SafeConstructor says so with its own mark
+                break
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"found duplicate key {key!r} (first at line {first.start_mark.line + 1}): "
+                    "YAML keeps only the last one and DVC refuses the file; remove one", key_node.start_mark)
+            seen[key] = key_node
+        return super().construct_mapping(node, deep)
+
+    def construct_core_int(self, node: yaml.ScalarNode) -> int:
+        text = str(self.construct_scalar(node))
+        if text.startswith("0o"):
+            return int(text[2:], 8)
+        return int(text, 16) if text.startswith("0x") else int(text, 10)
+
+    def construct_core_float(self, node: yaml.ScalarNode) -> float:
+        text = str(self.construct_scalar(node)).lower()
+        if text.endswith(".inf"):
+            return -math.inf if text.startswith("-") else math.inf
+        return math.nan if text == ".nan" else float(text)
+
+    def construct_core_bool(self, node: yaml.ScalarNode) -> bool:
+        return str(self.construct_scalar(node)).lower() == "true"
+
+
+for _tag, _pattern, _first in (("bool", _CORE_BOOL, "tTfF"), ("int", _CORE_INT, "-+0123456789"),
+                               ("float", _CORE_FLOAT, "-+.0123456789"), ("null", _CORE_NULL, "~nN")):
+    _Yaml12Loader.add_implicit_resolver(f"tag:yaml.org,2002:{_tag}", _pattern, list(_first))
+_Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:null", _CORE_NULL, [""])
+_Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:merge", re.compile(r"^(?:<<)$"), ["<"])
+_Yaml12Loader.add_constructor("tag:yaml.org,2002:int", _Yaml12Loader.construct_core_int)
+_Yaml12Loader.add_constructor("tag:yaml.org,2002:float", _Yaml12Loader.construct_core_float)
+_Yaml12Loader.add_constructor("tag:yaml.org,2002:bool", _Yaml12Loader.construct_core_bool)
+
+
+def parse_yaml(text: str) -> Any:
+    """``text`` parsed as YAML 1.2 (core schema) with duplicate keys refused (``yaml.YAMLError``)."""
+    return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 def read_params_file(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
     """Parse a params YAML file into a mapping, with errors that name the file."""
     path = Path(path)
@@ -69,7 +175,7 @@ def read_params_file(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
     except OSError as exc:
         raise ParamsError(f"{path}: cannot read: {exc.strerror or exc}") from None
     try:
-        doc = yaml.safe_load(text)
+        doc = parse_yaml(text)
     except yaml.YAMLError as exc:
         raise ParamsError(_yaml_error(path, exc)) from None
     if not isinstance(doc, dict):
@@ -106,10 +212,12 @@ def from_mapping(cls: type[T], data: Any, key: str, file: str | Path = DEFAULT_P
     if not isinstance(data, dict):
         raise ParamsError(f"{file}: {key}: expected a mapping, got {_describe(data)}")
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted((set(data) - set(fields)), key=str)
     if unknown:
+        close = difflib.get_close_matches(str(unknown[0]), list(fields), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
         raise ParamsError(
-            f"{file}: {key}.{unknown[0]}: unknown key (expected one of: {', '.join(sorted(fields))})"
+            f"{file}: {key}.{unknown[0]}: unknown key ({hint}expected one of: {', '.join(sorted(fields))})"
         )
     missing = [name for name in fields if name not in data]
     if missing:
@@ -117,6 +225,9 @@ def from_mapping(cls: type[T], data: Any, key: str, file: str | Path = DEFAULT_P
     hints = typing.get_type_hints(cls)
     values = {name: _convert(hints[name], data[name], f"{key}.{name}", file) for name in fields}
     try:
+        for name in fields:
+            if name == "seed" and values[name] is not None:  # every seed, in any section: one bound
+                check_seed(name, values[name])
         return cls(**values)
     except InvalidParam as exc:
         raise ParamsError(f"{file}: {key}.{exc.field}: {exc.message}") from None
@@ -170,6 +281,8 @@ def _convert(tp: Any, value: Any, key: str, file: str | Path) -> Any:
             if not math.isfinite(value):
                 fail("a finite number")
             return float(value)
+        if isinstance(value, str) and _CORE_FLOAT.match(value.strip()):
+            fail("a number (it is quoted: write it without quotes)")
         fail("a number")
     if tp is str:
         if isinstance(value, str):

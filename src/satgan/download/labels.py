@@ -44,7 +44,7 @@ def read_labels_csv(path: str | Path) -> dict[str, str]:
     """``relative path -> label`` from a ``path,label`` CSV; DataError (one line, naming file and line) when malformed."""
     path = Path(path)
     try:
-        text = read_regular(path).decode("utf-8")
+        text = read_regular(path).decode("utf-8-sig")  # Excel's "CSV UTF-8" starts with a byte-order mark
     except FileNotFoundError:
         raise DataError(f"download.labels_csv: {path}: not found") from None
     except (OSError, UnsafePath, UnicodeDecodeError, ValueError) as exc:

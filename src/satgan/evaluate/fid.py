@@ -163,17 +163,56 @@ def _weights_only_loads() -> Iterator[None]:
             os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = old
 
 
+TORCH_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's zip container (PyTorch >= 1.6)
+PICKLE_PROTO = 0x80  # the first byte of a pickle of protocol 2+ (legacy torch.save files)
+
+
+def check_weights_file(weights: Path) -> None:
+    """One :class:`DataError` line naming ``weights`` unless it looks like a weights file of its kind.
+
+    A ``.safetensors`` name must hold a valid safetensors header (checked by the safetensors
+    library, which never unpickles: a pickle renamed ``.safetensors`` is refused here); any other
+    name must start as a torch.save file does (a zip, or a legacy pickle that torch's tensors-only
+    unpickler then reads). A FIFO or device is refused before it is opened for reading.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    from satgan.fsutil import FileTooLarge, UnsafePath, open_regular
+
+    try:
+        with open_regular(weights) as fh:
+            head = fh.read(8)
+    except (UnsafePath, FileTooLarge, OSError) as exc:
+        raise DataError(f"{KEY}: {weights}: cannot read it as a weights file: {exc}") from None
+    if weights.suffix.lower() == ".safetensors":
+        try:
+            with safe_open(str(weights), framework="pt") as fh:
+                keys = list(fh.keys())
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise DataError(f"{KEY}: {weights}: not a safetensors file ({' '.join(str(exc).split())[:200]})") from None
+        if not keys:
+            raise DataError(f"{KEY}: {weights}: a safetensors file holding no tensors")
+        return
+    if not (head.startswith(TORCH_ZIP_MAGIC) or (head[:1] and head[0] == PICKLE_PROTO)):
+        raise DataError(f"{KEY}: {weights}: not a weights file: expected a torch .pth (zip) or a .safetensors file, "
+                        f"it starts with {head!r}")
+
+
 def load_extractor(weights: Path) -> torch.nn.Module:
     """torch-fidelity's InceptionV3 feature extractor (eval mode, 2048-d features) with ``weights``.
 
     A file that is not such weights (another network, not a torch file, or one holding more
-    than tensors) is a :class:`DataError` naming it.
+    than tensors) is a :class:`DataError` naming it (:func:`check_weights_file` first).
     """
+    from safetensors import SafetensorError
+
+    check_weights_file(Path(weights))
     cls = inception_module().FeatureExtractorInceptionV3
     try:
         with _weights_only_loads():
             return cls("inception-v3-compat", [FEATURE], feature_extractor_weights_path=str(weights))
-    except (RuntimeError, pickle.UnpicklingError, EOFError, OSError, ValueError, KeyError, AttributeError) as exc:
+    except (RuntimeError, pickle.UnpicklingError, EOFError, OSError, ValueError, KeyError, AttributeError,
+            SafetensorError) as exc:
         msg = " ".join(str(exc).split())[:300]
         raise DataError(f"{weights}: not torch-fidelity's InceptionV3 weights ({type(exc).__name__}: {msg}); "
                         f"delete it to fetch it again (auto), or point {KEY} at another file") from None

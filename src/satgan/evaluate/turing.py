@@ -18,7 +18,12 @@ noise mask) is the trial of HYPE-time at one exposure. HYPE-time proper adapts t
 evaluator with a staircase and reports the threshold; this page does not, so a fixed-exposure
 result is "the error rate at N ms", not HYPE-time. The grid (every tile at once, also in a
 per-evaluator random order) remains for quick looks. The page records the protocol in the
-exported answers, and scoring refuses to pool answers given under different protocols.
+exported answers, and scoring never pools answers given under different protocols: each
+protocol's answers are scored on their own. The page asks for a participant name and exports
+``answers-<participant>.json`` holding it (older exports, ``answers.json`` without one, still
+score); a file given twice (the same bytes, by sha256) is counted once, with a line saying so.
+Key and answer files are read only when they are regular files of at most a few MB
+(:func:`satgan.fsutil.read_regular`): a FIFO or ``/dev/zero`` is refused, not waited on.
 
 **Scoring.** The error on fakes (fakes called real: how often the GAN fooled people) and the
 error on reals (real tiles called fake) come first, each with a bootstrap 95% interval
@@ -56,10 +61,11 @@ import numpy as np
 from PIL import Image
 
 from satgan import names
-from satgan.cli import run_main
+from satgan.cli import refuse_pipeline_output, run_main
 from satgan.errors import DataError, ParamsError
-from satgan.fsutil import write_json_atomic, write_text_atomic
+from satgan.fsutil import FileTooLarge, UnsafePath, read_regular, sha256_bytes, write_json_atomic, write_text_atomic
 from satgan.imageops import denormalize, save_grid
+from satgan.params import seed_arg
 
 KEY_FORMAT = "satgan-turing-key/2"
 ANSWERS_FORMAT = "satgan-turing-answers/2"
@@ -68,6 +74,9 @@ MODES = ("single", "grid")
 # Exposure limits the page accepts: HYPE-time's staircase spans 100-1000 ms; allow a little either side.
 MIN_EXPOSURE_MS, MAX_EXPOSURE_MS = 50, 10_000
 QUIZ_ID_HEX = 16
+# A key of a few hundred tiles is ~100 kB and an answers export ~20 kB: 8 MB leaves room and bounds memory.
+MAX_JSON_BYTES = 8 << 20
+MAX_PARTICIPANT = 64
 
 
 @dataclass(frozen=True)
@@ -220,16 +229,25 @@ def check_quiz_id(quiz_id: str, where: str) -> str:
 # ----------------------------------------------------------------- reading keys and answers
 
 
-def _read_json(path: Path, what: str) -> dict[str, Any]:
-    """A JSON object from ``path``; anything else is one DataError line naming the file."""
+def _read_bytes(path: Path, what: str) -> bytes:
+    """The bytes of a regular file of at most :data:`MAX_JSON_BYTES`; anything else is one DataError line."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        return read_regular(path, MAX_JSON_BYTES)
     except FileNotFoundError:
         raise DataError(f"{path}: {what} not found") from None
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: {what} is not UTF-8 text") from None
+    except (UnsafePath, FileTooLarge) as exc:
+        raise DataError(f"{path}: {what} refused: {exc}") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read the {what}: {exc.strerror or exc}") from None
+
+
+def _read_json(path: Path, what: str, data: bytes | None = None) -> dict[str, Any]:
+    """A JSON object from ``path`` (or its already-read ``data``); anything else is one DataError line naming the file."""
+    raw = _read_bytes(path, what) if data is None else data
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: {what} is not UTF-8 text") from None
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -306,6 +324,7 @@ class AnswerSet:
     correct: np.ndarray
     is_real: np.ndarray
     said: tuple[str, ...]
+    participant: str | None = None  # the name typed into the page; None in exports older than that field
 
     @property
     def single_label(self) -> str | None:
@@ -338,6 +357,11 @@ def read_answers(key: dict[str, Any], answers: dict[str, Any], source: str) -> A
     exposure = _get(proto, "exposure_ms", (int, type(None)), source, "protocol.")
     if exposure is not None and not MIN_EXPOSURE_MS <= exposure <= MAX_EXPOSURE_MS:
         raise DataError(f"{source}: field 'protocol.exposure_ms': expected {MIN_EXPOSURE_MS}-{MAX_EXPOSURE_MS} or null, got {exposure}")
+    participant = None
+    if "participant" in answers:
+        participant = _get(answers, "participant", str, source)
+        if not 0 < len(participant) <= MAX_PARTICIPANT:
+            raise DataError(f"{source}: field 'participant': expected 1-{MAX_PARTICIPANT} characters, got {participant!r:.80}")
     given = _get(answers, "answers", dict, source)
     if not given:
         raise DataError(f"{source}: field 'answers': expected a mapping of tile id -> 'real' | 'fake', got an empty one")
@@ -351,7 +375,8 @@ def read_answers(key: dict[str, Any], answers: dict[str, Any], source: str) -> A
         correct.append(ans == truth[tid])
         is_real.append(truth[tid] == "real")
         said.append(ans)
-    return AnswerSet(source, (mode, exposure), np.array(correct, bool), np.array(is_real, bool), tuple(said))
+    return AnswerSet(source, (mode, exposure), np.array(correct, bool), np.array(is_real, bool), tuple(said),
+                     participant)
 
 
 def answers_correctness(key: dict[str, Any], answers: dict[str, Any], source: str) -> tuple[np.ndarray, np.ndarray]:
@@ -432,6 +457,7 @@ def score_answer_sets(sets: list[AnswerSet], quiz_id: str, n_boot: int, seed: in
         "protocol": {"mode": protocols[0][0], "exposure_ms": protocols[0][1], "text": protocol_text(protocols[0])},
         "uninformative": flagged,
         "n_answer_files": len(sets),
+        "participants": [a.participant or a.source for a in sets],
     }
     if informative:
         result.update(hype_infinity([(a.correct, a.is_real) for a in informative], n_boot, seed))
@@ -471,11 +497,54 @@ def reading(result: dict[str, Any]) -> str:
                    "tell fakes from reals, or there are too few answers to show it. More evaluators narrow the intervals.")
 
 
+def read_answer_files(key: dict[str, Any], answer_paths: list[Path]) -> tuple[list[AnswerSet], list[dict[str, str]]]:
+    """Checked answer sets, one per distinct file content, and the files left out as copies of an earlier one.
+
+    The same export given twice (same bytes: sha256) would count one person twice; it is read once.
+    """
+    sets: list[AnswerSet] = []
+    duplicates: list[dict[str, str]] = []
+    first: dict[str, str] = {}
+    for p in answer_paths:
+        data = _read_bytes(p, "answers file")
+        digest = sha256_bytes(data)
+        if digest in first:
+            duplicates.append({"file": str(p), "same_as": first[digest]})
+            continue
+        first[digest] = str(p)
+        sets.append(read_answers(key, _read_json(p, "answers file", data), str(p)))
+    return sets, duplicates
+
+
 def score_files(answer_paths: list[Path], key_path: Path, n_boot: int, seed: int) -> dict[str, Any]:
-    """Score quiz.html answer exports against turing_key.json; see :func:`score_answer_sets`."""
+    """Score quiz.html answer exports, all given under one protocol, against turing_key.json (see :func:`score_answer_sets`)."""
     key = load_key(key_path)
-    sets = [read_answers(key, _read_json(p, "answers file"), str(p)) for p in answer_paths]
-    return score_answer_sets(sets, key["quiz_id"], n_boot, seed)
+    sets, duplicates = read_answer_files(key, answer_paths)
+    return {**score_answer_sets(sets, key["quiz_id"], n_boot, seed), "duplicates": duplicates}
+
+
+def score_by_protocol(answer_paths: list[Path], key_path: Path, n_boot: int, seed: int) -> dict[str, Any]:
+    """Score the exports given under each protocol on their own: ``{"quiz_id", "by_protocol": [...], "duplicates"}``.
+
+    Answers given one at a time and answers given on the grid (or at different exposures) measure
+    different things, so each protocol gets its own :func:`score_answer_sets` result, in a fixed order.
+    """
+    key = load_key(key_path)
+    sets, duplicates = read_answer_files(key, answer_paths)
+    protocols = sorted({a.protocol for a in sets}, key=lambda p: (p[0], -1 if p[1] is None else p[1]))
+    results = [score_answer_sets([a for a in sets if a.protocol == proto], key["quiz_id"], n_boot, seed)
+               for proto in protocols]
+    return {"quiz_id": key["quiz_id"], "by_protocol": results, "duplicates": duplicates}
+
+
+def format_all(scored: dict[str, Any]) -> str:
+    """:func:`score_by_protocol`'s result as text: one block per protocol, then the files counted once."""
+    blocks = [format_result(r) for r in scored["by_protocol"]]
+    if len(blocks) > 1:
+        blocks.insert(0, f"{len(blocks)} protocols, each scored on its own (answers under different protocols "
+                         "are never pooled):")
+    lines = [f"  counted once: {d['file']} has the same content as {d['same_as']}" for d in scored["duplicates"]]
+    return "\n\n".join(blocks) + ("\n" + "\n".join(lines) if lines else "")
 
 
 def format_result(result: dict[str, Any]) -> str:
@@ -485,6 +554,7 @@ def format_result(result: dict[str, Any]) -> str:
         f"Turing test (HYPE, Zhou et al. 2019), quiz {result['quiz_id']}: {result['protocol']['text']}",
         f"  {result['n_evaluators']} of {n_files} answer set(s) informative, {result['n_answers']} answers "
         f"({result['n_fake_answers']} on fakes, {result['n_real_answers']} on real tiles)",
+        f"  participants: {', '.join(result.get('participants', [])) or 'none'}",
         "",
         f"  error on fakes  (fakes called real): {_pct(result['error_on_fake'])}{_ci(result['error_on_fake_ci95'])}"
         "   higher = the GAN fooled people more",
@@ -536,7 +606,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m satgan.evaluate.t
     sc.add_argument("answers", nargs="+", type=Path, help="answers JSON files exported by quiz.html, one per person")
     sc.add_argument("--key", type=Path, required=True, help="the answer key, e.g. data/eval/turing_key.json")
     sc.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the 95%% intervals (default 2000)")
-    sc.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    sc.add_argument("--seed", type=seed_arg, default=0, help="seed of the bootstrap (0..2**63-1)")
     sc.add_argument("--json", action="store_true", help="print the result as JSON instead of text")
     sc.add_argument("--out", type=Path, default=None, help="also write the result JSON here")
     mk = sub.add_parser("make", help="draw a fresh quiz (new tiles, new positions) for a new group of people",
@@ -547,7 +617,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m satgan.evaluate.t
     mk.add_argument("--samples", type=Path, default=None,
                     help="generated tiles (default: samples.npy in params.yaml's paths.samples)")
     mk.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file whose `paths` locate the arrays")
-    mk.add_argument("--out", type=Path, required=True, help="folder for the new quiz (not data/eval, which DVC owns)")
+    mk.add_argument("--out", type=Path, required=True,
+                    help="folder for the new quiz (not data/eval or another pipeline output folder: DVC owns them)")
     mk.add_argument("--quiz-id", default=None, help="the quiz id the draw is seeded from (default: a random one)")
     mk.add_argument("--n-real", type=int, default=16, help="real tiles in the quiz (default 16)")
     mk.add_argument("--n-fake", type=int, default=16, help="fake tiles in the quiz (default 16)")
@@ -557,6 +628,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m satgan.evaluate.t
         for flag in ("n_real", "n_fake", "nrow"):
             if getattr(args, flag) < 1:
                 parser.error(f"--{flag.replace('_', '-')}: expected an integer >= 1, got {getattr(args, flag)}")
+        refuse_pipeline_output(args.out, "--out", args.params)
         quiz_id = args.quiz_id if args.quiz_id is not None else new_quiz_id()
         holdout, samples = args.holdout, args.samples
         if holdout is None or samples is None:
@@ -570,14 +642,17 @@ def main(argv: list[str] | None = None, prog: str = "python -m satgan.evaluate.t
         return
     if args.bootstrap < 100:
         parser.error(f"--bootstrap: expected at least 100 resamples, got {args.bootstrap}")
-    result = score_files(args.answers, args.key, args.bootstrap, args.seed)
+    result = score_by_protocol(args.answers, args.key, args.bootstrap, args.seed)
     if args.out is not None:
-        write_json_atomic(args.out, result)
+        try:
+            write_json_atomic(args.out, result)
+        except OSError as exc:
+            raise DataError(f"--out {args.out}: cannot write: {exc.strerror or exc}") from None
     if args.json:
         json.dump(result, sys.stdout, indent=2, sort_keys=True)
         sys.stdout.write("\n")
     else:
-        print(format_result(result))
+        print(format_all(result))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ a one-line reason; training then says so and starts fresh, it never crashes on o
 
 from __future__ import annotations
 
+import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any, Protocol
 import torch
 
 from satgan import names
+from satgan.errors import TrainingError
 from satgan.fsutil import atomic_path
 
 CHECKPOINT_FILE = names.CHECKPOINT
@@ -76,9 +78,34 @@ def checkpoint_state(parts: dict[str, Stateful], resume_hash: str, data_hash: st
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """torch.save to a temporary file, then an atomic rename: a kill never leaves half a checkpoint."""
-    with atomic_path(path, suffix=".pt") as tmp:
-        torch.save(state, tmp)
+    """torch.save to a temporary file, then an atomic rename: a kill never leaves half a checkpoint.
+
+    The file is written through a Python file object, fsync'd before the rename, so a full disk
+    surfaces as ``OSError`` (ENOSPC) (torch.save to a path turns it into an opaque RuntimeError from
+    its C++ writer); it becomes one :class:`TrainingError` line, the temp file is removed and the
+    previous checkpoint stays whole.
+    """
+    try:
+        with atomic_path(path, suffix=".pt") as tmp:
+            with open(tmp, "wb") as fh:
+                torch.save(state, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+    except OSError as exc:
+        raise TrainingError(f"{path}: cannot write the checkpoint ({exc.strerror or exc}); "
+                            "the previous checkpoint is kept: free space and rerun to resume from it") from None
+
+
+def first_non_finite(obj: Any, where: str = "") -> str | None:
+    """The dotted name of the first floating tensor in ``obj`` (dicts, lists, tuples walked) holding NaN or Inf, or None."""
+    if isinstance(obj, torch.Tensor):
+        return where if obj.is_floating_point() and not bool(torch.isfinite(obj).all()) else None
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, (list, tuple)) else ()
+    for key, value in items:
+        found = first_non_finite(value, f"{where}.{key}" if where else str(key))
+        if found is not None:
+            return found
+    return None
 
 
 def read_checkpoint(path: Path) -> Checkpoint | None:
@@ -102,6 +129,11 @@ def read_checkpoint(path: Path) -> Checkpoint | None:
     step = progress["step"] if isinstance(progress, dict) and "step" in progress else None
     if not isinstance(step, int) or isinstance(step, bool) or step < 0:
         raise UnusableCheckpoint(f"checkpoint has no valid {PROGRESS_PART}.step (got {step!r})")
+    # A diverged run's weights (training never checkpoints them, but a file can come from elsewhere)
+    # would resume into NaN losses and end as the model: refuse the file instead.
+    bad = first_non_finite(ck["parts"])
+    if bad is not None:
+        raise UnusableCheckpoint(f"checkpoint holds NaN or Inf values in {bad}; it is not resumed")
     return Checkpoint(resume_hash=ck["resume_hash"], data_hash=ck["data_hash"], step=step, parts=ck["parts"])
 
 
