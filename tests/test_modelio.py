@@ -442,3 +442,19 @@ def test_class_indices_resolve_names_and_refuse_unknown_ones():
     with pytest.raises(SatganError, match="generate.classes: asks for classes .* this model is unconditional"):
         class_indices(plain, ["forest"], "generate.classes")
     assert spread_labels(7, [2, 0]).tolist() == [2, 0, 2, 0, 2, 0, 2]
+
+
+def test_saved_g_with_pixel_noise_samples_the_same_tiles_for_the_same_seed(tmp_path):
+    """A loaded G with pixel noise (non-zero scales): satgan.sample gives the same tiles for a seed, others for another."""
+    from satgan.sample import sample
+
+    cfg = ModelConfig(image_size=32, channels=3, nz=8, ngf=4, ndf=4, g_pixel_noise=2)
+    torch.manual_seed(0)
+    g = build_generator(cfg)
+    with torch.no_grad():
+        for q in g.parameters():
+            if q.dim() == 4 and q.shape[0] == 1:  # the pixel-noise scales (1, C, 1, 1)
+                q.fill_(0.5)
+    save_model(tmp_path, g, build_discriminator(cfg), cfg, params_hash="p", data_hash="h", step=1)
+    a, b, c = sample(tmp_path, 4, seed=3), sample(tmp_path, 4, seed=3), sample(tmp_path, 4, seed=4)
+    assert torch.equal(a, b) and not torch.allclose(a, c)
