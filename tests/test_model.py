@@ -17,7 +17,9 @@ from satgan.errors import ModelFileError
 from satgan.model import (
     MAX_CLASSES,
     MAX_WIDTH,
+    HighPass,
     LayerNoise,
+    PixelNoise,
     ConditionalDiscriminator,
     ConditionalGenerator,
     MinibatchStdDev,
@@ -470,4 +472,167 @@ def test_conditional_config_round_trips_and_old_architectures_need_the_keys():
     old = ModelConfig().to_dict()
     del old["n_classes"]
     with pytest.raises(ModelFileError, match="architecture.n_classes: missing key"):
+        ModelConfig.from_dict(old)
+
+
+# ----------------------------------------------------------------- texture switches (issue 19)
+
+TEXTURE_OFF = {"g_bilinear_top": 0, "g_pixel_noise": 0, "d_highpass": False}
+
+
+def test_texture_switches_off_build_the_same_nets_from_the_same_seed():
+    """g_bilinear_top 0, g_pixel_noise 0 and d_highpass false give exactly the nets built before they existed."""
+    kw = dict(image_size=32, channels=3, nz=8, ngf=4, ndf=4)
+    torch.manual_seed(0)
+    g0, d0 = build_generator(ModelConfig(**kw)), build_discriminator(ModelConfig(**kw))
+    torch.manual_seed(0)
+    g1, d1 = build_generator(ModelConfig(**kw, **TEXTURE_OFF)), build_discriminator(ModelConfig(**kw, **TEXTURE_OFF))
+    for a, b in ((g0, g1), (d0, d1)):
+        sa, sb = a.state_dict(), b.state_dict()
+        assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+        assert [type(m) for m in a] == [type(m) for m in b]
+
+
+@pytest.mark.parametrize("size", (32, 64, 128))
+@pytest.mark.parametrize("top", (1, 2))
+def test_bilinear_top_replaces_only_the_last_upsampling_layers(size, top):
+    """g_bilinear_top=k: G's last k upsampling layers are bilinear resize + conv, the rest stay transposed convs."""
+    cfg = ModelConfig(image_size=size, channels=3, nz=8, ngf=4, ndf=4, g_bilinear_top=top)
+    g = build_generator(cfg)
+    resizes = [m for m in g if isinstance(m, nn.Upsample)]
+    assert len(resizes) == top and all(m.mode == "bilinear" for m in resizes)
+    deconvs = [m for m in g if isinstance(m, nn.ConvTranspose2d)]
+    assert len(deconvs) == 1 + cfg.n_blocks - top  # the 1x1 -> 4x4 projection and the untouched upsampling layers
+    last_deconv = max(i for i, m in enumerate(g) if isinstance(m, nn.ConvTranspose2d))
+    assert all(i > last_deconv for i, m in enumerate(g) if isinstance(m, nn.Upsample))
+    assert g(torch.randn(2, 8, 1, 1)).shape == (2, 3, size, size)
+
+
+def test_bilinear_top_composes_with_the_checkerboard_mode():
+    """With upsample=resize_conv the lower layers keep nearest resizes, the top ones are bilinear."""
+    g = build_generator(ModelConfig(image_size=64, channels=3, nz=8, ngf=4, ndf=4, upsample="resize_conv", g_bilinear_top=1))
+    assert [m.mode for m in g if isinstance(m, nn.Upsample)] == ["nearest"] * 3 + ["bilinear"]
+
+
+@pytest.mark.parametrize(("kw", "fragment"), [
+    ({"image_size": 32, "g_bilinear_top": 4}, "g_bilinear_top: expected 0 <= g_bilinear_top <= 3"),
+    ({"image_size": 64, "g_pixel_noise": 4}, "g_pixel_noise: expected 0 <= g_pixel_noise <= 3"),
+    ({"image_size": 64, "g_pixel_noise": -1}, "g_pixel_noise: expected 0 <= g_pixel_noise"),
+])
+def test_texture_switches_are_bounded_by_the_depth(kw, fragment):
+    """g_bilinear_top and g_pixel_noise cannot ask for more layers than G has at its image size, naming the key."""
+    with pytest.raises(ValueError, match=re.escape(fragment)):
+        ModelConfig(**kw)
+
+
+@pytest.mark.parametrize("blocks", (1, 2))
+def test_pixel_noise_follows_the_last_hidden_upsampling_convs_with_zero_scales(blocks):
+    """g_pixel_noise=k: a PixelNoise after the conv of G's last k hidden blocks (before norm), its scales starting at 0."""
+    cfg = ModelConfig(image_size=32, channels=3, nz=8, ngf=4, ndf=4, g_pixel_noise=blocks)
+    g = build_generator(cfg)
+    at = [i for i, m in enumerate(g) if isinstance(m, PixelNoise)]
+    assert len(at) == blocks
+    assert all(isinstance(g[i - 1], nn.ConvTranspose2d) and isinstance(g[i + 1], nn.BatchNorm2d) for i in at)
+    assert [g[i].weight.shape[1] for i in at] == [4 * 2 ** (blocks - 1 - k) for k in range(blocks)]
+    assert all(torch.equal(g[i].weight, torch.zeros_like(g[i].weight)) for i in at)
+    without = nn.Sequential(*[m for m in g if not isinstance(m, PixelNoise)]).eval()
+    z = torch.randn(2, 8, 1, 1)
+    with torch.no_grad():
+        assert torch.equal(g.eval()(z), without(z))  # zero scales: a new G is the same function as one without noise
+
+
+@given(seed=st.integers(0, 2**31 - 1), scale=st.floats(0.1, 3.0))
+@settings(max_examples=20, deadline=None)
+def test_pixel_noise_is_one_normal_value_per_pixel_scaled_per_channel(seed, scale):
+    """PixelNoise adds scale_c * n(b, h, w): the same noise in every channel, times that channel's scale."""
+    layer = PixelNoise(3)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([1.0, scale, 0.0]).view(1, 3, 1, 1))
+    x = torch.randn(2, 3, 8, 8)
+    torch.manual_seed(seed)
+    added = layer(x) - x
+    torch.manual_seed(seed)
+    noise = torch.randn(2, 1, 8, 8)
+    assert torch.allclose(added[:, :1], noise, atol=1e-6)
+    assert torch.allclose(added[:, 1:2], scale * noise, atol=1e-5)
+    assert torch.equal(added[:, 2], torch.zeros_like(added[:, 2]))
+
+
+def test_pixel_noise_is_drawn_when_sampling_and_seeded_by_sampling_rng():
+    """A G with pixel noise samples differently per draw in eval mode, identically for the same sampling seed."""
+    cfg = ModelConfig(image_size=32, channels=3, nz=8, ngf=4, ndf=4, g_pixel_noise=2)
+    torch.manual_seed(0)
+    g, z = build_generator(cfg).eval(), torch.randn(3, 8, 1, 1)
+    with torch.no_grad():
+        for m in g.modules():
+            if isinstance(m, PixelNoise):
+                m.weight.fill_(0.5)
+        with sampling_rng(cfg, 1):
+            a = g(z)
+        with sampling_rng(cfg, 1):
+            b = g(z)
+        with sampling_rng(cfg, 2):
+            c = g(z)
+        outside = torch.random.get_rng_state()
+        with sampling_rng(cfg, 1):
+            g(z)
+        assert torch.equal(torch.random.get_rng_state(), outside)  # the caller's stream is untouched
+    assert torch.equal(a, b) and not torch.allclose(a, c)
+
+
+def test_highpass_residual_kills_a_constant_image_and_passes_a_checkerboard():
+    """x - blur(x) is 0 on a constant image and the whole of a one-pixel checkerboard (the blur removes it entirely)."""
+    hp = HighPass(3)
+    constant = torch.full((2, 3, 16, 16), 0.7)
+    assert torch.allclose(hp.residual(constant), torch.zeros_like(constant), atol=1e-6)
+    i = torch.arange(16)
+    board = ((i[:, None] + i[None, :]) % 2 * 2 - 1).float().expand(2, 3, 16, 16)
+    assert torch.allclose(hp.residual(board), board, atol=1e-6)
+
+
+@given(c=st.floats(-1, 1), a=st.floats(-1, 1), b=st.floats(-1, 1))
+@settings(max_examples=20, deadline=None)
+def test_highpass_residual_is_zero_on_any_linear_ramp_inside_the_image(c, a, b):
+    """The binomial blur keeps a linear ramp a*i + b*j + c in the interior, so its residual there is 0."""
+    i = torch.arange(12.0)
+    ramp = (a * i[:, None] + b * i[None, :] + c).expand(1, 1, 12, 12)
+    assert torch.allclose(HighPass(1).residual(ramp)[..., 1:-1, 1:-1], torch.zeros(1, 1, 10, 10), atol=1e-5)
+
+
+def test_highpass_reads_the_residual_from_the_second_half_of_a_packed_input():
+    """(B, 2C, H, W): D's main channels are the first C, the residual is of the last C; (B, C, H, W): both of x."""
+    hp = HighPass(3)
+    x, uncut = torch.randn(2, 3, 8, 8), torch.randn(2, 3, 8, 8)
+    packed = hp(torch.cat([x, uncut], 1))
+    assert torch.equal(packed[:, :3], x) and torch.allclose(packed[:, 3:], hp.residual(uncut))
+    assert torch.allclose(hp(x)[:, 3:], hp.residual(x))
+    with pytest.raises(ValueError, match="HighPass: expected 3 or 6 channels, got 4"):
+        hp(torch.randn(1, 4, 8, 8))
+
+
+@pytest.mark.parametrize("conditional", ["none", "projection", "acgan"])
+@pytest.mark.parametrize(("spectral_norm", "minibatch_stddev"), [(False, False), (True, True)])
+def test_highpass_d_works_with_every_d_variant(conditional, spectral_norm, minibatch_stddev):
+    """d_highpass: D (conditional, SN, stddev) takes C or 2C channels, gives logits and features; the blur is not saved."""
+    kw = dict(image_size=32, channels=3, nz=8, ngf=4, ndf=4, spectral_norm=spectral_norm,
+              minibatch_stddev=minibatch_stddev, d_highpass=True)
+    if conditional != "none":
+        kw.update(conditional=conditional, n_classes=3)
+    d = build_discriminator(ModelConfig(**kw))
+    y = torch.tensor([0, 2]) if conditional != "none" else None
+    for x in (torch.randn(2, 3, 32, 32), torch.randn(2, 6, 32, 32)):
+        hidden, logits, _ = features_and_outputs(d, x, y)
+        assert logits.shape == (2,) and discriminator_features(d, x).shape == (2, hidden[0].numel())
+    assert not any("kernel" in k for k in d.state_dict())
+    first = next(m for m in d.modules() if isinstance(m, nn.Conv2d))
+    assert first.in_channels == 6
+
+
+def test_texture_switches_round_trip_through_the_architecture_dict():
+    """g_bilinear_top, g_pixel_noise and d_highpass are part of the architecture dict; one without them is refused."""
+    cfg = ModelConfig(image_size=64, g_bilinear_top=2, g_pixel_noise=3, d_highpass=True)
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    old = cfg.to_dict()
+    del old["g_pixel_noise"]
+    with pytest.raises(ModelFileError, match="architecture.g_pixel_noise: missing key"):
         ModelConfig.from_dict(old)

@@ -295,6 +295,45 @@ def test_format_4_card_loads_as_strided_d_without_g_layer_noise(tmp_path):
     assert torch.equal(loaded_g(z), g_ema.eval()(z)) and torch.equal(loaded_d(x), d.eval()(x))
 
 
+def test_texture_switches_round_trip_through_model_json(tmp_path):
+    """model.json records g_bilinear_top, g_pixel_noise and d_highpass; the rebuilt G (its noise scales) and D match."""
+    cfg = ModelConfig(image_size=32, channels=3, nz=8, ngf=4, ndf=4, g_bilinear_top=2, g_pixel_noise=2, d_highpass=True)
+    torch.manual_seed(0)
+    g, d = build_generator(cfg), build_discriminator(cfg)
+    with torch.no_grad():
+        for q in g.parameters():
+            if q.dim() == 4 and q.shape[0] == 1:  # the pixel-noise scales (1, C, 1, 1)
+                q.uniform_(0.1, 1.0)
+    save_model(tmp_path, g, d, cfg, params_hash="p", data_hash="h", step=3)
+    arch = _card(tmp_path)["architecture"]
+    assert (arch["g_bilinear_top"], arch["g_pixel_noise"], arch["d_highpass"]) == (2, 2, True)
+    loaded_g, card = load_generator(tmp_path)
+    loaded_d, _ = load_discriminator(tmp_path)
+    assert ModelConfig.from_dict(card["architecture"]) == cfg
+    z, x = torch.randn(2, 8, 1, 1), torch.randn(2, 3, 32, 32)
+    torch.manual_seed(1)
+    expected = g.eval()(z)
+    torch.manual_seed(1)
+    assert torch.equal(loaded_g(z), expected) and torch.equal(loaded_d(x), d.eval()(x))
+
+
+def test_format_5_card_loads_without_the_texture_switches(tmp_path):
+    """A satgan-dcgan/5 card (before g_bilinear_top, g_pixel_noise, d_highpass) loads as 0, 0, false: its nets were built so."""
+    g, d, g_ema = _save(tmp_path)
+    card = _card(tmp_path)
+    card["format"] = "satgan-dcgan/5"
+    for key in ("g_bilinear_top", "g_pixel_noise", "d_highpass"):
+        del card["architecture"][key]
+    _write_card(tmp_path, card)
+    loaded_g, loaded_card = load_generator(tmp_path)
+    loaded_d, _ = load_discriminator(tmp_path)
+    assert loaded_card["upgraded_from"] == "satgan-dcgan/5" and loaded_card["format"] == CARD_FORMAT
+    arch = loaded_card["architecture"]
+    assert (arch["g_bilinear_top"], arch["g_pixel_noise"], arch["d_highpass"]) == (0, 0, False)
+    z, x = torch.randn(2, 8, 1, 1), torch.randn(2, 3, 32, 32)
+    assert torch.equal(loaded_g(z), g_ema.eval()(z)) and torch.equal(loaded_d(x), d.eval()(x))
+
+
 # ----------------------------------------------------------------- class-conditional models
 
 CLASSES = ["forest", "river", "town"]
@@ -419,3 +458,19 @@ def test_safetensors_files_follow_the_umask(tmp_path):
     assert modes["generator.safetensors"] == modes["discriminator.safetensors"] == modes["model.json"] == "0o644"
     g, _ = load_generator(tmp_path / "m")  # the bytes path writes the same format
     assert isinstance(g, torch.nn.Module)
+
+
+def test_saved_g_with_pixel_noise_samples_the_same_tiles_for_the_same_seed(tmp_path):
+    """A loaded G with pixel noise (non-zero scales): satgan.sample gives the same tiles for a seed, others for another."""
+    from satgan.sample import sample
+
+    cfg = ModelConfig(image_size=32, channels=3, nz=8, ngf=4, ndf=4, g_pixel_noise=2)
+    torch.manual_seed(0)
+    g = build_generator(cfg)
+    with torch.no_grad():
+        for q in g.parameters():
+            if q.dim() == 4 and q.shape[0] == 1:  # the pixel-noise scales (1, C, 1, 1)
+                q.fill_(0.5)
+    save_model(tmp_path, g, build_discriminator(cfg), cfg, params_hash="p", data_hash="h", step=1)
+    a, b, c = sample(tmp_path, 4, seed=3), sample(tmp_path, 4, seed=3), sample(tmp_path, 4, seed=4)
+    assert torch.equal(a, b) and not torch.allclose(a, c)

@@ -8,8 +8,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from satgan.model import LayerNoise
+from satgan.augment import diff_augment
+from satgan.model import LayerNoise, PixelNoise
 from satgan.train import hacks as H
+from satgan.train import train
+
+from train_helpers import assert_same_weights, run_dirs, tiny_params, trainer, write_tiles
 
 
 @given(lo=st.floats(0, 0.5), width=st.floats(0, 0.5), real=st.booleans())
@@ -292,3 +296,71 @@ def test_instance_noise_keeps_the_layout_of_its_input():
     x = torch.zeros(64, 3, 16, 16).contiguous(memory_format=torch.channels_last)
     out = H.add_instance_noise(x, torch.tensor(0.5))
     assert out.is_contiguous(memory_format=torch.channels_last) and abs(out.std().item() - 0.5) < 0.01
+
+
+# ----------------------------------------------------------------- texture switches (issue 19)
+
+
+def test_uncut_augmenter_packs_the_image_before_cutout_behind_the_same_augmentation():
+    """uncut: (N, 2C, H, W), the first C exactly the plain augmentation (same draws), the last C it before cutout."""
+    x = torch.rand(4, 3, 16, 16) * 2 - 1
+    policy = ("color", "translation", "cutout")
+    torch.manual_seed(3)
+    plain = H.Augmenter(policy, 1.0, None, 1)(x)
+    torch.manual_seed(3)
+    packed = H.Augmenter(policy, 1.0, None, 1, uncut=True)(x)
+    torch.manual_seed(3)
+    before = diff_augment(x, 1.0, policy[:2])
+    assert packed.shape == (4, 6, 16, 16)
+    assert torch.equal(packed[:, :3], plain) and torch.equal(packed[:, 3:], before)
+    assert bool(((packed[:, :3] == 0) & (packed[:, 3:] != 0)).any())  # the cutout square is only in the first half
+
+
+def test_uncut_augmenter_without_cutout_is_the_plain_one():
+    """uncut with no cutout in the policy changes nothing: C channels, the plain augmentation."""
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    torch.manual_seed(1)
+    a = H.Augmenter(("color", "translation"), 1.0, None, 1, uncut=True)(x)
+    torch.manual_seed(1)
+    assert torch.equal(a, H.Augmenter(("color", "translation"), 1.0, None, 1)(x))
+
+
+def test_uncut_augmenter_refuses_cutout_before_another_op():
+    """uncut needs cutout last (params refuse it earlier, naming the key): no before-cutout image exists otherwise."""
+    with pytest.raises(ValueError, match="cutout must be the policy's last op"):
+        H.Augmenter(("cutout", "color"), 1.0, None, 1, uncut=True)
+
+
+def test_highpass_d_reads_the_residual_of_the_uncut_image_in_training():
+    """highpass_d with before_cutout: every D input is (B, 2C, H, W), the cutout square only in D's main channels."""
+    tr = trainer(**{"highpass_d.enabled": True, "instance_noise.enabled": False, "replay.enabled": False})
+    seen: list[torch.Tensor] = []
+    tr.d[0].register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone()))
+    out = tr.run_step()
+    assert all(torch.isfinite(v).all() for v in out.values())
+    assert seen and all(x.shape[1] == 6 for x in seen)
+    assert all(bool(((x[:, :3] == 0).all(1) & (x[:, 3:] != 0).any(1)).flatten(1).any(1).all()) for x in seen)
+    assert tr.view is None or tr.view.real.shape[1] == 3
+
+
+@pytest.mark.parametrize("hack", [{"bilinear_g.enabled": True}, {"g_pixel_noise.enabled": True},
+                                  {"highpass_d.enabled": True}, {"highpass_d.enabled": True, "highpass_d.before_cutout": False}])
+def test_resume_with_a_texture_switch_on_is_bit_identical(rsscn7_files, tmp_path, hack):
+    """Each texture switch: 3 then 5 iterations (resumed) gives the weights of 5 in one go (pixel noise: seeded RNG)."""
+    tiles = write_tiles(tmp_path / "prepared", rsscn7_files[::12][:12])
+    dirs = {name: run_dirs(tmp_path, name) for name in ("a", "ref")}
+    model, ck, _ = dirs["a"]
+    train(tiny_params(hack, iterations=3), tiles, model, ck, None)
+    assert train(tiny_params(hack, iterations=5), tiles, model, ck, None)["resumed"]
+    ref, ref_ck, _ = dirs["ref"]
+    train(tiny_params(hack, iterations=5), tiles, ref, ref_ck, None)
+    assert_same_weights(model, ref)
+
+
+def test_pixel_noise_scales_learn_from_zero():
+    """G's pixel-noise scales start at 0 and get a gradient in G's step, so training can turn the noise up."""
+    tr = trainer(**{"g_pixel_noise.enabled": True})
+    scales = [m.weight for m in tr.g.modules() if isinstance(m, PixelNoise)]
+    assert scales and all(float(s.detach().abs().sum()) == 0 for s in scales)
+    tr.run_step()
+    assert all(float(s.detach().abs().sum()) > 0 for s in scales)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 import typing
 from typing import Any
 
@@ -199,3 +200,34 @@ def test_conditional_takes_none_projection_or_acgan():
         load({**BASE, "conditional": "cgan"})
     with pytest.raises(ParamsError, match=r"train\.acgan_weight: expected >= 0, got -1"):
         load({**BASE, "acgan_weight": -1})
+
+
+def test_texture_switches_ship_off():
+    """bilinear_g, g_pixel_noise and highpass_d load from params.yaml, off (the lead picks defaults from the bench)."""
+    hacks = load(copy.deepcopy(BASE)).hacks
+    assert not (hacks.bilinear_g.enabled or hacks.g_pixel_noise.enabled or hacks.highpass_d.enabled)
+    assert hacks.highpass_d.before_cutout and hacks.bilinear_g.blocks >= 1 and hacks.g_pixel_noise.blocks >= 1
+
+
+@pytest.mark.parametrize(("key", "value", "fragment"), [
+    ("hacks.bilinear_g.blocks", 0, "1 <= blocks <= 5"),
+    ("hacks.bilinear_g.blocks", 6, "1 <= blocks <= 5"),
+    ("hacks.g_pixel_noise.blocks", 5, "1 <= blocks <= 4"),
+])
+def test_texture_switch_depths_name_their_key(key, value, fragment):
+    """A layer count no image size has is refused under its own key."""
+    with pytest.raises(ParamsError, match=rf"^params\.yaml: train\.{re.escape(key)}: expected {re.escape(fragment)}"):
+        load(with_value(key, value))
+
+
+def test_highpass_before_cutout_needs_cutout_last():
+    """highpass_d.before_cutout with cutout before another DiffAugment op is refused naming the key; cutout last loads."""
+    doc = with_value("hacks.diffaugment.policy", ["cutout", "color"])
+    doc["hacks"]["highpass_d"]["enabled"] = True
+    with pytest.raises(ParamsError, match=r"train\.hacks\.highpass_d\.before_cutout: expected false unless cutout is the last op"):
+        load(doc)
+    doc["hacks"]["highpass_d"]["before_cutout"] = False
+    assert load(doc).hacks.highpass_d.enabled
+    doc = with_value("hacks.diffaugment.policy", ["translation", "cutout"])
+    doc["hacks"]["highpass_d"]["enabled"] = True
+    assert load(doc).hacks.highpass_d.before_cutout

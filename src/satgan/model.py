@@ -12,7 +12,12 @@ upsampling (``upsample``: transposed conv, with an extra conv, resize-conv, or P
 ICNR init), D's downsampling (``downsample``: strided conv, or stride-1 conv + average pooling),
 LeakyReLU in G, instance norm, dropout in G, decayed Gaussian noise after G's hidden blocks
 (``g_layer_noise``), a minibatch-stddev layer in D, and spectral normalization of D
-(``spectral_norm``, Miyato et al. 2018), which replaces D's BatchNorm.
+(``spectral_norm``, Miyato et al. 2018), which replaces D's BatchNorm. Three options target the
+texture spectrum (issue 19): bilinear upsampling + conv for G's top layers (``g_bilinear_top``,
+Odena et al. 2016), per-pixel noise inputs with learned per-channel scales in G's top blocks,
+kept at sampling (``g_pixel_noise``, Karras et al. 2019, StyleGAN's "stochastic variation"), and
+a fixed high-pass residual of D's input as extra input channels (``d_highpass``; frequency-aware
+D after Chen et al. 2021, SSD-GAN, and Schwarz et al. 2021).
 
 Class-conditional nets (``conditional``, ``n_classes``; ganhacks #12 "if you have labels, use
 them"): G gets a class embedding (``nn.Embedding``, ganhacks #16) concatenated to z
@@ -73,6 +78,11 @@ class ModelConfig:
     ``conditional``: ``none`` (``n_classes`` 0), or G and D take a class label in
     ``range(n_classes)`` too: ``projection`` or ``acgan`` (:func:`build_generator`,
     :func:`build_discriminator`).
+    ``g_bilinear_top``: G's last that many upsampling layers (the output layer first) are
+    bilinear upsampling + a 3x3 conv; the others follow ``upsample``. ``g_pixel_noise``: a
+    :class:`PixelNoise` after the upsampling of G's last that many hidden blocks (its scales are
+    in G's state dict; it draws at sampling too: :func:`sampling_rng`). ``d_highpass``: D's first
+    layer is a :class:`HighPass` that appends the image's high-pass residual as extra channels.
     """
 
     image_size: int = 64
@@ -93,6 +103,9 @@ class ModelConfig:
     latent: Literal["gaussian", "uniform"] = "gaussian"
     conditional: Literal["none", "projection", "acgan"] = "none"
     n_classes: int = 0
+    g_bilinear_top: int = 0
+    g_pixel_noise: int = 0
+    d_highpass: bool = False
 
     def __post_init__(self) -> None:
         check("image_size", self.image_size in IMAGE_SIZES, f"one of {IMAGE_SIZES}", self.image_size)
@@ -115,6 +128,11 @@ class ModelConfig:
         else:
             check("n_classes", 1 <= self.n_classes <= MAX_CLASSES,
                   f"1 <= n_classes <= {MAX_CLASSES} for conditional {self.conditional!r}", self.n_classes)
+        n = self.n_blocks
+        check("g_bilinear_top", 0 <= self.g_bilinear_top <= n,
+              f"0 <= g_bilinear_top <= {n} (G's upsampling layers at {self.image_size} px)", self.g_bilinear_top)
+        check("g_pixel_noise", 0 <= self.g_pixel_noise <= n - 1,
+              f"0 <= g_pixel_noise <= {n - 1} (G's hidden upsampling blocks at {self.image_size} px)", self.g_pixel_noise)
 
     @property
     def n_blocks(self) -> int:
@@ -169,8 +187,14 @@ def _norm(cfg: ModelConfig, channels: int) -> nn.Module:
     return nn.BatchNorm2d(channels)
 
 
-def _upsample(cfg: ModelConfig, cin: int, cout: int, bias: bool) -> list[nn.Module]:
-    """Layers that double the resolution, (B, cin, h, w) -> (B, cout, 2h, 2w)."""
+def _upsample(cfg: ModelConfig, cin: int, cout: int, bias: bool, bilinear: bool = False) -> list[nn.Module]:
+    """Layers that double the resolution, (B, cin, h, w) -> (B, cout, 2h, 2w); ``bilinear``: bilinear resize + conv."""
+    if bilinear:
+        # Odena et al. 2016 ("Deconvolution and Checkerboard Artifacts"): resize then convolve; bilinear rather
+        # than nearest, because nearest repeats each pixel in 2x2 blocks, whose spectrum still has the tile's
+        # 2x-period images, while bilinear interpolation suppresses them: against the dot lattice at 8/16/32
+        # cycles per tile that transposed convs left (issue 19). Only G's top layers: the coarse ones stay as set.
+        return [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False), nn.Conv2d(cin, cout, 3, 1, 1, bias=bias)]
     if cfg.upsample == "resize_conv":
         # Resize-convolution (Odena et al. 2016, "Deconvolution and Checkerboard Artifacts"):
         # nearest upsampling then a 3x3 conv has no uneven kernel overlap, hence no checkerboard.
@@ -220,6 +244,65 @@ class LayerNoise(nn.Module):
         return torch.addcmul(x, torch.randn_like(x), self.std.to(x.dtype))
 
 
+class PixelNoise(nn.Module):
+    """``x + scale_c * N(0, 1)``: one noise value per pixel, broadcast over the channels, scaled per channel.
+
+    Karras et al. 2019 (StyleGAN, sec. 3.2 "stochastic variation"): explicit per-pixel noise inputs
+    give G a source of fine, non-repeating detail (grain, foliage, ripples) that it otherwise has
+    to fake from the latent through its convs; the learned per-channel ``weight`` starts at 0
+    (as in StyleGAN's code), so a new G is the one without it. Unlike :class:`LayerNoise` it is
+    part of the model: drawn in training and at sampling alike, from torch's default generator
+    (the trainer's seeded stream in training, inside a captured CUDA graph too; sampling forks and
+    seeds it: :func:`sampling_rng`).
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1, channels, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        noise = torch.randn(b, 1, h, w, dtype=x.dtype, device=x.device)
+        return torch.addcmul(x, noise, self.weight.to(x.dtype))
+
+
+class HighPass(nn.Module):
+    """(B, C, H, W) -> (B, 2C, H, W): the image and its high-pass residual ``x - blur(x)``, a fixed filter.
+
+    A frequency-aware D (issue 19; SSD-GAN: Chen et al. 2021, Jung & Keuper 2021): strided convs
+    with small N(0, 0.02) weights see an image's fine texture only weakly next to its coarse
+    contrast (Schwarz et al. 2021, "On the Frequency Bias of Generative Models"), and a GAN's
+    fakes give themselves away most in that texture. The residual of a 3x3 binomial blur (zero on
+    a constant image, the whole of a one-pixel checkerboard) is handed to D's first conv as extra
+    channels at full resolution: the simplest way to let D see it before any stride, with no new
+    branch to merge (every D variant, conditional, feature matching and minibatch stddev included,
+    is unchanged after the first layer). The kernel is a non-persistent buffer: nothing is learned
+    or saved.
+
+    The input may also be (B, 2C, H, W): the image D's main path reads, and the image the residual
+    is taken from (the trainer passes DiffAugment's result before cutout there, whose square's
+    sharp edges would otherwise dominate the residual).
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.channels = channels
+        k = torch.tensor([1.0, 2.0, 1.0])
+        self.register_buffer("kernel", (torch.outer(k, k) / 16).expand(channels, 1, 3, 3).clone(), persistent=False)
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        """``x - blur(x)`` (B, C, H, W), the blur a depthwise binomial 3x3 with reflected borders."""
+        blurred = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), self.kernel.to(x.dtype), groups=self.channels)
+        return x - blurred
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.channels
+        if x.shape[1] not in (c, 2 * c):
+            raise ValueError(f"HighPass: expected {c} or {2 * c} channels, got {x.shape[1]}")
+        main, source = (x[:, :c], x[:, c:]) if x.shape[1] == 2 * c else (x, x)
+        return torch.cat([main, self.residual(source)], dim=1)
+
+
 def _g_act(cfg: ModelConfig) -> nn.Module:
     # ReLU in G per DCGAN; LeakyReLU avoids sparse gradients (ganhacks #5).
     return nn.LeakyReLU(0.2, inplace=True) if cfg.g_activation == "leaky_relu" else nn.ReLU(inplace=True)
@@ -247,14 +330,19 @@ class SamplingDropout(nn.Dropout):
         return F.dropout(x, self.p, training=True, inplace=self.inplace)
 
 
-def sampling_rng(cfg: ModelConfig, seed: int, device: str | torch.device = "cpu") -> contextlib.AbstractContextManager[Any]:
-    """Around sampling: for a G with dropout at sampling, torch's RNG (CPU, and ``device``'s when CUDA) forked and seeded.
+def draws_at_sampling(cfg: ModelConfig) -> bool:
+    """Whether G draws random numbers when sampling (dropout kept at sampling, or per-pixel noise inputs)."""
+    return cfg.g_dropout_at_sampling or cfg.g_pixel_noise > 0
 
-    Its dropout masks then repeat for the same seed (and batch size: masks are drawn batch by
-    batch) without touching the caller's RNG streams (training stays bit-identical across
-    resumes); any other G draws nothing and gets a no-op.
+
+def sampling_rng(cfg: ModelConfig, seed: int, device: str | torch.device = "cpu") -> contextlib.AbstractContextManager[Any]:
+    """Around sampling: for a G that draws when sampling, torch's RNG (CPU, and ``device``'s when CUDA) forked and seeded.
+
+    Its dropout masks and pixel noise then repeat for the same seed (and batch size: they are
+    drawn batch by batch) without touching the caller's RNG streams (training stays
+    bit-identical across resumes); any other G draws nothing and gets a no-op.
     """
-    if not cfg.g_dropout_at_sampling:
+    if not draws_at_sampling(cfg):
         return contextlib.nullcontext()
     dev = torch.device(device)
     devices = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
@@ -292,18 +380,22 @@ def build_generator(cfg: ModelConfig) -> nn.Module:
     if cfg.g_dropout > 0:
         layers.append(_g_dropout(cfg))  # ganhacks #17: dropout as G's noise source
     size = 4
-    for _ in range(n - 1):
+    # up-layer i of n (the output layer is i = n - 1) is bilinear among the top g_bilinear_top; hidden block i gets
+    # pixel noise among the top g_pixel_noise hidden blocks
+    for i in range(n - 1):
         # (B, w, s, s) -> (B, w/2, 2s, 2s)
-        layers += _upsample(cfg, width, width // 2, bias=False)
+        layers += _upsample(cfg, width, width // 2, bias=False, bilinear=i >= n - cfg.g_bilinear_top)
         width //= 2
         size *= 2
+        if i >= n - 1 - cfg.g_pixel_noise:
+            layers.append(PixelNoise(width))  # Karras et al. 2019: after the conv, before norm and activation
         layers += [_norm(cfg, width), _g_act(cfg)]
         if cfg.g_layer_noise:
             layers.append(LayerNoise())
         if cfg.g_dropout > 0:
             layers.append(_g_dropout(cfg))
     # (B, ngf, s, s) -> (B, channels, image_size, image_size); no norm on G's output (DCGAN)
-    layers += _upsample(cfg, width, cfg.channels, bias=True)
+    layers += _upsample(cfg, width, cfg.channels, bias=True, bilinear=cfg.g_bilinear_top > 0)
     layers.append(nn.Tanh())
     g = nn.Sequential(*layers)
     init_weights(g, cfg.init)
@@ -324,13 +416,19 @@ def build_discriminator(cfg: ModelConfig) -> nn.Module:
 
     ``cfg.downsample`` ``avg_pool``: each block's stride-2 4x4 conv becomes a stride-1 3x3 conv
     followed by AvgPool2d(2) (ganhacks #5); same depth, widths and output shape.
+
+    ``cfg.d_highpass``: a :class:`HighPass` first, so D reads the image and its fixed high-pass
+    residual (2C channels); it also accepts a (B, 2C, S, S) input whose second half is the
+    image the residual is taken from.
     """
     n = cfg.n_blocks
     width = cfg.ndf
     sn = cfg.spectral_norm
-    layers: list[nn.Module] = [
+    # d_highpass: (B, C or 2C, S, S) -> (B, 2C, S, S), the image and its high-pass residual
+    layers: list[nn.Module] = [HighPass(cfg.channels)] if cfg.d_highpass else []
+    layers += [
         # (B, C, S, S) -> (B, ndf, S/2, S/2); no norm on D's input layer (DCGAN)
-        *_downsample(cfg, cfg.channels, width, bias=True),
+        *_downsample(cfg, cfg.channels * (2 if cfg.d_highpass else 1), width, bias=True),
         nn.LeakyReLU(0.2, inplace=True),
     ]
     for _ in range(n - 1):

@@ -23,9 +23,10 @@ line naming the file and the field, never a traceback:
   the latent distribution was recorded (format ``satgan-dcgan/1``) is refused: retrain it; a
   ``satgan-dcgan/2`` card (before ``architecture.spectral_norm`` existed) is read as
   ``spectral_norm: false``, a ``/2`` or ``/3`` card (before ``architecture.g_dropout_at_sampling``)
-  as ``g_dropout_at_sampling: false``, and any card before ``/5`` as ``downsample: strided``,
+  as ``g_dropout_at_sampling: false``, any card before ``/5`` as ``downsample: strided``,
   ``g_layer_noise: false`` and unconditional (``conditional: none``, ``n_classes: 0``,
-  ``classes: []``), which is how every such model was built;
+  ``classes: []``), and any card before ``/6`` as ``g_bilinear_top: 0``, ``g_pixel_noise: 0``
+  and ``d_highpass: false``, which is how every such model was built;
 - a conditional card must name exactly ``n_classes`` distinct classes, and the class count its
   weights were built for (the class embedding's or classifier's rows) must be ``n_classes``;
 - each weights file's tensor names and shapes are compared with the architecture from the
@@ -62,16 +63,20 @@ DISCRIMINATOR_FILE = names.DISCRIMINATOR
 CARD_FILE = names.MODEL_CARD
 # /2: architecture.latent records G's latent distribution; /3: architecture.spectral_norm;
 # /4: architecture.g_dropout_at_sampling; /5: architecture.downsample, g_layer_noise, conditional and
-# n_classes, and the card's classes
-CARD_FORMAT = "satgan-dcgan/5"
+# n_classes, and the card's classes; /6: architecture.g_bilinear_top, g_pixel_noise and d_highpass (issue 19)
+CARD_FORMAT = "satgan-dcgan/6"
 OLD_CARD_FORMATS = ("satgan-dcgan/1",)
-# Added in /5 (D's downsampling, G's layer noise, class conditioning), as every model before it was built.
-ADDED_IN_5: dict[str, Any] = {"downsample": "strided", "g_layer_noise": False, "conditional": "none", "n_classes": 0}
+# Added in /6 (G's bilinear top layers and pixel noise, D's high-pass channels), as every model before it was built.
+ADDED_IN_6: dict[str, Any] = {"g_bilinear_top": 0, "g_pixel_noise": 0, "d_highpass": False}
+# Added in /5 (D's downsampling, G's layer noise, class conditioning), likewise.
+ADDED_IN_5: dict[str, Any] = {"downsample": "strided", "g_layer_noise": False, "conditional": "none", "n_classes": 0,
+                              **ADDED_IN_6}
 # Architecture keys added since an older format, with the value every model of that format was built with.
 CARD_UPGRADES: dict[str, dict[str, Any]] = {
     "satgan-dcgan/2": {"spectral_norm": False, "g_dropout_at_sampling": False, **ADDED_IN_5},
     "satgan-dcgan/3": {"g_dropout_at_sampling": False, **ADDED_IN_5},
     "satgan-dcgan/4": {**ADDED_IN_5},
+    "satgan-dcgan/5": {**ADDED_IN_6},
 }
 # Top-level card keys added since an older format, likewise.
 CARD_TOP_UPGRADES: dict[str, dict[str, Any]] = {fmt: {"classes": []} for fmt in CARD_UPGRADES}

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from satgan.augment import AdaController, diff_augment
+from satgan.augment import AdaController, cutout, diff_augment
 
 
 def _tensor_like(name: str, value: Any, like: torch.Tensor) -> torch.Tensor:
@@ -317,15 +317,29 @@ class Augmenter:
     (ADA, Karras et al. 2020) it is the controller's device tensor, which :meth:`observe_reals`
     and :meth:`end_iteration` move without a host sync. The controller is the stateful part
     (the trainer registers it); this object only holds the settings.
+
+    ``uncut`` (``highpass_d.before_cutout``, with cutout the policy's last op): a call returns
+    (N, 2C, H, W), the augmented images and behind them the same images before cutout, for D's
+    high-pass channels (:class:`satgan.model.HighPass`): cutout's square has sharp edges that a
+    high-pass filter would mostly see, so the residual reads the image without it, while D's main
+    path still sees the cutout (Zhao et al. 2020). The ops and their random draws are those of one
+    call without it: cutout last is cutout last.
     """
 
-    def __init__(self, policy: Sequence[str], p: float, ada: AdaController | None, ada_every: int) -> None:
+    def __init__(self, policy: Sequence[str], p: float, ada: AdaController | None, ada_every: int,
+                 uncut: bool = False) -> None:
         self.policy, self.ada, self.ada_every = tuple(policy), ada, ada_every
         self.p: float | torch.Tensor = ada.p if ada is not None else p
+        self.uncut = uncut and "cutout" in self.policy
+        if self.uncut and self.policy[-1] != "cutout":
+            raise ValueError(f"uncut: cutout must be the policy's last op, got {list(self.policy)}")
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, C, H, W) -> (N, C, H, W): one fresh augmentation per image."""
-        return diff_augment(x, self.p, self.policy)
+        """(N, C, H, W) -> (N, C, H, W): one fresh augmentation per image; ``uncut``: (N, 2C, H, W), see above."""
+        if not self.uncut:
+            return diff_augment(x, self.p, self.policy)
+        before = diff_augment(x, self.p, self.policy[:-1]) if len(self.policy) > 1 else x
+        return torch.cat([cutout(before, self.p), before], dim=1)
 
     def observe_reals(self, real_logits: torch.Tensor) -> None:
         """ADA's overfitting signal: accumulate sign(D) on the (augmented) reals D was trained on."""

@@ -32,6 +32,9 @@ MAX_REPLAY = 65536  # past fakes kept on the device (65536 x 3 x 64 x 64 fp32 = 
 MAX_STEPS_PER_ITERATION = 100  # extra D/G updates per iteration
 AugmentPolicy = Literal["color", "translation", "cutout"]  # satgan.augment.POLICIES (a test keeps them equal)
 MAX_NPROC = 1024  # train processes launched on one machine (train.nproc)
+# G's upsampling layers at the largest image size (128 px: 4 -> 128 is 5 doublings); the hidden ones are one fewer.
+# ModelConfig checks the bound of the data's actual image size.
+MAX_UP_LAYERS = 5
 
 
 def _unit_range(lo_hi: tuple[float, float]) -> bool:
@@ -233,6 +236,34 @@ class FailureTracking:
 
 
 @dataclass(frozen=True)
+class BilinearG:
+    enabled: bool
+    blocks: int  # G's last upsampling layers (the output layer first) made bilinear resize + conv; recorded in model.json
+
+    def __post_init__(self) -> None:
+        check("blocks", 1 <= self.blocks <= MAX_UP_LAYERS,
+              f"1 <= blocks <= {MAX_UP_LAYERS} (and at most G's upsampling layers: 3 at 32 px, 4 at 64, 5 at 128)",
+              self.blocks)
+
+
+@dataclass(frozen=True)
+class GPixelNoise:
+    enabled: bool
+    blocks: int  # G's last hidden blocks with a pixel-noise input; recorded in model.json
+
+    def __post_init__(self) -> None:
+        top = MAX_UP_LAYERS - 1
+        check("blocks", 1 <= self.blocks <= top,
+              f"1 <= blocks <= {top} (and at most G's hidden blocks: 2 at 32 px, 3 at 64, 4 at 128)", self.blocks)
+
+
+@dataclass(frozen=True)
+class HighpassD:
+    enabled: bool
+    before_cutout: bool  # the residual reads DiffAugment's result before cutout (cutout must then be the last op)
+
+
+@dataclass(frozen=True)
 class TrainHacks:
     """``train.hacks``: one field per entry of :data:`satgan.train.registry.HACKS`, in the same order."""
 
@@ -264,6 +295,9 @@ class TrainHacks:
     dihedral_augment: bool
     diffaugment: DiffAugment
     failure_tracking: FailureTracking
+    bilinear_g: BilinearG
+    g_pixel_noise: GPixelNoise
+    highpass_d: HighpassD
 
     def __post_init__(self) -> None:
         # The hinge loss (Lim & Ye 2017) scores D's raw outputs against a margin of 1 with labels
@@ -276,6 +310,13 @@ class TrainHacks:
         check("hinge_loss", not (self.hinge_loss and not self.non_saturating),
               "false while non_saturating is false (the hinge G loss -E[D(G(z))] has no minimax form; "
               "set non_saturating: true)", self.hinge_loss)
+        # Before cutout = after every other op of the policy: with cutout last that is the policy's own order, so the
+        # main path's image is exactly what it is with the switch off; elsewhere in the list there is no such image.
+        da, hp = self.diffaugment, self.highpass_d
+        check("highpass_d.before_cutout",
+              not (hp.enabled and hp.before_cutout and da.enabled and "cutout" in da.policy and da.policy[-1] != "cutout"),
+              f"false unless cutout is the last op of diffaugment.policy (got {list(da.policy)}; move cutout last)",
+              hp.before_cutout)
 
 
 @dataclass(frozen=True)

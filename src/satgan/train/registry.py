@@ -15,7 +15,10 @@ Methods for GANs do actually Converge?" (arXiv:1801.04406); Zhao et al. 2020 = "
 Augmentation for Data-Efficient GAN Training" (arXiv:2006.10738); Karras et al. 2020 = ADA, "Training
 GANs with Limited Data" (arXiv:2006.06676) and StyleGAN2 (arXiv:1912.04958); Shi et al. 2016 =
 sub-pixel convolution (arXiv:1609.05158); Aitken et al. 2017 = ICNR (arXiv:1707.02937); Zhao et al. 2016 =
-"Energy-based Generative Adversarial Network" (arXiv:1609.03126); others as named.
+"Energy-based Generative Adversarial Network" (arXiv:1609.03126); Odena et al. 2016 = "Deconvolution and
+Checkerboard Artifacts" (Distill); Karras et al. 2019 = StyleGAN (arXiv:1812.04948); Chen et al. 2021 = SSD-GAN
+(arXiv:2012.05535); Schwarz et al. 2021 = "On the Frequency Bias of Generative Models" (arXiv:2111.02447);
+others as named.
 """
 
 from __future__ import annotations
@@ -125,6 +128,18 @@ HACKS: tuple[Hack, ...] = (
          "warns (log + `warn_*` metrics) when D's loss stays below `d_loss_floor` for `patience` log points or a gradient "
          "norm exceeds `grad_norm_limit`; NaN/inf always stops with an error",
          "ganhacks #10"),
+    Hack("bilinear_g", False,
+         "G's last `blocks` upsampling layers (the output layer first) become bilinear resize + 3x3 conv, the others "
+         "stay as `checkerboard` sets them (against the transposed convs' dot lattice); recorded in model.json",
+         "Odena et al. 2016"),
+    Hack("g_pixel_noise", False,
+         "per-pixel N(0, 1) noise times a learned per-channel scale (initialised to 0) after the upsampling conv of "
+         "G's last `blocks` hidden blocks, in training and when sampling (seeded); recorded in model.json",
+         "Karras et al. 2019 (StyleGAN, stochastic variation)"),
+    Hack("highpass_d", False,
+         "D's first conv also reads a fixed high-pass residual x - blur(x) (3x3 binomial) of its input as extra "
+         "channels; `before_cutout`: of DiffAugment's result before cutout; recorded in model.json",
+         "Chen et al. 2021 (SSD-GAN); Jung & Keuper 2021; Schwarz et al. 2021"),
 )
 
 BY_NAME = {h.name: h for h in HACKS}

@@ -99,6 +99,9 @@ def model_config(p: TrainParams, image_size: int, channels: int, n_classes: int 
         latent="gaussian" if h.gaussian_latent else "uniform",
         conditional=p.conditional,
         n_classes=n_classes if conditional else 0,
+        g_bilinear_top=h.bilinear_g.blocks if h.bilinear_g.enabled else 0,
+        g_pixel_noise=h.g_pixel_noise.blocks if h.g_pixel_noise.enabled else 0,
+        d_highpass=h.highpass_d.enabled,
     )
 
 
@@ -150,9 +153,9 @@ class DView:
     def capture(self, real: torch.Tensor, fake: torch.Tensor) -> None:
         """Copy D's inputs (after augmentation and noise) into the buffers when armed (always under a CUDA graph)."""
         if self.always or self.armed:
-            n = self.real.shape[0]
-            self.real.copy_(real[:n].detach())
-            self.fake.copy_(fake[:n].detach())
+            n, c = self.real.shape[:2]  # highpass_d may pack the uncut image behind the C channels D sees: not shown
+            self.real.copy_(real[:n, :c].detach())
+            self.fake.copy_(fake[:n, :c].detach())
 
     def grid(self) -> np.ndarray:
         """uint8 (H, W, C) image: the real batch's grid, a white gap, the fake batch's grid (host sync)."""
@@ -238,7 +241,8 @@ class Trainer:
         da = h.diffaugment
         self.ada = (self._own("ada", AdaController(da.ada.target, da.ada.speed_kimg, da.p, device))
                     if da.enabled and da.ada.enabled else None)
-        self.augment = H.Augmenter(da.policy, da.p, self.ada, da.ada.every) if da.enabled else None
+        self.augment = (H.Augmenter(da.policy, da.p, self.ada, da.ada.every,
+                                    uncut=h.highpass_d.enabled and h.highpass_d.before_cutout) if da.enabled else None)
         # What D receives, for the log (Karpathy 2019); not a checkpoint part: it holds no training state
         self.view = (DView(min(self.batch, p.n_samples), cfg.channels, cfg.image_size, p.sample_every, device,
                            always=self.graph_mode) if p.d_view else None)
