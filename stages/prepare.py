@@ -24,8 +24,10 @@ def main() -> None:
     params = load_section("prepare", PrepareParams, args.params)
     result = prepare(args.raw, args.validated, args.out, params)
     c, h, w = result.shape
-    print(f"prepare: {result.train} training + {result.holdout} holdout tiles of {c}x{h}x{w} {params.dtype} "
-          f"in {result.seconds:.1f}s -> {args.out}/{names.TRAIN_TILES}, {names.HOLDOUT_TILES}")
+    val = f" + {result.validation} validation" if result.validation else ""
+    print(f"prepare: {result.train} training + {result.holdout} holdout{val} tiles of {c}x{h}x{w} {params.dtype} "
+          f"in {result.seconds:.1f}s -> {args.out}/{names.TRAIN_TILES}, {names.HOLDOUT_TILES}"
+          + (f", {names.VALIDATION_TILES}" if result.validation else ""))
 
 
 if __name__ == "__main__":

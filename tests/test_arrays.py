@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from satgan.arrays import open_prepared, save_array_with_sidecar
+from satgan.arrays import open_prepared, save_array_with_sidecar, sidecar_boxes
 from satgan.errors import DataError
 
 
@@ -96,3 +96,21 @@ def test_save_array_with_sidecar_round_trips_through_open_prepared(tmp_path):
     arr, read = open_prepared(tmp_path / "samples.npy")
     assert np.array_equal(arr, images) and read == meta and read["seed"] == 3 and read["channels"] == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["samples.json", "samples.npy"]
+
+
+def test_boxes_are_read_back_one_per_row(tmp_path):
+    """A sidecar's boxes come back as (scene, x0, y0, x1, y1) tuples; a sidecar without them gives None."""
+    boxes = [["s", 0, 0, 8, 8], ["s", 8, 0, 16, 8], ["t", 0, 0, 8, 8], ["s", 4, 4, 12, 12], ["s", 0, 8, 8, 16]]
+    assert sidecar_boxes(open_prepared(_write(tmp_path, boxes=boxes))[1]) == [tuple(b) for b in boxes]
+    assert sidecar_boxes(open_prepared(_write(tmp_path))[1]) is None
+
+
+@pytest.mark.parametrize("boxes, match", [
+    ([["s", 0, 0, 8, 8]] * 6, r"boxes: expected one box per row \(5\), got 6 entries"),
+    ([["s", 0, 0, 8, 8]] * 4 + [["s", 8, 0, 8, 8]], r"boxes\[4\]: expected \[scene, x0, y0, x1, y1\]"),
+    ([["s", 0, 0, 8, 8]] * 4 + [[0, 0, 0, 8, 8]], r"boxes\[4\]: expected"),
+])
+def test_malformed_boxes_are_one_error_naming_the_sidecar(tmp_path, boxes, match):
+    """Boxes missing a row, empty or without a scene name are one DataError naming the sidecar and the entry."""
+    with pytest.raises(DataError, match=f"tiles.json: {match}"):
+        open_prepared(_write(tmp_path, boxes=boxes))

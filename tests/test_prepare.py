@@ -19,6 +19,7 @@ from satgan.arrays import open_prepared
 from satgan.errors import DataError, ParamsError
 from satgan.params import from_mapping, load_section
 from satgan.prepare import PrepareParams, prepare
+from satgan.split import box_gaps
 from satgan.validate import ValidateParams, validate
 
 
@@ -28,9 +29,10 @@ FEW = (1, 1)
 
 @pytest.fixture(scope="module")
 def params(repo_root) -> PrepareParams:
-    """The repository's prepare params at the smallest size, so tests stay fast."""
+    """The repository's prepare params at the smallest size, so tests stay fast; a 10% holdout and no validation
+    split, as the figures below assume (tests that need a validation split turn it on)."""
     base = load_section("prepare", PrepareParams, repo_root / "params.yaml")
-    return dataclasses.replace(base, image_size=32, chunk_size=16)
+    return dataclasses.replace(base, image_size=32, chunk_size=16, holdout_fraction=0.1, validation_fraction=0.0)
 
 
 def write_accepted(raw: Path, validated: Path, names: list[str], channels: int = 3) -> None:
@@ -188,7 +190,7 @@ def test_mixed_channel_counts_are_refused(real_crops, tmp_path, params):
 def test_bad_holdout_fraction_names_the_key():
     """holdout_fraction outside (0, 0.5] is refused naming prepare.holdout_fraction."""
     good = {"image_size": 32, "dtype": "float16", "holdout_fraction": 0.1, "seed": 0, "chunk_size": 8, "workers": 1,
-            "holdout_split": "auto", "holdout_margin_px": 0, "holdout_blocks": 4}
+            "holdout_split": "auto", "holdout_margin_px": 0, "holdout_blocks": 4, "validation_fraction": 0.0}
     with pytest.raises(ParamsError, match=r"prepare\.holdout_fraction: expected a fraction in \(0, 0\.5\]"):
         from_mapping(PrepareParams, good | {"holdout_fraction": 0.0}, "prepare")
 
@@ -198,7 +200,7 @@ def test_stage_reads_only_the_prepare_section(real_crops, tmp_path, repo_root):
     raw, validated, _ = real_crops
     (tmp_path / "params.yaml").write_text(
         "prepare:\n  image_size: 32\n  dtype: float16\n  holdout_fraction: 0.2\n  seed: 3\n  chunk_size: 8\n  workers: 2\n"
-        "  holdout_split: auto\n  holdout_margin_px: 0\n  holdout_blocks: 4\n")
+        "  holdout_split: auto\n  holdout_margin_px: 0\n  holdout_blocks: 4\n  validation_fraction: 0.0\n")
     proc = subprocess.run([sys.executable, str(repo_root / "stages" / "prepare.py"), "--raw", str(raw),
                            "--validated", str(validated), "--out", str(tmp_path / "out"),
                            "--params", str(tmp_path / "params.yaml")],
@@ -272,7 +274,7 @@ def test_too_few_training_tiles_stop_the_stage_with_one_line(real_crops, tmp_pat
     raw, validated, _ = real_crops
     (tmp_path / "params.yaml").write_text(
         "prepare:\n  image_size: 32\n  dtype: float16\n  holdout_fraction: 0.5\n  seed: 3\n  chunk_size: 8\n  workers: 1\n"
-        "  holdout_split: auto\n  holdout_margin_px: 0\n  holdout_blocks: 4\n")
+        "  holdout_split: auto\n  holdout_margin_px: 0\n  holdout_blocks: 4\n  validation_fraction: 0.0\n")
     proc = subprocess.run([sys.executable, str(repo_root / "stages" / "prepare.py"), "--raw", str(raw),
                            "--validated", str(validated), "--out", str(tmp_path / "out"),
                            "--params", str(tmp_path / "params.yaml")],
@@ -379,3 +381,77 @@ def test_class_folders_reach_labels_npy_through_download_and_validate(tmp_path, 
     assert side["classes"] == ["aGrass", "bField", "cIndustry"]
     assert [side["classes"][i] for i in got] == [s.split("/")[1] for s in side["sources"]]
     assert sorted(got.tolist()) == [0, 1, 2]
+
+
+def test_validation_split_is_written_stratified_and_apart_from_the_holdout(labelled_crops, tmp_path, params):
+    """validation_fraction > 0: validation.npy, its sidecar and labels; each class gives its share, no tile twice."""
+    raw, validated, labels = labelled_crops
+    result = prepare(raw, validated, tmp_path / "p", dataclasses.replace(params, validation_fraction=0.3),
+                     progress=False, min_tiles=FEW)
+    arr, side = open_prepared(tmp_path / "p" / "validation.npy")
+    got = np.load(tmp_path / "p" / "validation_labels.npy", allow_pickle=False)
+    assert arr.shape[0] == result.validation == side["count"] == 6 and side["split"] == "validation"
+    assert side["class_counts"] == {"aGrass": 2, "bField": 2, "cIndustry": 2}
+    assert [side["classes"][i] for i in got] == [labels[s[6:]] for s in side["sources"]]
+    others = {s for n in ("tiles", "holdout") for s in json.loads((tmp_path / "p" / f"{n}.json").read_text())["sources"]}
+    assert not set(side["sources"]) & others and side["holdout_split"]["validation"] == 6
+
+
+def test_no_validation_split_removes_a_stale_one(real_crops, tmp_path, params):
+    """validation_fraction 0 after a run with one: validation.npy, .json (and labels) from that run are removed."""
+    run(real_crops, tmp_path, dataclasses.replace(params, validation_fraction=0.2))
+    assert (tmp_path / "prepared" / "validation.npy").is_file()
+    run(real_crops, tmp_path, params)
+    assert not any((tmp_path / "prepared" / n).exists() for n in ("validation.npy", "validation.json"))
+
+
+def test_positionless_tiles_get_no_boxes(real_crops, tmp_path, params):
+    """Tiles download's manifest does not place (here: no manifest) give sidecars without boxes."""
+    run(real_crops, tmp_path, params)
+    assert all("boxes" not in json.loads((tmp_path / "prepared" / f"{n}.json").read_text()) for n in ("tiles", "holdout"))
+
+
+@pytest.fixture(scope="module")
+def sample_region(tmp_path_factory, repo_root) -> tuple[Path, Path]:
+    """The default sample source's windows (download.sample tile_size and stride) over a 640 x 640 px corner of the
+    real Sentinel-2 scene, as download writes them (PNGs + manifest sources), validated with the default params."""
+    from satgan.download import DownloadParams
+    from satgan.download.sources import load_sample_rgb, sample_origins, sample_tile
+
+    root = tmp_path_factory.mktemp("region")
+    sample = load_section("download", DownloadParams, repo_root / "params.yaml").sample
+    rgb = load_sample_rgb(sample)[:640, :640]
+    size = sample.tile_size
+    rows = ["path,source,sha256,bytes,status,error"]
+    for r, c in sample_origins(640, 640, size, sample.stride):
+        rel, source = sample_tile(r, c, size)
+        (root / "raw" / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rgb[r:r + size, c:c + size]).save(root / "raw" / rel)
+        rows.append(f'{rel},"{source}",{hashlib.sha256((root / "raw" / rel).read_bytes()).hexdigest()},1,ok,')
+    (root / "raw" / "manifest.csv").write_text("\n".join(rows) + "\n")
+    vparams = dataclasses.replace(load_section("validate", ValidateParams, repo_root / "params.yaml"), workers=1)
+    validate(root / "raw", root / "validated", vparams, progress=False)
+    return root / "raw", root / "validated"
+
+
+def test_default_sample_data_evaluates_on_tiles_that_share_no_pixels(sample_region, tmp_path, repo_root):
+    """Default params on a real corner of the sample scene: held-out and validation boxes never intersect each other
+    or a training box, and each set is its share of the pairwise-disjoint windows."""
+    from satgan.arrays import sidecar_boxes
+
+    raw, validated = sample_region
+    params = dataclasses.replace(load_section("prepare", PrepareParams, repo_root / "params.yaml"), workers=1)
+    result = prepare(raw, validated, tmp_path / "p", params, progress=False)
+    box = {n: np.array([b[1:] for b in sidecar_boxes(open_prepared(tmp_path / "p" / f"{n}.npy")[1])])
+           for n in ("tiles", "holdout", "validation")}
+    rec = json.loads((tmp_path / "p" / "holdout.json").read_text())["holdout_split"]
+    # 19 x 19 windows of 64 px every 32 px hold 10 x 10 pairwise-disjoint ones (fewer when validate rejects some)
+    n = rec["independent"]
+    assert 90 <= n <= 100 and result.holdout == round(n * params.holdout_fraction) == len(box["holdout"])
+    assert result.validation == round(n * params.validation_fraction) == len(box["validation"])
+    evaluation = np.concatenate([box["holdout"], box["validation"]])
+    within = box_gaps(evaluation, evaluation)
+    np.fill_diagonal(within, 0)
+    assert within.min() >= 0 and box_gaps(box["tiles"], evaluation).min() >= 0
+    assert len(box["tiles"]) == result.train >= 32
+

@@ -1,4 +1,5 @@
-"""Tests for bench/quality_bench.py: recipes, interleaving, and one tiny end-to-end run (not the real benchmark)."""
+"""Tests for bench/quality_bench.py: recipes, budgets, figures read by name, per-recipe summaries, and one tiny
+end-to-end selection (validation split) and certification (held-out split) run (not the real benchmark)."""
 
 from __future__ import annotations
 
@@ -35,9 +36,16 @@ qb = load_bench()
 TINY_TRAIN = {"batch_size": 8, "nz": 8, "ngf": 4, "ndf": 4, "n_samples": 4, "log_every": 2, "threads": 1}
 
 
+def params_doc() -> dict:
+    """params.yaml as a mapping (evaluate.against comes with the evaluate stage's validation support, issue 19)."""
+    doc = read_params_file(REPO / "params.yaml")
+    doc["evaluate"].setdefault("against", "holdout")
+    return doc
+
+
 def tiny_doc() -> dict:
     """params.yaml with tiny nets and a tiny evaluation, so a run takes seconds."""
-    doc = yaml.safe_load((REPO / "params.yaml").read_text())
+    doc = params_doc()
     doc["train"].update(TINY_TRAIN)
     doc["train"]["hacks"]["replay"]["size"] = 16
     doc["generate"].update(n_samples=16, batch_size=16, grid_tiles=4, grid_nrow=2, interp_rows=1, interp_steps=2)
@@ -51,17 +59,19 @@ def tiny_doc() -> dict:
 
 
 def write_prepared(folder: Path, files: list[Path], n_holdout: int) -> Path:
-    """tiles.npy and holdout.npy (+ sidecars) of real 32 px tiles, in the prepared-array contract."""
+    """tiles.npy, holdout.npy and validation.npy (+ sidecars) of real 32 px tiles, in the prepared-array contract:
+    ``n_holdout`` tiles in each evaluation split."""
     folder.mkdir(parents=True)
     tiles = load_tiles(files)
-    save_array_with_sidecar(folder / "tiles.npy", tiles[n_holdout:].astype(np.float16), {})
+    save_array_with_sidecar(folder / "tiles.npy", tiles[2 * n_holdout:].astype(np.float16), {})
     save_array_with_sidecar(folder / "holdout.npy", tiles[:n_holdout], {})
+    save_array_with_sidecar(folder / "validation.npy", tiles[n_holdout:2 * n_holdout], {})
     return folder
 
 
 def test_recipes_in_the_module_are_valid_against_params_yaml():
     """Every recipe names existing keys, and canonical turns every hack switch in params.yaml off by name."""
-    doc = read_params_file(REPO / "params.yaml")
+    doc = params_doc()
     qb.check_recipes(qb.RECIPES, doc)
     params = qb.run_params(doc, qb.RECIPES["canonical"], 3, "cpu", None)
     hacks = params["train"]["hacks"]
@@ -87,9 +97,59 @@ def test_runs_are_interleaved_with_the_order_rotated_per_seed():
 
 def test_budget_images_sets_iterations():
     """--budget-images N trains N // batch_size iterations; checkpoints and grids only at the end."""
-    doc = read_params_file(REPO / "params.yaml")
+    doc = params_doc()
     t = qb.run_params(doc, {}, 0, "cpu", 6400)["train"]
     assert t["iterations"] == 6400 // doc["train"]["batch_size"] == t["checkpoint_every"] == t["sample_every"]
+
+
+def test_budget_iterations_sets_iterations_and_runs_score_on_validation():
+    """--budget-iterations N trains exactly N iterations whatever the batch; a selection run scores on validation."""
+    params = qb.run_params(params_doc(), {}, 0, "cpu", None, 300)
+    assert params["train"]["iterations"] == 300 == params["train"]["checkpoint_every"]
+    assert params["evaluate"]["against"] == "validation"
+    assert qb.run_params(params_doc(), {}, 0, "cpu", None, None, "holdout")["evaluate"]["against"] == "holdout"
+
+
+def test_params_without_evaluate_against_are_refused():
+    """A params.yaml whose evaluate cannot score on the validation split is refused, naming evaluate.against."""
+    doc = params_doc()
+    del doc["evaluate"]["against"]
+    with pytest.raises(qb.BenchError, match="evaluate.against: no such key"):
+        qb.run_params(doc, {}, 0, "cpu", None, 10)
+
+
+def test_default_is_four_seeds_and_certify_needs_a_finished_bench():
+    """Four seeds by default; --certify takes --out and no budget; a selection run needs a budget."""
+    args = qb.parse_args(["--budget-iterations", "5"])
+    assert args.seeds.split(",") == ["0", "1", "2", "3"] and args.budget_iterations == 5
+    for bad in (["--certify", "default"], ["--certify", "default", "--out", "x", "--budget-iterations", "5"], []):
+        with pytest.raises(SystemExit):
+            qb.parse_args(bad)
+
+
+def test_figures_are_read_by_name_and_missing_ones_left_out():
+    """metric() reads dotted keys (a mapping: its mean), None when absent; rows add every number under floors."""
+    m = {"judge": {"accuracy": 0.75, "auc": 0.8, "conclusive": True}, "swd": {"16px": 0.1, "mean": 0.2},
+         "spectral_distance": 0.05, "floors": {"judge": {"accuracy": 0.52}, "swd": 0.03, "note": "real vs real"}}
+    assert qb.metric(m, "judge.accuracy") == 0.75 and qb.metric(m, "swd") == 0.2
+    assert qb.metric(m, "judge.log_loss") is None and qb.metric(m, "judge.conclusive") is None
+    row = qb.row_from({"recipe": "r", "seed": 0, "against": "validation", "iterations": 2, "train_s": 1.0,
+                       "img_per_s": 16.0, "metrics": m})
+    assert "judge.log_loss" not in row and row["spectral_distance"] == 0.05
+    assert row["floors.judge.accuracy"] == 0.52 and row["floors.swd"] == 0.03 and "floors.note" not in row
+
+
+def test_summary_gives_mean_sd_and_the_difference_from_canonical_with_its_standard_error():
+    """Per recipe: mean ± sd across seeds, and difference of means from canonical ± sqrt(sd1²/n1 + sd2²/n2)."""
+    rows = [{"recipe": r, "seed": k, "img_per_s": 100.0, "swd": v + k} for r, v in (("canonical", 1.0), ("lean", 2.0))
+            for k in range(4)]
+    summary = {(e["recipe"], e["figure"]): e for e in qb.summarize(rows)}
+    lean, canon = summary[("lean", "swd")], summary[("canonical", "swd")]
+    assert lean["n"] == 4 and lean["mean"] == 3.5 and lean["sd"] == pytest.approx(1.2909944)
+    assert lean["diff"] == 1.0 and lean["diff_se"] == pytest.approx(math.sqrt(2 * 1.2909944**2 / 4))
+    assert canon["diff"] is None and summary[("lean", "img_per_s")]["sd"] == 0.0
+    assert qb.rank(qb.summarize(rows), ("swd", "lower")) == [("canonical", 2.5), ("lean", 3.5)]
+    assert "| lean | swd | 4 | 3.500 ± 1.291 | 1.000 ± 0.913 |" in qb.summary_table(qb.summarize(rows))
 
 
 def test_table_has_every_column_of_mixed_rows():
@@ -110,20 +170,31 @@ def test_max_seconds_stops_training_early_and_still_writes_the_model(tmp_path, r
 
 
 @pytest.mark.slow
-def test_tiny_bench_prints_and_writes_one_row_per_run(tmp_path, rsscn7_files):
-    """Two recipes, one seed, a 2 s budget on tiny tiles: a row per (recipe, seed) with finite numbers, md + csv."""
-    prepared = write_prepared(tmp_path / "prepared", rsscn7_files[::5][:56], 16)
+def test_tiny_bench_selects_on_validation_and_certifies_on_the_holdout(tmp_path, rsscn7_files):
+    """Two recipes, two seeds, 2 iterations on tiny tiles: a row per run scored on validation, a per-recipe summary;
+    --certify then rescores one recipe's runs on the held-out tiles."""
+    prepared = write_prepared(tmp_path / "prepared", rsscn7_files[::5][:56], 12)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_doc()))
     out = tmp_path / "out"
-    proc = subprocess.run(
-        [sys.executable, str(BENCH), "--prepared", str(prepared), "--params", str(tmp_path / "params.yaml"),
-         "--budget-seconds", "2", "--recipes", "canonical,default", "--seeds", "0", "--device", "cpu", "--out", str(out)],
-        capture_output=True, text=True, timeout=300)
+    common = ["--prepared", str(prepared), "--params", str(tmp_path / "params.yaml"), "--device", "cpu", "--out", str(out)]
+    proc = subprocess.run([sys.executable, str(BENCH), *common, "--budget-iterations", "2",
+                           "--recipes", "canonical,default", "--seeds", "0,1"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert sum(line.startswith("[") for line in proc.stdout.splitlines()) == 2
+    assert sum(line.startswith("[") for line in proc.stdout.splitlines()) == 4
     rows = list(csv.DictReader(open(out / "quality.csv")))
-    assert sorted((r["recipe"], r["seed"]) for r in rows) == [("canonical", "0"), ("default", "0")]
+    assert sorted((r["recipe"], r["seed"]) for r in rows) == [("canonical", "0"), ("canonical", "1"),
+                                                             ("default", "0"), ("default", "1")]
     for r in rows:
-        assert all(math.isfinite(float(v)) for k, v in r.items() if k != "recipe")
-        assert int(r["iterations"]) >= 1 and {"swd_16px", "swd_32px", "judge_log_loss"} <= set(r)
-    assert "| canonical | 0 |" in (out / "quality.md").read_text()
+        assert r["against"] == "validation" and r["iterations"] == "2" and float(r["img_per_s"]) > 0
+        assert all(math.isfinite(float(v)) for k, v in r.items() if k not in ("recipe", "against") and v)
+        assert {"judge.accuracy", "judge.log_loss"} <= set(r)
+    summary = list(csv.DictReader(open(out / "quality_summary.csv")))
+    diff = [e for e in summary if e["recipe"] == "default" and e["figure"] == "judge.accuracy"]
+    assert len(diff) == 1 and diff[0]["n"] == "2" and math.isfinite(float(diff[0]["diff_se"]))
+    assert "ranked by mean judge.log_loss" in (out / "quality.md").read_text()
+    proc = subprocess.run([sys.executable, str(BENCH), *common, "--certify", "default"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    certified = list(csv.DictReader(open(out / "certify.csv")))
+    assert [(r["recipe"], r["seed"], r["against"]) for r in certified] == [("default", "0", "holdout"),
+                                                                           ("default", "1", "holdout")]

@@ -16,8 +16,10 @@ from pipeline_helpers import TINY, commit_all, make_repo_copy, run, stages_run
 pytestmark = pytest.mark.slow
 
 # TINY's download, train and generate settings (a tiny net, a few steps) with the evaluate section
-# left at its defaults: a 10 x 10 grid of 128 px Sentinel-2 windows, no overlap, so ~100 tiles.
-SMALL = {k: v for k, v in TINY.items() if not k.startswith("evaluate.")} | {"download.sample.stride": 192}
+# left at its defaults: a 10 x 10 grid of 128 px Sentinel-2 windows, no overlap, so ~100 tiles, a
+# tenth held out and a tenth for validation (fewer than the 16 Turing tiles evaluate asks for).
+SMALL = {k: v for k, v in TINY.items() if not k.startswith("evaluate.")} | {
+    "download.sample.stride": 192, "prepare.holdout_fraction": 0.1, "prepare.validation_fraction": 0.1}
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +41,8 @@ def test_every_stage_runs_on_a_small_region_with_the_default_evaluate_params(sma
     assert stages_run(log) == ["download", "validate", "prepare", "train", "generate", "evaluate"]
     m = _json(repo / "data/eval/metrics.json")
     n_hold = m["n"]["holdout"]
-    assert 6 <= n_hold < 16 and 90 <= m["n"]["train"] + n_hold <= 100
+    n_val = _json(repo / "data/prepared/validation.json")["count"]
+    assert 6 <= n_hold < 16 and 6 <= n_val < 16 and 90 <= m["n"]["train"] + n_hold + n_val <= 100
     assert m["adapted"]["turing_n_real"] == {"asked": 16, "used": n_hold}
     assert f"evaluate: adapted turing.n_real: 16 -> {n_hold} (only {n_hold} held-out real tiles)" in log
     key = _json(repo / "data/eval/turing_key.json")

@@ -1,10 +1,11 @@
-"""Tests for satgan.split: a held-out set that cannot share pixels with the training tiles."""
+"""Tests for satgan.split: held-out and validation sets that share no pixels with each other or the training tiles."""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
+import math
 
 import numpy as np
 import pytest
@@ -16,8 +17,8 @@ from satgan.errors import DataError, ParamsError
 from satgan.params import from_mapping, load_section
 from satgan.prepare import PrepareParams, prepare
 from satgan.split import (
-    Position, box_gaps, holdout_count, random_split, read_manifest_sources, spatial_split, split_tiles, stratified_split,
-    tile_position,
+    Position, box_gaps, disjoint_subset, holdout_count, random_split, read_manifest_sources, spatial_split, split_tiles,
+    stratified_split, tile_position, validation_count,
 )
 
 
@@ -31,19 +32,53 @@ def boxes(positions: list[Position], rows: np.ndarray) -> np.ndarray:
     return np.array([(positions[i].x0, positions[i].y0, positions[i].x1, positions[i].y1) for i in rows]).reshape(-1, 4)
 
 
+def independent_on_grid(rows: int, cols: int, size: int, stride: int) -> int:
+    """Pairwise-disjoint windows of a grid: every ceil(size / stride)-th window along each axis, from the first."""
+    step = math.ceil(size / stride)
+    return len(range(0, rows, step)) * len(range(0, cols, step))
+
+
 @settings(max_examples=80, deadline=None)
 @given(st.integers(2, 14), st.integers(2, 14), st.integers(1, 64), st.integers(1, 64), st.floats(0.02, 0.5),
-       st.integers(0, 2**31), st.integers(0, 80), st.integers(1, 20))
-def test_no_held_out_tile_overlaps_or_nears_a_training_tile(rows, cols, size, stride, fraction, seed, margin, blocks):
-    """Every held-out tile is at least margin px from every training tile; the three sets partition the tiles."""
+       st.integers(0, 2**31), st.integers(0, 80), st.integers(1, 20), st.sampled_from([0.0, 0.05, 0.2, 0.4]))
+def test_no_evaluation_tile_overlaps_or_nears_a_training_tile(rows, cols, size, stride, fraction, seed, margin, blocks,
+                                                               val_fraction):
+    """Held-out and validation tiles are at least margin px from every training tile and from each other's set,
+    pairwise disjoint within, as many as asked of the independent tiles; the four sets partition the tiles."""
     pos = grid(rows, cols, size, stride)
     try:
-        s = spatial_split(pos, fraction, seed, margin, blocks)
-    except DataError:  # the margin swallowed every training tile: refused, never an empty training set
+        s = spatial_split(pos, fraction, seed, margin, blocks, val_fraction)
+    except DataError:  # the margin swallowed every training or validation tile: refused, never an empty set
         return
-    assert len(s.holdout) == holdout_count(len(pos), fraction) and len(s.train) >= 1
-    assert sorted(np.concatenate([s.train, s.holdout, s.dropped]).tolist()) == list(range(len(pos)))
-    assert box_gaps(boxes(pos, s.train), boxes(pos, s.holdout)).min() >= margin
+    assert s.independent == independent_on_grid(rows, cols, size, stride)
+    assert len(s.holdout) == holdout_count(s.independent, fraction) and len(s.train) >= 1
+    assert len(s.validation) == validation_count(s.independent, val_fraction)
+    parts = np.concatenate([s.train, s.holdout, s.validation, s.dropped])
+    assert sorted(parts.tolist()) == list(range(len(pos)))
+    evaluation = np.concatenate([s.holdout, s.validation])
+    assert box_gaps(boxes(pos, s.train), boxes(pos, evaluation)).min() >= margin
+    if len(s.validation):
+        assert box_gaps(boxes(pos, s.holdout), boxes(pos, s.validation)).min() >= margin
+    within = box_gaps(boxes(pos, evaluation), boxes(pos, evaluation))
+    np.fill_diagonal(within, 0)
+    assert within.min() >= 0
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 60), st.integers(0, 60), st.integers(1, 30),
+                          st.integers(1, 30)), min_size=1, max_size=60))
+def test_disjoint_subset_is_pairwise_disjoint_and_maximal(raw):
+    """No two kept boxes of a group share a pixel, and every box left out overlaps a kept one of its group."""
+    group = np.array([g for g, *_ in raw])
+    b = np.array([(x, y, x + w, y + h) for _, x, y, w, h in raw])
+    keep = disjoint_subset(b, group)
+    gaps = box_gaps(b, b[keep])
+    same = group[:, None] == group[keep][None, :]
+    kept = np.zeros(len(b), bool)
+    kept[keep] = True
+    overlaps = (gaps < 0) & same
+    assert (overlaps[kept].sum(axis=1) == 1).all()  # a kept box overlaps only itself
+    assert overlaps[~kept].any(axis=1).all()
 
 
 @settings(max_examples=30, deadline=None)
@@ -78,12 +113,19 @@ def test_box_gaps_on_known_boxes():
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.integers(2, 500), st.floats(0.01, 0.5), st.integers(0, 2**31))
-def test_random_split_properties(n, fraction, seed):
-    """random_split partitions 0..n-1 into sorted, disjoint, non-empty train and holdout, dropping nothing."""
-    s = random_split(n, fraction, seed)
-    assert len(s.holdout) >= 1 and len(s.train) >= 1 and len(s.train) + len(s.holdout) == n and len(s.dropped) == 0
-    assert sorted(set(s.train) | set(s.holdout)) == list(range(n)) and list(s.holdout) == sorted(s.holdout)
+@given(st.integers(10, 500), st.floats(0.01, 0.4), st.integers(0, 2**31), st.sampled_from([0.0, 0.01, 0.2, 0.4]))
+def test_random_split_properties(n, fraction, seed, val_fraction):
+    """random_split partitions 0..n-1 into sorted, disjoint train, holdout and validation of the asked sizes."""
+    s = random_split(n, fraction, seed, val_fraction)
+    assert len(s.holdout) == holdout_count(n, fraction) and len(s.validation) == validation_count(n, val_fraction)
+    assert len(s.train) == n - len(s.holdout) - len(s.validation) >= 1 and len(s.dropped) == 0
+    assert sorted([*s.train, *s.holdout, *s.validation]) == list(range(n)) and list(s.holdout) == sorted(s.holdout)
+
+
+def test_adding_a_validation_set_keeps_the_random_holdout():
+    """The validation set is the next rows of the same shuffle: turning it on changes the training set only."""
+    a, b = random_split(100, 0.1, 4), random_split(100, 0.1, 4, 0.2)
+    assert np.array_equal(a.holdout, b.holdout) and len(b.validation) == 20 and not set(b.validation) & set(b.train)
 
 
 def test_positionless_tiles_fall_back_to_a_seeded_random_split():
@@ -128,11 +170,15 @@ def test_read_manifest_sources_maps_paths_and_tolerates_no_manifest(tmp_path):
 def test_bad_split_params_name_their_keys():
     """holdout_blocks < 1 and a negative holdout_margin_px are refused naming the dotted key."""
     good = {"image_size": 32, "dtype": "float16", "holdout_fraction": 0.1, "seed": 0, "chunk_size": 8, "workers": 1,
-            "holdout_split": "auto", "holdout_margin_px": 0, "holdout_blocks": 4}
+            "holdout_split": "auto", "holdout_margin_px": 0, "holdout_blocks": 4, "validation_fraction": 0.1}
     with pytest.raises(ParamsError, match=r"prepare.holdout_blocks: expected an integer >= 1 \(at most 4096\), got 0"):
         from_mapping(PrepareParams, good | {"holdout_blocks": 0}, "prepare")
     with pytest.raises(ParamsError, match=r"prepare.holdout_margin_px: expected an integer >= 0 \(at most 2\*\*20\), got -1"):
         from_mapping(PrepareParams, good | {"holdout_margin_px": -1}, "prepare")
+    with pytest.raises(ParamsError, match=r"prepare.validation_fraction: expected a fraction in \[0, 0.5\]"):
+        from_mapping(PrepareParams, good | {"validation_fraction": -0.1}, "prepare")
+    with pytest.raises(ParamsError, match=r"prepare.validation_fraction: expected less than 1 - holdout_fraction"):
+        from_mapping(PrepareParams, good | {"holdout_fraction": 0.5, "validation_fraction": 0.5}, "prepare")
 
 
 def test_prepare_holds_out_a_spatial_block_and_records_the_rule(tmp_path, rsscn7_files, repo_root):
@@ -154,13 +200,15 @@ def test_prepare_holds_out_a_spatial_block_and_records_the_rule(tmp_path, rsscn7
     (validated / "accepted.csv").write_text("\n".join(accepted) + "\n")
     base = load_section("prepare", PrepareParams, repo_root / "params.yaml")
     params = dataclasses.replace(base, image_size=32, workers=1, holdout_split="auto", holdout_margin_px=16,
-                                 holdout_blocks=2, holdout_fraction=0.1)
+                                 holdout_blocks=2, holdout_fraction=0.2, validation_fraction=0.0)
     result = prepare(raw, validated, tmp_path / "prepared", params, progress=False)
     side = {n: json.loads((tmp_path / "prepared" / f"{n}.json").read_text()) for n in ("tiles", "holdout")}
     rec = side["holdout"]["holdout_split"]
     assert rec == side["tiles"]["holdout_split"] and rec["rule"] == "spatial-block" and rec["margin_px"] == 16
-    assert rec["train"] == result.train and rec["holdout"] == result.holdout == round(121 * 0.1)
+    # 11 x 11 windows of 64 px every 32 px hold 6 x 6 pairwise-disjoint ones; 20% of those are held out
+    assert rec["independent"] == 36 and rec["train"] == result.train and rec["holdout"] == result.holdout == round(36 * 0.2)
     assert rec["dropped"] == len(rec["dropped_sources"]) == 121 - result.train - result.holdout > 0
+    assert rec["validation"] == result.validation == 0 and not (tmp_path / "prepared" / "validation.npy").exists()
     sources = read_manifest_sources(raw / "manifest.csv")
     pos = {p: tile_position(p, s, 64, 64) for p, s in sources.items()}
 
@@ -168,6 +216,16 @@ def test_prepare_holds_out_a_spatial_block_and_records_the_rule(tmp_path, rsscn7
         return np.array([(pos[p].x0, pos[p].y0, pos[p].x1, pos[p].y1) for p in paths])
 
     assert box_gaps(as_boxes(side["tiles"]["sources"]), as_boxes(side["holdout"]["sources"])).min() >= 16
+
+
+def test_stratified_validation_takes_each_class_share_apart_from_the_holdout():
+    """With a validation fraction every class gives validation_count of its tiles, disjoint from its held-out ones."""
+    classes = np.array([0] * 10 + [1] * 4 + [2] * 6)
+    s = stratified_split(classes, ["x", "y", "z"], 0.25, 5, validation_fraction=0.25)
+    assert np.bincount(classes[s.validation], minlength=3).tolist() == [validation_count(n, 0.25) for n in (10, 4, 6)]
+    assert sorted(np.concatenate([s.train, s.holdout, s.validation]).tolist()) == list(range(20))
+    with pytest.raises(DataError, match="class .y. has 4 tile.*a held-out and a validation tile"):
+        stratified_split(classes, ["x", "y", "z"], 0.5, 5, validation_fraction=0.4)
 
 
 def test_stratified_split_holds_out_each_class_share_and_is_seeded():

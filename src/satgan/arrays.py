@@ -7,6 +7,11 @@ values in [-1, 1]) and a sidecar ``<name>.json`` with at least ``shape``, ``dtyp
 already in memory, as generate has). Readers open the array memory-mapped with
 :func:`open_prepared`, which checks it against its sidecar, so a stale, mismatched, empty or
 corrupt pair is one :class:`~satgan.errors.DataError` naming the file, never a traceback.
+
+A sidecar may list each row's pixel box under :data:`satgan.names.SIDECAR_BOXES` (prepare does
+when every tile has a position): ``[scene, x0, y0, x1, y1]``, half-open source pixels.
+:func:`open_prepared` checks it (one per row, well-formed) and :func:`sidecar_boxes` returns it,
+or None when the sidecar has none.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import numpy as np
 
 from satgan.errors import DataError
 from satgan.fsutil import AtomicGroup, atomic_group
+from satgan.names import SIDECAR_BOXES
 
 REQUIRED_SIDECAR_KEYS = ("shape", "dtype", "channels", "image_size", "value_range")
 DTYPES = ("float16", "float32")
@@ -111,7 +117,38 @@ def _read_sidecar(side: Path) -> dict[str, Any]:
     for key in ("channels", "image_size"):
         if not isinstance(meta[key], int) or isinstance(meta[key], bool):
             raise DataError(f"{side}: {key}: expected an integer, got {meta[key]!r}")
+    if SIDECAR_BOXES in meta:
+        _check_boxes(meta[SIDECAR_BOXES], shape[0], side)
     return meta
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_boxes(boxes: Any, n_rows: int, side: Path) -> None:
+    """DataError naming ``side`` unless ``boxes`` is one ``[scene, x0, y0, x1, y1]`` per row with x0 < x1, y0 < y1."""
+    if not isinstance(boxes, list) or len(boxes) != n_rows:
+        got = f"{len(boxes)} entries" if isinstance(boxes, list) else type(boxes).__name__
+        raise DataError(f"{side}: {SIDECAR_BOXES}: expected one box per row ({n_rows}), got {got}")
+    for k, box in enumerate(boxes):
+        if not (isinstance(box, list) and len(box) == 5 and isinstance(box[0], str) and all(map(_is_int, box[1:]))
+                and box[1] < box[3] and box[2] < box[4]):
+            raise DataError(f"{side}: {SIDECAR_BOXES}[{k}]: expected [scene, x0, y0, x1, y1] with integers "
+                            f"x0 < x1 and y0 < y1, got {box!r}")
+
+
+def sidecar_boxes(meta: dict[str, Any]) -> list[tuple[str, int, int, int, int]] | None:
+    """Each row's box ``(scene, x0, y0, x1, y1)`` (half-open source pixels) from a sidecar :func:`open_prepared`
+    checked, or None when it records none (tiles without positions: folder and archive sources).
+
+    Two rows share pixels iff their scenes are equal and their boxes intersect:
+    ``max(x0s) < min(x1s) and max(y0s) < min(y1s)``.
+    """
+    boxes = meta.get(SIDECAR_BOXES)
+    if boxes is None:
+        return None
+    return [(str(b[0]), int(b[1]), int(b[2]), int(b[3]), int(b[4])) for b in boxes]
 
 
 def open_prepared(npy_path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:

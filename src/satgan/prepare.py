@@ -3,15 +3,20 @@
 Reads ``<validated>/accepted.csv`` (and the raw files it lists) and writes to ``<out>``:
 
 - ``tiles.npy`` + ``tiles.json``: the training tiles; ``holdout.npy`` + ``holdout.json``: real
-  tiles held out for evaluation, split before any training exists by :mod:`satgan.split` (a spatial
-  block with a margin where tiles have positions, else a seeded shuffle);
+  tiles held out to certify the model (evaluate); with ``validation_fraction`` > 0,
+  ``validation.npy`` + ``validation.json``: real tiles for choosing recipes (bench/quality_bench.py),
+  apart from the held-out ones. All split before any training exists by :mod:`satgan.split`
+  (pairwise-disjoint tiles in spatial blocks with a margin where tiles have positions, else a
+  seeded shuffle). When every tile has a position, each sidecar lists per row its box
+  (``boxes``: ``[scene, x0, y0, x1, y1]`` in source pixels, :data:`satgan.names.SIDECAR_BOXES`),
+  so evaluation can keep tiles that share pixels together;
 - ``preview.png``: a grid of the first prepared training tiles.
 - labelled data only (accepted.csv has a ``label`` column, from ``download.labels``):
-  ``labels.npy`` and ``holdout_labels.npy``, int64 class indices aligned row for row with
-  ``tiles.npy`` and ``holdout.npy``; both sidecars name the classes (``classes``, index order:
+  ``labels.npy``, ``holdout_labels.npy`` (and ``validation_labels.npy``), int64 class indices aligned
+  row for row with ``tiles.npy``, ``holdout.npy`` (and ``validation.npy``); the sidecars name the classes (``classes``, index order:
   sorted names) and count each split's tiles per class (``class_counts``). The random holdout
-  split is then stratified by class, and a class too small to give both splits a tile stops the
-  stage naming it. Without labels neither file is written (and a stale one is removed).
+  and validation splits are then stratified by class, and a class too small to give every split a
+  tile stops the stage naming it. Without labels neither file is written (and a stale one is removed).
 
 The arrays follow :mod:`satgan.arrays` (open them with :func:`satgan.arrays.open_prepared`).
 Tiles are decoded through :func:`satgan.imageops.decode_pixels` (as validate did), or for
@@ -22,7 +27,7 @@ memory depends on the chunk size, not on the number of tiles.
 
 Prepare reads only inside its inputs: every accepted.csv path must stay inside ``<raw>``, and
 raw files are opened only when they are regular files, never through a symlink. Every output
-is written to a temp file and all five (seven with labels) replace the previous ones together at the end, so a run
+is written to a temp file and all of them replace the previous ones together at the end, so a run
 that fails (a tile gone or changed since validate) leaves the previous dataset whole.
 """
 
@@ -51,7 +56,7 @@ from satgan.errors import DataError
 from satgan.fsutil import AtomicGroup, UnsafePath, atomic_group, open_regular, read_regular, safe_join, sha256_bytes
 from satgan.params import check
 from satgan.provenance import describe as describe_provenance
-from satgan.split import Split, SplitMode, read_manifest_sources, split_tiles, tile_position
+from satgan.split import Position, Split, SplitMode, read_manifest_sources, split_tiles, tile_position
 
 PREVIEW_TILES = 64  # tiles shown in preview.png (8 x 8)
 MAX_CHUNK = 1 << 20  # tiles per chunk: far past any memory budget, low enough to stay a sane number
@@ -62,6 +67,7 @@ MAX_WORKERS = 256  # decode processes
 # where even a perfect judge has p = 1/16 > 0.05; 6 give 3 + 3 and p = 1/64. Training: fewer than
 # 32 tiles is under half of one default batch (train.batch_size 64, drawn with replacement), so
 # every batch repeats each tile and the model can only learn those few tiles by heart.
+# The validation set (when asked for) is judged the same way, so it has the held-out minimum too.
 MIN_HOLDOUT_TILES = 6
 MIN_TRAIN_TILES = 32
 
@@ -79,10 +85,16 @@ class PrepareParams:
     holdout_split: SplitMode
     holdout_margin_px: int
     holdout_blocks: int
+    validation_fraction: float
 
     def __post_init__(self) -> None:
         check("holdout_fraction", 0 < self.holdout_fraction <= 0.5,
               "a fraction in (0, 0.5] (evaluation needs held-out real tiles)", self.holdout_fraction)
+        check("validation_fraction", 0 <= self.validation_fraction <= 0.5,
+              "a fraction in [0, 0.5] (0 = no validation split)", self.validation_fraction)
+        check("validation_fraction", self.holdout_fraction + self.validation_fraction < 1,
+              f"less than 1 - holdout_fraction ({1 - self.holdout_fraction:g}): training needs tiles too",
+              self.validation_fraction)
         check("seed", 0 <= self.seed < 2**63, "an integer in 0..2**63-1", self.seed)
         check("chunk_size", 1 <= self.chunk_size <= MAX_CHUNK, f"1..{MAX_CHUNK}", self.chunk_size)
         check("workers", 1 <= self.workers <= MAX_WORKERS, f"1..{MAX_WORKERS}", self.workers)
@@ -98,6 +110,7 @@ class PrepareResult:
     holdout: int
     shape: tuple[int, int, int]
     seconds: float
+    validation: int = 0
 
 
 @dataclass(frozen=True)
@@ -188,29 +201,53 @@ def check_minimum(split: Split, total: int, params: PrepareParams,
     The message names the counts, the split rule and the params that change them.
     """
     n_train, n_hold, n_drop = len(split.train), len(split.holdout), len(split.dropped)
+    n_val = len(split.validation)
     min_train, min_hold = min_tiles
-    if n_train >= min_train and n_hold >= min_hold:
+    val_short = params.validation_fraction > 0 and n_val < min_hold
+    if n_train >= min_train and n_hold >= min_hold and not val_short:
         return
-    dropped = (f", {n_drop} dropped within prepare.holdout_margin_px={params.holdout_margin_px} of a held-out tile"
+    dropped = (f", {n_drop} dropped within prepare.holdout_margin_px={params.holdout_margin_px} of an evaluation tile"
                if n_drop else "")
-    rule = (f"{split.rule} split, prepare.holdout_fraction={params.holdout_fraction}"
+    validation = f", {n_val} for validation" if params.validation_fraction > 0 else ""
+    rule = (f"{split.rule} split, prepare.holdout_fraction={params.holdout_fraction}, "
+            f"validation_fraction={params.validation_fraction}"
             + (f", holdout_blocks={params.holdout_blocks}" if split.rule == "spatial-block" else ""))
     raise DataError(
-        f"too few tiles to train and evaluate: {total} accepted -> {n_train} training and {n_hold} held out{dropped} "
-        f"({rule}); need at least {min_train} training tiles (half a default batch) and {min_hold} "
-        f"held-out tiles (the fewest on which evaluate's judge could reach p < 0.05). Download a larger area "
-        f"(download.xyz.bbox, or a smaller download.sample.stride), "
+        f"too few tiles to train and evaluate: {total} accepted -> {n_train} training and {n_hold} held out{validation}"
+        f"{dropped} ({rule}); need at least {min_train} training tiles (half a default batch) and {min_hold} "
+        f"held-out tiles{f' and {min_hold} validation tiles' if params.validation_fraction > 0 else ''} (the fewest "
+        f"on which evaluate's judge could reach p < 0.05). Download a "
+        f"larger area (download.xyz.bbox, or a smaller download.sample.stride), "
         + ("raise prepare.holdout_fraction, " if n_hold < min_hold else "")
+        + ("raise prepare.validation_fraction or set it to 0 (no validation split), " if val_short else "")
         + "or check validate's rejections (data/validated/rejected.csv)"
     )
 
 
-def split_holdout(raw: Path, acc: _Accepted, params: PrepareParams) -> Split:
-    """The holdout split of the accepted tiles (:mod:`satgan.split`), positioned by ``raw``/manifest.csv's sources."""
+def tile_positions(raw: Path, acc: _Accepted) -> list[Position | None]:
+    """Each accepted tile's position (:func:`satgan.split.tile_position`) from ``raw``/manifest.csv's sources."""
     sources = read_manifest_sources(raw / names.MANIFEST)
-    positions = [tile_position(p, sources.get(p, ""), w, h) for p, w, h in zip(acc.paths, acc.widths, acc.heights)]
+    return [tile_position(p, sources.get(p, ""), w, h) for p, w, h in zip(acc.paths, acc.widths, acc.heights)]
+
+
+def split_holdout(raw: Path, acc: _Accepted, params: PrepareParams,
+                  positions: list[Position | None] | None = None) -> Split:
+    """The holdout and validation split of the accepted tiles (:mod:`satgan.split`), positioned by manifest.csv."""
+    positions = tile_positions(raw, acc) if positions is None else positions
     return split_tiles(positions, params.holdout_fraction, params.seed, params.holdout_split,
-                       params.holdout_margin_px, params.holdout_blocks, acc.class_indices(), acc.class_names)
+                       params.holdout_margin_px, params.holdout_blocks, acc.class_indices(), acc.class_names,
+                       params.validation_fraction)
+
+
+def sidecar_boxes(positions: list[Position | None], rows: np.ndarray) -> dict[str, Any]:
+    """``{"boxes": [[scene, x0, y0, x1, y1], ...]}`` for ``rows`` when every tile has a position, else {}.
+
+    All or nothing: a reader either can group every tile by the pixels it shares or knows it cannot.
+    """
+    if any(p is None for p in positions):
+        return {}
+    placed = [positions[i] for i in rows]
+    return {names.SIDECAR_BOXES: [[p.group, p.x0, p.y0, p.x1, p.y1] for p in placed if p is not None]}
 
 
 JPEG_SOI = b"\xff\xd8\xff"  # a JPEG file's first bytes
@@ -261,7 +298,8 @@ def _prepare_rows(task: tuple[int, list[tuple[str, str, int, int, str]]], npy: P
 
 def _write_split(filename: str, rows: np.ndarray, acc: _Accepted, raw: Path, out: Path, params: PrepareParams,
                  pmap: Callable[..., Iterable[np.ndarray]], common: dict[str, Any], progress: bool,
-                 group: AtomicGroup, preview: Path | None = None, labels_file: str | None = None) -> dict[str, Any]:
+                 group: AtomicGroup, preview: Path | None = None, labels_file: str | None = None,
+                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write ``<out>/<filename>`` (+ its .json sidecar) from accepted rows ``rows``, one slice per task, into ``group``.
 
     With ``preview``, also write there a grid of the first :data:`PREVIEW_TILES` tiles. For
@@ -275,7 +313,7 @@ def _write_split(filename: str, rows: np.ndarray, acc: _Accepted, raw: Path, out
         counts = np.bincount(classes[rows], minlength=len(acc.class_names))
         by_class = {"classes": acc.class_names, "labels_file": labels_file,
                     "class_counts": {name: int(n) for name, n in zip(acc.class_names, counts)}}
-    name = Path(filename).stem  # the split: "tiles" or "holdout"
+    name = Path(filename).stem  # the split: "tiles", "holdout" or "validation"
     size, c = params.image_size, acc.channels
     shape = (len(rows), c, size, size)
     # uint8 -> stored value as a 256-entry table: the same numbers as imageops.normalize, in one
@@ -312,6 +350,7 @@ def _write_split(filename: str, rows: np.ndarray, acc: _Accepted, raw: Path, out
             "rows": [int(i) for i in rows],
             "sources": [acc.paths[i] for i in rows],
             **by_class,
+            **(extra or {}),
         }
 
     return write_array_with_sidecar(out / filename, shape, params.dtype, fill, group)
@@ -352,9 +391,10 @@ def prepare(raw: str | Path, validated: str | Path, out: str | Path, params: Pre
     raw, out = Path(raw), Path(out)
     accepted_csv = Path(validated) / names.ACCEPTED
     acc = read_accepted(accepted_csv, raw)
-    split = split_holdout(raw, acc, params)
+    positions = tile_positions(raw, acc)
+    split = split_holdout(raw, acc, params, positions)
     check_minimum(split, len(acc.paths), params, min_tiles)
-    train_rows, hold_rows = split.train, split.holdout
+    train_rows, hold_rows, val_rows = split.train, split.holdout, split.validation
     common = {
         "dtype": params.dtype,
         "channels": acc.channels,
@@ -364,6 +404,7 @@ def prepare(raw: str | Path, validated: str | Path, out: str | Path, params: Pre
         "accepted_csv_sha256": acc.csv_sha256,
         "seed": params.seed,
         "holdout_fraction": params.holdout_fraction,
+        "validation_fraction": params.validation_fraction,
         "total": len(acc.paths),
         "holdout_split": split.record(acc.paths),
         # Where the tiles came from and under which terms (source, area, licence): the model card prints it.
@@ -373,17 +414,25 @@ def prepare(raw: str | Path, validated: str | Path, out: str | Path, params: Pre
     # validate already refused bombs, by its own limit; tiles it accepted may still exceed Pillow's
     # default limit, so raise that limit (for this run only) to the largest accepted tile.
     limit = None if Image.MAX_IMAGE_PIXELS is None else max(acc.max_pixels, Image.MAX_IMAGE_PIXELS)
-    # The five outputs (seven with labels) are one dataset: they replace the previous ones together at the end, so a
+    # The outputs are one dataset: they replace the previous ones together at the end, so a
     # run that fails half way (a tile gone, a decode error) leaves the previous dataset whole.
     with ops.pixel_limit(limit), _tile_mapper(params, limit) as pmap, atomic_group() as group:
         preview = group.path(out / names.PREVIEW, suffix=".png")
         _write_split(names.TRAIN_TILES, train_rows, acc, raw, out, params, pmap, common, progress, group, preview,
-                     labels_file=names.TRAIN_LABELS)
+                     labels_file=names.TRAIN_LABELS, extra=sidecar_boxes(positions, train_rows))
         _write_split(names.HOLDOUT_TILES, hold_rows, acc, raw, out, params, pmap, common, progress, group,
-                     labels_file=names.HOLDOUT_LABELS)
-    if acc.labels is None:  # unlabelled now: class files from an earlier labelled run would misdescribe the tiles
-        for stale in (names.TRAIN_LABELS, names.HOLDOUT_LABELS):
-            (out / stale).unlink(missing_ok=True)
+                     labels_file=names.HOLDOUT_LABELS, extra=sidecar_boxes(positions, hold_rows))
+        if len(val_rows):
+            _write_split(names.VALIDATION_TILES, val_rows, acc, raw, out, params, pmap, common, progress, group,
+                         labels_file=names.VALIDATION_LABELS, extra=sidecar_boxes(positions, val_rows))
+    # Files an earlier run wrote that this one does not would misdescribe the dataset: no validation
+    # split now (validation_fraction 0), or unlabelled tiles now.
+    stale = [] if len(val_rows) else [names.VALIDATION_TILES, str(Path(names.VALIDATION_TILES).with_suffix(".json")),
+                                      names.VALIDATION_LABELS]
+    if acc.labels is None:
+        stale += [names.TRAIN_LABELS, names.HOLDOUT_LABELS, names.VALIDATION_LABELS]
+    for name in stale:
+        (out / name).unlink(missing_ok=True)
     return PrepareResult(train=len(train_rows), holdout=len(hold_rows),
                          shape=(acc.channels, params.image_size, params.image_size),
-                         seconds=time.perf_counter() - t0)
+                         seconds=time.perf_counter() - t0, validation=len(val_rows))

