@@ -207,7 +207,7 @@ def test_r1_penalty_is_the_gradient_norm_of_d_at_the_reals():
                               "instance_noise.enabled": False, "diffaugment.enabled": False}, cpu_bf16="off"))
     d_before = copy.deepcopy(tr.d)
     real, fake = tr.real_batch(0), tr.g(tr.latent()).detach()
-    out = tr.update_d(real, fake, None, r1=True)
+    out, _ = tr.update_d(real, fake, None, r1=True)
     assert out["loss_d_r1"].item() == pytest.approx(r1_penalty(d_before, real, 2.0).item(), rel=1e-4)
     assert out["loss_d_r1"] > 0 and torch.allclose(out["loss_d"], out["loss_d_adv"] + 3 * out["loss_d_r1"])
 
@@ -229,8 +229,8 @@ def test_hinge_loss_scores_d_and_g_with_the_hinge():
     """hinge_loss: D's loss is E[relu(1 - D(x))] + E[relu(1 + D(G(z)))] and G's is -E[D(G(z))]."""
     tr = trainer(hinge_loss=True, **{"soft_labels.enabled": False, "noisy_labels.enabled": False,
                                      "replay.enabled": False, "instance_noise.enabled": False})
-    out = tr.update_d(tr.real_batch(0), tr.g(tr.latent()).detach(), None)
-    expected = d_hinge(out["_real_logits"].float(), out["_fake_logits"].float())
+    out, logits = tr.update_d(tr.real_batch(0), tr.g(tr.latent()).detach(), None)
+    expected = d_hinge(logits.real.float(), logits.fake.float())
     assert torch.allclose(out["loss_d_adv"], expected)
     seen: list[torch.Tensor] = []
     tr.d.register_forward_hook(lambda m, i, o: seen.append(o.detach().float()))
@@ -449,7 +449,7 @@ def test_acgan_class_loss_is_the_cross_entropy_of_ds_classifier():
     seen: list[torch.Tensor] = []
     tr.d.classifier.register_forward_hook(lambda m, i, o: seen.append(o.detach().flatten(1)))
     (real, y_real), y_fake = tr.labelled_real_batch(0), tr.fake_labels()
-    out = tr.update_d(real, tr.g(tr.latent(), y_fake).detach(), None, y_real=y_real, y_fake=y_fake)
+    out, _ = tr.update_d(real, tr.g(tr.latent(), y_fake).detach(), None, y_real=y_real, y_fake=y_fake)
     expected = F.cross_entropy(seen[0], y_real) + F.cross_entropy(seen[1], y_fake)
     assert out["loss_d_cls"].item() == pytest.approx(expected.item(), rel=1e-5)
     with pytest.raises(ValueError, match="needs y_real and y_fake"):
@@ -496,8 +496,8 @@ def test_hinge_loss_with_a_projection_d():
     tr = trainer(tiny_params({"hinge_loss": True, "replay.enabled": False, "diffaugment.enabled": False},
                              conditional="projection"))
     (real, y_real), y_fake = tr.labelled_real_batch(0), tr.fake_labels()
-    out = tr.update_d(real, tr.g(tr.latent(), y_fake).detach(), None, y_real=y_real, y_fake=y_fake)
-    assert torch.allclose(out["loss_d_adv"], d_hinge(out["_real_logits"].float(), out["_fake_logits"].float()))
+    out, logits = tr.update_d(real, tr.g(tr.latent(), y_fake).detach(), None, y_real=y_real, y_fake=y_fake)
+    assert torch.allclose(out["loss_d_adv"], d_hinge(logits.real.float(), logits.fake.float()))
 
 
 def test_conditional_model_config_needs_labels_and_counts_classes():
