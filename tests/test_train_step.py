@@ -58,6 +58,24 @@ def test_replayed_fakes_get_their_own_d_batch():
     assert sizes == [4, 4, 2]
 
 
+def test_update_d_returns_the_logits_beside_metrics_that_hold_only_metrics():
+    """update_d's metrics are scalar metric tensors (no logits in them); D's logits come back as their own value."""
+    tr = trainer()
+    out, logits = tr.update_d(tr.real_batch(0), tr.g(tr.latent()).detach(), None)
+    assert all(v.ndim == 0 and not k.startswith("_") for k, v in out.items())
+    assert logits.real.shape == logits.fake.shape == (tr.batch,)
+    assert torch.equal(out["d_real"], torch.sigmoid(logits.real.float()).mean())
+
+
+def test_d_fakes_adds_replayed_fakes_and_leaves_fresh_ones_as_g_made_them():
+    """D's fake side: the fresh fakes unchanged (no swap), plus n_replay past fakes with no labels (unconditional)."""
+    tr = trainer(**{"replay.enabled": True, "replay.fraction": 0.5, "checkpoint_swap.enabled": False})
+    fake = tr.g(tr.latent()).detach()
+    fakes = tr.d_fakes(fake, None)
+    assert fakes.fake is fake and fakes.old is not None and fakes.old.shape == (tr.n_replay, *fake.shape[1:])
+    assert fakes.y_fake is None and fakes.y_old is None and trainer().d_fakes(fake, None).old is None
+
+
 def test_extra_steps_update_d_and_g_that_many_times():
     """extra_steps d_steps=3, g_steps=2 gives 3 D and 2 G optimizer steps per iteration."""
     tr = trainer(**{"extra_steps.enabled": True, "extra_steps.d_steps": 3, "extra_steps.g_steps": 2})
