@@ -56,6 +56,7 @@ from satgan.imageops import denormalize
 from satgan.model import ModelConfig, build_discriminator, build_generator
 from satgan.params import from_mapping
 from satgan.train import Dist, Trainer, TrainParams, model_config, pick_device
+from satgan.train.fastpath import checked_runner
 from satgan.train.registry import HACKS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -162,12 +163,13 @@ class ExampleLoop:
 
 
 class SatganLoop:
-    """satgan's Trainer.run_step with metrics read every ``log_every`` steps, as the stage does."""
+    """satgan's Trainer.run_step through its checked fast path, metrics read every ``log_every`` steps, as the stage does."""
 
     def __init__(self, p: TrainParams, arr: np.ndarray, device: torch.device, start_step: int) -> None:
         self.p, self.device = p, device
         self.trainer = Trainer(p, model_config(p, arr.shape[2], arr.shape[1]), arr, device, Dist())
         self.trainer.progress.load_state_dict({"step": start_step})
+        self.runner = checked_runner(self.trainer)
         self.start_step = start_step
         self.done = 0
 
@@ -177,7 +179,7 @@ class SatganLoop:
         t0, c0 = time.perf_counter(), time.process_time()
         out: dict[str, torch.Tensor] = {}
         for _ in range(n):
-            out = tr.run_step()
+            out = tr.run_step(self.runner.step)
             self.done += 1
             if self.done % self.p.log_every == 0:
                 {k: float(v) for k, v in out.items()}

@@ -16,7 +16,7 @@ import torch
 
 from satgan.model import sample_latent
 from satgan.train import Dist, Trainer, TrainParams, model_config, train
-from satgan.train.fastpath import CHECK_STEPS
+from satgan.train.fastpath import CHECK_STEPS, CheckedRunner, checked_runner
 from satgan.train.registry import HACKS
 from satgan.train.runtime import determinism
 
@@ -58,15 +58,17 @@ def cuda_trainer(p: TrainParams) -> Trainer:
     return Trainer(p, model_config(p, ARRAY.shape[2], ARRAY.shape[1], n_classes), ARRAY, CUDA, Dist(), LABELS)
 
 
-def run_steps(p: TrainParams, steps: int) -> Trainer:
-    """A fresh CUDA trainer after ``steps`` iterations (deterministic mode as ``p`` says)."""
+def run_steps(p: TrainParams, steps: int) -> tuple[Trainer, CheckedRunner]:
+    """A fresh CUDA trainer after ``steps`` iterations through its checked fast path, as the stage runs them
+    (deterministic mode as ``p`` says), and that runner."""
     with determinism(p.deterministic, CUDA):
         tr = cuda_trainer(p)
+        runner = checked_runner(tr)
         for _ in range(steps):
-            out = tr.run_step()
+            out = tr.run_step(runner.step)
         assert all(math.isfinite(float(v)) for v in out.values())
         torch.cuda.synchronize()
-    return tr
+    return tr, runner
 
 
 def relative_gap(a: torch.nn.Module, b: torch.nn.Module, start: dict[str, torch.Tensor]) -> float:
@@ -81,15 +83,15 @@ def relative_gap(a: torch.nn.Module, b: torch.nn.Module, start: dict[str, torch.
 def test_cuda_graph_agrees_with_eager_over_several_steps():
     """compile=cuda_graph passes its own check and, 10 steps on, its G and D are within 1% of an eager run's movement."""
     start = {k: v.clone() for k, v in cuda_trainer(cuda_params(compile="none")).g.state_dict().items()}
-    graph = run_steps(cuda_params(compile="cuda_graph"), 10)
-    eager = run_steps(cuda_params(compile="none"), 10)
-    assert graph.runner.mode == CHECKED and graph.runner.fallback is None
+    graph, runner = run_steps(cuda_params(compile="cuda_graph"), 10)
+    eager, _ = run_steps(cuda_params(compile="none"), 10)
+    assert runner.mode == CHECKED and runner.fallback is None
     assert relative_gap(graph.g, eager.g, start) < 0.01
 
 
 def test_bf16_autocast_and_fused_adam():
     """On CUDA with amp: G runs in bf16 under autocast, both Adams are fused, and the steps stay finite."""
-    tr = run_steps(cuda_params(amp=True), 4)
+    tr, _ = run_steps(cuda_params(amp=True), 4)
     assert tr.opt_g.param_groups[0]["fused"] and tr.opt_d.param_groups[0]["fused"]
     with torch.no_grad(), tr.amp():
         assert tr.g(sample_latent(tr.cfg, 2, device=CUDA)).dtype == torch.bfloat16
@@ -145,14 +147,14 @@ DEFAULT_ON = [h for h in HACKS if h.default_on]
 def test_each_default_on_hack_alone_inside_the_graph(hack):
     """Each default-on hack, alone, is captured in the graph and agrees with eager steps (no fallback)."""
     overrides: dict[str, Any] = {h.params_key.removeprefix("train.hacks."): h is hack for h in HACKS}
-    tr = run_steps(cuda_params(overrides), 8)
-    assert tr.runner.mode == CHECKED, tr.runner.mode
+    _, runner = run_steps(cuda_params(overrides), 8)
+    assert runner.mode == CHECKED, runner.mode
 
 
 def test_all_default_hacks_inside_the_graph():
     """params.yaml's hacks together, captured in one graph: the check passes and the graph is replayed."""
-    tr = run_steps(cuda_params(), 10)
-    assert tr.runner.mode == CHECKED and tr.runner.fast is not None and tr.runner.fast.graph is not None
+    _, runner = run_steps(cuda_params(), 10)
+    assert runner.mode == CHECKED and runner.fast is not None and runner.fast.graph is not None
 
 
 def test_deterministic_mode_on_cuda_sets_cudnn_and_cublas():
@@ -177,10 +179,10 @@ def test_two_deterministic_graph_runs_are_identical(tiles, tmp_path):
 
 def test_d_view_copy_is_captured_in_the_graph_and_follows_each_replay():
     """d_view under the CUDA graph: the copy runs in every replay (buffers change step to step) and the check passes."""
-    tr = run_steps(cuda_params(d_view=True), 8)
-    assert tr.runner.mode == CHECKED and tr.view is not None and tr.view.always
+    tr, runner = run_steps(cuda_params(d_view=True), 8)
+    assert runner.mode == CHECKED and tr.view is not None and tr.view.always
     before = tr.view.real.clone()
-    tr.run_step()
+    tr.run_step(runner.step)
     torch.cuda.synchronize()
     assert not torch.equal(tr.view.real, before) and tr.view.grid().ndim == 3
 
@@ -196,8 +198,8 @@ def test_d_view_leaves_graph_training_bit_identical(tiles, tmp_path):
 
 def test_g_layer_noise_and_avg_pool_d_inside_the_graph():
     """G's decayed layer noise (std set on the device from the step) and average-pool D are captured and agree with eager."""
-    tr = run_steps(cuda_params({"g_layer_noise.enabled": True, "g_layer_noise.decay_iters": 20, "avg_pool_d": True}), 10)
-    assert tr.runner.mode == CHECKED
+    tr, runner = run_steps(cuda_params({"g_layer_noise.enabled": True, "g_layer_noise.decay_iters": 20, "avg_pool_d": True}), 10)
+    assert runner.mode == CHECKED
     assert all(m.std.item() == pytest.approx(0.1 * (1 - 9 / 20)) for m in tr.g_noise)
 
 
@@ -205,9 +207,9 @@ def test_g_layer_noise_and_avg_pool_d_inside_the_graph():
 def test_conditional_step_inside_the_graph(conditional):
     """A conditional model with replay (labels in the buffer) and checkpoint swap: labels drawn inside the graph, the
     class embedding and heads captured, the check passes (acgan's class losses deterministic on CUDA)."""
-    tr = run_steps(cuda_params({"replay.enabled": True, "checkpoint_swap.enabled": True, "checkpoint_swap.every": 2,
-                                "checkpoint_swap.length": 1}, conditional=conditional), 10)
-    assert tr.runner.mode == CHECKED, tr.runner.mode
+    _, runner = run_steps(cuda_params({"replay.enabled": True, "checkpoint_swap.enabled": True, "checkpoint_swap.every": 2,
+                                       "checkpoint_swap.length": 1}, conditional=conditional), 10)
+    assert runner.mode == CHECKED, runner.mode
 
 
 @pytest.mark.parametrize("conditional", CONDITIONALS)

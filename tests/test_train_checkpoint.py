@@ -38,7 +38,6 @@ DERIVED = {
     "fixed_noise": "redrawn from the seed by every trainer",
     "fixed_labels": "the sample grid's classes, one row each (conditional)",
     "class_labels": "the training tiles' labels, read from labels.npy by every trainer (conditional)",
-    "runner": "the fast path and its check (a CUDA graph is recaptured after a resume)",
 }
 
 

@@ -157,7 +157,7 @@ def test_restore_is_in_place_and_exact_with_every_hack_on(conditional):
     """InPlaceState puts every part back exactly, writing into the same tensors (a captured graph reads them)."""
     tr = trainer(every_hack_on(conditional=conditional))
     tr.run_step()
-    state = tr.runner.state
+    state = FP.checked_runner(tr).state
     snap = state.snapshot()
     addresses = _tensor_addresses(tr)
     for _ in range(2):
@@ -171,14 +171,14 @@ def test_restore_is_in_place_and_exact_with_every_hack_on(conditional):
 
 def test_no_fast_path_runs_plain_eager():
     """compile=none: the runner is eager and never snapshots."""
-    tr = trainer(tiny_params(compile="none"))
-    assert tr.runner.fast is None and tr.runner.mode == "eager"
+    runner = FP.checked_runner(trainer(tiny_params(compile="none")))
+    assert runner.fast is None and runner.mode == "eager"
 
 
 def test_compile_on_a_cpu_runs_eager_and_says_why(capsys):
     """compile=cuda_graph on a CPU: no fast path, and one line saying it needs CUDA."""
-    tr = trainer(tiny_params(compile="cuda_graph"))
-    assert tr.runner.fast is None and "compile=cuda_graph needs CUDA" in capsys.readouterr().err
+    runner = FP.checked_runner(trainer(tiny_params(compile="cuda_graph")))
+    assert runner.fast is None and "compile=cuda_graph needs CUDA" in capsys.readouterr().err
 
 
 def test_disagreement_tolerances():

@@ -11,7 +11,7 @@ import yaml
 from satgan.params import load_section
 from satgan.train import TrainParams
 from satgan.train.params import TrainHacks
-from satgan.train.registry import HACKS, hacks_on, markdown_table, readme_table, with_table
+from satgan.train.registry import GROUPS, HACKS, hacks_on, markdown_table, readme_table, with_table
 
 from train_helpers import REPO
 
@@ -41,6 +41,48 @@ def test_params_key_points_at_a_boolean_switch():
         for part in h.params_key.split("."):
             node = node[part]
         assert isinstance(node, bool), h.params_key
+
+
+def test_hacks_are_listed_group_by_group_in_the_groups_order():
+    """Each hack's group is a key of GROUPS, every group has hacks, and HACKS lists them group by group in GROUPS' order."""
+    kinds = list(GROUPS)
+    assert {h.group for h in HACKS} == set(kinds)
+    assert [h.group for h in HACKS] == sorted((h.group for h in HACKS), key=kinds.index)
+
+
+def test_params_yaml_heads_each_group_with_its_comment_line():
+    """Under train.hacks, each group's keys follow exactly one comment line `# <kind>: <GROUPS[kind]>`."""
+    lines = (REPO / "params.yaml").read_text(encoding="utf-8").splitlines()
+    start = lines.index(next(ln for ln in lines if ln.startswith("  hacks:")))
+    block = []
+    for ln in lines[start + 1:]:
+        if not ln.startswith("    "):
+            break
+        block.append(ln)
+    seen: dict[str, list[str]] = {}
+    for ln in block:
+        if ln.startswith("    # "):
+            kind, _, why = ln.removeprefix("    # ").partition(": ")
+            assert GROUPS.get(kind) == why, ln
+            seen[kind] = []
+        elif not ln.startswith("     "):  # a hack's own key (its settings are indented deeper)
+            seen[list(seen)[-1]].append(ln.split(":")[0].strip())
+    assert seen == {kind: [h.name for h in HACKS if h.group == kind] for kind in GROUPS}
+
+
+def test_a_switch_is_bare_without_settings_and_enabled_only_with_them():
+    """A hack (or a nested one such as diffaugment.ada) is true/false when it has no settings, else `enabled` plus settings."""
+    def check(key: str, node: object) -> None:
+        if isinstance(node, dict):
+            assert isinstance(node.get("enabled"), bool) and len(node) > 1, f"{key}: `enabled` and at least one setting"
+            for k, v in node.items():
+                if isinstance(v, dict):
+                    check(f"{key}.{k}", v)
+        else:
+            assert isinstance(node, bool), f"{key}: a bare true/false"
+
+    for name, node in yaml.safe_load((REPO / "params.yaml").read_text())["train"]["hacks"].items():
+        check(name, node)
 
 
 def test_readme_table_is_the_generated_one():

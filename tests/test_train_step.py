@@ -58,6 +58,24 @@ def test_replayed_fakes_get_their_own_d_batch():
     assert sizes == [4, 4, 2]
 
 
+def test_update_d_returns_the_logits_beside_metrics_that_hold_only_metrics():
+    """update_d's metrics are scalar metric tensors (no logits in them); D's logits come back as their own value."""
+    tr = trainer()
+    out, logits = tr.update_d(tr.real_batch(0), tr.g(tr.latent()).detach(), None)
+    assert all(v.ndim == 0 and not k.startswith("_") for k, v in out.items())
+    assert logits.real.shape == logits.fake.shape == (tr.batch,)
+    assert torch.equal(out["d_real"], torch.sigmoid(logits.real.float()).mean())
+
+
+def test_d_fakes_adds_replayed_fakes_and_leaves_fresh_ones_as_g_made_them():
+    """D's fake side: the fresh fakes unchanged (no swap), plus n_replay past fakes with no labels (unconditional)."""
+    tr = trainer(**{"replay.enabled": True, "replay.fraction": 0.5, "checkpoint_swap.enabled": False})
+    fake = tr.g(tr.latent()).detach()
+    fakes = tr.d_fakes(fake, None)
+    assert fakes.fake is fake and fakes.old is not None and fakes.old.shape == (tr.n_replay, *fake.shape[1:])
+    assert fakes.y_fake is None and fakes.y_old is None and trainer().d_fakes(fake, None).old is None
+
+
 def test_extra_steps_update_d_and_g_that_many_times():
     """extra_steps d_steps=3, g_steps=2 gives 3 D and 2 G optimizer steps per iteration."""
     tr = trainer(**{"extra_steps.enabled": True, "extra_steps.d_steps": 3, "extra_steps.g_steps": 2})
@@ -207,7 +225,7 @@ def test_r1_penalty_is_the_gradient_norm_of_d_at_the_reals():
                               "instance_noise.enabled": False, "diffaugment.enabled": False}, cpu_bf16="off"))
     d_before = copy.deepcopy(tr.d)
     real, fake = tr.real_batch(0), tr.g(tr.latent()).detach()
-    out = tr.update_d(real, fake, None, r1=True)
+    out, _ = tr.update_d(real, fake, None, r1=True)
     assert out["loss_d_r1"].item() == pytest.approx(r1_penalty(d_before, real, 2.0).item(), rel=1e-4)
     assert out["loss_d_r1"] > 0 and torch.allclose(out["loss_d"], out["loss_d_adv"] + 3 * out["loss_d_r1"])
 
@@ -229,8 +247,8 @@ def test_hinge_loss_scores_d_and_g_with_the_hinge():
     """hinge_loss: D's loss is E[relu(1 - D(x))] + E[relu(1 + D(G(z)))] and G's is -E[D(G(z))]."""
     tr = trainer(hinge_loss=True, **{"soft_labels.enabled": False, "noisy_labels.enabled": False,
                                      "replay.enabled": False, "instance_noise.enabled": False})
-    out = tr.update_d(tr.real_batch(0), tr.g(tr.latent()).detach(), None)
-    expected = d_hinge(out["_real_logits"].float(), out["_fake_logits"].float())
+    out, logits = tr.update_d(tr.real_batch(0), tr.g(tr.latent()).detach(), None)
+    expected = d_hinge(logits.real.float(), logits.fake.float())
     assert torch.allclose(out["loss_d_adv"], expected)
     seen: list[torch.Tensor] = []
     tr.d.register_forward_hook(lambda m, i, o: seen.append(o.detach().float()))
@@ -449,7 +467,7 @@ def test_acgan_class_loss_is_the_cross_entropy_of_ds_classifier():
     seen: list[torch.Tensor] = []
     tr.d.classifier.register_forward_hook(lambda m, i, o: seen.append(o.detach().flatten(1)))
     (real, y_real), y_fake = tr.labelled_real_batch(0), tr.fake_labels()
-    out = tr.update_d(real, tr.g(tr.latent(), y_fake).detach(), None, y_real=y_real, y_fake=y_fake)
+    out, _ = tr.update_d(real, tr.g(tr.latent(), y_fake).detach(), None, y_real=y_real, y_fake=y_fake)
     expected = F.cross_entropy(seen[0], y_real) + F.cross_entropy(seen[1], y_fake)
     assert out["loss_d_cls"].item() == pytest.approx(expected.item(), rel=1e-5)
     with pytest.raises(ValueError, match="needs y_real and y_fake"):
@@ -496,8 +514,8 @@ def test_hinge_loss_with_a_projection_d():
     tr = trainer(tiny_params({"hinge_loss": True, "replay.enabled": False, "diffaugment.enabled": False},
                              conditional="projection"))
     (real, y_real), y_fake = tr.labelled_real_batch(0), tr.fake_labels()
-    out = tr.update_d(real, tr.g(tr.latent(), y_fake).detach(), None, y_real=y_real, y_fake=y_fake)
-    assert torch.allclose(out["loss_d_adv"], d_hinge(out["_real_logits"].float(), out["_fake_logits"].float()))
+    out, logits = tr.update_d(real, tr.g(tr.latent(), y_fake).detach(), None, y_real=y_real, y_fake=y_fake)
+    assert torch.allclose(out["loss_d_adv"], d_hinge(logits.real.float(), logits.fake.float()))
 
 
 def test_conditional_model_config_needs_labels_and_counts_classes():

@@ -9,8 +9,9 @@ The package, one concern per module (each imports only the ones above it):
 - :mod:`~satgan.train.data`: real batches, resident on the device or streamed from the memmap;
 - :mod:`~satgan.train.hacks`: the hacks' device-side functions and their stateful objects;
 - :mod:`~satgan.train.checkpoint`: save and restore every registered part of the trainer;
-- :mod:`~satgan.train.fastpath`: the CUDA graph / torch.compile step, checked against eager steps (fallback: eager);
 - :mod:`~satgan.train.step`: :class:`Trainer`, one iteration = (1) update D, (2) update G;
+- :mod:`~satgan.train.fastpath`: the CUDA graph / torch.compile step, checked against eager steps (fallback: eager),
+  wrapped around a Trainer's iterations by the loop;
 - :mod:`~satgan.train.loop`: :func:`train`, the stage (resume, iterate, log, checkpoint, write the model).
 
 Public API: ``from satgan.train import train, TrainParams`` (the stage), plus ``Trainer``,

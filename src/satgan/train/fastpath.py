@@ -24,23 +24,22 @@ advanced on the host before each iteration, never inside one.
 
 The fast path is a small interface (:class:`FastPath`) so that tests can inject one that
 raises or disagrees on a CPU: :func:`choose` picks the real one from the params.
+:func:`checked_runner` wraps a trainer's iterations in the check; the loop builds it and hands
+its ``step`` to :meth:`~satgan.train.step.Trainer.run_step`, so this module sits above
+:mod:`satgan.train.step` (it imports the Trainer; the Trainer does not import it).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import torch
 
-from satgan.train.checkpoint import Stateful
-from satgan.train.runtime import say
-
-if TYPE_CHECKING:
-    from satgan.train.step import Trainer
-
-Metrics = dict[str, torch.Tensor]
+from satgan.train.checkpoint import PROGRESS_PART, Stateful
+from satgan.train.runtime import any_rank, say
+from satgan.train.step import Metrics, Trainer
 
 GRAPH_WARMUP_STEPS = 3  # eager steps on a side stream before capture (CUDA graphs need warmed-up allocations)
 CHECK_STEPS = 3  # fast steps compared with eager: the capture itself, then replays (a frozen RNG shows from the 2nd)
@@ -150,6 +149,23 @@ def choose(trainer: Trainer) -> tuple[FastPath | None, str | None]:
     if not trainer.graph_mode:
         return None, "compile=cuda_graph is not used with DDP, the moderated schedule or lazy R1 (host decisions); running eager"
     return CudaGraph(trainer), None
+
+
+def checked_runner(trainer: Trainer) -> CheckedRunner:
+    """The runner of ``trainer``'s iterations: the fast path ``train.compile`` asks for (:func:`choose`),
+    checked against eager steps, or plain eager; says why (rank 0) when the fast path cannot be used here.
+
+    Its snapshots cover every checkpoint part but the data feed and the step count (the host
+    advances those between iterations, in :meth:`~satgan.train.step.Trainer.run_step`), plus
+    the device step counter that an iteration advances.
+    """
+    fast, why_not = choose(trainer)
+    if why_not is not None and trainer.dist.main:
+        say(why_not)
+    state = InPlaceState(trainer.parts, host_parts=("data", PROGRESS_PART), tensors={"step_t": trainer.progress.step_t})
+    device, dist = trainer.device, trainer.dist
+    return CheckedRunner(trainer.iteration, fast, state, any_rank=lambda flag: any_rank(flag, device, dist),
+                         main=dist.main)
 
 
 def _clone(obj: Any) -> Any:

@@ -1,4 +1,5 @@
-"""The train stage: set up, resume or start fresh, run the iterations, log, checkpoint, write the model.
+"""The train stage: set up, resume or start fresh, build the fast-path runner, run the iterations, log, checkpoint,
+write the model.
 
 ``train(params, data_dir, out_dir, checkpoints_dir, live_dir)`` is the whole stage. It is
 importable without DVC: only the logging path imports dvclive (and only when ``live_dir``
@@ -16,6 +17,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ from satgan.arrays import class_names, open_labels, open_prepared
 from satgan.errors import DataError, TrainingError
 from satgan.fsutil import sha256_file
 from satgan.modelio import save_model
+from satgan.train import fastpath as FP
 from satgan.train import hacks as H
 from satgan.train.checkpoint import (
     CHECKPOINT_FILE,
@@ -201,53 +204,28 @@ def _train(p: TrainParams, data_dir: Path, out_dir: Path, ck_dir: Path, live_dir
         resume_data_hash = f"{data_hash}+labels:{sha256_file(data_dir / names.TRAIN_LABELS)}"
     resume_hash = p.resume_hash()
     cfg = model_config(p, int(meta["image_size"]), int(meta["channels"]), len(classes))
-    trainer = Trainer(p, cfg, array, device, dist, labels)
-
     ck_path = ck_dir / CHECKPOINT_FILE
-    resumed = False
-    try:
-        ck = read_checkpoint(ck_path)
-    except UnusableCheckpoint as exc:
-        say(f"{ck_path}: {exc}; starting fresh")
-        ck = None
-    else:
-        if ck is None:
-            say("no checkpoint: starting fresh")
-    if ck is not None:
-        refusal = _resume_refusal(ck, resume_hash, resume_data_hash, p.iterations)
-        if refusal is not None:
-            say(f"{ck_path}: {refusal}: starting fresh")
-        else:
-            try:
-                restore(trainer.parts, ck)
-            except UnusableCheckpoint as exc:
-                say(f"{ck_path}: {exc}; starting fresh")
-                trainer = Trainer(p, cfg, array, device, dist, labels)  # the failed restore may have loaded some parts
-            else:
-                resumed = True
-                say(f"resuming from {ck_path} at step {ck.step} of {p.iterations}")
-    del ck
+    trainer, resumed = _resume_or_start(lambda: Trainer(p, cfg, array, device, dist, labels), ck_path,
+                                        resume_hash, resume_data_hash, p.iterations)
     trainer.seed_rank_streams()
+    runner = FP.checked_runner(trainer)  # the fast path (compile), checked against eager steps; eager on a CPU
     conditioned = f", {cfg.conditional} on {cfg.n_classes} classes" if cfg.is_conditional else ""
     say(f"{cfg.image_size}x{cfg.image_size}x{cfg.channels}, {len(array)} tiles{conditioned}, device {device}"
         f"{f' x{dist.world} (DDP)' if dist.enabled else ''}, data {'resident' if trainer.resident else 'streamed'}, "
-        f"step {trainer.runner.mode}, threads {torch.get_num_threads()}, {mode}")
+        f"step {runner.mode}, threads {torch.get_num_threads()}, {mode}")
 
     logger = Logger(live_dir, resume=resumed, enabled=dist.main)
     trainer.feed.start()
-    ft = p.hacks.failure_tracking
-    tracker = H.FailureTracker(ft.d_loss_floor, ft.patience, ft.grad_norm_limit) if ft.enabled else None
-    t_start = time.perf_counter()
-    t_last, step_last = t_start, trainer.step
     # One progress bar on rank 0 (stderr, like the other stages): iterations, ETA, and at every
     # metric read the losses and img/s smoothed over the last reads (one read swings with the load).
     bar = tqdm(total=p.iterations, initial=trainer.step, desc="train", unit="it", file=sys.stderr,
                disable=not dist.main, dynamic_ncols=True, mininterval=1.0)
-    img_per_s_smooth: float | None = None
+    t_start = time.perf_counter()
+    log_point = LogPoint(p, trainer, runner, logger, bar, dist.world, ck_dir, t_start)
     try:
         while trainer.step < p.iterations:
             started = trainer.step
-            out = trainer.run_step()
+            out = trainer.run_step(runner.step)
             step = trainer.step
             bar.update(1)
             if trainer.view is not None and trainer.view.due(started) and dist.main:
@@ -257,23 +235,7 @@ def _train(p: TrainParams, data_dir: Path, out_dir: Path, ck_dir: Path, live_dir
                 time.perf_counter() - t_start >= max_seconds, device, dist)
             final = step == p.iterations or out_of_time
             if step % p.log_every == 0 or final:
-                vals = check_finite(out, step, ck_dir)  # the one host sync every log_every steps
-                now = time.perf_counter()
-                vals["img_per_s"] = (step - step_last) * p.batch_size * dist.world / max(now - t_last, 1e-9)
-                t_last, step_last = now, step
-                vals["lr_g"] = trainer.opt_g.param_groups[0]["lr"]
-                vals["lr_d"] = trainer.opt_d.param_groups[0]["lr"]
-                vals["warn_fast_path_fallback"] = float(trainer.runner.fallback is not None)
-                if tracker is not None:
-                    msgs, warn = tracker.update(vals["loss_d_adv"], vals["grad_norm_d"], vals["grad_norm_g"])
-                    vals.update(warn)
-                    for m in msgs:
-                        say(f"warning: step {step}: {m}")
-                logger.metrics(step, vals)
-                img_per_s_smooth = (vals["img_per_s"] if img_per_s_smooth is None
-                                    else 0.7 * img_per_s_smooth + 0.3 * vals["img_per_s"])
-                bar.set_postfix_str(f"loss_d {vals['loss_d']:.3f} loss_g {vals['loss_g']:.3f} D(x) {vals['d_real']:.2f} "
-                                    f"D(G(z)) {vals['d_fake']:.2f} {img_per_s_smooth:.0f} img/s", refresh=False)
+                log_point(out, step)
             if step % p.sample_every == 0 or final:
                 logger.image(names.LIVE_SAMPLES, step, trainer.sample_grid())
             if (step % p.checkpoint_every == 0 or final) and dist.main:
@@ -290,7 +252,7 @@ def _train(p: TrainParams, data_dir: Path, out_dir: Path, ck_dir: Path, live_dir
     card: dict[str, Any] = {}
     if dist.main:
         extra: dict[str, Any] = {"resumed": resumed, "world_size": dist.world, "device": str(device.type),
-                                 "fast_path": trainer.runner.mode, "deterministic": p.deterministic}
+                                 "fast_path": runner.mode, "deterministic": p.deterministic}
         if max_seconds is not None:
             extra["max_seconds"] = max_seconds
         card = save_model(
@@ -301,3 +263,73 @@ def _train(p: TrainParams, data_dir: Path, out_dir: Path, ck_dir: Path, live_dir
         )
         say(f"wrote {out_dir} at step {trainer.step}")
     return card
+
+
+def _resume_or_start(new_trainer: Callable[[], Trainer], ck_path: Path, resume_hash: str, data_hash: str,
+                     iterations: int) -> tuple[Trainer, bool]:
+    """A trainer restored from the checkpoint at ``ck_path`` when it can be resumed, else a fresh one (saying why);
+    and whether it was resumed.
+
+    A missing, unreadable, mismatched (:func:`_resume_refusal`) or unloadable checkpoint means
+    starting fresh. A restore that fails half-way may have loaded some parts, so the fresh
+    trainer is then built anew.
+    """
+    trainer = new_trainer()
+    try:
+        ck = read_checkpoint(ck_path)
+    except UnusableCheckpoint as exc:
+        say(f"{ck_path}: {exc}; starting fresh")
+        return trainer, False
+    if ck is None:
+        say("no checkpoint: starting fresh")
+        return trainer, False
+    refusal = _resume_refusal(ck, resume_hash, data_hash, iterations)
+    if refusal is not None:
+        say(f"{ck_path}: {refusal}: starting fresh")
+        return trainer, False
+    try:
+        restore(trainer.parts, ck)
+    except UnusableCheckpoint as exc:
+        say(f"{ck_path}: {exc}; starting fresh")
+        return new_trainer(), False  # the failed restore may have loaded some parts
+    say(f"resuming from {ck_path} at step {ck.step} of {iterations}")
+    return trainer, True
+
+
+class LogPoint:
+    """The metric read every ``log_every`` steps (and at the last step): the one host sync of the loop.
+
+    Checks the metrics are finite (else :class:`TrainingError`), adds throughput, learning
+    rates, the fast-path fallback flag and the failure tracker's warnings (``failure_tracking``),
+    logs them to dvclive and shows the losses and a smoothed img/s on the progress bar.
+    """
+
+    def __init__(self, p: TrainParams, trainer: Trainer, runner: FP.CheckedRunner, logger: Logger, bar: tqdm,
+                 world: int, ck_dir: Path, t_start: float) -> None:
+        self.p, self.trainer, self.runner, self.logger, self.bar = p, trainer, runner, logger, bar
+        self.world, self.ck_dir = world, ck_dir
+        ft = p.hacks.failure_tracking
+        self.tracker = H.FailureTracker(ft.d_loss_floor, ft.patience, ft.grad_norm_limit) if ft.enabled else None
+        self.t_last, self.step_last = t_start, trainer.step  # img/s: since the last read, or since training started
+        self.img_per_s_smooth: float | None = None
+
+    def __call__(self, out: dict[str, torch.Tensor], step: int) -> dict[str, float]:
+        """Read, check, log and show the metrics ``out`` of ``step``; returns what was logged."""
+        vals = check_finite(out, step, self.ck_dir)  # the one host sync every log_every steps
+        now = time.perf_counter()
+        vals["img_per_s"] = (step - self.step_last) * self.p.batch_size * self.world / max(now - self.t_last, 1e-9)
+        self.t_last, self.step_last = now, step
+        vals["lr_g"] = self.trainer.opt_g.param_groups[0]["lr"]
+        vals["lr_d"] = self.trainer.opt_d.param_groups[0]["lr"]
+        vals["warn_fast_path_fallback"] = float(self.runner.fallback is not None)
+        if self.tracker is not None:
+            msgs, warn = self.tracker.update(vals["loss_d_adv"], vals["grad_norm_d"], vals["grad_norm_g"])
+            vals.update(warn)
+            for m in msgs:
+                say(f"warning: step {step}: {m}")
+        self.logger.metrics(step, vals)
+        self.img_per_s_smooth = (vals["img_per_s"] if self.img_per_s_smooth is None
+                                 else 0.7 * self.img_per_s_smooth + 0.3 * vals["img_per_s"])
+        self.bar.set_postfix_str(f"loss_d {vals['loss_d']:.3f} loss_g {vals['loss_g']:.3f} D(x) {vals['d_real']:.2f} "
+                                 f"D(G(z)) {vals['d_fake']:.2f} {self.img_per_s_smooth:.0f} img/s", refresh=False)
+        return vals

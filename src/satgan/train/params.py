@@ -267,37 +267,37 @@ class HighpassD:
 class TrainHacks:
     """``train.hacks``: one field per entry of :data:`satgan.train.registry.HACKS`, in the same order."""
 
-    gaussian_latent: bool
-    separate_batches: bool
     non_saturating: bool
     hinge_loss: bool
+    feature_matching: Weighted
+    historical_averaging: Weighted
+    l2_penalty: L2Penalty
+    r1: R1
     soft_labels: SoftLabels
     noisy_labels: NoisyLabels
+    gaussian_latent: bool
     instance_noise: InstanceNoise
-    replay: Replay
-    feature_matching: Weighted
-    minibatch_stddev: bool
-    historical_averaging: Weighted
-    g_dropout: GDropout
     g_layer_noise: GLayerNoise
+    g_dropout: GDropout
+    minibatch_stddev: bool
     checkerboard: Checkerboard
     avg_pool_d: bool
-    extra_steps: ExtraSteps
-    moderated: Moderated
-    l2_penalty: L2Penalty
     spectral_norm: bool
-    r1: R1
-    sgd_discriminator: SgdDiscriminator
-    checkpoint_swap: CheckpointSwap
     instance_norm: bool
     leaky_relu_g: bool
+    bilinear_g: BilinearG
+    g_pixel_noise: GPixelNoise
+    highpass_d: HighpassD
+    separate_batches: bool
+    extra_steps: ExtraSteps
+    moderated: Moderated
+    sgd_discriminator: SgdDiscriminator
+    replay: Replay
+    checkpoint_swap: CheckpointSwap
     ema: Ema
     dihedral_augment: bool
     diffaugment: DiffAugment
     failure_tracking: FailureTracking
-    bilinear_g: BilinearG
-    g_pixel_noise: GPixelNoise
-    highpass_d: HighpassD
 
     def __post_init__(self) -> None:
         # The hinge loss (Lim & Ye 2017) scores D's raw outputs against a margin of 1 with labels

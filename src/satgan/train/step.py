@@ -9,7 +9,9 @@ see :mod:`satgan.train.precision`):
 - ``compile: cuda_graph`` captures the whole D+G step in one CUDA graph (randomness
   included: noise, labels, augmentation and replay indices are drawn inside it);
   ``torch_compile`` compiles G and D instead. Either is used only once it has agreed with
-  eager steps from the same state (:mod:`satgan.train.fastpath`), else training goes on eagerly.
+  eager steps from the same state, else training goes on eagerly. That check is
+  :mod:`satgan.train.fastpath`'s runner, which the loop builds around :meth:`Trainer.iteration`
+  and hands to :meth:`Trainer.run_step` (this module does not import it).
 
 Resumable state: every object whose state a resumed run needs is registered once, in
 ``__init__``, as a named checkpoint part (:attr:`Trainer.parts`: the nets, the optimizers,
@@ -30,7 +32,9 @@ existed, labelled data or not.
 from __future__ import annotations
 
 import math
-from typing import Any, TypeVar
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import torch
@@ -50,18 +54,67 @@ from satgan.model import (
     sample_latent,
     sampling_rng,
 )
-from satgan.train import fastpath as FP
 from satgan.train import hacks as H
 from satgan.train.checkpoint import PROGRESS_PART, Stateful
 from satgan.train.data import RealFeed, labels_tensor
 from satgan.train.params import TrainParams
 from satgan.train.precision import choose_precision
-from satgan.train.runtime import Dist, RngState, any_rank, say, seed_everything
+from satgan.train.runtime import Dist, RngState, say, seed_everything
 
 P = TypeVar("P", bound=Stateful)
+Metrics = dict[str, torch.Tensor]  # one step's metrics, device tensors: the loop reads them every log_every steps
 
 
-def d_accuracy(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> dict[str, torch.Tensor]:
+class Sides(NamedTuple):
+    """One value per batch D scores in an update: the reals, the fresh fakes and the replayed past fakes.
+
+    A field is None where there is nothing: ``old`` without replay, every field for the class
+    logits of a D without a classifier or the labels of an unconditional model.
+    """
+
+    real: torch.Tensor | None
+    fake: torch.Tensor | None
+    old: torch.Tensor | None
+
+
+@dataclass(frozen=True)
+class DFakes:
+    """D's fake side of one update (:meth:`Trainer.d_fakes`), before augmentation and noise.
+
+    ``fake``: the batch D scores as this iteration's fakes (G's, or the older G's during a
+    checkpoint swap), which the replay buffer then keeps; ``old``: past fakes drawn from the
+    replay buffer (None without replay); ``y_*``: their classes (None when unconditional).
+    """
+
+    fake: torch.Tensor
+    y_fake: torch.Tensor | None
+    old: torch.Tensor | None = None
+    y_old: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class DLogits:
+    """D's logits on one update's reals and fresh fakes, as D trained on them; :meth:`Trainer.update_d` returns them."""
+
+    real: torch.Tensor
+    fake: torch.Tensor
+
+
+@dataclass(frozen=True)
+class DScore:
+    """D's scoring of one update's batches (:meth:`Trainer.score_d`), still in the autograd graph.
+
+    ``adv``: the adversarial loss (past fakes weighted in); ``cls_loss``: acgan's class
+    cross-entropy before ``acgan_weight`` (None otherwise); ``cls``: the class logits.
+    """
+
+    adv: torch.Tensor
+    cls_loss: torch.Tensor | None
+    logits: DLogits
+    cls: Sides
+
+
+def d_accuracy(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> Metrics:
     """D's accuracy on reals (share with sigmoid > 0.5, i.e. logit > 0) and on fakes (share with logit <= 0).
 
     Thresholded at 0.5 whatever the soft-label targets: D "says real" when its probability is
@@ -173,8 +226,10 @@ class Trainer:
 
     Public pieces of an iteration, in order: :meth:`real_batch` and :meth:`latent` (inputs;
     :meth:`labelled_real_batch` and :meth:`fake_labels` add the classes of a conditional model),
-    :meth:`update_d` (phase 1), :meth:`update_g` (phase 2), :meth:`iteration` (both phases,
-    device-side only) and :meth:`run_step` (one iteration, through the checked fast path when on).
+    :meth:`update_d` (phase 1: :meth:`d_fakes`, D's fake side, then :meth:`score_d`, D's scoring,
+    then D's optimizer step), :meth:`update_g` (phase 2), :meth:`iteration` (both phases,
+    device-side only) and :meth:`run_step` (one iteration with its host-side bookkeeping, through
+    the loop's checked fast path when it passes one).
 
     ``labels``: the tiles' int64 class indices, needed when ``cfg`` is conditional (ignored otherwise).
     """
@@ -285,12 +340,6 @@ class Trainer:
             self.g_run = DDP(self.g, device_ids=ids, broadcast_buffers=False)
             self.d_run = DDP(self.d, device_ids=ids, broadcast_buffers=False)
         self.d_fwd: nn.Module = self.d  # raw D for G's step: D's gradients are not wanted there
-        fast, why_not = FP.choose(self)
-        if why_not is not None and dist.main:
-            say(why_not)
-        state = FP.InPlaceState(self.parts, host_parts=("data", PROGRESS_PART), tensors={"step_t": self.progress.step_t})
-        self.runner = FP.CheckedRunner(self.iteration, fast, state,
-                                       any_rank=lambda flag: any_rank(flag, device, dist), main=dist.main)
 
     @staticmethod
     def _all_reduce(t: torch.Tensor) -> None:
@@ -395,6 +444,83 @@ class Trainer:
             x = H.add_instance_noise(x, noise_std)
         return x
 
+    def d_fakes(self, fake: torch.Tensor, y_fake: torch.Tensor | None) -> DFakes:
+        """D's fake side of one update: ``fake`` (detached; the older G's instead while a checkpoint swap is on) and
+        past fakes from the replay buffer (when on), with their classes (conditional)."""
+        if self.swap is not None:
+            with torch.no_grad(), self.amp():
+                old = self.generate(self.swap.g_old, self.latent(), y_fake)  # the older G makes the same classes
+            fake = torch.where(self.swap.flag, old.to(fake.dtype), fake)  # ganhacks #8: D vs an older G
+        if self.replay is None:
+            return DFakes(fake, y_fake)
+        past, y_past = self.replay.draw_labelled(self.n_replay, fake.dtype)
+        return DFakes(fake, y_fake, past, y_past)
+
+    def score_d(self, real: torch.Tensor, y_real: torch.Tensor | None, fakes: DFakes,
+                noise_std: torch.Tensor | None) -> DScore:
+        """D's scoring of the reals and ``fakes``: what D sees of each (:meth:`d_view`), its targets, its forward(s)
+        and its losses, still in the autograd graph (augmentation and noise are drawn afresh for replayed fakes)."""
+        x = Sides(self.d_view(real, noise_std), self.d_view(fakes.fake, noise_std),
+                  self.d_view(fakes.old, noise_std) if fakes.old is not None else None)
+        if self.view is not None:
+            self.view.capture(x.real, x.fake)  # train.d_view: exactly these tensors go into D below
+        y = Sides(y_real, fakes.y_fake, fakes.y_old)
+        t_real, t_fake = self._d_targets(self.batch, True), self._d_targets(self.batch, False)
+        with self.amp():
+            logits, cls = self._d_forward(x, y)
+            adv, cls_loss = self._d_loss(logits, cls, y, t_real, t_fake)
+        assert logits.real is not None and logits.fake is not None
+        return DScore(adv, cls_loss, DLogits(logits.real, logits.fake), cls)
+
+    def _d_targets(self, n: int, real: bool) -> torch.Tensor:
+        """D's targets for ``n`` reals or fakes: hard, soft (``soft_labels``; one-sided: reals only) and/or noisy."""
+        soft = self.h.soft_labels
+        flip = self.h.noisy_labels.fraction if self.h.noisy_labels.enabled else 0.0
+        soft_range = (soft.real if real else soft.fake) if soft.enabled and (real or not soft.one_sided) else None
+        return H.label_targets(n, real, self.device, soft_range, flip)
+
+    def _d_forward(self, x: Sides, y: Sides) -> tuple[Sides, Sides]:
+        """D's logits and class logits (fields None without them) on the real, fresh-fake and past-fake batches."""
+        if self.h.separate_batches and self.d_mixes_batch:
+            # ganhacks #4: all-real and all-fake batches, so BN statistics never mix the two.
+            # Replayed fakes get a forward of their own for the same reason: mixed into the
+            # fresh batch, their statistics made D's view of fresh fakes differ from the
+            # all-fresh batch G is scored on, and once G collapsed that batch normalised its
+            # sameness away, D called it real in G's step and G stalled (docs/experiments.md).
+            outs = [self.discriminate(self.d_run, xi, yi) if xi is not None else (None, None) for xi, yi in zip(x, y)]
+            return Sides(*(o[0] for o in outs)), Sides(*(o[1] for o in outs))
+        # One forward: asked for, or D scores each image on its own (no BatchNorm, no
+        # batch-stddev layer), where separate batches would give the same logits at more cost.
+        labels = torch.cat([t for t in y if t is not None]) if self.conditional else None
+        logits, cls = self.discriminate(self.d_run, torch.cat([t for t in x if t is not None]), labels)
+        return self._split(logits, x.old is not None), self._split(cls, x.old is not None)
+
+    def _split(self, t: torch.Tensor | None, has_old: bool) -> Sides:
+        """One forward's output over real, fresh-fake (and past-fake) rows cut back into its batches."""
+        if t is None:
+            return Sides(None, None, None)
+        b = self.batch
+        return Sides(t[:b], t[b:2 * b], t[2 * b:] if has_old else None)
+
+    def _d_loss(self, logits: Sides, cls: Sides, y: Sides, t_real: torch.Tensor,
+                t_fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """D's adversarial loss and, for acgan, its class loss (before ``acgan_weight``; None otherwise)."""
+        assert logits.real is not None and logits.fake is not None
+        frac = self.n_replay / self.batch
+        loss_fake = self._d_term(logits.fake.float(), t_fake)
+        if logits.old is not None:
+            # past fakes carry `replay.fraction` of the fake term, as when they filled that share of the batch
+            t_old = self._d_targets(self.n_replay, False)
+            loss_fake = (1 - frac) * loss_fake + frac * self._d_term(logits.old.float(), t_old)
+        adv = self._d_term(logits.real.float(), t_real) + loss_fake
+        if not self.acgan:
+            return adv, None
+        # Odena et al. 2017: D's classifier learns the class of reals and of fakes (past fakes weighted as above)
+        cls_fake = self._class_loss(cls.fake, y.fake)
+        if cls.old is not None:
+            cls_fake = (1 - frac) * cls_fake + frac * self._class_loss(cls.old, y.old)
+        return adv, self._class_loss(cls.real, y.real) + cls_fake
+
     def _d_term(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """One side of D's loss toward per-sample ``targets``: BCE, or with ``hinge_loss`` the hinge with sign 2t - 1."""
         if self.h.hinge_loss:
@@ -403,103 +529,59 @@ class Trainer:
 
     def update_d(self, real: torch.Tensor, fake: torch.Tensor, noise_std: torch.Tensor | None,
                  r1: bool = False, y_real: torch.Tensor | None = None,
-                 y_fake: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                 y_fake: torch.Tensor | None = None) -> tuple[Metrics, DLogits]:
         """One D update on an all-real and an all-fake batch (``fake`` already detached); with ``r1`` the R1 penalty too.
 
         ``y_real``, ``y_fake``: the batches' class labels, required for a conditional model.
+        Returns the metric tensors and D's logits on the reals and the fresh fakes (the moderated schedule reads them).
         """
-        h, b = self.h, self.batch
         if self.conditional and (y_real is None or y_fake is None):
             raise ValueError("a conditional model's D update needs y_real and y_fake")
-        if self.swap is not None:
-            with torch.no_grad(), self.amp():
-                old = self.generate(self.swap.g_old, self.latent(), y_fake)  # the older G makes the same classes
-            fake = torch.where(self.swap.flag, old.to(fake.dtype), fake)  # ganhacks #8: D vs an older G
-        old, y_old = self.replay.draw_labelled(self.n_replay, fake.dtype) if self.replay is not None else (None, None)
-        clean_fake = fake  # the buffer keeps fakes as G made them; augmentation and noise are drawn afresh on replay
+        fakes = self.d_fakes(fake, y_fake)
         real_in = real.detach().requires_grad_(True) if r1 else real  # R1 differentiates D(view(real)) w.r.t. it
-        real, fake = self.d_view(real_in, noise_std), self.d_view(fake, noise_std)
-        old = self.d_view(old, noise_std) if old is not None else None
-        if self.view is not None:
-            self.view.capture(real, fake)  # train.d_view: exactly these tensors go into D below
-        soft = h.soft_labels
-        flip = h.noisy_labels.fraction if h.noisy_labels.enabled else 0.0
-        fake_range = soft.fake if soft.enabled and not soft.one_sided else None
-        t_real = H.label_targets(b, True, self.device, soft.real if soft.enabled else None, flip)
-        t_fake = H.label_targets(b, False, self.device, fake_range, flip)
-        with self.amp():
-            if h.separate_batches and self.d_mixes_batch:
-                # ganhacks #4: all-real and all-fake batches, so BN statistics never mix the two.
-                # Replayed fakes get a forward of their own for the same reason: mixed into the
-                # fresh batch, their statistics made D's view of fresh fakes differ from the
-                # all-fresh batch G is scored on, and once G collapsed that batch normalised its
-                # sameness away, D called it real in G's step and G stalled (docs/experiments.md).
-                (real_logits, real_cls), (fake_logits, fake_cls) = (self.discriminate(self.d_run, real, y_real),
-                                                                    self.discriminate(self.d_run, fake, y_fake))
-                old_logits, old_cls = self.discriminate(self.d_run, old, y_old) if old is not None else (None, None)
-            else:
-                # One forward: asked for, or D scores each image on its own (no BatchNorm, no
-                # batch-stddev layer), where separate batches would give the same logits at more cost.
-                both = torch.cat([real, fake] + ([old] if old is not None else []))
-                labels = (torch.cat([y_real, y_fake] + ([y_old] if y_old is not None else []))
-                          if self.conditional else None)
-                parts, cls = self.discriminate(self.d_run, both, labels)
-                real_logits, fake_logits = parts[:b], parts[b:2 * b]
-                old_logits = parts[2 * b:] if old is not None else None
-                real_cls, fake_cls = (cls[:b], cls[b:2 * b]) if cls is not None else (None, None)
-                old_cls = cls[2 * b:] if cls is not None and old is not None else None
-            loss_fake = self._d_term(fake_logits.float(), t_fake)
-            frac = self.n_replay / b
-            if old_logits is not None:
-                # past fakes carry `replay.fraction` of the fake term, as when they filled that share of the batch
-                t_old = H.label_targets(self.n_replay, False, self.device, fake_range, flip)
-                loss_fake = (1 - frac) * loss_fake + frac * self._d_term(old_logits.float(), t_old)
-            adv = self._d_term(real_logits.float(), t_real) + loss_fake
-            if self.acgan:
-                # Odena et al. 2017: D's classifier learns the class of reals and of fakes (past fakes weighted as above)
-                cls_fake = self._class_loss(fake_cls, y_fake)
-                if old_cls is not None:
-                    cls_fake = (1 - frac) * cls_fake + frac * self._class_loss(old_cls, y_old)
-                cls_loss = self._class_loss(real_cls, y_real) + cls_fake
+        score = self.score_d(real_in, y_real, fakes, noise_std)
         if self.augment is not None:
-            self.augment.observe_reals(real_logits.detach())  # ADA's sign statistic, on what D was trained on
-        loss = adv
-        if self.acgan:
-            loss = loss + self.p.acgan_weight * cls_loss
+            self.augment.observe_reals(score.logits.real.detach())  # ADA's sign statistic, on what D was trained on
+        loss = score.adv if score.cls_loss is None else score.adv + self.p.acgan_weight * score.cls_loss
         if r1 and self.r1 is not None:
             # Mescheder et al. 2018, from this forward (no extra D pass); lazy: scaled by the interval (StyleGAN2)
-            penalty = L.r1_from_logits(real_logits, real_in, self.r1.gamma)
+            penalty = L.r1_from_logits(score.logits.real, real_in, self.r1.gamma)
             self.r1.last.copy_(penalty.detach())
             loss = loss + self.r1.every * penalty
-        loss, l2 = self._penalised(loss, self.d, h.l2_penalty.d, self.hist_d)
+        loss, l2 = self._penalised(loss, self.d, self.h.l2_penalty.d, self.hist_d)
         self.opt_d.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = H.grad_norm(list(self.d.parameters()))
         self.opt_d.step()
         if self.replay is not None:
-            self.replay.push(clean_fake, self.n_replay, y_fake)
+            self.replay.push(fakes.fake, self.n_replay, fakes.y_fake)  # as G made them: views are drawn afresh on replay
+        return self._d_metrics(loss, l2, gnorm, score, y_real, fakes.y_fake), score.logits
+
+    def _d_metrics(self, loss: torch.Tensor, l2: torch.Tensor, gnorm: torch.Tensor, score: DScore,
+                   y_real: torch.Tensor | None, y_fake: torch.Tensor | None) -> Metrics:
+        """(1)'s metric tensors: D's losses, mean outputs, accuracies and gradient norm (acgan: its classifier's too)."""
+        real_logits, fake_logits = score.logits.real.detach(), score.logits.fake.detach()
         out = {
-            "loss_d": loss.detach(), "loss_d_adv": adv.detach(), "loss_d_l2": l2.detach(),
-            "d_real": torch.sigmoid(real_logits.detach().float()).mean(),
-            "d_fake": torch.sigmoid(fake_logits.detach().float()).mean(),
+            "loss_d": loss.detach(), "loss_d_adv": score.adv.detach(), "loss_d_l2": l2.detach(),
+            "d_real": torch.sigmoid(real_logits.float()).mean(),
+            "d_fake": torch.sigmoid(fake_logits.float()).mean(),
             # D's accuracy at sigmoid 0.5 (logit 0), whatever the (soft, noisy, hinge) targets it trained on
-            **d_accuracy(real_logits.detach(), fake_logits.detach()),
+            **d_accuracy(real_logits, fake_logits),
             "grad_norm_d": gnorm,
-            "_real_logits": real_logits.detach(), "_fake_logits": fake_logits.detach(),
         }
         if self.r1 is not None:
             out["loss_d_r1"] = self.r1.last.clone()
-        if self.acgan:
+        if score.cls_loss is not None:
             # the classifier's loss (before acgan_weight) and its accuracy on reals and on fresh fakes
-            out["loss_d_cls"] = cls_loss.detach()
-            out["cls_acc_real"] = L.class_accuracy(real_cls.detach(), y_real)  # type: ignore[union-attr, arg-type]
-            out["cls_acc_fake"] = L.class_accuracy(fake_cls.detach(), y_fake)  # type: ignore[union-attr, arg-type]
+            out["loss_d_cls"] = score.cls_loss.detach()
+            out["cls_acc_real"] = L.class_accuracy(score.cls.real.detach(), y_real)  # type: ignore[union-attr, arg-type]
+            out["cls_acc_fake"] = L.class_accuracy(score.cls.fake.detach(), y_fake)  # type: ignore[union-attr, arg-type]
         return out
 
     # ---------------------------------------------------------------- (2) update G
 
     def update_g(self, fake: torch.Tensor, real: torch.Tensor, noise_std: torch.Tensor | None,
-                 y_fake: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                 y_fake: torch.Tensor | None = None) -> Metrics:
         """One G update through the raw D (D's parameters frozen for this backward); ``y_fake``: the fakes' classes (conditional)."""
         h = self.h
         if self.conditional and y_fake is None:
@@ -557,7 +639,7 @@ class Trainer:
 
     # ---------------------------------------------------------------- one iteration
 
-    def iteration(self) -> dict[str, torch.Tensor]:
+    def iteration(self) -> Metrics:
         """One iteration, device-side only: (1) update D, (2) update G. Returns metric tensors."""
         h = self.h
         step_t = self.progress.step_t
@@ -580,17 +662,17 @@ class Trainer:
             with torch.set_grad_enabled(last), self.amp():
                 z, y_fake = self.fake_inputs()
                 fake = self.generate(self.g_run, z, y_fake)
-            out_d = self.update_d(real, fake.detach(), noise_std, r1, y_real, y_fake)
+            out_d, logits = self.update_d(real, fake.detach(), noise_std, r1, y_real, y_fake)
         if h.moderated.enabled:
             # Moderated schedule: extra D steps only while D misclassifies half of a class (host sync).
             for j in range(h.moderated.max_extra_d_steps):
-                if not bool(H.moderated_needs_more_d(out_d["_real_logits"], out_d["_fake_logits"])):
+                if not bool(H.moderated_needs_more_d(logits.real, logits.fake)):
                     break
                 with torch.no_grad(), self.amp():
                     z_extra, y_extra = self.fake_inputs()
                     extra_fake = self.generate(self.g_run, z_extra, y_extra)
                 extra_real, y_extra_real = self.labelled_real_batch(self.d_steps + j)
-                out_d = self.update_d(extra_real, extra_fake, noise_std, r1, y_extra_real, y_extra)
+                out_d, logits = self.update_d(extra_real, extra_fake, noise_std, r1, y_extra_real, y_extra)
         # (2) update G: g_steps times, fresh fakes (and classes) after the first
         for j in range(self.g_steps):
             if j > 0:
@@ -607,7 +689,7 @@ class Trainer:
             # ADA: move p every `ada.every` iterations (device-side schedule), one p for all DDP ranks
             self.augment.end_iteration(step_t, self.step, self._all_reduce if self.dist.enabled else None)
         step_t.add_(1)  # in place: progress.step_t is read by the next iteration (and captured graphs)
-        out = {k: v for k, v in {**out_d, **out_g}.items() if not k.startswith("_")}
+        out = {**out_d, **out_g}
         out["instance_noise_std"] = (noise_std.detach().float() if noise_std is not None
                                      else torch.zeros((), device=self.device))
         if gn.enabled:
@@ -616,19 +698,20 @@ class Trainer:
             out["ada_p"], out["ada_r_t"] = self.ada.p.clone(), self.ada.r_t.clone()
         return out
 
-    def run_step(self) -> dict[str, torch.Tensor]:
-        """One training iteration: host-side preparation, then the step through :attr:`runner`.
+    def run_step(self, iterate: Callable[[], Metrics] | None = None) -> Metrics:
+        """One training iteration: host-side preparation, then ``iterate`` (default: :meth:`iteration`, eager).
 
-        The runner warms the fast path up (``compile``: a CUDA graph or torch.compile), checks its
-        first steps against eager ones from the same state and falls back to eager on an error or
-        a disagreement; without a fast path it just runs :meth:`iteration`.
+        The stage passes its fast-path runner's ``step`` (:func:`satgan.train.fastpath.checked_runner`,
+        built by the loop): it warms the fast path up (``compile``: a CUDA graph or torch.compile),
+        checks its first steps against eager ones from the same state and falls back to eager on
+        an error or a disagreement; without a fast path it just runs :meth:`iteration`.
         """
         if self.swap is not None:
             self.swap.before_step(self.step)
         if self.view is not None:
             self.view.armed = self.view.due(self.step)
         self.feed.begin_iteration()
-        out = self.runner.step()
+        out = (iterate or self.iteration)()
         self.progress.advance()
         return out
 
