@@ -37,7 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from satgan.augment import AdaController, diff_augment
+from satgan.augment import AdaController, FusedDiffAugment
+from satgan.train.runtime import say
 
 
 def _tensor_like(name: str, value: Any, like: torch.Tensor) -> torch.Tensor:
@@ -322,10 +323,11 @@ class Augmenter:
     def __init__(self, policy: Sequence[str], p: float, ada: AdaController | None, ada_every: int) -> None:
         self.policy, self.ada, self.ada_every = tuple(policy), ada, ada_every
         self.p: float | torch.Tensor = ada.p if ada is not None else p
+        self.fused = FusedDiffAugment(self.policy, log=say)  # compiled by inductor on CPU (satgan.augment)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) -> (N, C, H, W): one fresh augmentation per image."""
-        return diff_augment(x, self.p, self.policy)
+        return self.fused(x, self.p)
 
     def observe_reals(self, real_logits: torch.Tensor) -> None:
         """ADA's overfitting signal: accumulate sign(D) on the (augmented) reals D was trained on."""
