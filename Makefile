@@ -40,6 +40,7 @@ bench: setup
 	python bench/download_bench.py
 	python bench/validate_bench.py
 	python bench/train_bench.py
+	python bench/busy_bench.py
 
 # Equal-compute quality table (bench/quality_bench.py); results under bench/out/ (git-ignored).
 # The default is a CPU run of ~35 minutes; e.g. make quality QUALITY_ARGS="--budget-seconds 60 --seeds 0"
