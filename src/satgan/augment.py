@@ -204,6 +204,32 @@ def cpp_compiler() -> str | None:
     return None
 
 
+def _apply_policy(x: Tensor, policy: tuple[str, ...], draws: tuple[Tensor, ...]) -> Tensor:
+    """Every op of ``policy`` applied with its draws (in :func:`_draw_policy`'s order): a pure function, to compile."""
+    i = 0
+    for name in policy:
+        for op in POLICIES[name]:
+            apply = _PARTS[op][1]
+            n = 3 if op is cutout else 2
+            x = apply(x, *draws[i:i + n])
+            i += n
+    return x
+
+
+def _draw_policy(x: Tensor, p: Prob, policy: tuple[str, ...], generator: torch.Generator | None) -> tuple[Tensor, ...]:
+    """The random numbers of every op of ``policy``, drawn in :func:`diff_augment`'s order."""
+    draws: list[Tensor] = []
+    for name in policy:
+        for op in POLICIES[name]:
+            draws.extend(_PARTS[op][0](x, p, generator))
+    return tuple(draws)
+
+
+# One compiled function per process, shared by every FusedDiffAugment (dynamo recompiles per input
+# signature; a bound method per instance would recompile per instance and reach its recompile limit).
+_compiled_apply: Callable[..., Tensor] | None = None
+
+
 # Below this many elements per call the compiled kernels gain little over eager's, and the
 # compile (seconds per input signature) would dominate a short run such as the tests' tiny ones.
 COMPILE_MIN_ELEMENTS = 2**17
@@ -231,7 +257,6 @@ class FusedDiffAugment:
                  log: Callable[[str], None] | None = None, min_elements: int = COMPILE_MIN_ELEMENTS) -> None:
         _check(torch.zeros(1, 1, 1, 1), policy)
         self.policy = tuple(policy)
-        self.ops = [op for name in self.policy for op in POLICIES[name]]
         self.log = log or (lambda msg: None)
         self.min_elements = min_elements
         self.compiler = cpp_compiler() if compile else None
@@ -241,17 +266,7 @@ class FusedDiffAugment:
         elif self.compiler is None:
             self.why_eager = "no C++ compiler found (g++/c++/clang++ or $CXX) for inductor"
             self.log(f"DiffAugment: eager ({self.why_eager})")
-        self._compiled: Callable[..., Tensor] | None = None
         self._seen: set[tuple[Any, ...]] = set()
-
-    def _apply_all(self, x: Tensor, *draws: Tensor) -> Tensor:
-        i = 0
-        for op in self.ops:
-            apply = _PARTS[op][1]
-            n = 2 if op is not cutout else 3
-            x = apply(x, *draws[i:i + n])
-            i += n
-        return x
 
     def compiles(self, x: Tensor) -> bool:
         """Whether a call on ``x`` runs the compiled applies (a function of the shape, device and settings only)."""
@@ -261,21 +276,20 @@ class FusedDiffAugment:
         _check(x, self.policy)
         if not self.compiles(x):
             return diff_augment(x, p, self.policy, generator)
-        draws: list[Tensor] = []
-        for op in self.ops:
-            draws.extend(_PARTS[op][0](x, p, generator))
-        if self._compiled is None:
-            self._compiled = torch.compile(self._apply_all, dynamic=False)
+        global _compiled_apply
+        draws = _draw_policy(x, p, self.policy, generator)
+        if _compiled_apply is None:
+            _compiled_apply = torch.compile(_apply_policy, dynamic=False)
         key = (tuple(x.shape), x.dtype, x.requires_grad, torch.is_grad_enabled(), x.is_contiguous(),
                torch.is_autocast_enabled("cpu"))
         first = key not in self._seen
         t0 = time.perf_counter()
         try:
-            out = self._compiled(x, *draws)
+            out = _compiled_apply(x, self.policy, draws)
         except Exception as exc:  # noqa: BLE001 - any inductor failure: stay correct, run eager
             self.why_eager = f"compile failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
             self.log(f"DiffAugment: eager from now on: {self.why_eager}")
-            return self._apply_all(x, *draws)
+            return _apply_policy(x, self.policy, draws)
         if first:
             self._seen.add(key)
             self.log(f"DiffAugment: compiled with inductor for {list(x.shape)} {str(x.dtype).removeprefix('torch.')}"
