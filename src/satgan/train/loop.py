@@ -232,7 +232,7 @@ def _train(p: TrainParams, data_dir: Path, out_dir: Path, ck_dir: Path, live_dir
     conditioned = f", {cfg.conditional} on {cfg.n_classes} classes" if cfg.is_conditional else ""
     say(f"{cfg.image_size}x{cfg.image_size}x{cfg.channels}, {len(array)} tiles{conditioned}, device {device}"
         f"{f' x{dist.world} (DDP)' if dist.enabled else ''}, data {'resident' if trainer.resident else 'streamed'}, "
-        f"step {trainer.runner.mode}, threads {torch.get_num_threads()} ({wait_policy()}), {mode}")
+        f"step {trainer.runner.mode}, threads {torch.get_num_threads()}, {mode}; {wait_policy()}")
 
     logger = Logger(live_dir, resume=resumed, enabled=dist.main)
     trainer.feed.start()
