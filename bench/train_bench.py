@@ -20,6 +20,8 @@ thread count for all. Configurations:
 - ``default (again)``: the default, built and timed a second time: a null control. The two
                  should agree; the bench says when they differ by more than 5% (the machine was
                  too noisy for differences of that size);
+- ``default, DiffAugment eager``: the default with DiffAugment's ops run eagerly (as before
+                 issue 20) instead of compiled by inductor;
 - ``default + X``: the default plus a candidate (DiffAugment, ADA, spectral norm, R1, hinge,
                  PixelShuffle): its cost against the default, for comparisons at equal compute.
 
@@ -64,6 +66,7 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from satgan.augment import FusedDiffAugment
 from satgan.imageops import denormalize
 from satgan.model import ModelConfig, build_discriminator, build_generator
 from satgan.params import from_mapping
@@ -333,6 +336,7 @@ def main() -> None:
     configs: dict[str, tuple[TrainParams, int]] = {
         "default": (default, after_noise),
         "default (again)": (default, after_noise),
+        "default, DiffAugment eager": (default, after_noise),
         "default fp32": (params_for(base, args, dev, fp32=True), after_noise),
         "hacks off": (params_for(base, args, dev, hacks_off=True), after_noise),
         "hacks off fp32": (params_for(base, args, dev, hacks_off=True, fp32=True), after_noise),
@@ -360,6 +364,9 @@ def main() -> None:
         runners: dict[str, Callable[[int], Timing]] = {
             "example": ExampleLoop(model_config(configs["hacks off fp32"][0], args.size, 3), files, args.batch, device).run}
         loops = {name: SatganLoop(p, arr, device, start) for name, (p, start) in configs.items()}
+        augment = loops["default, DiffAugment eager"].trainer.augment
+        if augment is not None:  # today's eager ops in place of the compiled ones (satgan.augment.FusedDiffAugment)
+            augment.fused = FusedDiffAugment(augment.policy, compile=False)
         prec = loops["default"].trainer.precision
         runners["bare"] = BareLoop(model_config(configs["hacks off"][0], args.size, 3), arr, args.batch, device,
                                    prec.autocast(), prec.channels_last).run
@@ -393,6 +400,7 @@ def report(clock: str, med: dict[str, float], runners: dict[str, Any], default: 
           "(goal <= 10%)")
     print(f"hacks off vs the bare loop: {med['hacks off'] / med['bare']:.2f}x (goal >= 0.97x); "
           f"default vs the example: {med['default'] / med['example']:.2f}x (goal >= 2.0x)")
+    print(f"compiled DiffAugment vs eager: {med['default'] / med['default, DiffAugment eager']:.2f}x the default's rate")
     null = abs(med["default (again)"] / med["default"] - 1)
     print(f"null control: default timed twice differs by {100 * null:.1f}%"
           + (" > 5%: the machine was too noisy for differences of this size; rerun on a quiet machine" if null > 0.05
