@@ -231,6 +231,7 @@ def _draw_policy(x: Tensor, p: Prob, policy: tuple[str, ...], generator: torch.G
 # One compiled function per process, shared by every FusedDiffAugment (dynamo recompiles per input
 # signature; a bound method per instance would recompile per instance and reach its recompile limit).
 _compiled_apply: Callable[..., Tensor] | None = None
+_compiled_for: set[tuple[Any, ...]] = set()  # the input signatures compiled so far (each logged once per process)
 
 
 # Below this many elements per call the compiled kernels gain little over eager's, and the
@@ -250,9 +251,9 @@ class FusedDiffAugment:
     in another order).
 
     Compiled only on CPU tensors of at least ``min_elements`` elements and where a C++
-    compiler exists (:func:`cpp_compiler`); otherwise eager. ``log`` gets one line: the
-    choice once, and the seconds each new input signature took to compile (inductor caches
-    kernels on disk, so a rerun pays much less). A compile error falls back to eager for
+    compiler exists (:func:`cpp_compiler`); otherwise eager. ``log`` gets one line where it
+    stays eager, and one per input signature compiled (once per process) with the seconds it
+    took (inductor caches kernels on disk, so a rerun pays much less). A compile error falls back to eager for
     the rest of the run, saying why.
     """
 
@@ -269,7 +270,6 @@ class FusedDiffAugment:
         elif self.compiler is None:
             self.why_eager = "no C++ compiler found (g++/c++/clang++ or $CXX) for inductor"
             self.log(f"DiffAugment: eager ({self.why_eager})")
-        self._seen: set[tuple[Any, ...]] = set()
 
     def compiles(self, x: Tensor) -> bool:
         """Whether a call on ``x`` runs the compiled applies (a function of the shape, device and settings only)."""
@@ -285,7 +285,7 @@ class FusedDiffAugment:
             _compiled_apply = torch.compile(_apply_policy, dynamic=False)
         key = (tuple(x.shape), x.dtype, x.requires_grad, torch.is_grad_enabled(), x.is_contiguous(),
                torch.is_autocast_enabled("cpu"))
-        first = key not in self._seen
+        first = (self.policy, *key) not in _compiled_for
         t0 = time.perf_counter()
         try:
             out = _compiled_apply(x, self.policy, draws)
@@ -294,7 +294,7 @@ class FusedDiffAugment:
             self.log(f"DiffAugment: eager from now on: {self.why_eager}")
             return _apply_policy(x, self.policy, draws)
         if first:
-            self._seen.add(key)
+            _compiled_for.add((self.policy, *key))
             self.log(f"DiffAugment: compiled with inductor for {list(x.shape)} {str(x.dtype).removeprefix('torch.')}"
                      f"{' with grad' if x.requires_grad and torch.is_grad_enabled() else ''} "
                      f"in {time.perf_counter() - t0:.1f} s ({self.compiler})")
