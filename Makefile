@@ -40,6 +40,7 @@ bench: setup
 	python bench/download_bench.py
 	python bench/validate_bench.py
 	python bench/train_bench.py
+	python bench/busy_bench.py
 
 # Equal-compute quality table (bench/quality_bench.py); results under bench/out/ (git-ignored).
 # Recipes are chosen on the validation split (equal iterations, 4 seeds: mean ± sd and the difference from canonical);

@@ -7,6 +7,9 @@ thread count for all. Configurations:
 - ``example``:   pytorch/examples' loop: images read as PNG files through a DataLoader with 2
                  workers, fp32, host->device copy per step, Sigmoid + BCE, ``.item()`` on both
                  losses every step;
+- ``bare``:      the leanest loop on the same nets: resident data, the default's precision
+                 (bf16 autocast + channels_last on a CPU with native bf16), BCE on logits, no
+                 host read per step: what the hardware gives without any of satgan's machinery;
 - ``default``:   satgan's Trainer with params.yaml as shipped (on a CPU with native bf16,
                  ``cpu_bf16: auto`` trains in bf16 + channels_last); ``default fp32`` forces fp32;
 - ``hacks off``: every hack off except the ones the example does too (``in_example`` in
@@ -14,6 +17,11 @@ thread count for all. Configurations:
                  non-saturating loss); ``hacks off fp32`` forces fp32;
 - ``default - X``: the default without hack X, for each default-on hack the example does not
                  have: X's cost is ``1 - img/s(default) / img/s(default - X)``;
+- ``default (again)``: the default, built and timed a second time: a null control. The two
+                 should agree; the bench says when they differ by more than 5% (the machine was
+                 too noisy for differences of that size);
+- ``default, DiffAugment eager``: the default with DiffAugment's ops run eagerly (as before
+                 issue 20) instead of compiled by inductor;
 - ``default + X``: the default plus a candidate (DiffAugment, ADA, spectral norm, R1, hinge,
                  PixelShuffle): its cost against the default, for comparisons at equal compute.
 
@@ -29,7 +37,10 @@ trainers are timed after instance noise has decayed (the step index is set to
 noise phase`` row times the first ``decay_iters`` iterations, where instance noise is drawn,
 and the run-average line weights the two phases by the default schedule.
 
-    python bench/train_bench.py                                  # 64 px, ngf 16, batch 64, 2 threads (the CPU target)
+Each thread count in ``--threads`` (default ``1,2``) runs in a process of its own (OpenMP and
+inductor's compiled kernels fix their thread count when they start), one set of tables each.
+
+    python bench/train_bench.py                                  # 64 px, ngf 16, batch 64, 1 and 2 threads (the CPU target)
     python bench/train_bench.py --size 64 --ngf 64 --batch 128 --device cuda --steps 100
 """
 
@@ -39,6 +50,8 @@ import argparse
 import copy
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -47,11 +60,13 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 import yaml
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from satgan.augment import FusedDiffAugment
 from satgan.imageops import denormalize
 from satgan.model import ModelConfig, build_discriminator, build_generator
 from satgan.params import from_mapping
@@ -162,6 +177,48 @@ class ExampleLoop:
         return Timing(time.perf_counter() - t0, time.process_time() - c0 + _children_cpu(workers) - w0)
 
 
+class BareLoop:
+    """The same nets in the leanest loop: resident images, the default's precision, BCE on logits, no host reads."""
+
+    def __init__(self, cfg: ModelConfig, arr: np.ndarray, batch: int, device: torch.device,
+                 autocast: Callable[[], Any], channels_last: bool) -> None:
+        torch.manual_seed(0)
+        self.cfg, self.device, self.batch, self.autocast = cfg, device, batch, autocast
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        self.fmt = fmt
+        self.g = build_generator(cfg).to(device, memory_format=fmt)
+        self.d = build_discriminator(cfg).to(device, memory_format=fmt)
+        self.opt_d = torch.optim.Adam(self.d.parameters(), lr=2e-4, betas=(0.5, 0.999))
+        self.opt_g = torch.optim.Adam(self.g.parameters(), lr=2e-4, betas=(0.5, 0.999))
+        self.images = torch.from_numpy(arr).to(device).contiguous(memory_format=fmt)
+        self.ones = torch.ones(batch, device=device)
+        self.zeros = torch.zeros(batch, device=device)
+
+    def step(self) -> None:
+        bce = F.binary_cross_entropy_with_logits
+        real = self.images[torch.randint(0, self.images.shape[0], (self.batch,), device=self.device)]
+        z = torch.randn(self.batch, self.cfg.nz, 1, 1, device=self.device)
+        self.opt_d.zero_grad(set_to_none=True)
+        with self.autocast():
+            fake = self.g(z)
+            loss_d = bce(self.d(real).float().view(-1), self.ones) + bce(self.d(fake.detach()).float().view(-1), self.zeros)
+        loss_d.backward()
+        self.opt_d.step()
+        self.opt_g.zero_grad(set_to_none=True)
+        with self.autocast():
+            loss_g = bce(self.d(fake).float().view(-1), self.ones)
+        loss_g.backward()
+        self.opt_g.step()
+
+    def run(self, n: int) -> Timing:
+        _sync(self.device)
+        t0, c0 = time.perf_counter(), time.process_time()
+        for _ in range(n):
+            self.step()
+        _sync(self.device)
+        return Timing(time.perf_counter() - t0, time.process_time() - c0)
+
+
 class SatganLoop:
     """satgan's Trainer.run_step through its checked fast path, metrics read every ``log_every`` steps, as the stage does."""
 
@@ -251,13 +308,24 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3, help="timed steps per configuration per round")
     ap.add_argument("--rounds", type=int, default=10, help="interleaved rounds; each figure is their median")
     ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2, help="torch threads for every configuration")
+    ap.add_argument("--threads", default="1,2",
+                    help="torch threads for every configuration; a comma list runs one process per count")
     ap.add_argument("--images", type=int, default=1024)
     ap.add_argument("--log-every", type=int, default=10)
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     ap.add_argument("--params", type=Path, default=REPO / "params.yaml")
     ap.add_argument("--no-candidates", action="store_true", help="skip the default + X rows")
     args = ap.parse_args()
+    counts = [int(t) for t in str(args.threads).split(",")]
+    if len(counts) > 1:
+        # One process per thread count: OpenMP's pool and inductor's kernels keep the count they started with.
+        for t in counts:
+            argv = [a for i, a in enumerate(sys.argv[1:])
+                    if a != "--threads" and sys.argv[i] != "--threads" and not a.startswith("--threads=")]
+            print(f"\n## {t} thread{'s' if t > 1 else ''}\n", flush=True)
+            subprocess.run([sys.executable, __file__, *argv, "--threads", str(t)], check=True)
+        return
+    args.threads = counts[0]
 
     torch.set_num_threads(args.threads)
     device = pick_device(args.device, 0)
@@ -269,6 +337,8 @@ def main() -> None:
 
     configs: dict[str, tuple[TrainParams, int]] = {
         "default": (default, after_noise),
+        "default (again)": (default, after_noise),
+        "default, DiffAugment eager": (default, after_noise),
         "default fp32": (params_for(base, args, dev, fp32=True), after_noise),
         "hacks off": (params_for(base, args, dev, hacks_off=True), after_noise),
         "hacks off fp32": (params_for(base, args, dev, hacks_off=True, fp32=True), after_noise),
@@ -295,9 +365,15 @@ def main() -> None:
             files.append(f)
         runners: dict[str, Callable[[int], Timing]] = {
             "example": ExampleLoop(model_config(configs["hacks off fp32"][0], args.size, 3), files, args.batch, device).run}
-        for name, (p, start) in configs.items():
-            runners[name] = SatganLoop(p, arr, device, start).run
-        precision = SatganLoop(default, arr, device, 0).trainer.precision.describe()
+        loops = {name: SatganLoop(p, arr, device, start) for name, (p, start) in configs.items()}
+        augment = loops["default, DiffAugment eager"].trainer.augment
+        if augment is not None:  # today's eager ops in place of the compiled ones (satgan.augment.FusedDiffAugment)
+            augment.fused = FusedDiffAugment(augment.policy, compile=False)
+        prec = loops["default"].trainer.precision
+        runners["bare"] = BareLoop(model_config(configs["hacks off"][0], args.size, 3), arr, args.batch, device,
+                                   prec.autocast(), prec.channels_last).run
+        runners.update({name: loop.run for name, loop in loops.items()})
+        precision = prec.describe()
         print(f"device {device}, {args.size}x{args.size}x3, ngf=ndf={args.ngf}, batch {args.batch}, threads "
               f"{torch.get_num_threads()}, {args.rounds} rounds x {args.steps} steps, default precision: {precision}",
               flush=True)
@@ -322,7 +398,15 @@ def report(clock: str, med: dict[str, float], runners: dict[str, Any], default: 
         avg = 1 / (phase / med["default, noise phase"] + (1 - phase) / med["default"])
         print(f"\ndefault over a whole default run ({after_noise} of {iters} iterations with instance noise): "
               f"{avg:,.1f} = {avg / med['example']:.2f}x the example")
-    print(f"default hacks cost vs hacks off (same precision): {100 * (1 - med['default'] / med['hacks off']):.0f}%")
+    print(f"default hacks cost vs hacks off (same precision): {100 * (1 - med['default'] / med['hacks off']):.0f}% "
+          "(goal <= 10%)")
+    print(f"hacks off vs the bare loop: {med['hacks off'] / med['bare']:.2f}x (goal >= 0.97x); "
+          f"default vs the example: {med['default'] / med['example']:.2f}x (goal >= 2.0x)")
+    print(f"compiled DiffAugment vs eager: {med['default'] / med['default, DiffAugment eager']:.2f}x the default's rate")
+    null = abs(med["default (again)"] / med["default"] - 1)
+    print(f"null control: default timed twice differs by {100 * null:.1f}%"
+          + (" > 5%: the machine was too noisy for differences of this size; rerun on a quiet machine" if null > 0.05
+             else " (<= 5%)"))
     print("\n| hack | cost (rate lost vs without it) |")
     print("| --- | --- |")
     for hack in removable:

@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from satgan.augment import (
-    AdaController, brightness, contrast, cutout, diff_augment, saturation, translation,
+    COMPILE_MIN_ELEMENTS, AdaController, FusedDiffAugment, brightness, contrast, cutout, diff_augment, saturation,
+    translation,
 )
 
 OPS = [brightness, saturation, contrast, translation, cutout]
@@ -171,3 +172,61 @@ def test_ada_all_reduce_sums_the_pending_counts_of_every_process():
     ada.all_reduce_(lambda t: t.add_(torch.tensor([-30.0, 30.0])))
     ada.update()
     assert ada.r_t.item() == pytest.approx(-0.5) and ada.p.item() == 0.0
+
+
+def _fused_and_eager(fused: FusedDiffAugment, x: torch.Tensor, seed: int) -> tuple[torch.Tensor, ...]:
+    """Outputs and input gradients of ``fused`` and of eager diff_augment on the same draws."""
+    weights = torch.randn(x.shape, generator=torch.Generator().manual_seed(99))
+    out = []
+    for fn in (fused, diff_augment):
+        xg = x.clone().requires_grad_(True)
+        y = fn(xg, 1.0, generator=torch.Generator().manual_seed(seed))
+        (grad,) = torch.autograd.grad((y * weights).sum(), xg)
+        out += [y.detach(), grad]
+    return tuple(out)
+
+
+def test_fused_diff_augment_equals_eager_within_float_rounding():
+    """The inductor-compiled applies give eager DiffAugment's images and gradients, to float rounding, for one seed."""
+    fused = FusedDiffAugment(min_elements=0)
+    if not fused.compiles(images()):
+        pytest.skip(f"no compile here: {fused.why_eager}")
+    y, gy, ref, gref = _fused_and_eager(fused, images(), seed=7)
+    assert fused.compiles(images()) and fused.why_eager is None  # it did compile, not fall back
+    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gy, gref, rtol=1e-5, atol=1e-5)
+
+
+def test_fused_diff_augment_reruns_are_bit_identical():
+    """Two compiled instances on the same seed give the same bits (fixed kernels, the eager random stream)."""
+    a, b = FusedDiffAugment(min_elements=0), FusedDiffAugment(min_elements=0)
+    if not a.compiles(images()):
+        pytest.skip(f"no compile here: {a.why_eager}")
+    first, second = _fused_and_eager(a, images(), seed=3), _fused_and_eager(b, images(), seed=3)
+    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+
+
+def test_fused_diff_augment_without_a_compiler_is_eager_and_says_so(monkeypatch):
+    """No C++ compiler: one log line says so, and the output is eager diff_augment's, bit for bit."""
+    monkeypatch.setattr("satgan.augment.cpp_compiler", lambda: None)
+    lines: list[str] = []
+    fused = FusedDiffAugment(log=lines.append, min_elements=0)
+    x = images()
+    out = fused(x, 1.0, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(out, diff_augment(x, 1.0, generator=torch.Generator().manual_seed(5)))
+    assert len(lines) == 1 and "eager" in lines[0] and "C++ compiler" in lines[0]
+
+
+def test_fused_diff_augment_stays_eager_below_its_size_threshold():
+    """Batches under min_elements (the tests' tiny ones) run eagerly: no compile, eager's exact output."""
+    fused = FusedDiffAugment(min_elements=COMPILE_MIN_ELEMENTS)
+    x = images()
+    assert x.numel() < COMPILE_MIN_ELEMENTS and not fused.compiles(x)
+    assert torch.equal(fused(x, 1.0, generator=torch.Generator().manual_seed(2)),
+                       diff_augment(x, 1.0, generator=torch.Generator().manual_seed(2)))
+
+
+def test_fused_diff_augment_refuses_an_unknown_policy():
+    """An unknown policy name is refused when the augmenter is built, as diff_augment refuses it."""
+    with pytest.raises(ValueError, match="policies"):
+        FusedDiffAugment(("color", "rotate"))

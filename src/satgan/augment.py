@@ -24,10 +24,16 @@ tensor's device, or ``generator``), shapes never depend on data, and nothing rea
 to the host, so the ops can be captured in a CUDA graph, and the same seed gives the same output.
 The colour ops can leave [-1, 1] (as in the paper: D sees what the ops make); translation and
 cutout only move or zero pixels, so they keep the input's range.
+
+:class:`FusedDiffAugment` is :func:`diff_augment` with the same draws and its arithmetic
+compiled by inductor into a few fused CPU kernels (the trainer uses it; issue 20).
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -48,23 +54,89 @@ def _applied(x: Tensor, p: Prob, generator: torch.Generator | None) -> Tensor:
     return torch.rand(x.shape[0], 1, 1, 1, generator=generator, device=x.device) < p
 
 
+# Each op is a draw (its random numbers, from torch's RNG, in a fixed order) and an apply (a pure
+# function of the image and the draws), so that the applies of a whole policy can be compiled
+# into a few fused passes (:class:`FusedDiffAugment`) while the random stream stays the eager one.
+
+
+def _draw_brightness(x: Tensor, p: Prob, generator: torch.Generator | None) -> tuple[Tensor, ...]:
+    return _uniform(x, generator), _applied(x, p, generator)
+
+
+def _apply_brightness(x: Tensor, u: Tensor, applied: Tensor) -> Tensor:
+    return x + (u - 0.5) * applied
+
+
+def _draw_saturation(x: Tensor, p: Prob, generator: torch.Generator | None) -> tuple[Tensor, ...]:
+    return _uniform(x, generator), _applied(x, p, generator)
+
+
+def _apply_saturation(x: Tensor, u: Tensor, applied: Tensor) -> Tensor:
+    # (x - mean) * f + mean written as x + (x - mean) * (f - 1), so an image left alone (f - 1 = 0) stays bit-exact.
+    return x + (x - x.mean(dim=1, keepdim=True)) * ((u * 2.0 - 1.0) * applied)
+
+
+def _draw_contrast(x: Tensor, p: Prob, generator: torch.Generator | None) -> tuple[Tensor, ...]:
+    return _uniform(x, generator), _applied(x, p, generator)
+
+
+def _apply_contrast(x: Tensor, u: Tensor, applied: Tensor) -> Tensor:
+    return x + (x - x.mean(dim=(1, 2, 3), keepdim=True)) * ((u - 0.5) * applied)  # u - 0.5: factor - 1
+
+
+def _translation_shift(x: Tensor, ratio: float) -> tuple[int, int]:
+    return int(x.shape[2] * ratio + 0.5), int(x.shape[3] * ratio + 0.5)
+
+
+def _draw_translation(x: Tensor, p: Prob, generator: torch.Generator | None, ratio: float = 0.125) -> tuple[Tensor, ...]:
+    n = x.shape[0]
+    sh, sw = _translation_shift(x, ratio)
+    dy = torch.randint(-sh, sh + 1, (n, 1), generator=generator, device=x.device)
+    dx = torch.randint(-sw, sw + 1, (n, 1), generator=generator, device=x.device)
+    keep = _applied(x, p, generator).view(n, 1)
+    return dy * keep, dx * keep
+
+
+def _apply_translation(x: Tensor, dy: Tensor, dx: Tensor) -> Tensor:
+    n, c, h, w = x.shape
+    padded = F.pad(x, (1, 1, 1, 1))  # zero border: row/col 0 and h+1/w+1
+    rows = (torch.arange(h, device=x.device) + 1 - dy).clamp(0, h + 1)  # out[i] = x[i - dy]
+    cols = (torch.arange(w, device=x.device) + 1 - dx).clamp(0, w + 1)
+    out = padded.gather(2, rows.view(n, 1, h, 1).expand(n, c, h, w + 2))
+    return out.gather(3, cols.view(n, 1, 1, w).expand(n, c, h, w))
+
+
+def _draw_cutout(x: Tensor, p: Prob, generator: torch.Generator | None, ratio: float = 0.5) -> tuple[Tensor, ...]:
+    n, _, h, w = x.shape
+    ch, cw = int(h * ratio + 0.5), int(w * ratio + 0.5)
+    # Centres as in the reference: a square of side s spans [centre - s // 2, centre - s // 2 + s).
+    cy = torch.randint(0, h + (1 - ch % 2), (n, 1, 1, 1), generator=generator, device=x.device) - ch // 2
+    cx = torch.randint(0, w + (1 - cw % 2), (n, 1, 1, 1), generator=generator, device=x.device) - cw // 2
+    return cy, cx, _applied(x, p, generator)
+
+
+def _apply_cutout(x: Tensor, cy: Tensor, cx: Tensor, applied: Tensor, ratio: float = 0.5) -> Tensor:
+    _, _, h, w = x.shape
+    ch, cw = int(h * ratio + 0.5), int(w * ratio + 0.5)
+    i = torch.arange(h, device=x.device).view(1, 1, h, 1)
+    j = torch.arange(w, device=x.device).view(1, 1, 1, w)
+    inside = (i >= cy) & (i < cy + ch) & (j >= cx) & (j < cx + cw) & applied
+    return x * (~inside).to(x.dtype)
+
+
 def brightness(x: Tensor, p: Prob = 1.0, generator: torch.Generator | None = None) -> Tensor:
     """Add one U(-0.5, 0.5) offset per image (Zhao et al. 2020 ``rand_brightness``), with probability p."""
-    offset = _uniform(x, generator) - 0.5
-    return x + offset * _applied(x, p, generator)
+    return _apply_brightness(x, *_draw_brightness(x, p, generator))
 
 
 def saturation(x: Tensor, p: Prob = 1.0, generator: torch.Generator | None = None) -> Tensor:
     """Scale each pixel's distance from its channel mean by U(0, 2) per image (``rand_saturation``), with probability p."""
-    # (x - mean) * f + mean written as x + (x - mean) * (f - 1), so an image left alone (f - 1 = 0) stays bit-exact.
-    change = _uniform(x, generator) * 2.0 - 1.0
-    return x + (x - x.mean(dim=1, keepdim=True)) * (change * _applied(x, p, generator))
+    return _apply_saturation(x, *_draw_saturation(x, p, generator))
 
 
 def contrast(x: Tensor, p: Prob = 1.0, generator: torch.Generator | None = None) -> Tensor:
     """Scale each image's distance from its mean by U(0.5, 1.5) (``rand_contrast``), with probability p."""
-    change = _uniform(x, generator) - 0.5  # factor - 1, as in saturation
-    return x + (x - x.mean(dim=(1, 2, 3), keepdim=True)) * (change * _applied(x, p, generator))
+    return _apply_contrast(x, *_draw_contrast(x, p, generator))
 
 
 def translation(x: Tensor, p: Prob = 1.0, ratio: float = 0.125, generator: torch.Generator | None = None) -> Tensor:
@@ -74,17 +146,7 @@ def translation(x: Tensor, p: Prob = 1.0, ratio: float = 0.125, generator: torch
     1-pixel zero border (indices past the image land on it), so the shapes are fixed and
     the gradient reaches every pixel that stays in view.
     """
-    n, c, h, w = x.shape
-    sh, sw = int(h * ratio + 0.5), int(w * ratio + 0.5)
-    dy = torch.randint(-sh, sh + 1, (n, 1), generator=generator, device=x.device)
-    dx = torch.randint(-sw, sw + 1, (n, 1), generator=generator, device=x.device)
-    keep = _applied(x, p, generator).view(n, 1)
-    dy, dx = dy * keep, dx * keep
-    padded = F.pad(x, (1, 1, 1, 1))  # zero border: row/col 0 and h+1/w+1
-    rows = (torch.arange(h, device=x.device) + 1 - dy).clamp(0, h + 1)  # out[i] = x[i - dy]
-    cols = (torch.arange(w, device=x.device) + 1 - dx).clamp(0, w + 1)
-    out = padded.gather(2, rows.view(n, 1, h, 1).expand(n, c, h, w + 2))
-    return out.gather(3, cols.view(n, 1, 1, w).expand(n, c, h, w))
+    return _apply_translation(x, *_draw_translation(x, p, generator, ratio))
 
 
 def cutout(x: Tensor, p: Prob = 1.0, ratio: float = 0.5, generator: torch.Generator | None = None) -> Tensor:
@@ -93,15 +155,7 @@ def cutout(x: Tensor, p: Prob = 1.0, ratio: float = 0.5, generator: torch.Genera
     The square may be clipped by the image border, as in the paper. The mask comes from
     comparisons with the drawn offsets (no scatter), so its shape never depends on them.
     """
-    n, _, h, w = x.shape
-    ch, cw = int(h * ratio + 0.5), int(w * ratio + 0.5)
-    # Centres as in the reference: a square of side s spans [centre - s // 2, centre - s // 2 + s).
-    cy = torch.randint(0, h + (1 - ch % 2), (n, 1, 1, 1), generator=generator, device=x.device) - ch // 2
-    cx = torch.randint(0, w + (1 - cw % 2), (n, 1, 1, 1), generator=generator, device=x.device) - cw // 2
-    i = torch.arange(h, device=x.device).view(1, 1, h, 1)
-    j = torch.arange(w, device=x.device).view(1, 1, 1, w)
-    inside = (i >= cy) & (i < cy + ch) & (j >= cx) & (j < cx + cw) & _applied(x, p, generator)
-    return x * (~inside).to(x.dtype)
+    return _apply_cutout(x, *_draw_cutout(x, p, generator, ratio), ratio=ratio)
 
 
 Op = Callable[..., Tensor]
@@ -110,6 +164,22 @@ POLICIES: dict[str, tuple[Op, ...]] = {
     "translation": (translation,),
     "cutout": (cutout,),
 }
+# The same ops as (draw, apply) pairs, for FusedDiffAugment.
+_PARTS: dict[Op, tuple[Callable[..., tuple[Tensor, ...]], Callable[..., Tensor]]] = {
+    brightness: (_draw_brightness, _apply_brightness),
+    saturation: (_draw_saturation, _apply_saturation),
+    contrast: (_draw_contrast, _apply_contrast),
+    translation: (_draw_translation, _apply_translation),
+    cutout: (_draw_cutout, _apply_cutout),
+}
+
+
+def _check(x: Tensor, policy: Sequence[str]) -> None:
+    unknown = [name for name in policy if name not in POLICIES]
+    if unknown:
+        raise ValueError(f"expected DiffAugment policies from {sorted(POLICIES)}, got {unknown}")
+    if x.ndim != 4:
+        raise ValueError(f"expected (N, C, H, W) images, got shape {tuple(x.shape)}")
 
 
 def diff_augment(x: Tensor, p: Prob = 1.0, policy: Sequence[str] = ("color", "translation", "cutout"),
@@ -120,15 +190,115 @@ def diff_augment(x: Tensor, p: Prob = 1.0, policy: Sequence[str] = ("color", "tr
     in G's step (Zhao et al. 2020); ``("color", "translation", "cutout")`` is the paper's
     choice for small data sets.
     """
-    unknown = [name for name in policy if name not in POLICIES]
-    if unknown:
-        raise ValueError(f"expected DiffAugment policies from {sorted(POLICIES)}, got {unknown}")
-    if x.ndim != 4:
-        raise ValueError(f"expected (N, C, H, W) images, got shape {tuple(x.shape)}")
+    _check(x, policy)
     for name in policy:
         for op in POLICIES[name]:
             x = op(x, p, generator=generator)
     return x
+
+
+def cpp_compiler() -> str | None:
+    """The C++ compiler inductor would build CPU kernels with (``$CXX``, else g++/c++/clang++ on PATH), or None."""
+    names = [os.environ["CXX"]] if os.environ.get("CXX") else ["g++", "c++", "clang++"]
+    for name in names:
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def _apply_policy(x: Tensor, policy: tuple[str, ...], draws: tuple[Tensor, ...]) -> Tensor:
+    """Every op of ``policy`` applied with its draws (in :func:`_draw_policy`'s order): a pure function, to compile."""
+    i = 0
+    for name in policy:
+        for op in POLICIES[name]:
+            apply = _PARTS[op][1]
+            n = 3 if op is cutout else 2
+            x = apply(x, *draws[i:i + n])
+            i += n
+    return x
+
+
+def _draw_policy(x: Tensor, p: Prob, policy: tuple[str, ...], generator: torch.Generator | None) -> tuple[Tensor, ...]:
+    """The random numbers of every op of ``policy``, drawn in :func:`diff_augment`'s order."""
+    draws: list[Tensor] = []
+    for name in policy:
+        for op in POLICIES[name]:
+            draws.extend(_PARTS[op][0](x, p, generator))
+    return tuple(draws)
+
+
+# One compiled function per process, shared by every FusedDiffAugment (dynamo recompiles per input
+# signature; a bound method per instance would recompile per instance and reach its recompile limit).
+_compiled_apply: Callable[..., Tensor] | None = None
+_compiled_for: set[tuple[Any, ...]] = set()  # the input signatures compiled so far (each logged once per process)
+
+
+# Below this many elements per call the compiled kernels gain little over eager's, and the
+# compile (seconds per input signature) would dominate a short run such as the tests' tiny ones.
+COMPILE_MIN_ELEMENTS = 2**17
+
+
+class FusedDiffAugment:
+    """:func:`diff_augment` with its applies compiled by inductor into a few fused CPU kernels.
+
+    Eager DiffAugment is ~260 small ops per call, most of them full passes over the batch
+    (issue 20 measured its three calls per iteration at 29% of a default CPU step). Here the
+    random draws run eagerly, in :func:`diff_augment`'s order from the same generator (so a
+    seed draws the same augmentation), and one compiled function applies them all, forward
+    and backward. Inductor's kernels are fixed code for a fixed shape and thread count, so a
+    rerun is bit-identical; they equal eager's within float rounding (fused reductions sum
+    in another order).
+
+    Compiled only on CPU tensors of at least ``min_elements`` elements and where a C++
+    compiler exists (:func:`cpp_compiler`); otherwise eager. ``log`` gets one line where it
+    stays eager, and one per input signature compiled (once per process) with the seconds it
+    took (inductor caches kernels on disk, so a rerun pays much less). A compile error falls back to eager for
+    the rest of the run, saying why.
+    """
+
+    def __init__(self, policy: Sequence[str] = ("color", "translation", "cutout"), compile: bool = True,
+                 log: Callable[[str], None] | None = None, min_elements: int = COMPILE_MIN_ELEMENTS) -> None:
+        _check(torch.zeros(1, 1, 1, 1), policy)
+        self.policy = tuple(policy)
+        self.log = log or (lambda msg: None)
+        self.min_elements = min_elements
+        self.compiler = cpp_compiler() if compile else None
+        self.why_eager: str | None = None
+        if not compile:
+            self.why_eager = "compile off"
+        elif self.compiler is None:
+            self.why_eager = "no C++ compiler found (g++/c++/clang++ or $CXX) for inductor"
+            self.log(f"DiffAugment: eager ({self.why_eager})")
+
+    def compiles(self, x: Tensor) -> bool:
+        """Whether a call on ``x`` runs the compiled applies (a function of the shape, device and settings only)."""
+        return self.why_eager is None and x.device.type == "cpu" and x.numel() >= self.min_elements
+
+    def __call__(self, x: Tensor, p: Prob = 1.0, generator: torch.Generator | None = None) -> Tensor:
+        _check(x, self.policy)
+        if not self.compiles(x):
+            return diff_augment(x, p, self.policy, generator)
+        global _compiled_apply
+        draws = _draw_policy(x, p, self.policy, generator)
+        if _compiled_apply is None:
+            _compiled_apply = torch.compile(_apply_policy, dynamic=False)
+        key = (tuple(x.shape), x.dtype, x.requires_grad, torch.is_grad_enabled(), x.is_contiguous(),
+               torch.is_autocast_enabled("cpu"))
+        first = (self.policy, *key) not in _compiled_for
+        t0 = time.perf_counter()
+        try:
+            out = _compiled_apply(x, self.policy, draws)
+        except Exception as exc:  # noqa: BLE001 - any inductor failure: stay correct, run eager
+            self.why_eager = f"compile failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+            self.log(f"DiffAugment: eager from now on: {self.why_eager}")
+            return _apply_policy(x, self.policy, draws)
+        if first:
+            _compiled_for.add((self.policy, *key))
+            self.log(f"DiffAugment: compiled with inductor for {list(x.shape)} {str(x.dtype).removeprefix('torch.')}"
+                     f"{' with grad' if x.requires_grad and torch.is_grad_enabled() else ''} "
+                     f"in {time.perf_counter() - t0:.1f} s ({self.compiler})")
+        return out
 
 
 class AdaController:

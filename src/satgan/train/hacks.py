@@ -37,7 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from satgan.augment import AdaController, cutout, diff_augment
+from satgan.augment import AdaController, FusedDiffAugment, cutout
+from satgan.train.runtime import say
 
 
 def _tensor_like(name: str, value: Any, like: torch.Tensor) -> torch.Tensor:
@@ -333,12 +334,16 @@ class Augmenter:
         self.uncut = uncut and "cutout" in self.policy
         if self.uncut and self.policy[-1] != "cutout":
             raise ValueError(f"uncut: cutout must be the policy's last op, got {list(self.policy)}")
+        # Compiled by inductor on CPU (satgan.augment.FusedDiffAugment); with ``uncut`` the ops before
+        # cutout are fused and cutout runs after them, drawing in the same order as one call.
+        pre = self.policy[:-1] if self.uncut else self.policy
+        self.fused = FusedDiffAugment(pre, log=say) if pre else None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) -> (N, C, H, W): one fresh augmentation per image; ``uncut``: (N, 2C, H, W), see above."""
+        before = self.fused(x, self.p) if self.fused is not None else x
         if not self.uncut:
-            return diff_augment(x, self.p, self.policy)
-        before = diff_augment(x, self.p, self.policy[:-1]) if len(self.policy) > 1 else x
+            return before
         return torch.cat([cutout(before, self.p), before], dim=1)
 
     def observe_reals(self, real_logits: torch.Tensor) -> None:

@@ -30,6 +30,7 @@ from satgan.arrays import class_names, open_labels, open_prepared
 from satgan.errors import DataError, TrainingError
 from satgan.fsutil import sha256_file
 from satgan.modelio import save_model
+from satgan.openmp import wait_policy
 from satgan.train import fastpath as FP
 from satgan.train import hacks as H
 from satgan.train.checkpoint import (
@@ -212,7 +213,7 @@ def _train(p: TrainParams, data_dir: Path, out_dir: Path, ck_dir: Path, live_dir
     conditioned = f", {cfg.conditional} on {cfg.n_classes} classes" if cfg.is_conditional else ""
     say(f"{cfg.image_size}x{cfg.image_size}x{cfg.channels}, {len(array)} tiles{conditioned}, device {device}"
         f"{f' x{dist.world} (DDP)' if dist.enabled else ''}, data {'resident' if trainer.resident else 'streamed'}, "
-        f"step {runner.mode}, threads {torch.get_num_threads()}, {mode}")
+        f"step {runner.mode}, threads {torch.get_num_threads()}, {mode}; {wait_policy()}")
 
     logger = Logger(live_dir, resume=resumed, enabled=dist.main)
     trainer.feed.start()

@@ -1,0 +1,59 @@
+"""OpenMP's idle-wait policy for torch's CPU thread pool, chosen before torch loads.
+
+After each parallel region OpenMP's worker threads wait for the next one. GNU libgomp (the
+runtime of PyTorch's Linux wheels) spins by default for ``GOMP_SPINCOUNT`` = 300,000
+iterations before sleeping; a thread that spins while its partner is descheduled by another
+process burns the core that partner needs, so each of a training step's ~thousands of
+barriers waits a scheduler slice. On a 2-core machine with two busy processes beside it,
+satgan's default (2 threads) trained at ~0.2x the speed of 1 thread (issue 20; the GCC
+manual, "OMP_WAIT_POLICY" and "GOMP_SPINCOUNT", describes the spin). ``OMP_WAIT_POLICY=PASSIVE``
+makes waiting threads sleep at once (spin count 0); on a loaded 2-core machine it trained
+several times faster than the spinning default and at least as fast as 1 thread
+(``bench/busy_bench.py`` measures both ratios, idle and under its own bounded load). The
+thread count stays what ``train.threads`` says, never one picked from the load, and the
+policy changes only how threads wait, not what they compute, so results do not depend on it.
+
+The runtime reads these variables once, when its library is loaded, i.e. at ``import torch``:
+:func:`choose_wait_policy` runs from ``satgan/__init__`` so that every entry point (stages,
+``python -m satgan``, the benches) sets it before torch loads. A policy the user set
+(``OMP_WAIT_POLICY``, libgomp's ``GOMP_SPINCOUNT`` or Intel OpenMP's ``KMP_BLOCKTIME``) is kept.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import MutableMapping
+
+POLICY_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
+DEFAULT_POLICY = "PASSIVE"
+
+# What choose_wait_policy decided in this process (for the training log line).
+_chosen: str = "not chosen (satgan.openmp.choose_wait_policy not called)"
+
+
+def choose_wait_policy(environ: MutableMapping[str, str] | None = None, torch_loaded: bool | None = None) -> str:
+    """Set ``OMP_WAIT_POLICY=PASSIVE`` unless the user chose a wait policy or torch is already loaded; say which.
+
+    ``environ``: the environment to read and update (``os.environ``); ``torch_loaded``: whether
+    torch (and with it OpenMP) was imported before this call (where it was, a change could
+    no longer take effect, and none is made). Returns the one-line description that
+    :func:`wait_policy` gives afterwards.
+    """
+    global _chosen
+    env = os.environ if environ is None else environ
+    loaded = "torch" in sys.modules if torch_loaded is None else torch_loaded
+    own = [f"{k}={env[k]}" for k in POLICY_VARIABLES if k in env]
+    if own:
+        _chosen = f"OpenMP wait policy from the environment ({', '.join(own)})"
+    elif loaded:
+        _chosen = "OpenMP wait policy: the runtime's default (torch was imported before satgan, so it is unchanged)"
+    else:
+        env["OMP_WAIT_POLICY"] = DEFAULT_POLICY
+        _chosen = f"OpenMP wait policy {DEFAULT_POLICY} (satgan's default; set OMP_WAIT_POLICY to override)"
+    return _chosen
+
+
+def wait_policy() -> str:
+    """The description of what :func:`choose_wait_policy` decided in this process, for a log line."""
+    return _chosen
