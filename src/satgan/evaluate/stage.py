@@ -279,9 +279,10 @@ def independence(meta: dict[str, Any], groups: np.ndarray | None) -> dict[str, A
 
     ``groups``: groups of tiles sharing pixels (each tile its own when positions are unknown);
     ``area_equivalent``: their union area in tiles (:func:`satgan.evaluate.judge.area_equivalent`).
+    Without boxes only ``groups_known: 0``.
     """
-    if groups is None:
-        return {"groups_known": 0, "area_equivalent": "not computed: the sidecar has no per-tile boxes (positions unknown)"}
+    if groups is None:  # positions unknown: every tile counts as its own area, which overstates them if tiles overlap
+        return {"groups_known": 0}
     return {"groups_known": 1, "groups": int(len(np.unique(groups))),
             "area_equivalent": area_equivalent(meta[names.SIDECAR_BOXES])}
 
