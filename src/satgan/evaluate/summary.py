@@ -40,7 +40,7 @@ def render(metrics: dict[str, Any], fid: dict[str, Any], samples: Path, eval_dir
          f"{metrics['n']['train']} / {metrics['n']['holdout']} / {metrics['n']['fake']}", ""),
         ("judge accuracy (held-out, C2ST)", f"{j['accuracy']:.3f}",
          f"0.5 = can't tell real from fake (best); 1.0 = trivially fake; {j.get('folds', '?')}-fold CV x "
-         f"{j.get('seeds', '?')} seeds, log-loss {j['log_loss']:.3f}")
+         f"{j.get('seeds', '?')} seeds")
         if judge_is_conclusive(metrics) else
         ("judge accuracy (held-out, C2ST)", "inconclusive",
          f"{j['accuracy']:.3f} on only {j['n_test']} test tiles, 95% CI {j['accuracy_ci_low']:.2f}-{j['accuracy_ci_high']:.2f}: "
