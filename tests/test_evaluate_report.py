@@ -497,3 +497,13 @@ def test_page_shows_the_class_table_and_grid_in_chromium(run_dirs, tmp_path):
                                 "return i !== null && i.complete && i.naturalWidth > 0; })()")
         browser.close()
     assert not errors and classes == ["green", "red"] and first_cells == ["forest", "river"] and grid_ok
+
+
+def test_gan_train_sits_beside_gan_test_with_the_same_reading():
+    """A gan_train block adds a GAN-train row after GAN-test, marked by the same rule against the real-test and chance."""
+    block = {"n_classes": 7, "chance": 1 / 7, "real_test": {"accuracy": 0.9, "ci_low": 0.8, "ci_high": 0.95},
+             "gan_test": {"accuracy": 0.85, "ci_low": 0.75, "ci_high": 0.92},
+             "gan_train": {"accuracy": 0.3, "ci_low": 0.1, "ci_high": 0.45}}
+    rows = [r for r in rate_metrics({**METRICS, "classifier": block}, None) if r.name.startswith("GAN-")]
+    assert [r.name for r in rows] == ["GAN-test accuracy", "GAN-train accuracy"]
+    assert rows[1].mark == gan_test_mark(0.1, 0.45, 0.8, 1 / 7)[0] and rows[1].value.startswith("0.300")

@@ -392,6 +392,8 @@ def gan_test_conclusive(metrics: dict[str, Any]) -> bool:
 def rate_classifier(metrics: dict[str, Any]) -> list[Rated]:
     """The class classifier's rows (labelled data only; none without ``classifier`` in metrics.json).
 
+    - GAN-train accuracy (conditional model, beside GAN-test): a classifier trained on the
+      samples scored on held-out reals, read as GAN-test (:func:`gan_test_mark`).
     - GAN-test accuracy (conditional model): the classifier's accuracy on the samples against
       the class each was asked for, read against its accuracy on held-out reals (the interval's
       lower bound) and chance (:func:`gan_test_mark`); the reading names the weakest class among
@@ -423,7 +425,17 @@ def rate_classifier(metrics: dict[str, Any]) -> list[Rated]:
         if scored:
             weakest = min(scored, key=lambda name: (scored[name], name))
             text += f"; weakest class: {weakest} {scored[weakest]:.2f} of {number(per[weakest], 'n'):.0f} samples"
-        return [Rated("GAN-test accuracy", f"{acc:.3f}{_ci(g)}", baseline, mark, f"{text} (chance {chance:.2f})")]
+        rows = [Rated("GAN-test accuracy", f"{acc:.3f}{_ci(g)}", baseline, mark, f"{text} (chance {chance:.2f})")]
+        t = block.get("gan_train")
+        t_acc, t_lo, t_hi = number(t, "accuracy"), number(t, "ci_low"), number(t, "ci_high")
+        if t_acc is not None and t_lo is not None and t_hi is not None:
+            # The same reading as GAN-test: a classifier trained on the samples, scored on held-out reals.
+            t_mark, t_text = gan_test_mark(t_lo, t_hi, real_low, chance)
+            rows.append(Rated("GAN-train accuracy", f"{t_acc:.3f}{_ci(t)}", baseline, t_mark,
+                              f"trained on the samples, scored on held-out reals: {t_text} (chance {chance:.2f})"))
+        elif isinstance(t, str):
+            rows.append(Rated("GAN-train accuracy", "not computed", baseline, "grey", t))
+        return rows
     tv, noise = number(block, "tv_distance"), number(block, "tv_noise")
     shares = block["shares"] if isinstance(block.get("shares"), dict) else {}
     if tv is None or noise is None:

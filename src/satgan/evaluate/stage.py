@@ -1,14 +1,19 @@
 """Stage 6, evaluate: are the fake tiles convincing, and is the model copying its training set?
 
 Inputs (all through the :mod:`satgan.arrays` contract, memory-mapped): the training tiles
-``tiles.npy``, the held-out real tiles ``holdout.npy`` (never trained on) and the generated
-``samples.npy``. Outputs in the eval folder:
+``tiles.npy``, the held-out real tiles ``holdout.npy`` (never trained on; ``validation.npy``
+instead with ``evaluate.against: validation``) and the generated ``samples.npy``. Outputs in
+the eval folder:
 
-- ``metrics.json``: every number (judge, SWD, colour histograms, memorization, diversity;
-  FID/KID only when computed), numeric only, so ``dvc metrics diff`` compares runs; with
+- ``metrics.json``: every number (judge, SWD, colour histograms, spectral distance,
+  memorization, diversity; FID/KID only when computed), and ``floor``: the judge and the
+  distances between the comparison reals and as many training reals, what real tiles score
+  against real tiles. Numeric but for ``against`` (the comparison split); with
   labelled data also ``classifier`` (GAN-test) and ``per_class``, where a figure the data
   cannot give reads ``"not computed: <why>"`` (as fid_kid.json's FID does);
 - ``fid_kid.json``: FID/KID, or ``"not computed"`` with the reason;
+- ``spectra.json``: the mean radial log power spectra of the fakes, the comparison reals and
+  the floor's training reals (report.html charts them);
 - ``turing_grid.png`` + ``turing_key.json`` + ``quiz.html``: the Turing test (:mod:`satgan.evaluate.turing`);
 - ``closest_pairs.png``: the samples most similar to a training tile, each beside that tile;
 - ``MODEL_CARD.md`` (with ``model_dir``): the model card with this evaluation (:mod:`satgan.modelcard`);
@@ -25,10 +30,12 @@ accuracy carries its exact 95% interval; a class has only its share of the held-
 (RSSCN7: about 4), so a per-class judge is mostly inconclusive and says so. Unlabelled data
 give neither section: metrics.json as before.
 
-Small data: every count that depends on the data size (Turing tiles, the judge's split, SWD
+Small data: every count that depends on the data size (Turing tiles, the judge's folds, SWD
 patches, memorization pairs shown, diversity pairs) is fitted to what exists
 (:func:`adapt_counts`), recorded as asked/used in metrics.json's ``adapted`` block and said in
-one stderr line each. The judge's accuracy carries its exact 95% interval; a result that can
+one stderr line each. The judge is cross-validated over every comparison real; tiles that share
+pixels (the sidecar's ``boxes``) stay in one fold (:func:`tile_groups`), and ``independent``
+says how many independent areas the comparison tiles hold. Its accuracy carries its exact 95% interval; a result that can
 neither show a difference nor rule out an easy one is ``conclusive: 0`` and is never shown as a
 headline (:func:`judge_conclusive`). Each phase prints one line to stderr as it starts.
 
