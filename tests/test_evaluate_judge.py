@@ -14,7 +14,10 @@ from hypothesis import strategies as st
 from satgan.evaluate.judge import (
     ClassifierParams,
     JudgeParams,
+    area_equivalent,
+    assign_folds,
     binomial_p_value,
+    box_groups,
     brier_score,
     classifier_subset,
     classify,
@@ -26,7 +29,7 @@ from satgan.evaluate.judge import (
 from satgan.params import InvalidParam
 from tiles import load_tiles
 
-CFG = JudgeParams(test_fraction=0.5, epochs=30, batch_size=16, lr=2e-3, width=16)
+CFG = JudgeParams(folds=3, seeds=1, epochs=10, batch_size=16, lr=2e-3, width=16)
 
 
 
@@ -60,26 +63,92 @@ def test_real_vs_blurred_real_is_caught(halves):
     assert res.accuracy >= 0.85 and res.p_value < 1e-8
 
 
-def test_judge_balances_classes(halves):
-    """With 140 real and 30 fake tiles, both classes are cut to 30 and half of each is tested."""
-    res = judge(halves[0], halves[1][:30], JudgeParams(0.5, 1, 16, 2e-3, 4), seed=0)
-    assert res.n_per_class == 30 and res.n_test == 30 and res.n_train == 30
+def test_judge_scores_every_tile_of_the_balanced_sets(halves):
+    """With 140 real and 30 fake tiles, both sets are cut to 30 and all 60 are scored, each fold training on the rest."""
+    res = judge(halves[0], halves[1][:30], JudgeParams(3, 1, 1, 16, 2e-3, 4), seed=0)
+    assert res.n_per_class == 30 and res.n_test == 60 and res.n_train == 40 and res.folds == 3
+
+
+def test_judge_reports_each_seed(halves):
+    """Two seeds give two per-seed results, each with accuracy, AUC, log-loss and Brier score."""
+    res = judge(halves[0][:12], halves[2][:12], JudgeParams(2, 2, 1, 16, 2e-3, 4), seed=0)
+    assert res.seeds == 2 and len(res.per_seed) == 2
+    assert all(set(d) == {"accuracy", "auc", "log_loss", "brier"} for d in res.per_seed)
+
+
+def test_judge_folds_shrink_to_the_groups(halves):
+    """Real tiles in 2 groups allow 2 folds, whatever the params ask; the result says the groups were known."""
+    groups = np.repeat([0, 1], 6)
+    res = judge(halves[0][:12], halves[2][:12], JudgeParams(5, 1, 1, 16, 2e-3, 4), seed=0, real_groups=groups)
+    assert res.folds == 2 and res.groups == 2 and res.groups_known
+
+
+def test_judge_refuses_a_single_group(halves):
+    """Real tiles that all share pixels (one group) cannot be cross-validated: a ValueError says so."""
+    with pytest.raises(ValueError, match="at least 2 groups"):
+        judge(halves[0][:8], halves[2][:8], JudgeParams(2, 1, 1, 16, 2e-3, 4), seed=0, real_groups=np.zeros(8, int))
 
 
 def test_two_runs_are_identical_and_leave_the_caller_alone(halves):
     """Two judge runs on 2 threads give the same result bit for bit; threads and global RNG come back as they were."""
-    small = JudgeParams(0.5, 3, 16, 2e-3, 8)
+    small = JudgeParams(2, 2, 2, 16, 2e-3, 8)
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
         torch.manual_seed(123)
         before = torch.random.get_rng_state()
-        a = judge(halves[0][:40], halves[2][:40], small, seed=4)
+        a = judge(halves[0][:20], halves[2][:20], small, seed=4)
         assert torch.equal(torch.random.get_rng_state(), before) and torch.get_num_threads() == 2
-        b = judge(halves[0][:40], halves[2][:40], small, seed=4)
+        b = judge(halves[0][:20], halves[2][:20], small, seed=4)
     finally:
         torch.set_num_threads(threads)
     assert a == b and not torch.are_deterministic_algorithms_enabled()
+
+
+def test_box_groups_join_tiles_that_share_pixels():
+    """A chain of overlapping tiles is one group; a tile that only touches an edge, or lies in another scene, is not."""
+    boxes = [["a", 0, 0, 128, 128], ["a", 64, 0, 192, 128], ["a", 128, 0, 256, 128],  # a chain of overlaps
+             ["a", 256, 0, 384, 128],  # touches the chain's right edge only: no shared pixel
+             ["b", 0, 0, 128, 128]]  # same rectangle, other scene
+    g = box_groups(boxes)
+    assert g[0] == g[1] == g[2] and len({g[0], g[3], g[4]}) == 3
+
+
+@given(st.lists(st.tuples(st.sampled_from("ab"), st.integers(0, 20), st.integers(0, 20)), min_size=1, max_size=30))
+@settings(max_examples=50, deadline=None)
+def test_tiles_of_different_groups_share_no_pixel(corners):
+    """Property: any two tiles in different groups are in different scenes or have disjoint rectangles."""
+    boxes = [[s, x, y, x + 8, y + 8] for s, x, y in corners]
+    g = box_groups(boxes)
+    for i, a in enumerate(boxes):
+        for j, b in enumerate(boxes):
+            if g[i] != g[j]:
+                assert a[0] != b[0] or a[3] <= b[1] or b[3] <= a[1] or a[4] <= b[2] or b[4] <= a[2]
+
+
+def test_area_equivalent_counts_overlap_once():
+    """Two disjoint tiles cover 2 tiles' area; two tiles overlapping by half cover 1.5."""
+    assert area_equivalent([["a", 0, 0, 10, 10], ["a", 20, 0, 30, 10]]) == 2.0
+    assert area_equivalent([["a", 0, 0, 10, 10], ["a", 5, 0, 15, 10]]) == 1.5
+
+
+def test_box_groups_name_a_malformed_box():
+    """A box with x1 <= x0 is a ValueError naming its row."""
+    with pytest.raises(ValueError, match="box 1"):
+        box_groups([["a", 0, 0, 10, 10], ["a", 10, 0, 10, 10]])
+
+
+@given(st.lists(st.integers(0, 9), min_size=4, max_size=60), st.integers(2, 4), st.integers(0, 2**16))
+@settings(max_examples=60, deadline=None)
+def test_folds_keep_groups_whole_and_balanced(groups, folds, seed):
+    """Property: each group lies in one fold, every fold is used, and fold sizes differ by at most the largest group."""
+    g = np.array(groups)
+    if len(np.unique(g)) < folds:
+        return
+    f = assign_folds(g, folds, np.random.default_rng(seed))
+    assert all(len(np.unique(f[g == k])) == 1 for k in np.unique(g))
+    sizes = np.bincount(f, minlength=folds)
+    assert sizes.min() >= 1 and sizes.max() - sizes.min() <= np.bincount(g).max()
 
 
 def test_log_loss_and_brier_on_known_logits():
@@ -195,3 +264,9 @@ def test_classifier_params_below_one_name_their_key(field, value):
     ok = {"epochs": 1, "batch_size": 1, "lr": 1e-3, "width": 1, "max_train_tiles": 2}
     with pytest.raises(InvalidParam, match=f"^{field}: expected an integer >= 1"):
         ClassifierParams(**{**ok, field: value})
+
+
+def test_judge_params_need_two_folds():
+    """evaluate.judge.folds below 2 names its key (one fold leaves nothing to train on)."""
+    with pytest.raises(InvalidParam, match="^folds: expected an integer >= 2"):
+        JudgeParams(folds=1, seeds=1, epochs=1, batch_size=16, lr=2e-3, width=4)

@@ -147,3 +147,70 @@ def test_tv_sampling_noise_matches_simulated_samples():
     rng = np.random.default_rng(0)
     sim = np.mean([M.total_variation(rng.multinomial(40, p) / 40, rng.multinomial(500, p) / 500) for _ in range(2000)])
     assert M.tv_sampling_noise(p, 40, 500) == pytest.approx(sim, rel=0.1)
+
+
+tile_sets = st.integers(1, 4).flatmap(lambda n: st.tuples(
+    arrays(np.float32, (n, 3, 16, 16), elements=st.floats(-1, 1, width=32)),
+    arrays(np.float32, (n + 1, 3, 16, 16), elements=st.floats(-1, 1, width=32)),
+))
+
+
+@settings(max_examples=30, deadline=None)
+@given(tile_sets)
+def test_spectral_distance_is_symmetric_and_zero_on_identical_sets(ab):
+    """Property: d(a, a) = 0 and d(a, b) = d(b, a) >= 0, per channel and on average."""
+    a, b = ab
+    assert M.spectral_distance(a, a)["mean"] == 0.0
+    ab_, ba = M.spectral_distance(a, b), M.spectral_distance(b, a)
+    assert ab_ == pytest.approx(ba) and ab_["mean"] >= 0.0
+
+
+def test_radial_spectrum_has_one_value_per_channel_and_radius(real):
+    """(N, 3, H, W) tiles give a (3, min(H, W) // 2) float64 spectrum."""
+    spec = M.radial_log_spectrum(real[0][:5])
+    assert spec.shape == (3, min(real[0].shape[-2:]) // 2) and spec.dtype == np.float64
+
+
+def test_blurred_tiles_have_less_fine_texture(real):
+    """Blurring lowers the power at the highest radii (fine texture) more than at the lowest (coarse layout)."""
+    sharp, blurred = M.radial_log_spectrum(real[1]).mean(0), M.radial_log_spectrum(real[2]).mean(0)
+    drop = sharp - blurred
+    assert drop[-4:].mean() > 0.5 and drop[-4:].mean() > 5 * abs(drop[:2].mean())
+
+
+def test_spectral_distance_real_vs_real_far_below_real_vs_blurred(real):
+    """Two real sets are much closer in spectrum than a real set and a blurred one."""
+    a, b, blurred = real
+    assert M.spectral_distance(a, blurred)["mean"] > 4 * M.spectral_distance(a, b)["mean"]
+
+
+def test_ssim_pairs_equal_scikit_image(real):
+    """The batched SSIM equals scikit-image's structural_similarity pair by pair within 1e-6."""
+    from skimage.metrics import structural_similarity
+
+    a, b, blurred = real
+    x, y = np.concatenate([a[:20], a[:20]]), np.concatenate([b[:20], blurred[:20]])
+    ref = [structural_similarity(p, q, channel_axis=0, data_range=2.0, win_size=7) for p, q in zip(x, y)]
+    assert np.abs(M.ssim_pairs(x, y) - np.array(ref)).max() < 1e-6
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(3, 12).flatmap(lambda s: arrays(np.float32, (2, 2, 3, s, s), elements=st.floats(-1, 1, width=32))))
+def test_ssim_pairs_equal_scikit_image_on_any_tiles(pair):
+    """Property: on any tiles of 3 px or more (smaller windows included), the batched SSIM is scikit-image's within 1e-6."""
+    from skimage.metrics import structural_similarity
+
+    x, y = pair
+    win = M.ssim_window(x.shape[2], x.shape[3])
+    ref = [structural_similarity(p, q, channel_axis=0, data_range=2.0, win_size=win) for p, q in zip(x, y)]
+    assert np.abs(M.ssim_pairs(x, y) - np.array(ref)).max() < 1e-6
+
+
+def test_memorization_picks_the_best_ssim_of_the_l2_candidates(real):
+    """memorization's batched re-ranking returns, per sample, the SSIM-best of its top-k L2 candidates."""
+    a, b, _ = real
+    mem = M.memorization(b[:10], a, top_k=4, chunk=7, threshold=0.9)
+    idx, _ = M.nearest_l2(b[:10], a, 4, 7)
+    for n in range(10):
+        scores = [M.ssim(b[n], a[j]) for j in idx[n]]
+        assert mem.index[n] == idx[n, int(np.argmax(scores))] and mem.ssim[n] == pytest.approx(max(scores), abs=1e-12)

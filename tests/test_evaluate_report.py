@@ -13,9 +13,12 @@ from hypothesis import strategies as st
 
 from satgan.imageops import save_grid
 from satgan.evaluate.report import (
+    FLOOR_GREEN,
     HEADLINE,
     REPORT,
+    SPECTRA,
     Missing,
+    floor_rows,
     gan_test_mark,
     headline,
     line_chart_svg,
@@ -38,9 +41,13 @@ needs_chromium = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian 
 # An evaluation as evaluate writes it (the input of the page, not an expected result).
 METRICS = {
     "n": {"train": 60, "holdout": 30, "fake": 30},
-    "judge": {"accuracy": 0.97, "auc": 0.99, "p_value": 1e-12, "log10_p_value": -12.0, "n_test": 60},
+    "judge": {"accuracy": 0.97, "auc": 0.99, "log_loss": 0.08, "p_value": 1e-12, "log10_p_value": -12.0, "n_test": 60,
+              "accuracy_ci_low": 0.88, "accuracy_ci_high": 0.99},
     "swd": {"16px": 0.3, "32px": 0.4, "mean": 0.35},
     "colour_hist": {"ch0": 0.2, "mean": 0.25},
+    "spectral": {"ch0": 0.3, "mean": 0.3},
+    "floor": {"n": 30, "judge": {"accuracy": 0.55, "auc": 0.56, "log_loss": 0.71}, "swd": {"mean": 0.1},
+              "colour_hist": {"mean": 0.2}, "spectral": {"mean": 0.1}},
     "memorization": {"frac_above_threshold": 0.0, "holdout_frac_above_threshold": 0.0, "ssim_median": 0.2,
                      "ssim_max": 0.3, "holdout_ssim_median": 0.15},
     "diversity": {"fake_mean_ssim": 0.36, "real_mean_ssim": 0.04, "collapsed": 1},
@@ -130,7 +137,7 @@ def test_an_inconclusive_judge_is_amber_with_its_interval_and_no_headline():
     row = next(r for r in rate_metrics(small, None) if r.name == "judge accuracy")
     assert row.mark == "amber" and row.value == "0.750 (95% CI 0.35-0.97)" and row.reading.startswith("inconclusive")
     h = headline(small, None)
-    assert h["judge_acc"] is None and h["judge_p"] == 0.14
+    assert h["judge_acc"] is None
     assert headline(_patched(judge__conclusive=1), None)["judge_acc"] == METRICS["judge"]["accuracy"]
 
 
@@ -144,11 +151,51 @@ def test_the_page_lists_the_counts_evaluate_fitted_to_the_data(run_dirs, tmp_pat
     assert "turing_n_real: 16 -&gt; 9" in page and "turing_n_fake" not in page
 
 
-def test_distances_are_grey_without_a_baseline_and_rated_with_one():
-    """SWD has no mark without a real-vs-real baseline; with one, 1.2x is green and 5x red."""
-    assert _marks(METRICS)["SWD (patch texture)"] == "grey"
-    assert _marks(_patched(baseline__swd_mean=0.35 / 1.2))["SWD (patch texture)"] == "green"
-    assert _marks(_patched(baseline__swd_mean=0.07))["SWD (patch texture)"] == "red"
+def test_distances_are_grey_without_a_floor_and_rated_with_one():
+    """SWD has no mark without a real-vs-real floor; with one, 1.2x is green and 5x red."""
+    assert _marks({k: v for k, v in METRICS.items() if k != "floor"})["SWD (patch texture)"] == "grey"
+    assert _marks(_patched(floor__swd__mean=0.35 / 1.2))["SWD (patch texture)"] == "green"
+    assert _marks(_patched(floor__swd__mean=0.07))["SWD (patch texture)"] == "red"
+
+
+def test_floor_rows_give_each_figure_its_floor_and_ratio():
+    """Every figure with a floor is a row: the value, the real-vs-real floor and their ratio, judge first."""
+    rows = {r.name: r for r in floor_rows(METRICS)}
+    assert list(rows)[0] == "judge accuracy" and len(rows) == 6
+    assert rows["spectral distance"].floor == 0.1 and rows["spectral distance"].ratio == pytest.approx(3.0)
+    assert rows["SWD (patch texture)"].ratio == pytest.approx(3.5)
+
+
+def test_distances_within_the_floor_ratio_are_green():
+    """A distance within FLOOR_GREEN x its floor is green; the spectral distance 3x its floor is amber."""
+    at = _patched(spectral__mean=0.1 * FLOOR_GREEN)
+    assert {r.name: r.mark for r in floor_rows(at)}["spectral distance"] == "green"
+    assert _marks(METRICS)["spectral distance"] == "amber"
+
+
+def test_a_judge_whose_interval_reaches_its_floor_is_green():
+    """A significant judge whose 95% interval reaches down to the real-vs-real judge's accuracy is green."""
+    near = _patched(judge__accuracy=0.62, judge__p_value=0.001, judge__accuracy_ci_low=0.54, judge__accuracy_ci_high=0.7)
+    assert _marks(near)["judge accuracy"] == "green"
+    assert _marks(_patched(judge__accuracy=0.62, judge__p_value=0.001, judge__accuracy_ci_low=0.58))["judge accuracy"] == "amber"
+
+
+def test_metrics_without_floors_have_no_floor_rows():
+    """metrics.json written before floors existed gives no floor rows (the page says not available)."""
+    assert floor_rows({k: v for k, v in METRICS.items() if k != "floor"}) == []
+
+
+def test_headline_carries_the_spectral_distance():
+    """headline.json has the spectral distance beside SWD."""
+    assert headline(METRICS, None)["spectral"] == 0.3
+
+
+def test_the_page_shows_the_floor_table_and_the_spectrum_chart(run_dirs, tmp_path):
+    """report.html has the floor table (figure, fakes, floor, ratio) and the spectra chart with all three series."""
+    page = write_report(run_dirs / "eval", run_dirs / "samples", run_dirs / "live", out_dir=tmp_path)["report"].read_text()
+    assert '<table class="floor">' in page and "<th>floor: real vs real</th><th>ratio</th>" in page
+    assert "Mean radial power spectrum" in page and all(f'data-series="{n}"' in page
+                                                        for n in ("fakes", "holdout reals", "training reals"))
 
 
 def test_copies_and_diversity_are_rated_against_the_real_tiles():
@@ -187,6 +234,8 @@ def run_dirs(tmp_path_factory, rsscn7_files):
     ev, samples, live_dir = root / "eval", root / "samples", root / "live"
     ev.mkdir()
     (ev / "metrics.json").write_text(json.dumps(METRICS))
+    (ev / SPECTRA).write_text(json.dumps({"radius": [1, 2, 3], "fakes": [1.0, 0.0, -2.0], "holdout reals": [0.8, 0.1, -1.0],
+                                          "training reals": [0.8, 0.0, -1.1]}))
     (ev / "fid_kid.json").write_text(json.dumps({"fid": "not computed", "kid": "not computed", "reason": "no weights"}))
     (ev / "model_card.json").write_text(json.dumps({"model": {"step": 12, "git_rev": "abc"}, "architecture": {"nz": 100},
                                                     "metrics": METRICS}))
@@ -212,7 +261,7 @@ def test_write_report_with_every_input(run_dirs, tmp_path):
     paths = write_report(run_dirs / "eval", run_dirs / "samples", run_dirs / "live", out_dir=tmp_path)
     page = paths["report"].read_text()
     assert paths["report"] == tmp_path / REPORT and "not available" not in page
-    assert page.count('<svg class="chart"') == 4 and page.count("data:image/png;base64,") >= 5 + 4
+    assert page.count('<svg class="chart"') == 5 and page.count("data:image/png;base64,") >= 5 + 4
     assert not re.search(r'(src|href)="(https?:)?//', page)
     h = json.loads((tmp_path / HEADLINE).read_text())
     assert h["step"] == 12 and h["judge_acc"] == METRICS["judge"]["accuracy"]
@@ -274,7 +323,7 @@ def test_page_renders_offline_slider_moves_answers_toggle(run_dirs, tmp_path):
         page.goto(page_path.as_uri())
         assert page.title() == "satgan evaluation report"
         assert page.locator("table.metrics tbody tr").count() == len(rate_metrics(METRICS, None))
-        assert page.locator("svg.chart polyline").count() == 7
+        assert page.locator("svg.chart polyline").count() == 7 + 3  # the training charts, and the spectra of the fakes and both real sets
         natural = page.evaluate("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
         before = page.locator("#frame-img").get_attribute("src")
         assert page.locator("#frame-step").text_content() == "step 12"
@@ -448,3 +497,13 @@ def test_page_shows_the_class_table_and_grid_in_chromium(run_dirs, tmp_path):
                                 "return i !== null && i.complete && i.naturalWidth > 0; })()")
         browser.close()
     assert not errors and classes == ["green", "red"] and first_cells == ["forest", "river"] and grid_ok
+
+
+def test_gan_train_sits_beside_gan_test_with_the_same_reading():
+    """A gan_train block adds a GAN-train row after GAN-test, marked by the same rule against the real-test and chance."""
+    block = {"n_classes": 7, "chance": 1 / 7, "real_test": {"accuracy": 0.9, "ci_low": 0.8, "ci_high": 0.95},
+             "gan_test": {"accuracy": 0.85, "ci_low": 0.75, "ci_high": 0.92},
+             "gan_train": {"accuracy": 0.3, "ci_low": 0.1, "ci_high": 0.45}}
+    rows = [r for r in rate_metrics({**METRICS, "classifier": block}, None) if r.name.startswith("GAN-")]
+    assert [r.name for r in rows] == ["GAN-test accuracy", "GAN-train accuracy"]
+    assert rows[1].mark == gan_test_mark(0.1, 0.45, 0.8, 1 / 7)[0] and rows[1].value.startswith("0.300")

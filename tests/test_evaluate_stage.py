@@ -34,7 +34,7 @@ from satgan.params import load_section
 from class_helpers import write_sample_classes
 from tiles import load_tiles
 
-PHASES = ["Turing test", "judge", "distances", "memorization", "diversity", "FID/KID"]
+PHASES = ["Turing test", "judge", "distances", "floor", "memorization", "diversity", "FID/KID"]
 
 
 def _params(repo_root: Path, tmp_path: Path, **patch) -> Path:
@@ -81,6 +81,7 @@ def test_stage_writes_numeric_metrics_and_every_artifact(dirs, repo_root, tmp_pa
     def leaves(d):
         return [x for v in d.values() for x in (leaves(v) if isinstance(v, dict) else [v])]
 
+    assert m.pop("against") == "holdout"  # the one word: which real split the fakes were compared with
     assert all(isinstance(v, (int, float)) for v in leaves(m))
     for name in ("quiz.html", "turing_grid.png", "turing_key.json", "closest_pairs.png"):
         assert (out / name).is_file()
@@ -121,10 +122,10 @@ def test_copied_training_tiles_are_flagged(dirs, repo_root, tmp_path):
 def test_nested_param_errors_name_the_dotted_key(repo_root, tmp_path):
     """A bad nested value is refused with its full dotted key."""
     doc = yaml.safe_load((repo_root / "params.yaml").read_text())
-    doc["evaluate"]["judge"]["test_fraction"] = 1.5
+    doc["evaluate"]["judge"]["folds"] = 1
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump(doc))
-    with pytest.raises(ParamsError, match=r"evaluate\.judge\.test_fraction"):
+    with pytest.raises(ParamsError, match=r"evaluate\.judge\.folds"):
         load_section("evaluate", EvaluateParams, path)
 
 
@@ -137,25 +138,25 @@ def sizes_and_params(draw, repo_root=Path(__file__).resolve().parents[1]):
     p = dataclasses.replace(
         base,
         turing=dataclasses.replace(base.turing, n_real=draw(st.integers(1, 64)), n_fake=draw(st.integers(1, 64))),
-        judge=dataclasses.replace(base.judge, test_fraction=draw(st.floats(0.01, 0.99))),
+        judge=dataclasses.replace(base.judge, folds=draw(st.integers(2, 10))),
         swd=dataclasses.replace(base.swd, patches_per_image=draw(st.integers(1, 500)), patch_size=draw(st.integers(1, 16))),
         memorization=dataclasses.replace(base.memorization, top_k=draw(st.integers(1, 50)),
                                          n_pairs_image=draw(st.integers(1, 50))),
         diversity=dataclasses.replace(base.diversity, max_pairs=draw(st.integers(1, 5000))),
     )
     n = [draw(st.integers(2, 600)) for _ in range(3)]
-    return p, n, draw(st.sampled_from([32, 64, 128]))
+    return p, n, draw(st.sampled_from([32, 64, 128])), draw(st.one_of(st.none(), st.integers(2, n[1])))
 
 
 @given(sizes_and_params())
 def test_adapted_counts_never_exceed_what_is_asked_or_exists(case):
     """Every used count is between 1 and the asked one, and fits the tiles, pairs or patches that exist."""
-    p, (n_train, n_holdout, n_fake), tile = case
-    got = {a.name: a for a in adapt_counts(p, n_train, n_holdout, n_fake, tile)}
+    p, (n_train, n_holdout, n_fake), tile, groups = case
+    got = {a.name: a for a in adapt_counts(p, n_train, n_holdout, n_fake, tile, groups)}
     assert all(1 <= a.used <= max(a.asked, 1) for a in got.values())
     per_class = min(n_holdout, n_fake)
     assert got["turing_n_real"].used <= n_holdout and got["turing_n_fake"].used <= n_fake
-    assert 1 <= got["judge_test_per_class"].used <= per_class - 1
+    assert 2 <= got["judge_folds"].used <= max(2, min(per_class, n_holdout if groups is None else groups))
     assert got["memorization_top_k"].used <= n_train and got["memorization_n_pairs_image"].used <= n_fake
     assert got["diversity_pairs_real"].used <= n_holdout * (n_holdout - 1) // 2
     assert got["diversity_pairs_fake"].used <= n_fake * (n_fake - 1) // 2
@@ -216,8 +217,8 @@ def test_a_judge_on_a_few_tiles_carries_its_interval(small, repo_root, tmp_path)
     """The judge's 95% interval is recorded around its accuracy, and conclusive follows the rule."""
     params = load_section("evaluate", EvaluateParams, repo_root / "params.yaml")
     j = evaluate(small / "prepared", small / "samples", tmp_path / "eval", params, progress=False)["judge"]
-    assert j["n_test"] == 8
-    assert (j["accuracy_ci_low"], j["accuracy_ci_high"]) == clopper_pearson(round(j["accuracy"] * 8), 8)
+    assert j["n_test"] == 18  # every one of the 9 held-out reals and as many fakes
+    assert (j["accuracy_ci_low"], j["accuracy_ci_high"]) == clopper_pearson(round(j["accuracy"] * 18), 18)
     assert j["accuracy_ci_low"] <= j["accuracy"] <= j["accuracy_ci_high"]
     assert j["conclusive"] == int(judge_conclusive(j["p_value"], j["accuracy_ci_high"]))
 
@@ -308,14 +309,15 @@ def test_samples_with_shuffled_classes_score_a_low_gan_test(labelled, repo_root,
 
 
 def test_every_class_gets_its_judge_swd_and_diversity_with_intervals(labelled, repo_root, tmp_path):
-    """per_class has each class with 6 held-out and 10 generated tiles; its judge on 6 test tiles is inconclusive."""
+    """per_class has each class with 6 held-out and 10 generated tiles; its judge scores 6 + 6 and reads by the rule."""
     root, fake, labels = labelled
     params = load_section("evaluate", EvaluateParams, _params(repo_root, tmp_path))
     m = evaluate(root / "prepared", _samples(tmp_path, "s", fake, labels), tmp_path / "eval", params, progress=False)
     assert list(m["per_class"]) == RSSCN7_CLASSES
     for entry in m["per_class"].values():
         j = entry["judge"]
-        assert entry["n_holdout"] == 6 and entry["n_fake"] == 10 and j["n_test"] == 6 and j["conclusive"] == 0
+        assert entry["n_holdout"] == 6 and entry["n_fake"] == 10 and j["n_test"] == 12
+        assert j["conclusive"] == int(judge_conclusive(j["p_value"], j["accuracy_ci_high"]))
         assert j["accuracy_ci_low"] <= j["accuracy"] <= j["accuracy_ci_high"]
         assert entry["swd"]["mean"] > 0 and -1 <= entry["diversity"]["fake_mean_ssim"] <= 1
 
@@ -329,7 +331,7 @@ def test_labelled_phases_are_said_and_the_classifier_line_printed(labelled, repo
                            "--params", str(_params(repo_root, tmp_path))], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     starts = [line.split("] ")[1].split(":")[0] for line in proc.stderr.splitlines() if line.startswith("evaluate: [")]
-    assert starts == PHASES[:5] + ["classifier", "per class", "FID/KID"]
+    assert starts == PHASES[:6] + ["classifier", "per class", "FID/KID"]
     assert "evaluate: GAN-test accuracy " in proc.stdout
 
 
@@ -446,7 +448,8 @@ def test_unlabelled_data_write_the_metrics_as_before(dirs, repo_root, tmp_path):
     """No labels.npy in prepared/: metrics.json has exactly the sections it had before classes existed."""
     params = load_section("evaluate", EvaluateParams, _params(repo_root, tmp_path))
     m = evaluate(dirs / "prepared", dirs / "samples", tmp_path / "eval", params, progress=False)
-    assert set(m) == {"n", "judge", "swd", "colour_hist", "memorization", "diversity", "adapted"}
+    assert set(m) == {"against", "n", "independent", "judge", "swd", "colour_hist", "spectral", "floor", "memorization",
+                      "diversity", "adapted"}
 
 
 def test_classifier_param_errors_name_the_dotted_key(repo_root, tmp_path):
@@ -502,3 +505,94 @@ def test_data_of_one_class_mark_the_classifier_not_computed(labelled, repo_root,
     params = load_section("evaluate", EvaluateParams, _params(repo_root, tmp_path))
     m = evaluate(prepared, _samples(tmp_path, "s", fake, None), tmp_path / "eval", params, progress=False)
     assert m["classifier"] == m["per_class"] == "not computed: the prepared data have one class (aGrass); a classifier needs at least 2"
+
+
+# ----------------------------------------------------------------- floors, spectra, groups, the comparison split
+
+
+def test_every_figure_has_its_real_vs_real_floor(dirs, repo_root, tmp_path):
+    """metrics.json's floor holds the judge, SWD, colour and spectral distance between held-out and training reals."""
+    params = load_section("evaluate", EvaluateParams, _params(repo_root, tmp_path))
+    m = evaluate(dirs / "prepared", dirs / "samples", tmp_path / "eval", params, progress=False)
+    f = m["floor"]
+    assert f["n"] == 30 and {"accuracy", "auc", "log_loss", "accuracy_ci_low"} <= set(f["judge"])
+    assert {"mean"} <= set(f["swd"]) & set(f["colour_hist"]) & set(f["spectral"])
+
+
+def test_fakes_copied_from_training_tiles_sit_at_their_floor(dirs, repo_root, tmp_path):
+    """Samples that are training tiles score spectral and colour distances like the training reals' floor (within 2x)."""
+    params = load_section("evaluate", EvaluateParams, _params(repo_root, tmp_path))
+    m = evaluate(dirs / "prepared", dirs / "samples", tmp_path / "eval", params, progress=False)
+    assert m["spectral"]["mean"] <= 2 * m["floor"]["spectral"]["mean"]
+
+
+def test_spectra_of_the_fakes_and_both_real_sets_are_written(dirs, repo_root, tmp_path):
+    """spectra.json holds one value per radius for the fakes, the held-out reals and the training reals."""
+    params = load_section("evaluate", EvaluateParams, _params(repo_root, tmp_path))
+    evaluate(dirs / "prepared", dirs / "samples", tmp_path / "eval", params, progress=False)
+    doc = json.loads((tmp_path / "eval" / "spectra.json").read_text())
+    assert doc["radius"] == list(range(1, 17))
+    assert set(doc) == {"radius", "fakes", "holdout reals", "training reals"}
+    assert all(len(v) == 16 for v in doc.values())
+
+
+def _with_boxes(src: Path, dst: Path, holdout_boxes: list) -> Path:
+    """A copy of the prepared folder ``src`` whose holdout sidecar carries ``holdout_boxes``."""
+    dst.mkdir()
+    for name in ("tiles.npy", "tiles.json"):
+        (dst / name).write_bytes((src / name).read_bytes())
+    arr, meta = open_prepared(src / "holdout.npy")
+    save_array_with_sidecar(dst / "holdout.npy", np.asarray(arr), {"boxes": holdout_boxes})
+    return dst
+
+
+def test_overlapping_held_out_tiles_are_counted_as_their_areas(dirs, repo_root, tmp_path):
+    """30 held-out tiles cut every half tile in rows of 10: 3 groups, the area of 16.5 tiles, the judge on 3 folds."""
+    boxes = [["s", 64 * (i % 10), 1000 * (i // 10), 64 * (i % 10) + 128, 1000 * (i // 10) + 128] for i in range(30)]
+    prepared = _with_boxes(dirs / "prepared", tmp_path / "prepared", boxes)
+    params = load_section("evaluate", EvaluateParams, _params(repo_root, tmp_path))
+    m = evaluate(prepared, dirs / "samples", tmp_path / "eval", params, progress=False)
+    assert m["independent"] == {"groups_known": 1, "groups": 3, "area_equivalent": 16.5}
+    assert m["judge"]["groups"] == 3 and m["judge"]["groups_known"] == 1 and m["judge"]["folds"] == 3
+
+
+def test_malformed_boxes_are_one_error_naming_the_sidecar(dirs, repo_root, tmp_path):
+    """Boxes of the wrong count stop evaluate with one line naming holdout.json and the key."""
+    prepared = _with_boxes(dirs / "prepared", tmp_path / "prepared", [["s", 0, 0, 8, 8]])
+    params = load_section("evaluate", EvaluateParams, _params(repo_root, tmp_path))
+    with pytest.raises(DataError, match=r"holdout\.json: boxes: expected one \[scene, x0, y0, x1, y1\] per tile \(30\)"):
+        evaluate(prepared, dirs / "samples", tmp_path / "eval", params, progress=False)
+
+
+def test_against_validation_without_the_split_says_how_to_make_it(dirs, repo_root, tmp_path):
+    """evaluate.against: validation with no validation.npy is one error naming the file and prepare's key."""
+    params = load_section("evaluate", EvaluateParams, _params(repo_root, tmp_path, against="validation"))
+    with pytest.raises(DataError, match=r"validation\.npy: not found; .*prepare\.validation_fraction > 0"):
+        evaluate(dirs / "prepared", dirs / "samples", tmp_path / "eval", params, progress=False)
+
+
+def test_against_validation_compares_the_fakes_with_the_validation_tiles(dirs, repo_root, tmp_path):
+    """With validation.npy present and evaluate.against: validation, the fakes meet those tiles and metrics.json says so."""
+    prepared = tmp_path / "prepared"
+    prepared.mkdir()
+    for name in ("tiles.npy", "tiles.json", "holdout.npy", "holdout.json"):
+        (prepared / name).write_bytes((dirs / "prepared" / name).read_bytes())
+    arr, meta = open_prepared(dirs / "prepared" / "holdout.npy")
+    save_array_with_sidecar(prepared / "validation.npy", np.asarray(arr)[:12], {})
+    params = load_section("evaluate", EvaluateParams, _params(repo_root, tmp_path, against="validation"))
+    m = evaluate(prepared, dirs / "samples", tmp_path / "eval", params, progress=False)
+    assert m["against"] == "validation" and m["n"]["holdout"] == 12 and m["judge"]["n_test"] == 24
+
+
+def test_against_names_its_choices(repo_root, tmp_path):
+    """evaluate.against other than holdout or validation is refused naming the key."""
+    with pytest.raises(ParamsError, match=r"evaluate\.against: expected one of holdout, validation"):
+        load_section("evaluate", EvaluateParams, _params(repo_root, tmp_path, against="test"))
+
+
+def test_gan_train_scores_held_out_reals_with_a_classifier_trained_on_the_samples(labelled, repo_root, tmp_path):
+    """Unseen real tiles as a conditional model's samples: GAN-train (trained on them, tested on held-out reals) beats chance."""
+    root, fake, labels = labelled
+    params = load_section("evaluate", EvaluateParams, _params(repo_root, tmp_path))
+    c = evaluate(root / "prepared", _samples(tmp_path, "s", fake, labels), tmp_path / "eval", params, progress=False)["classifier"]
+    assert c["gan_train"]["n"] == 42 and c["gan_train"]["ci_low"] > c["chance"]

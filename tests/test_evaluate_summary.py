@@ -79,3 +79,19 @@ def test_unlabelled_metrics_print_no_class_row(tmp_path, repo_root):
     """Without a classifier section the summary has no GAN-test or class coverage row."""
     proc = _setup(tmp_path, repo_root)
     assert "GAN-test" not in proc.stdout and "class coverage" not in proc.stdout
+
+
+def test_summary_prints_each_figure_against_its_floor(tmp_path, repo_root):
+    """With floors in metrics.json the summary prints the report's floor rows: figure, fakes, floor, ratio, mark."""
+    doc = json.loads(json.dumps(METRICS))
+    doc["spectral"] = {"mean": 0.3}
+    doc["floor"] = {"judge": {"accuracy": 0.55}, "swd": {"mean": 0.1167 / 1.5}, "spectral": {"mean": 0.1}}
+    _setup(tmp_path, repo_root, write_metrics=True)
+    (tmp_path / "eval" / "metrics.json").write_text(json.dumps(doc))
+    proc = subprocess.run([sys.executable, "-m", "satgan.evaluate.summary", "--params", str(tmp_path / "params.yaml")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    rows = {line.split("  ")[1]: line.split() for line in proc.stdout.splitlines()
+            if line.startswith("  spectral distance") or line.startswith("  SWD")}
+    assert rows["spectral distance"][-4:] == ["0.3", "0.1", "3.00", "amber"]
+    assert rows["SWD (patch texture)"][-2:] == ["1.50", "green"]

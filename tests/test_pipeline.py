@@ -114,7 +114,7 @@ def test_dvc_exp_show_first_screen_holds_the_headline(tiny):
     """
     headline = json.loads((tiny[0] / "data/eval/headline.json").read_text())
     present = [k for k, v in headline.items() if v is not None]
-    assert {"judge_p", "swd", "copied", "ssim_fake"} <= set(present)
+    assert {"swd", "spectral", "copied", "ssim_fake"} <= set(present)
     out = _in_a_terminal(["dvc", "exp", "show"], tiny[0], 160)
     lines = [line[:160] for line in out.splitlines()]
     header = next(line for line in lines if "Experiment" in line)

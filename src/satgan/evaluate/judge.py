@@ -1,26 +1,35 @@
 """The automatic judges: a classifier two-sample test (Lopez-Paz & Oquab, ICLR 2017), and a class
-classifier for GAN-test accuracy (Shmelkov et al., ECCV 2018), both the same small CNN.
+classifier for GAN-test and GAN-train accuracy (Shmelkov et al., ECCV 2018), both the same small CNN.
 
-Train a small CNN from scratch to tell held-out real tiles from generated ones on a
-seeded half of a class-balanced set, then score it on the other half. If the two
-distributions were the same, no classifier could beat chance on unseen tiles: the
-held-out accuracy would be ~0.5, and the number of correct test predictions would be
-Binomial(n_test, 1/2). The p-value is that binomial's upper tail at the observed count.
-For the GAN, 0.5 accuracy (AUC 0.5, large p-value) is the perfect score.
+The judge (:func:`judge`) trains a small CNN from scratch to tell held-out real tiles from
+generated ones and scores it on tiles it did not train on. If the two distributions were the
+same, no classifier could beat chance on unseen tiles: accuracy ~0.5, AUC ~0.5. For the GAN,
+0.5 is the perfect score.
+
+One split into a train and a test half ranks recipes badly: on the same fakes, changing only
+the judge's seed moved its log-loss 40x (issue 19). So the judge is grouped k-fold
+cross-validation, repeated over seeds: every real tile and as many fakes are scored exactly
+once per seed by a judge that never trained on them, the predicted probabilities are averaged
+per tile over the seeds, and accuracy, AUC, log-loss and Brier score are computed on those
+pooled out-of-fold predictions (the spread between seeds is reported beside them).
+Overlapping tiles (cut with a stride below their size) share pixels: a judge that trained on
+one recognises the other by its content, not by what makes it real. Tiles whose boxes
+intersect are therefore one group (:func:`box_groups`, connected components) and a group
+never straddles a fold (Roberts et al. 2017, "Cross-validation strategies for data with
+temporal, spatial, hierarchical, or phylogenetic structure", Ecography 40).
 
 Accuracy saturates: every run that the judge tells apart scores 0.98-1.0. The log-loss (mean
-binary cross-entropy of the judge's predicted probabilities on the test half) and the Brier
-score (mean squared error of those probabilities) are graded: they keep falling as the judge
-grows surer, so such runs can still be ranked. An uninformed judge (p = 1/2 everywhere) has
-log-loss ln 2 ~ 0.693 and Brier 0.25; a judge that cannot tell the sets apart but overfits its
-training half scores worse than that. For the GAN, higher is better on both.
+binary cross-entropy of the predicted probabilities) and the Brier score (their mean squared
+error) are graded: they keep falling as the judge grows surer, so such runs can still be
+ranked. An uninformed judge (p = 1/2 everywhere) has log-loss ln 2 ~ 0.693 and Brier 0.25; a
+judge that cannot tell the sets apart but overfits its training folds scores worse than that.
+For the GAN, higher is better on both.
 
 The class classifier (:func:`train_classifier`, :func:`classify`): the same CNN with one logit per
-class, trained with cross-entropy on real labelled training tiles. Shmelkov et al. ("How good is
-my GAN?", arXiv:1807.09499) score generated tiles with it against the class they were asked
-for: GAN-test accuracy, read against the same classifier's accuracy on held-out real tiles
-(the ceiling a perfect generator would reach). Far below that ceiling, the fakes do not look
-like their class; near chance, the class conditioning does nothing.
+class. Shmelkov et al. ("How good is my GAN?", arXiv:1807.09499) train it on real labelled
+tiles and score generated tiles against the class they were asked for (GAN-test: do the fakes
+look like their class?), and train it on the fakes with their classes and score held-out reals
+(GAN-train: do the fakes cover what the class looks like?).
 
 Deterministic: the same inputs, params and seed give the same result bit for bit. The judge
 draws every random number from seeded generators (the caller's global torch RNG is left as
@@ -32,11 +41,14 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
+from scipy import sparse, stats
+from scipy.sparse.csgraph import connected_components
 from torch import nn
 
 from satgan.params import check
@@ -44,16 +56,18 @@ from satgan.params import check
 
 @dataclass(frozen=True)
 class JudgeParams:
-    """params.yaml ``evaluate.judge``: the classifier two-sample test."""
+    """params.yaml ``evaluate.judge``: the classifier two-sample test, grouped k-fold cross-validation over seeds."""
 
-    test_fraction: float
+    folds: int
+    seeds: int
     epochs: int
     batch_size: int
     lr: float
     width: int
 
     def __post_init__(self) -> None:
-        check("test_fraction", 0.0 < self.test_fraction < 1.0, "a fraction in (0, 1)", self.test_fraction)
+        check("folds", self.folds >= 2, "an integer >= 2", self.folds)
+        check("seeds", self.seeds >= 1, "an integer >= 1", self.seeds)
         check("epochs", self.epochs >= 1, "an integer >= 1", self.epochs)
         check("batch_size", self.batch_size >= 1, "an integer >= 1", self.batch_size)
         check("lr", self.lr > 0, "a positive learning rate", self.lr)
@@ -80,7 +94,15 @@ class ClassifierParams:
 
 @dataclass(frozen=True)
 class JudgeResult:
-    """Held-out accuracy, ROC AUC, log-loss, Brier score and the one-sided binomial p-value against chance."""
+    """Out-of-fold accuracy, ROC AUC, log-loss, Brier score and the one-sided binomial p-value against chance.
+
+    On the per-tile probabilities averaged over ``seeds`` repeats of ``folds``-fold
+    cross-validation; ``per_seed`` holds each repeat's own accuracy, AUC and log-loss (their
+    spread is the judge's own noise). ``n_test``: tiles scored (real + fake, each once per
+    seed); ``n_train``: the mean number a fold's judge trained on; ``groups``: the groups the
+    real tiles fell into (tiles sharing pixels), ``groups_known`` False when every real tile had
+    to be its own group.
+    """
 
     accuracy: float
     auc: float
@@ -91,13 +113,16 @@ class JudgeResult:
     n_train: int
     n_test: int
     n_per_class: int
+    folds: int
+    seeds: int
+    groups: int
+    groups_known: bool
+    per_seed: tuple[dict[str, float], ...]
 
 
 def binomial_log_sf(k: int, n: int, p: float = 0.5) -> float:
-    """ln P(X >= k) for X ~ Binomial(n, p), exact up to float rounding, in log space.
-
-    Sums ln C(n, i) + i ln p + (n-i) ln(1-p) for i = k..n with the log-sum-exp trick, so
-    tails as small as 1e-300 and beyond stay finite (no scipy needed).
+    """ln P(X >= k) for X ~ Binomial(n, p), in log space (``scipy.stats.binom.logsf``), so tails as small
+    as 1e-300 and beyond stay finite.
     """
     if n < 0 or not 0.0 < p < 1.0:
         raise ValueError(f"expected n >= 0 and 0 < p < 1, got n={n}, p={p}")
@@ -105,9 +130,7 @@ def binomial_log_sf(k: int, n: int, p: float = 0.5) -> float:
         return 0.0
     if k > n:
         return -math.inf
-    terms = [math.log(math.comb(n, i)) + i * math.log(p) + (n - i) * math.log1p(-p) for i in range(k, n + 1)]
-    top = max(terms)
-    return top + math.log(sum(math.exp(t - top) for t in terms))
+    return float(stats.binom.logsf(k - 1, n, p))
 
 
 def binomial_p_value(k: int, n: int, p: float = 0.5) -> float:
@@ -138,7 +161,9 @@ def brier_score(logits: np.ndarray, labels: np.ndarray) -> float:
 
 
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """ROC AUC of ``scores`` (N,) for binary ``labels`` (N,) in {0, 1}, via the Mann-Whitney U statistic (ties count 1/2)."""
+    """ROC AUC of ``scores`` (N,) for binary ``labels`` (N,) in {0, 1}: the Mann-Whitney U statistic of the
+    positives over the negatives (``scipy.stats.mannwhitneyu``; ties count 1/2) divided by their pair count.
+    """
     scores = np.asarray(scores, np.float64)
     labels = np.asarray(labels).astype(bool)
     if scores.shape != labels.shape or scores.ndim != 1:
@@ -146,17 +171,7 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     n_pos, n_neg = int(labels.sum()), int((~labels).sum())
     if n_pos == 0 or n_neg == 0:
         raise ValueError(f"expected both classes among the labels, got {n_pos} positive and {n_neg} negative")
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores))
-    sorted_scores = scores[order]
-    i = 0
-    while i < len(scores):  # average ranks over ties
-        j = i
-        while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1.0
-        i = j + 1
-    u = ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0
+    u = stats.mannwhitneyu(scores[labels], scores[~labels], method="asymptotic").statistic
     return float(u / (n_pos * n_neg))
 
 
@@ -196,30 +211,147 @@ def build_judge(channels: int, width: int, n_outputs: int = 1) -> nn.Sequential:
     )
 
 
-def judge(real: np.ndarray, fake: np.ndarray, cfg: JudgeParams, seed: int) -> JudgeResult:
-    """Classifier two-sample test between real (N, C, H, W) and fake (M, C, H, W) tiles in [-1, 1].
+# ----------------------------------------------------------------- groups and folds
 
-    Classes are balanced by subsampling both to min(N, M) (seeded); each class is split
-    into train/test by ``cfg.test_fraction``. Augmentation is horizontal/vertical flips
-    only (map tiles have no canonical orientation), which cannot create a real/fake cue.
+
+def box_groups(boxes: Sequence[Sequence[Any]]) -> np.ndarray:
+    """(N,) int64 group of each tile: connected components of tiles that share pixels.
+
+    ``boxes``: per tile ``[scene, x0, y0, x1, y1]`` in source pixels (x1, y1 exclusive; the
+    sidecar's ``boxes``). Two tiles touch when they come from the same scene and their
+    rectangles intersect in at least one pixel; a group is a chain of touching tiles
+    (``scipy.sparse.csgraph.connected_components``), so no two groups share a pixel.
+    """
+    scenes, rects = _parse_boxes(boxes)
+    x0, y0, x1, y1 = rects.T
+    touch = ((scenes[:, None] == scenes[None, :]) & (x0[:, None] < x1[None, :]) & (x0[None, :] < x1[:, None])
+             & (y0[:, None] < y1[None, :]) & (y0[None, :] < y1[:, None]))
+    _, labels = connected_components(sparse.csr_matrix(touch), directed=False)
+    return labels.astype(np.int64)
+
+
+def area_equivalent(boxes: Sequence[Sequence[Any]]) -> float:
+    """The union area of the tiles' ``boxes`` (as :func:`box_groups`) in units of one tile's area (the median box).
+
+    N tiles that share no pixels give N; tiles cut every half tile overlap, so they cover the
+    area of fewer independent tiles. Exact: per scene, the rectangles are rasterised on the grid
+    of their own edges.
+    """
+    scenes, rects = _parse_boxes(boxes)
+    total = 0.0
+    for scene in np.unique(scenes):
+        r = rects[scenes == scene]
+        xs, ys = np.unique(r[:, [0, 2]]), np.unique(r[:, [1, 3]])
+        covered = np.zeros((len(ys) - 1, len(xs) - 1), bool)
+        for bx0, by0, bx1, by1 in r:
+            covered[np.searchsorted(ys, by0):np.searchsorted(ys, by1), np.searchsorted(xs, bx0):np.searchsorted(xs, bx1)] = True
+        total += float((np.diff(ys)[:, None] * np.diff(xs)[None, :] * covered).sum())
+    tile = float(np.median((rects[:, 2] - rects[:, 0]) * (rects[:, 3] - rects[:, 1])))
+    return total / tile
+
+
+def _parse_boxes(boxes: Sequence[Sequence[Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """Scenes (N,) str and rectangles (N, 4) float64 of ``boxes``; ValueError naming the first malformed row."""
+    if len(boxes) == 0:
+        raise ValueError("expected at least one box, got none")
+    scenes, rects = [], []
+    for i, b in enumerate(boxes):
+        ok = isinstance(b, (list, tuple)) and len(b) == 5 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in b[1:])
+        if not ok or not (b[3] > b[1] and b[4] > b[2]):
+            raise ValueError(f"box {i}: expected [scene, x0, y0, x1, y1] with x1 > x0 and y1 > y0, got {b!r}")
+        scenes.append(str(b[0]))
+        rects.append([float(v) for v in b[1:]])
+    return np.array(scenes), np.array(rects, np.float64)
+
+
+def assign_folds(groups: np.ndarray, folds: int, rng: np.random.Generator) -> np.ndarray:
+    """(N,) fold in [0, folds) of each tile of ``groups`` (N,): a whole group per fold, folds as equal as whole groups allow.
+
+    Groups go largest first (ties in a seeded random order) to the fold holding the fewest
+    tiles so far. Needs at least ``folds`` groups, so that every fold gets one.
+    """
+    ids, inverse, sizes = np.unique(groups, return_inverse=True, return_counts=True)
+    if len(ids) < folds:
+        raise ValueError(f"expected at least {folds} groups for {folds} folds, got {len(ids)}")
+    order = rng.permutation(len(ids))
+    order = order[np.argsort(-sizes[order], kind="stable")]
+    load = np.zeros(folds, np.int64)
+    fold_of = np.empty(len(ids), np.int64)
+    for g in order:
+        f = int(np.argmin(load))
+        fold_of[g], load[f] = f, load[f] + sizes[g]
+    return fold_of[inverse.reshape(-1)]
+
+
+# ----------------------------------------------------------------- the judge
+
+
+def judge(real: np.ndarray, fake: np.ndarray, cfg: JudgeParams, seed: int,
+          real_groups: np.ndarray | None = None, fake_groups: np.ndarray | None = None) -> JudgeResult:
+    """Classifier two-sample test between real (N, C, H, W) and fake (M, C, H, W) tiles in [-1, 1], by grouped
+    k-fold cross-validation repeated over ``cfg.seeds`` seeds.
+
+    Both sets are balanced to min(N, M) tiles (a seeded subset of the larger). ``real_groups``
+    / ``fake_groups`` (N,) / (M,): tiles of one group (they share pixels, :func:`box_groups`)
+    always land in one fold; None: every tile is its own group. Each seed draws its own fold
+    assignment and judge weights; each fold's judge trains on the other folds and scores its
+    own, so every tile is scored once per seed. The metrics are computed on the per-tile
+    probabilities averaged over the seeds. Augmentation is horizontal/vertical flips only (map
+    tiles have no canonical orientation), which cannot create a real/fake cue.
     """
     if real.ndim != 4 or fake.ndim != 4 or real.shape[1:] != fake.shape[1:]:
         raise ValueError(f"expected real and fake (N, C, H, W) tiles of the same (C, H, W), got {real.shape} and {fake.shape}")
+    rg = np.arange(len(real)) if real_groups is None else np.asarray(real_groups)
+    fg = np.arange(len(fake)) if fake_groups is None else np.asarray(fake_groups)
+    if rg.shape != (len(real),) or fg.shape != (len(fake),):
+        raise ValueError(f"expected one group per tile, got {rg.shape} groups for {len(real)} real and "
+                         f"{fg.shape} for {len(fake)} fake tiles")
     rng = np.random.default_rng(seed)
     n = min(len(real), len(fake))
-    n_test = int(round(n * cfg.test_fraction))
-    if n_test < 1 or n - n_test < 1:
-        raise ValueError(f"expected enough tiles for a train and a test split, got {n} per class with test_fraction={cfg.test_fraction}")
-    # Sorted indices read a memmap sequentially; the second permutation makes the split random.
-    r = torch.from_numpy(np.asarray(real[np.sort(rng.choice(len(real), n, replace=False))], np.float32)[rng.permutation(n)])
-    f = torch.from_numpy(np.asarray(fake[np.sort(rng.choice(len(fake), n, replace=False))], np.float32)[rng.permutation(n)])
-    x_train = torch.cat([r[n_test:], f[n_test:]])
-    y_train = torch.cat([torch.zeros(n - n_test), torch.ones(n - n_test)])
-    x_test = torch.cat([r[:n_test], f[:n_test]])
-    y_test = np.concatenate([np.zeros(n_test), np.ones(n_test)])
-
+    # Sorted indices read a memmap front to back.
+    ri, fi = np.sort(rng.choice(len(real), n, replace=False)), np.sort(rng.choice(len(fake), n, replace=False))
+    rg, fg = rg[ri], fg[fi]
+    folds = min(cfg.folds, len(np.unique(rg)), len(np.unique(fg)))
+    if folds < 2:
+        raise ValueError(f"expected at least 2 groups of each set for a cross-validated judge, got "
+                         f"{len(np.unique(rg))} real and {len(np.unique(fg))} fake groups")
+    x = torch.from_numpy(np.concatenate([np.asarray(real[ri], np.float32), np.asarray(fake[fi], np.float32)]))
+    y = np.concatenate([np.zeros(n), np.ones(n)])
+    probs = np.zeros((cfg.seeds, 2 * n))
+    trained = []
     with _deterministic_cpu():
-        return _train_and_test(x_train, y_train, x_test, y_test, n, cfg, seed)
+        for s in range(cfg.seeds):
+            fold_rng = np.random.default_rng([seed, s])
+            fold = np.concatenate([assign_folds(rg, folds, fold_rng), assign_folds(fg, folds, fold_rng)])
+            for k in range(folds):
+                test = fold == k
+                net_seed = seed + 1000 * s + k
+                logits = _train_and_predict(x[~test], torch.from_numpy(y[~test]).float(), x[test], cfg, net_seed)
+                probs[s, test] = _sigmoid(logits)
+                trained.append(int((~test).sum()))
+    mean_p = probs.mean(0)
+    per_seed = tuple(_scores(p, y) for p in probs)
+    pooled = _scores(mean_p, y)
+    correct = int(((mean_p > 0.5) == (y == 1)).sum())
+    return JudgeResult(
+        accuracy=pooled["accuracy"], auc=pooled["auc"], log_loss=pooled["log_loss"], brier=pooled["brier"],
+        p_value=binomial_p_value(correct, 2 * n), log10_p_value=binomial_log_sf(correct, 2 * n) / math.log(10),
+        n_train=round(float(np.mean(trained))), n_test=2 * n, n_per_class=n, folds=folds, seeds=cfg.seeds,
+        groups=int(len(np.unique(rg))), groups_known=real_groups is not None, per_seed=per_seed,
+    )
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(z, np.float64)))  # tanh form: no overflow
+
+
+def _scores(p: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """Accuracy, AUC, log-loss and Brier score of probabilities of "fake" ``p`` (N,) against ``y`` (N,) in {0, 1}."""
+    q = np.clip(p, 1e-12, 1.0 - 1e-12)  # a sure mistake costs ln(1e12) ~ 27.6 nats, not infinity
+    z = np.log(q) - np.log1p(-q)
+    return {"accuracy": float(((p > 0.5) == (y == 1)).mean()), "auc": roc_auc(p, y),
+            "log_loss": log_loss(z, y), "brier": float(((p - y) ** 2).mean())}
 
 
 @contextlib.contextmanager
@@ -283,31 +415,16 @@ def _seeded_net(channels: int, width: int, n_outputs: int, seed: int) -> nn.Sequ
         return build_judge(channels, width, n_outputs)
 
 
-def _train_and_test(
-    x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor, y_test: np.ndarray, n: int, cfg: JudgeParams, seed: int
-) -> JudgeResult:
-    """Fit the judge on (x_train, y_train) and score it on the held-out (x_test, y_test); 1 = fake."""
+def _train_and_predict(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor, cfg: JudgeParams,
+                       seed: int) -> np.ndarray:
+    """Fit a judge (weights and batches from ``seed``) on (x_train, y_train), 1 = fake; its logits on ``x_test``."""
     gen = torch.Generator().manual_seed(seed)
     net = _seeded_net(x_train.shape[1], cfg.width, 1, seed)
     _fit(net, x_train, y_train, nn.BCEWithLogitsLoss(), cfg.epochs, cfg.batch_size, cfg.lr, gen)
-    scores = _predict(net, x_test)
-    correct = int(((scores > 0) == (y_test == 1)).sum())
-    total = len(y_test)
-    log_p = binomial_log_sf(correct, total)
-    return JudgeResult(
-        accuracy=correct / total,
-        auc=roc_auc(scores, y_test),
-        log_loss=log_loss(scores, y_test),
-        brier=brier_score(scores, y_test),
-        p_value=binomial_p_value(correct, total),
-        log10_p_value=log_p / math.log(10),
-        n_train=len(x_train),
-        n_test=total,
-        n_per_class=n,
-    )
+    return _predict(net, x_test)
 
 
-# ----------------------------------------------------------------- the class classifier (GAN-test)
+# ----------------------------------------------------------------- the class classifier (GAN-test, GAN-train)
 
 
 def classifier_subset(n: int, cap: int, seed: int) -> np.ndarray:

@@ -11,6 +11,9 @@ stays narrow; the full numbers stay in ``metrics.json``). The page holds:
 - the metrics, each with a one-line reading and a mark: green (as good as the real-vs-real
   baseline), amber (a difference, or too few tiles to say), red (clearly worse), grey (no
   baseline to compare with), see :func:`rate_metrics`;
+- every figure against its floor, the same figure between two disjoint sets of real tiles
+  (:func:`floor_rows`), and the mean radial power spectra of the fakes and of both real sets
+  (``spectra.json``) as a chart;
 - with labelled data, the classes: a table with one row per class (held-out and generated
   tiles, the class classifier's accuracy on each, the per-class judge, SWD and diversity) and
   a one-line reading with its mark (:func:`rate_classes`), and generate's class grid when it
@@ -48,6 +51,7 @@ from satgan.fsutil import write_text_atomic
 
 REPORT = "report.html"
 HEADLINE = "headline.json"
+SPECTRA = "spectra.json"  # evaluate writes the mean radial log power spectra here; the report charts them
 # dvclive's layout under the live folder (dvclive 3: plots/metrics/<name>.tsv with "step\t<leaf>"
 # columns, images under plots/images/<name>); train logs `train/<name>` and `samples/<step>.png`.
 LIVE_METRICS_DIR = ("plots", "metrics", "train")
@@ -64,6 +68,10 @@ CHARTS = (
 COLOURS = ("#2b6cb0", "#c05621", "#2f855a", "#6b46c1")
 MARKS = ("green", "amber", "red", "grey")
 JUDGE_MIN_TEST = 40  # fewer judge test tiles than this: a non-significant judge is inconclusive, not green
+JUDGE_EASY = 0.75  # accuracy at which a difference counts as easy: red here, and what evaluate's conclusive rule must rule out
+# A distance (SWD, colour, spectral) against its floor, the same distance between two sets of real tiles:
+# green within FLOOR_GREEN x (issue 19's demo target: within 2x), amber within FLOOR_AMBER x, red beyond.
+FLOOR_GREEN, FLOOR_AMBER = 2.0, 4.0
 # Unconditional model: a class the held-out reals put at least this share in (by the classifier) but no sample
 # falls in is a dropped mode (red); the class spreads count as the same within twice the distance sampling alone gives.
 CLASS_DROPPED_SHARE = 0.05
@@ -194,19 +202,98 @@ def adaptations(metrics: dict[str, Any]) -> list[str]:
     return out
 
 
+def judge_mark(metrics: dict[str, Any]) -> tuple[str, str]:
+    """Mark and reading of the judge's accuracy, against chance and against its floor (``floor.judge``).
+
+    Amber and "inconclusive" when :func:`judge_is_conclusive` says so. Green when it does no
+    better than chance (p >= 0.05), or when its 95% interval reaches down to the floor's
+    accuracy (a judge between the comparison reals and training reals: the fakes are no easier
+    to tell than other real tiles). Else amber below 0.75 accuracy, red at 0.75 or more.
+    """
+    acc, p, n_test = number(metrics, "judge.accuracy"), number(metrics, "judge.p_value"), number(metrics, "judge.n_test")
+    lo, hi = number(metrics, "judge.accuracy_ci_low"), number(metrics, "judge.accuracy_ci_high")
+    floor = number(metrics, "floor.judge.accuracy")
+    if acc is None or p is None:
+        return "grey", "not available: no judge result in metrics.json"
+    tiles = f"{n_test:.0f} test tiles" if n_test is not None else "its test tiles"
+    if not judge_is_conclusive(metrics):
+        upper = f"accuracy up to {hi:.2f}" if hi is not None else "an easy difference"
+        return "amber", (f"inconclusive: too few tiles to say; no difference found (p = {p:.2g}), but {tiles} "
+                         f"cannot rule out {upper}; more held-out tiles would decide")
+    if p >= 0.05:
+        return "green", f"a trained classifier does no better than chance (p = {p:.2g} on {tiles})"
+    if floor is not None and lo is not None and lo <= floor:
+        return "green", (f"a classifier tells fakes from reals no better than it tells two sets of real tiles apart "
+                         f"(floor {floor:.3f})")
+    if acc < JUDGE_EASY:
+        return "amber", f"a classifier finds a difference, but not an easy one (p = {p:.2g})"
+    return "red", f"a classifier tells fakes from reals {acc:.0%} of the time (p = {p:.2g})"
+
+
+def floor_mark(value: float, floor: float) -> str:
+    """Mark of a distance (lower is better) against its floor: green within FLOOR_GREEN x, amber within FLOOR_AMBER x."""
+    if floor <= 0:
+        return "green" if value <= 0 else "red"
+    ratio = value / floor
+    return "green" if ratio <= FLOOR_GREEN else "amber" if ratio <= FLOOR_AMBER else "red"
+
+
+@dataclass(frozen=True)
+class FloorRow:
+    """One figure against its floor: fakes vs the comparison reals, the same between two real sets, their ratio."""
+
+    name: str
+    value: float
+    floor: float
+    mark: str  # one of MARKS
+    reading: str
+
+    @property
+    def ratio(self) -> float | None:
+        return self.value / self.floor if self.floor > 0 else None
+
+
+# (name, metrics.json key, floor key under floor., what it measures); judge first.
+FLOOR_FIGURES = (
+    ("judge accuracy", "judge.accuracy", "judge.accuracy", "0.5 = the judge cannot tell the sets apart"),
+    ("judge ROC AUC", "judge.auc", "judge.auc", "graded: 0.5 = cannot tell"),
+    ("judge log-loss", "judge.log_loss", "judge.log_loss", "graded: lower = the judge is surer; 0.69 = coin"),
+    ("SWD (patch texture)", "swd.mean", "swd.mean", "local texture and sharpness"),
+    ("colour histogram distance", "colour_hist.mean", "colour_hist.mean", "colour distribution"),
+    ("spectral distance", "spectral.mean", "spectral.mean", "radial power spectrum: coarse contrast vs fine texture"),
+)
+
+
+def floor_rows(metrics: dict[str, Any]) -> list[FloorRow]:
+    """Every figure that has a floor in metrics.json (``floor.*``: the same measurement between the comparison
+    reals and as many training reals), with its mark: the judge's accuracy by :func:`judge_mark`, each distance
+    by :func:`floor_mark`, the judge's graded figures grey (they rank runs; the accuracy carries the verdict).
+    Empty when metrics.json has no floor (written before it existed).
+    """
+    out = []
+    for name, key, floor_key, what in FLOOR_FIGURES:
+        v, f = number(metrics, key), number(metrics, "floor." + floor_key)
+        if v is None or f is None:
+            continue
+        if key == "judge.accuracy":
+            mark, _ = judge_mark(metrics)
+        elif key.startswith("judge."):
+            mark = "grey"
+        else:
+            mark = floor_mark(v, f)
+        out.append(FloorRow(name, v, f, mark, what))
+    return out
+
+
 def rate_metrics(metrics: dict[str, Any], fid_kid: dict[str, Any] | None) -> list[Rated]:
     """Each headline metric of ``metrics.json`` against its real-vs-real baseline.
 
-    - judge accuracy (classifier two-sample test): a judge on real vs real scores 0.5. Amber
-      and "inconclusive", with its 95% interval, when metrics.json says ``judge.conclusive`` 0
-      (it found no difference, p >= 0.05, but its interval does not rule out an easy one, upper
-      bound >= 0.75: a handful of test tiles; :func:`satgan.evaluate.judge_conclusive`), or, for
-      metrics without that field, when it is not significant on fewer than 40 test tiles. Else
-      green when it does no better than chance (p >= 0.05); amber when it is significant below
-      0.75 accuracy; red when it is significant at 0.75 or more.
-    - SWD and colour-histogram distance: rated against ``baseline.swd_mean`` /
-      ``baseline.colour_hist_mean`` (the same distance between two halves of the real tiles)
-      when metrics.json has them: green within 1.5x, amber within 3x, red beyond; grey without.
+    - judge accuracy (classifier two-sample test): :func:`judge_mark`, against chance and its
+      floor (``floor.judge``). Amber and "inconclusive", with its 95% interval, when
+      metrics.json says ``judge.conclusive`` 0 (:func:`satgan.evaluate.stage.judge_conclusive`).
+    - SWD, colour-histogram and spectral distance: against ``floor.swd.mean`` /
+      ``floor.colour_hist.mean`` / ``floor.spectral.mean`` (the same distance between the
+      comparison reals and as many training reals): :func:`floor_mark`; grey without a floor.
     - likely copies (memorization): against the same check on held-out real tiles; green
       within 1 point, amber within 5 points, red beyond.
     - diversity (mean pairwise SSIM of fakes vs of reals): green within 0.05, red when
@@ -215,40 +302,27 @@ def rate_metrics(metrics: dict[str, Any], fid_kid: dict[str, Any] | None) -> lis
     - FID/KID: no baseline, grey.
     """
     out: list[Rated] = []
-    acc, p, n_test = number(metrics, "judge.accuracy"), number(metrics, "judge.p_value"), number(metrics, "judge.n_test")
+    acc, floor_acc = number(metrics, "judge.accuracy"), number(metrics, "floor.judge.accuracy")
     lo, hi = number(metrics, "judge.accuracy_ci_low"), number(metrics, "judge.accuracy_ci_high")
-    if acc is None or p is None:
-        out.append(Rated("judge accuracy", "n/a", "0.5 (chance)", "grey", "not available: no judge result in metrics.json"))
-    else:
-        tiles = f"{n_test:.0f} test tiles" if n_test is not None else "its test tiles"
-        ci = f" (95% CI {lo:.2f}-{hi:.2f})" if lo is not None and hi is not None else ""
-        if not judge_is_conclusive(metrics):
-            upper = f"accuracy up to {hi:.2f}" if hi is not None else "an easy difference"
-            mark, text = "amber", (f"inconclusive: too few tiles to say; no difference found (p = {p:.2g}), but {tiles} "
-                                   f"cannot rule out {upper}; more held-out tiles would decide")
-        elif p >= 0.05:
-            mark, text = "green", f"a trained classifier does no better than chance (p = {p:.2g} on {tiles})"
-        elif acc < 0.75:
-            mark, text = "amber", f"a classifier finds a difference, but not an easy one (p = {p:.2g})"
-        else:
-            mark, text = "red", f"a classifier tells fakes from reals {acc:.0%} of the time (p = {p:.2g})"
-        out.append(Rated("judge accuracy", _fmt(acc) + ci, "0.5 (chance)", mark, text))
+    mark, text = judge_mark(metrics)
+    ci = f" (95% CI {lo:.2f}-{hi:.2f})" if lo is not None and hi is not None else ""
+    base = "0.5 (chance)" + (f"; floor {floor_acc:.3f}" if floor_acc is not None else "")
+    out.append(Rated("judge accuracy", "n/a" if acc is None else _fmt(acc) + ci, base, mark, text))
 
-    for name, key, base_key, what in (
-        ("SWD (patch texture)", "swd.mean", "baseline.swd_mean", "local texture and sharpness"),
-        ("colour histogram distance", "colour_hist.mean", "baseline.colour_hist_mean", "colour distribution"),
+    for name, key, what in (
+        ("SWD (patch texture)", "swd.mean", "local texture and sharpness"),
+        ("colour histogram distance", "colour_hist.mean", "colour distribution"),
+        ("spectral distance", "spectral.mean", "radial power spectrum (coarse contrast vs fine texture)"),
     ):
-        v, b = number(metrics, key), number(metrics, base_key)
+        v, b = number(metrics, key), number(metrics, "floor." + key)
         if v is None:
             out.append(Rated(name, "n/a", "n/a", "grey", f"not available: no {key} in metrics.json"))
         elif b is None or b <= 0:
             out.append(Rated(name, _fmt(v, ".4f"), "not recorded", "grey",
-                             f"{what}: lower is closer; no real-vs-real baseline recorded, so compare runs only"))
+                             f"{what}: lower is closer; no real-vs-real floor recorded, so compare runs only"))
         else:
-            ratio = v / b
-            mark = "green" if ratio <= 1.5 else "amber" if ratio <= 3 else "red"
-            out.append(Rated(name, _fmt(v, ".4f"), _fmt(b, ".4f"), mark,
-                             f"{what}: {ratio:.1f}x the distance between two sets of real tiles"))
+            out.append(Rated(name, _fmt(v, ".4f"), _fmt(b, ".4f"), floor_mark(v, b),
+                             f"{what}: {v / b:.1f}x the distance between two sets of real tiles"))
 
     copies, base = number(metrics, "memorization.frac_above_threshold"), number(metrics, "memorization.holdout_frac_above_threshold")
     if copies is None or base is None:
@@ -318,6 +392,8 @@ def gan_test_conclusive(metrics: dict[str, Any]) -> bool:
 def rate_classifier(metrics: dict[str, Any]) -> list[Rated]:
     """The class classifier's rows (labelled data only; none without ``classifier`` in metrics.json).
 
+    - GAN-train accuracy (conditional model, beside GAN-test): a classifier trained on the
+      samples scored on held-out reals, read as GAN-test (:func:`gan_test_mark`).
     - GAN-test accuracy (conditional model): the classifier's accuracy on the samples against
       the class each was asked for, read against its accuracy on held-out reals (the interval's
       lower bound) and chance (:func:`gan_test_mark`); the reading names the weakest class among
@@ -349,7 +425,17 @@ def rate_classifier(metrics: dict[str, Any]) -> list[Rated]:
         if scored:
             weakest = min(scored, key=lambda name: (scored[name], name))
             text += f"; weakest class: {weakest} {scored[weakest]:.2f} of {number(per[weakest], 'n'):.0f} samples"
-        return [Rated("GAN-test accuracy", f"{acc:.3f}{_ci(g)}", baseline, mark, f"{text} (chance {chance:.2f})")]
+        rows = [Rated("GAN-test accuracy", f"{acc:.3f}{_ci(g)}", baseline, mark, f"{text} (chance {chance:.2f})")]
+        t = block.get("gan_train")
+        t_acc, t_lo, t_hi = number(t, "accuracy"), number(t, "ci_low"), number(t, "ci_high")
+        if t_acc is not None and t_lo is not None and t_hi is not None:
+            # The same reading as GAN-test: a classifier trained on the samples, scored on held-out reals.
+            t_mark, t_text = gan_test_mark(t_lo, t_hi, real_low, chance)
+            rows.append(Rated("GAN-train accuracy", f"{t_acc:.3f}{_ci(t)}", baseline, t_mark,
+                              f"trained on the samples, scored on held-out reals: {t_text} (chance {chance:.2f})"))
+        elif isinstance(t, str):
+            rows.append(Rated("GAN-train accuracy", "not computed", baseline, "grey", t))
+        return rows
     tv, noise = number(block, "tv_distance"), number(block, "tv_noise")
     shares = block["shares"] if isinstance(block.get("shares"), dict) else {}
     if tv is None or noise is None:
@@ -464,13 +550,13 @@ def rate_classes(metrics: dict[str, Any]) -> tuple[tuple[str, ...], list[ClassRo
 def headline(metrics: dict[str, Any] | None, live_summary: dict[str, Any] | None) -> dict[str, float | None]:
     """The figures ``dvc exp show`` compares runs by: short flat keys, None where not available.
 
-    From metrics.json: judge accuracy and p-value, SWD, the share of likely copies, the mean
+    From metrics.json: judge accuracy, SWD, the spectral distance, the share of likely copies, the mean
     pairwise SSIM of fakes, FID when computed, and a conditional model's GAN-test accuracy (labelled
     data; None when inconclusive, :func:`gan_test_conclusive`; its ceiling, the classifier's
     accuracy on held-out reals, depends on the data only, so it stays in metrics.json with the
     other baselines). An inconclusive judge (too few test tiles to
     say anything, :func:`judge_is_conclusive`) has no headline accuracy: ``judge_acc`` is None
-    and only its p-value stays. From dvclive's summary: the last step and
+    (its p-value and the floors of each figure stay in metrics.json). From dvclive's summary: the last step and
     img/s. Their real-vs-real baselines (copies among held-out reals, SSIM among reals) depend
     on the data only, not on the model, so they stay in metrics.json and on the report page:
     each headline column costs ``dvc exp show`` about 11 of its 160 characters.
@@ -479,8 +565,8 @@ def headline(metrics: dict[str, Any] | None, live_summary: dict[str, Any] | None
     live = live_summary if isinstance(live_summary, dict) else {}
     out = {
         "judge_acc": number(m, "judge.accuracy") if judge_is_conclusive(m) else None,
-        "judge_p": number(m, "judge.p_value"),
         "swd": number(m, "swd.mean"),
+        "spectral": number(m, "spectral.mean"),
         "copied": number(m, "memorization.frac_above_threshold"),
         "ssim_fake": number(m, "diversity.fake_mean_ssim"),
     }
@@ -518,8 +604,9 @@ def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     return ticks
 
 
-def line_chart_svg(title: str, series: list[tuple[str, list[float], list[float]]], width: int = 520, height: int = 236) -> str:
-    """An inline SVG line chart of ``series`` [(label, xs, ys), ...] sharing x (step) and y axes."""
+def line_chart_svg(title: str, series: list[tuple[str, list[float], list[float]]], width: int = 520, height: int = 236,
+                   x_label: str = "step") -> str:
+    """An inline SVG line chart of ``series`` [(label, xs, ys), ...] sharing x (``x_label``) and y axes."""
     if not series or not any(xs for _, xs, _ in series):
         raise ValueError("expected at least one non-empty series")
     left, right, top, bottom = 56, 12, 40, 36  # title at y=16, legend row at y=32, plot below
@@ -550,12 +637,12 @@ def line_chart_svg(title: str, series: list[tuple[str, list[float], list[float]]
         if x_lo <= t <= x_hi:
             x = px(t)
             parts.append(f'<text x="{x:.1f}" y="{height - bottom + 16}" text-anchor="middle">{t:.6g}</text>')
-    parts.append(f'<text x="{left + pw / 2:.1f}" y="{height - 4}" text-anchor="middle">step</text>')
+    parts.append(f'<text x="{left + pw / 2:.1f}" y="{height - 4}" text-anchor="middle">{e(x_label)}</text>')
     for i, (label, xs, ys) in enumerate(series):
         colour = COLOURS[i % len(COLOURS)]
         pts = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in zip(xs, ys))
         parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.6" points="{pts}" data-series="{e(label)}"/>')
-        lx = left + i * 110
+        lx = left + i * 130
         parts.append(f'<rect x="{lx}" y="27" width="12" height="3" fill="{colour}"/>'
                      f'<text x="{lx + 16}" y="32">{e(label)}</text>')
     parts.append("</svg>")
@@ -598,7 +685,42 @@ def _metrics_section(eval_dir: Path) -> str:
             '<p class="legend"><span class="mark green"></span>as good as the baseline '
             '<span class="mark amber"></span>a difference, or too few tiles to say '
             '<span class="mark red"></span>clearly worse <span class="mark grey"></span>no baseline to compare with. '
-            f"All numbers: <code>{html.escape(str(eval_dir / names.METRICS))}</code>.</p>")
+            f"All numbers: <code>{html.escape(str(eval_dir / names.METRICS))}</code>.</p>"
+            + _floor_table(metrics if isinstance(metrics, dict) else {}) + _spectrum_chart(eval_dir))
+
+
+def _floor_table(metrics: dict[str, Any]) -> str:
+    """Every figure against its floor (:func:`floor_rows`): fakes vs the comparison reals, reals vs reals, their ratio."""
+    rows = floor_rows(metrics)
+    if not rows:
+        return _na("no floors in metrics.json (written before evaluate measured them)")
+    against = metrics.get("against", "holdout")
+    body = "".join(
+        f'<tr class="{r.mark}"><td><span class="mark {r.mark}" title="{r.mark}"></span>{html.escape(r.name)}</td>'
+        f"<td>{r.value:.4g}</td><td>{r.floor:.4g}</td><td>{'n/a' if r.ratio is None else format(r.ratio, '.2f')}</td>"
+        f"<td>{html.escape(r.reading)}</td></tr>" for r in rows)
+    return (f'<h3>Each figure against its floor</h3><table class="floor"><thead><tr><th>figure</th>'
+            f"<th>fakes vs {html.escape(str(against))} reals</th><th>floor: real vs real</th><th>ratio</th><th>what</th>"
+            f"</tr></thead><tbody>{body}</tbody></table>"
+            f'<p class="note">The floor is the same measurement between the {html.escape(str(against))} reals and as '
+            f"many training reals: what a generator that sampled the real tiles would score. Distances within "
+            f"{FLOOR_GREEN:g}x their floor are green, within {FLOOR_AMBER:g}x amber.</p>")
+
+
+def _spectrum_chart(eval_dir: Path) -> str:
+    """The mean radial log power spectra (``spectra.json``) of the fakes and both real sets, as one SVG chart."""
+    try:
+        doc = _read_json(eval_dir / SPECTRA)
+        radius = doc["radius"]
+        series = [(name, radius, ys) for name, ys in doc.items() if name != "radius"]
+        chart = line_chart_svg("Mean radial power spectrum (log10 power)", series, x_label="radius (cycles per tile)")
+    except Missing as exc:
+        return _na(str(exc))
+    except (KeyError, TypeError, ValueError) as exc:
+        return _na(f"{eval_dir / SPECTRA}: unreadable ({exc})")
+    return (f'<div class="charts"><div class="chart-box">{chart}</div></div><p class="note">Fakes above the reals at '
+            "small radii have too much coarse contrast; below them at large radii, too little fine texture; "
+            "spikes at 8, 16 or 32 cycles are the up-convolution grid (Durall et al. 2020).</p>")
 
 
 def _classes_section(eval_dir: Path, samples_dir: Path) -> str:

@@ -1,14 +1,19 @@
 """Stage 6, evaluate: are the fake tiles convincing, and is the model copying its training set?
 
 Inputs (all through the :mod:`satgan.arrays` contract, memory-mapped): the training tiles
-``tiles.npy``, the held-out real tiles ``holdout.npy`` (never trained on) and the generated
-``samples.npy``. Outputs in the eval folder:
+``tiles.npy``, the held-out real tiles ``holdout.npy`` (never trained on; ``validation.npy``
+instead with ``evaluate.against: validation``) and the generated ``samples.npy``. Outputs in
+the eval folder:
 
-- ``metrics.json``: every number (judge, SWD, colour histograms, memorization, diversity;
-  FID/KID only when computed), numeric only, so ``dvc metrics diff`` compares runs; with
+- ``metrics.json``: every number (judge, SWD, colour histograms, spectral distance,
+  memorization, diversity; FID/KID only when computed), and ``floor``: the judge and the
+  distances between the comparison reals and as many training reals, what real tiles score
+  against real tiles. Numeric but for ``against`` (the comparison split); with
   labelled data also ``classifier`` (GAN-test) and ``per_class``, where a figure the data
   cannot give reads ``"not computed: <why>"`` (as fid_kid.json's FID does);
 - ``fid_kid.json``: FID/KID, or ``"not computed"`` with the reason;
+- ``spectra.json``: the mean radial log power spectra of the fakes, the comparison reals and
+  the floor's training reals (report.html charts them);
 - ``turing_grid.png`` + ``turing_key.json`` + ``quiz.html``: the Turing test (:mod:`satgan.evaluate.turing`);
 - ``closest_pairs.png``: the samples most similar to a training tile, each beside that tile;
 - ``MODEL_CARD.md`` (with ``model_dir``): the model card with this evaluation (:mod:`satgan.modelcard`);
@@ -25,10 +30,12 @@ accuracy carries its exact 95% interval; a class has only its share of the held-
 (RSSCN7: about 4), so a per-class judge is mostly inconclusive and says so. Unlabelled data
 give neither section: metrics.json as before.
 
-Small data: every count that depends on the data size (Turing tiles, the judge's split, SWD
+Small data: every count that depends on the data size (Turing tiles, the judge's folds, SWD
 patches, memorization pairs shown, diversity pairs) is fitted to what exists
 (:func:`adapt_counts`), recorded as asked/used in metrics.json's ``adapted`` block and said in
-one stderr line each. The judge's accuracy carries its exact 95% interval; a result that can
+one stderr line each. The judge is cross-validated over every comparison real; tiles that share
+pixels (the sidecar's ``boxes``) stay in one fold (:func:`tile_groups`), and ``independent``
+says how many independent areas the comparison tiles hold. Its accuracy carries its exact 95% interval; a result that can
 neither show a difference nor rule out an easy one is ``conclusive: 0`` and is never shown as a
 headline (:func:`judge_conclusive`). Each phase prints one line to stderr as it starts.
 
@@ -58,10 +65,11 @@ from satgan.errors import DataError
 from satgan.evaluate.fid import fid_kid
 from satgan.fsutil import sha256_file, write_json_atomic
 from satgan.imageops import save_grid
-from satgan.evaluate.judge import ClassifierParams, JudgeParams, JudgeResult, classify, classifier_subset, judge, train_classifier
+from satgan.evaluate.judge import (ClassifierParams, JudgeParams, JudgeResult, area_equivalent, box_groups, classify,
+                                   classifier_subset, judge, train_classifier)
 from satgan.modelio import read_card
 from satgan.params import check
-from satgan.evaluate.report import rate_metrics, write_report
+from satgan.evaluate.report import JUDGE_EASY, SPECTRA, rate_metrics, write_report
 from satgan.evaluate.turing import write_turing_test
 
 
@@ -128,6 +136,7 @@ class EvaluateParams:
     """params.yaml ``evaluate:``."""
 
     seed: int
+    against: str
     turing: TuringParams
     judge: JudgeParams
     classifier: ClassifierParams
@@ -139,7 +148,14 @@ class EvaluateParams:
     inception_weights: str
 
     def __post_init__(self) -> None:
+        check("against", self.against in AGAINST, f"one of {', '.join(AGAINST)}", self.against)
         check("histogram_bins", self.histogram_bins >= 2, "an integer >= 2", self.histogram_bins)
+
+
+# evaluate.against: which real split the fakes are compared with. holdout.npy certifies a model;
+# validation.npy (prepare.validation_fraction > 0) is for choosing between recipes, so that the
+# choice does not tune the recipe to the tiles that then certify it.
+AGAINST = ("holdout", "validation")
 
 
 def _load(path: Path, what: str) -> tuple[np.ndarray, dict[str, Any]]:
@@ -178,17 +194,20 @@ def coarsest_level(tile: int, patch_size: int) -> int:
     return size
 
 
-def adapt_counts(params: EvaluateParams, n_train: int, n_holdout: int, n_fake: int, tile: int) -> list[Adapted]:
+def adapt_counts(params: EvaluateParams, n_train: int, n_holdout: int, n_fake: int, tile: int,
+                 n_groups: int | None = None) -> list[Adapted]:
     """Every count evaluate draws, fitted to what exists: never more tiles, pairs or patches than there are.
 
     ``n_train``, ``n_holdout``, ``n_fake`` >= 2 tiles of ``tile`` px. A small region (about
     100 tiles, so about 10 held out) runs through every check with the default params this
     way instead of stopping after the whole training (the pipeline stops earlier only below
-    prepare's minimum). Pure: the same sizes and params give the same list.
+    prepare's minimum). ``n_groups``: the groups of held-out tiles that share no pixels (each
+    tile its own when None); the judge needs one per fold. Pure: the same sizes and params
+    give the same list.
     """
     t, m, d, s = params.turing, params.memorization, params.diversity, params.swd
     per_class = min(n_holdout, n_fake)  # the judge balances its classes to the smaller one
-    test_asked = round(per_class * params.judge.test_fraction)
+    groups = min(n_holdout if n_groups is None else n_groups, per_class)
     level = coarsest_level(tile, s.patch_size)
     positions = (level - s.patch_size + 1) ** 2
     pairs_real, pairs_fake = n_holdout * (n_holdout - 1) // 2, n_fake * (n_fake - 1) // 2
@@ -196,8 +215,8 @@ def adapt_counts(params: EvaluateParams, n_train: int, n_holdout: int, n_fake: i
         Adapted("turing.n_real", "turing_n_real", t.n_real, min(t.n_real, n_holdout),
                 f"only {n_holdout} held-out real tiles"),
         Adapted("turing.n_fake", "turing_n_fake", t.n_fake, min(t.n_fake, n_fake), f"only {n_fake} generated tiles"),
-        Adapted("judge.test_fraction", "judge_test_per_class", test_asked, judge_test_count(per_class, params.judge),
-                f"with {per_class} tiles per class the judge needs at least one to train on and one to test on"),
+        Adapted("judge.folds", "judge_folds", params.judge.folds, judge_folds(params.judge.folds, groups, per_class),
+                f"the judge's {per_class} tiles per set fall into {groups} groups that share no pixels: one per fold at least"),
         Adapted("swd.patches_per_image", "swd_patches_per_image", s.patches_per_image, min(s.patches_per_image, positions),
                 f"a {level} px pyramid level has only {positions} distinct {s.patch_size}x{s.patch_size} patches"),
         Adapted("memorization.top_k", "memorization_top_k", m.top_k, min(m.top_k, n_train), f"only {n_train} training tiles"),
@@ -210,17 +229,14 @@ def adapt_counts(params: EvaluateParams, n_train: int, n_holdout: int, n_fake: i
     ]
 
 
-def judge_test_count(per_class: int, cfg: JudgeParams) -> int:
-    """Test tiles per set for a judge balanced to ``per_class`` >= 2 tiles per set: ``cfg.test_fraction`` of them,
-    but at least one to test on and one to train on.
-    """
-    return min(max(round(per_class * cfg.test_fraction), 1), per_class - 1)
+def judge_folds(asked: int, real_groups: int, fake_tiles: int) -> int:
+    """The judge's folds: ``asked``, but no more than the groups of real tiles or the fake tiles (one of each per fold)."""
+    return max(2, min(asked, real_groups, fake_tiles))
 
 
 # ----------------------------------------------------------------- the judge's reading
 
 JUDGE_ALPHA = 0.05  # the judge "finds a difference" below this p-value
-JUDGE_EASY = 0.75  # accuracy at which a difference counts as easy (report.py marks it red)
 
 
 def judge_conclusive(p_value: float, ci_high: float) -> bool:
@@ -231,23 +247,51 @@ def judge_conclusive(p_value: float, ci_high: float) -> bool:
     return p_value < JUDGE_ALPHA or ci_high < JUDGE_EASY
 
 
-def run_judge(real: np.ndarray, fake: np.ndarray, params: EvaluateParams, n_test: int, seed: int) -> JudgeResult:
-    """:func:`satgan.evaluate.judge.judge` scored on exactly ``n_test`` tiles per set (:func:`judge_test_count`)."""
-    per_class = min(len(real), len(fake))
-    # judge.judge splits round(n * test_fraction) per class; n_test / n reproduces exactly n_test.
-    cfg = (params.judge if n_test == round(per_class * params.judge.test_fraction)
-           else dataclasses.replace(params.judge, test_fraction=n_test / per_class))
-    return judge(real, fake, cfg, seed)
-
-
 def judge_summary(verdict: JudgeResult) -> dict[str, Any]:
-    """metrics.json's judge block: the result, its exact 95% interval and whether it says anything (:func:`judge_conclusive`)."""
+    """metrics.json's judge block: the pooled out-of-fold result, its exact 95% interval, whether it says anything
+    (:func:`judge_conclusive`), the cross-validation's shape and each seed's own figures (their spread).
+    """
     correct = round(verdict.accuracy * verdict.n_test)
     ci_low, ci_high = metrics.clopper_pearson(correct, verdict.n_test)
+    seeds = verdict.per_seed
+    spread = {f"{key}_{fn.__name__}": float(fn([d[key] for d in seeds]))
+              for key in ("accuracy", "auc", "log_loss") for fn in (min, max)}
     return {"accuracy": verdict.accuracy, "accuracy_ci_low": ci_low, "accuracy_ci_high": ci_high,
             "conclusive": int(judge_conclusive(verdict.p_value, ci_high)), "auc": verdict.auc,
             "log_loss": verdict.log_loss, "brier": verdict.brier, "p_value": verdict.p_value,
-            "log10_p_value": verdict.log10_p_value, "n_test": verdict.n_test, "n_train": verdict.n_train}
+            "log10_p_value": verdict.log10_p_value, "n_test": verdict.n_test, "n_train": verdict.n_train,
+            "folds": verdict.folds, "seeds": verdict.seeds, "groups": verdict.groups,
+            "groups_known": int(verdict.groups_known), "per_seed": spread}
+
+
+def tile_groups(meta: dict[str, Any], sidecar: Path, n: int) -> np.ndarray | None:
+    """(n,) group of each tile from the sidecar's per-tile ``boxes`` (:func:`satgan.evaluate.judge.box_groups`), or
+    None when the sidecar has no boxes (positions unknown: every tile is its own group).
+    """
+    boxes = meta.get(names.SIDECAR_BOXES)
+    if boxes is None:
+        return None
+    if not isinstance(boxes, list) or len(boxes) != n:
+        got = f"{len(boxes)} entries" if isinstance(boxes, list) else type(boxes).__name__
+        raise DataError(f"{sidecar}: {names.SIDECAR_BOXES}: expected one [scene, x0, y0, x1, y1] per tile ({n}), "
+                        f"got {got} (rerun prepare)")
+    try:
+        return box_groups(boxes)
+    except ValueError as exc:
+        raise DataError(f"{sidecar}: {names.SIDECAR_BOXES}: {exc} (rerun prepare)") from None
+
+
+def independence(meta: dict[str, Any], groups: np.ndarray | None) -> dict[str, Any]:
+    """metrics.json's ``independent``: how many independent areas the comparison tiles hold.
+
+    ``groups``: groups of tiles sharing pixels (each tile its own when positions are unknown);
+    ``area_equivalent``: their union area in tiles (:func:`satgan.evaluate.judge.area_equivalent`).
+    Without boxes only ``groups_known: 0``.
+    """
+    if groups is None:  # positions unknown: every tile counts as its own area, which overstates them if tiles overlap
+        return {"groups_known": 0}
+    return {"groups_known": 1, "groups": int(len(np.unique(groups))),
+            "area_equivalent": area_equivalent(meta[names.SIDECAR_BOXES])}
 
 
 # ----------------------------------------------------------------- classes
@@ -272,19 +316,24 @@ class SampleClasses:
 
 
 CONDITIONAL_KINDS = ("none", "projection", "acgan")
+# evaluate.against -> the prepared tiles and labels of that split.
+COMPARISON = {"holdout": (names.HOLDOUT_TILES, names.HOLDOUT_LABELS),
+              "validation": (names.VALIDATION_TILES, names.VALIDATION_LABELS)}
 
 
 def read_prepared_classes(prepared: Path, train_meta: dict[str, Any], holdout_meta: dict[str, Any],
-                          n_train: int, n_holdout: int) -> PreparedClasses | None:
+                          n_train: int, n_holdout: int, against: str = "holdout") -> PreparedClasses | None:
     """The prepared data's classes and labels, or None for unlabelled data (no ``labels.npy``).
 
     Labelled data have both label files and both sidecars name the same classes; anything else
-    is a :class:`DataError` naming the file (rerun prepare).
+    is a :class:`DataError` naming the file (rerun prepare). ``against``: the comparison split
+    (``evaluate.against``), whose labels stand in ``holdout``.
     """
-    train_labels, holdout_labels = prepared / names.TRAIN_LABELS, prepared / names.HOLDOUT_LABELS
+    tiles_name, labels_name = COMPARISON[against]
+    train_labels, holdout_labels = prepared / names.TRAIN_LABELS, prepared / labels_name
     if not train_labels.exists() and not holdout_labels.exists():
         return None
-    tiles_json, holdout_json = sidecar_path(prepared / names.TRAIN_TILES), sidecar_path(prepared / names.HOLDOUT_TILES)
+    tiles_json, holdout_json = sidecar_path(prepared / names.TRAIN_TILES), sidecar_path(prepared / tiles_name)
     train_classes = class_names(train_meta["classes"]) if "classes" in train_meta else None
     if train_classes is None:
         raise DataError(f"{tiles_json}: expected 'classes', a list of distinct class names, beside "
@@ -296,7 +345,7 @@ def read_prepared_classes(prepared: Path, train_meta: dict[str, Any], holdout_me
     return PreparedClasses(
         names=train_classes,
         train=open_labels(train_labels, n_train, k, names.TRAIN_TILES),
-        holdout=open_labels(holdout_labels, n_holdout, k, names.HOLDOUT_TILES),
+        holdout=open_labels(holdout_labels, n_holdout, k, tiles_name),
     )
 
 
@@ -371,7 +420,8 @@ def classifier_block(data: PreparedClasses, train: np.ndarray, holdout: np.ndarr
     The classifier learns the classes from the real labelled training tiles (a seeded subset of
     at most ``cfg.max_train_tiles``). ``real_test``: its accuracy on the held-out reals, the
     ceiling of ``gan_test``: its accuracy on the samples against the class they were asked for
-    (Shmelkov et al. 2018). For an unconditional model, ``shares``: the classes it predicts for
+    (Shmelkov et al. 2018); ``gan_train``: a classifier trained on the samples (with those
+    classes) scored on the held-out reals, read against the same ceiling. For an unconditional model, ``shares``: the classes it predicts for
     the samples against those it predicts for the held-out reals (the same classifier on both, so
     its own mistakes cancel), their total-variation distance, and ``tv_noise``, the distance
     sampling alone gives (:func:`satgan.evaluate.metrics.tv_sampling_noise`): a class the model never
@@ -387,6 +437,14 @@ def classifier_block(data: PreparedClasses, train: np.ndarray, holdout: np.ndarr
     on_fake = classify(net, fake)
     if sample.labels is not None:
         out["gan_test"] = accuracy_block(on_fake, sample.labels, data.names)
+        # GAN-train (Shmelkov et al. 2018): the same classifier trained on the samples with the classes they
+        # were asked for, scored on the held-out reals. Far below real_test, the samples miss part of what
+        # each class looks like (too little variety), even when every sample looks like its class (GAN-test).
+        if len(np.unique(sample.labels)) >= 2:
+            on_real = classify(train_classifier(fake, sample.labels, k, cfg, seed), holdout)
+            out["gan_train"] = accuracy_block(on_real, data.holdout, data.names)
+        else:
+            out["gan_train"] = "not computed: the samples hold one class; a classifier needs at least 2"
     else:
         fake_shares, real_shares = metrics.class_shares(on_fake, k), metrics.class_shares(on_holdout, k)
         out["shares"] = {name: {"fake": float(f), "holdout": float(r)}
@@ -401,12 +459,13 @@ def per_class_block(holdout: np.ndarray, holdout_labels: np.ndarray, fake: np.nd
     """metrics.json's ``per_class``: for each class, the judge, SWD and diversity on that class's held-out reals and samples.
 
     The overall functions on the per-class subsets. A class needs at least 2 held-out and 2
-    generated tiles (one to train the judge on and one to test it on; a pair for diversity);
-    with fewer, each figure reads "not computed: <why>". The judge's test count is fitted as
-    the overall one (:func:`judge_test_count`) and carries its interval and ``conclusive``, so a
-    judge on 4 tiles reads inconclusive, never a result. Runtime: each class's judge balances to
-    that class's held-out tiles, so all of them together train on no more tiles than the overall
-    judge (epochs x held-out tiles); SWD and diversity likewise.
+    generated tiles (two folds of the judge's cross-validation; a pair for diversity); with
+    fewer, each figure reads "not computed: <why>". The judge's folds are fitted to the tiles
+    (at most one per tile) and it carries its interval and ``conclusive``, so a judge on 4
+    tiles reads inconclusive, never a result. Its tiles are treated as independent (the per-class
+    subsets are small; the overall judge keeps overlapping tiles together). Runtime: each class's
+    judge balances to that class's held-out tiles, so all of them together train on no more
+    tiles than the overall judge; SWD and diversity likewise.
     """
     s, d = params.swd, params.diversity
     out: dict[str, Any] = {}
@@ -418,7 +477,7 @@ def per_class_block(holdout: np.ndarray, holdout_labels: np.ndarray, fake: np.nd
                    "a per-class figure needs at least 2 of each")
             entry.update(judge=why, swd=why, diversity=why)
         else:
-            verdict = run_judge(real, gen, params, judge_test_count(min(len(real), len(gen)), params.judge), seed)
+            verdict = judge(real, gen, params.judge, seed)
             div = metrics.diversity(real, gen, d.max_pairs, d.margin, seed)
             entry.update(
                 judge=judge_summary(verdict),
@@ -477,7 +536,11 @@ def evaluate(prepared_dir: str | Path, samples_dir: str | Path, out_dir: str | P
     """
     prepared, out = Path(prepared_dir), Path(out_dir)
     train, train_meta = _load(prepared / names.TRAIN_TILES, "training")
-    holdout_arr, holdout_meta = _load(prepared / names.HOLDOUT_TILES, "held-out real")
+    cmp_path = prepared / COMPARISON[params.against][0]
+    if not cmp_path.exists() and params.against == "validation":
+        raise DataError(f"{cmp_path}: not found; evaluate.against is validation: run prepare with "
+                        "prepare.validation_fraction > 0")
+    holdout_arr, holdout_meta = _load(cmp_path, f"{params.against} real")
     holdout = np.asarray(holdout_arr, np.float32)
     samples_npy = Path(samples_dir) / names.SAMPLES
     fake_arr, fake_meta = _load(samples_npy, "generated")
@@ -490,7 +553,7 @@ def evaluate(prepared_dir: str | Path, samples_dir: str | Path, out_dir: str | P
             f"expected training, held-out and generated tiles of one (C, H, W), got {tuple(train.shape[1:])}, "
             f"{tuple(holdout.shape[1:])} and {tuple(fake.shape[1:])} (re-run generate after changing prepare.image_size)"
         )
-    data_classes = read_prepared_classes(prepared, train_meta, holdout_meta, len(train), len(holdout))
+    data_classes = read_prepared_classes(prepared, train_meta, holdout_meta, len(train), len(holdout), params.against)
     sample_classes = read_sample_classes(Path(samples_dir), len(fake))
     check_same_classes(prepared, data_classes, Path(samples_dir), sample_classes)
     # A classifier needs two classes to choose between; per-class figures need the class of every sample,
@@ -498,7 +561,7 @@ def evaluate(prepared_dir: str | Path, samples_dir: str | Path, out_dir: str | P
     classifier_on = data_classes is not None and len(data_classes.names) >= 2
     per_class_on = classifier_on and sample_classes.labels is not None and params.per_class
     out.mkdir(parents=True, exist_ok=True)
-    steps = ["Turing test", "judge", "distances", "memorization", "diversity"]
+    steps = ["Turing test", "judge", "distances", "floor", "memorization", "diversity"]
     steps += ["classifier"] if classifier_on else []
     steps += ["per class"] if per_class_on else []
     steps += ["FID/KID"]
@@ -506,7 +569,10 @@ def evaluate(prepared_dir: str | Path, samples_dir: str | Path, out_dir: str | P
     steps += ["report"] if live_dir is not None else []
     phase = Phases(steps, progress)
     seed = params.seed
-    adapted = adapt_counts(params, len(train), len(holdout), len(fake), int(fake.shape[-1]))
+    real_groups = tile_groups(holdout_meta, sidecar_path(cmp_path), len(holdout))
+    train_groups = tile_groups(train_meta, sidecar_path(prepared / names.TRAIN_TILES), len(train))
+    n_groups = None if real_groups is None else len(np.unique(real_groups))
+    adapted = adapt_counts(params, len(train), len(holdout), len(fake), int(fake.shape[-1]), n_groups)
     for a in adapted:
         if a.changed:
             phase.say(f"adapted {a.key}: {a.asked} -> {a.used} ({a.why})")
@@ -517,19 +583,43 @@ def evaluate(prepared_dir: str | Path, samples_dir: str | Path, out_dir: str | P
         turing_paths = write_turing_test(holdout, fake, out, used["turing_n_real"], used["turing_n_fake"], t.nrow, seed)
 
     per_class = min(len(holdout), len(fake))
-    n_test = used["judge_test_per_class"]
-    with phase("judge", f"classifier two-sample test, {params.judge.epochs} epochs on {per_class - n_test} + "
-                        f"{per_class - n_test} tiles, scored on {n_test} + {n_test}"):
-        verdict = run_judge(holdout, fake, params, n_test, seed)
+    jp = dataclasses.replace(params.judge, folds=used["judge_folds"])
+    groups_text = f"{n_groups} groups sharing no pixels" if n_groups is not None else "positions unknown: each tile its own group"
+    with phase("judge", f"classifier two-sample test, {jp.folds}-fold cross-validation x {jp.seeds} seeds, "
+                        f"{jp.epochs} epochs, on {per_class} {params.against} reals ({groups_text}) + {per_class} fakes"):
+        verdict = judge(holdout, fake, jp, seed, real_groups=real_groups)
     judged = judge_summary(verdict)
     ci_low, ci_high, conclusive = judged["accuracy_ci_low"], judged["accuracy_ci_high"], bool(judged["conclusive"])
 
     s = params.swd
     with phase("distances", f"SWD on {min(len(holdout), len(fake))} tiles per set "
-                            f"({used['swd_patches_per_image']} patches per tile, {s.repeats} repeats) and colour histograms"):
+                            f"({used['swd_patches_per_image']} patches per tile, {s.repeats} repeats), colour histograms "
+                            "and radial power spectra"):
         swd = metrics.sliced_wasserstein_pyramid(holdout, fake, used["swd_patches_per_image"], s.patch_size,
                                                  s.n_projections, s.repeats, seed)
         hist = metrics.colour_histogram_distance(holdout, fake, params.histogram_bins)
+        spectral = metrics.spectral_distance(holdout, fake)
+
+    # The floor of every figure: the same measurement between two disjoint sets of real tiles (the comparison
+    # reals against as many training reals), what a generator that sampled the real distribution would score.
+    floor_rows = np.sort(np.random.default_rng([seed, 1]).choice(len(train), min(len(train), len(holdout)), replace=False))
+    train_real = np.asarray(train[floor_rows], np.float32)
+    floor_groups = None if train_groups is None else train_groups[floor_rows]
+    with phase("floor", f"the judge, SWD, colour and spectral distances between the {len(holdout)} {params.against} "
+                        f"reals and {len(train_real)} training reals"):
+        floor_verdict = judge(holdout, train_real, jp, seed, real_groups=real_groups, fake_groups=floor_groups)
+        floor = {
+            "n": int(len(train_real)),
+            "judge": judge_summary(floor_verdict),
+            "swd": metrics.sliced_wasserstein_pyramid(holdout, train_real, used["swd_patches_per_image"], s.patch_size,
+                                                      s.n_projections, s.repeats, seed),
+            "colour_hist": metrics.colour_histogram_distance(holdout, train_real, params.histogram_bins),
+            "spectral": metrics.spectral_distance(holdout, train_real),
+        }
+        spectra = {"radius": list(range(1, min(fake.shape[-2:]) // 2 + 1)),
+                   **{name: metrics.radial_log_spectrum(x).mean(0).tolist()
+                      for name, x in (("fakes", fake), (f"{params.against} reals", holdout), ("training reals", train_real))}}
+    write_json_atomic(out / SPECTRA, spectra)
 
     m = params.memorization
     with phase("memorization", f"nearest of {len(train)} training tiles for {len(fake)} samples and "
@@ -574,10 +664,14 @@ def evaluate(prepared_dir: str | Path, samples_dir: str | Path, out_dir: str | P
                         warn=lambda text: phase.say(f"warning: {text}"))
     write_json_atomic(out / names.FID_KID, extra)
     result: dict[str, Any] = {
+        "against": params.against,
         "n": {"train": int(len(train)), "holdout": int(len(holdout)), "fake": int(len(fake))},
+        "independent": independence(holdout_meta, real_groups),
         "judge": judged,
         "swd": swd,
         "colour_hist": hist,
+        "spectral": spectral,
+        "floor": floor,
         "memorization": {**mem.summary(), "holdout_frac_above_threshold": mem_real.fraction_above,
                          "holdout_ssim_median": float(np.median(mem_real.ssim))},
         "diversity": {"fake_mean_ssim": div.fake_mean_ssim, "real_mean_ssim": div.real_mean_ssim,
@@ -605,7 +699,8 @@ def evaluate(prepared_dir: str | Path, samples_dir: str | Path, out_dir: str | P
                   f"95% CI {ci_low:.2f}-{ci_high:.2f}, p={verdict.p_value:.2g})")
     print(
         f"evaluate: {judge_text}; "
-        f"SWD {swd['mean']:.4f}; memorized {mem.fraction_above:.1%} > SSIM {m.ssim_threshold}; "
+        f"SWD {swd['mean']:.4f} (floor {floor['swd']['mean']:.4f}); spectral distance {spectral['mean']:.3f} "
+        f"(floor {floor['spectral']['mean']:.3f}); memorized {mem.fraction_above:.1%} > SSIM {m.ssim_threshold}; "
         f"diversity SSIM fake {div.fake_mean_ssim:.3f} vs real {div.real_mean_ssim:.3f}; quiz: {turing_paths['quiz']}"
     )
     if classifier_on:

@@ -18,7 +18,7 @@ from satgan.errors import DataError
 from satgan.evaluate.stage import EvaluateParams
 from satgan.params import DEFAULT_PARAMS, load_section
 from satgan.paths import PathsParams
-from satgan.evaluate.report import judge_is_conclusive, rate_classifier
+from satgan.evaluate.report import floor_rows, judge_is_conclusive, rate_classifier
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -38,7 +38,9 @@ def render(metrics: dict[str, Any], fid: dict[str, Any], samples: Path, eval_dir
     rows = [
         ("tiles: train / held-out real / generated",
          f"{metrics['n']['train']} / {metrics['n']['holdout']} / {metrics['n']['fake']}", ""),
-        ("judge accuracy (held-out, C2ST)", f"{j['accuracy']:.3f}", "0.5 = can't tell real from fake (best); 1.0 = trivially fake")
+        ("judge accuracy (held-out, C2ST)", f"{j['accuracy']:.3f}",
+         f"0.5 = can't tell real from fake (best); 1.0 = trivially fake; {j.get('folds', '?')}-fold CV x "
+         f"{j.get('seeds', '?')} seeds")
         if judge_is_conclusive(metrics) else
         ("judge accuracy (held-out, C2ST)", "inconclusive",
          f"{j['accuracy']:.3f} on only {j['n_test']} test tiles, 95% CI {j['accuracy_ci_low']:.2f}-{j['accuracy_ci_high']:.2f}: "
@@ -59,6 +61,7 @@ def render(metrics: dict[str, Any], fid: dict[str, Any], samples: Path, eval_dir
     w0 = max(len(r[0]) for r in rows)
     w1 = max(len(r[1]) for r in rows)
     lines = ["satgan evaluation", ""] + [f"  {a:<{w0}}  {b:>{w1}}  {c}".rstrip() for a, b, c in rows]
+    lines += floor_table(metrics)
     lines += [
         "",
         "Outputs:",
@@ -72,6 +75,21 @@ def render(metrics: dict[str, Any], fid: dict[str, Any], samples: Path, eval_dir
         f"Score quiz answers: python -m satgan.evaluate.turing score answers.json [...] --key {eval_dir / names.TURING_KEY}",
     ]
     return "\n".join(lines)
+
+
+def floor_table(metrics: dict[str, Any]) -> list[str]:
+    """The report's floor table as text lines: each figure, fakes vs the comparison reals, real vs real, ratio, mark."""
+    rows = floor_rows(metrics)
+    if not rows:
+        return []
+    against = metrics.get("against", "holdout")
+    head = ("figure", f"fakes vs {against} reals", "floor: real vs real", "ratio", "mark")
+    cells = [head] + [(r.name, f"{r.value:.4g}", f"{r.floor:.4g}", "n/a" if r.ratio is None else f"{r.ratio:.2f}", r.mark)
+                      for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(head))]
+    text = [f"  {c[0]:<{widths[0]}}  " + "  ".join(f"{x:>{w}}" for x, w in zip(c[1:4], widths[1:4])) + f"  {c[4]}"
+            for c in cells]
+    return ["", "Against the floor (the same figure between two disjoint sets of real tiles):", *text]
 
 
 def main(argv: list[str] | None = None) -> None:
