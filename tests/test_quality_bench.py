@@ -128,15 +128,15 @@ def test_default_is_four_seeds_and_certify_needs_a_finished_bench():
 
 
 def test_figures_are_read_by_name_and_missing_ones_left_out():
-    """metric() reads dotted keys (a mapping: its mean), None when absent; rows add every number under floors."""
+    """metric() reads dotted keys (a mapping: its mean), None when absent; rows add the floors named in FLOORS."""
     m = {"judge": {"accuracy": 0.75, "auc": 0.8, "conclusive": True}, "swd": {"16px": 0.1, "mean": 0.2},
-         "spectral_distance": 0.05, "floors": {"judge": {"accuracy": 0.52}, "swd": 0.03, "note": "real vs real"}}
+         "spectral": {"ch0": 0.04, "mean": 0.05}, "floor": {"judge": {"accuracy": 0.52}, "swd": {"mean": 0.03}, "n": 82}}
     assert qb.metric(m, "judge.accuracy") == 0.75 and qb.metric(m, "swd") == 0.2
     assert qb.metric(m, "judge.log_loss") is None and qb.metric(m, "judge.conclusive") is None
     row = qb.row_from({"recipe": "r", "seed": 0, "against": "validation", "iterations": 2, "train_s": 1.0,
                        "img_per_s": 16.0, "metrics": m})
-    assert "judge.log_loss" not in row and row["spectral_distance"] == 0.05
-    assert row["floors.judge.accuracy"] == 0.52 and row["floors.swd"] == 0.03 and "floors.note" not in row
+    assert "judge.log_loss" not in row and row["spectral"] == 0.05
+    assert row["floor.judge.accuracy"] == 0.52 and row["floor.swd"] == 0.03 and "floor.n" not in row
 
 
 def test_summary_gives_mean_sd_and_the_difference_from_canonical_with_its_standard_error():
