@@ -306,7 +306,7 @@ class Fetcher:
             raise FetchError(url, f"HTTP {response.status} {response.reason}", response.status in RETRY_STATUS,
                              retry_after)
         try:
-            return self._read_body(url, response, sink)
+            return self._read_body(url, response, limit, sink)
         finally:
             if not response.isclosed():  # given up before the end: the connection cannot be reused
                 response.close()
@@ -333,7 +333,8 @@ class Fetcher:
         except Urllib3Error as exc:
             raise FetchError(url, f"{type(exc).__name__}: {exc}", transient=False) from None
 
-    def _read_body(self, url: str, response: urllib3.BaseHTTPResponse, sink: HashingSink | None) -> tuple[bytes, str]:
+    def _read_body(self, url: str, response: urllib3.BaseHTTPResponse, limit: float,
+                   sink: HashingSink | None) -> tuple[bytes, str]:
         cap = self.http.max_response_bytes if self.max_bytes is None else self.max_bytes
         content_type = media_type(response.headers.get("Content-Type"))
         declared = response.headers.get("Content-Length")
@@ -352,7 +353,9 @@ class Fetcher:
                                  transient=True) from None
             raise FetchError(url, f"connection error: {exc}", transient=True) from None
         except Urllib3Timeout:
-            raise FetchError(url, f"timed out reading the body ({self.timeout_key})", transient=True) from None
+            raise FetchError(url, f"timed out after {limit:g} s ({self.timeout_key})", transient=True) from None
+        except Urllib3Error as exc:  # a TLS record cut mid-body, say: worth a retry like a reset
+            raise FetchError(url, f"connection error: {type(exc).__name__}: {exc}", transient=True) from None
         if size > cap:
             raise FetchError(url, f"body exceeds {self.max_bytes_key}={cap}", transient=False)
         if declared is not None and declared.isdigit() and size != int(declared):
