@@ -7,6 +7,10 @@ Three parts, one per ``--part``:
   goal is >= 80% of it, i.e. that threads, the per-request wall-clock watchdog, hashing, atomic
   writes to the staging folder, the journal and the final commit into tiles/ add little over
   waiting on the network. The server runs in this process (as in the first recorded figures).
+- ``pooling``: the throughput run with the fetcher's kept-alive connection pool, and again with
+  every request asking ``Connection: close`` (so one connection per tile, as urllib did), each
+  ``--repeats`` times alternately; the median tiles/s of each and the connections the server saw.
+  Loopback connections are cheap (no TLS, no round trip), so this is the smallest the gain gets.
 - ``memory``: peak RSS of a whole xyz download (a fresh subprocess; ``ru_maxrss``) at each of
   ``--memory-tiles`` planned tiles (default 1,000 and 10,000) from a tile server in its own
   process, so only the client is measured. The goal is flat memory: the largest within 1.2x of
@@ -17,6 +21,7 @@ Three parts, one per ``--part``:
 Run from the repository root, e.g.::
 
     python bench/download_bench.py                                   # throughput
+    python bench/download_bench.py --part pooling --tiles 200 --latency 0
     python bench/download_bench.py --part memory --memory-tiles 1000 10000
     python bench/download_bench.py --part archive --archive-mb 60
 """
@@ -103,6 +108,48 @@ def throughput(args: argparse.Namespace) -> None:
         f"download bench: {n} tiles, concurrency {args.concurrency}, {args.latency * 1000:.0f} ms latency: "
         f"{rate:.1f} tiles/s = {rate / ideal:.0%} of ideal {ideal:.0f} tiles/s ({seconds:.2f} s)"
     )
+
+
+def timed_run(args: argparse.Namespace, bodies: list[bytes]) -> tuple[float, int, int]:
+    """One xyz download from a fresh in-process tile server: (tiles/s, ok tiles, client connections accepted)."""
+    with TileServer(bodies, latency_s=args.latency) as srv, tempfile.TemporaryDirectory() as tmp:
+        params = from_mapping(DownloadParams, xyz_doc(srv.url, args.tiles, args.concurrency), key="download")
+        start = time.perf_counter()
+        summary = run_download(params, tmp)
+        seconds = time.perf_counter() - start
+        return summary.counts["ok"] / seconds, summary.counts["ok"], srv.connections
+
+
+def pooling(args: argparse.Namespace) -> None:
+    """The pooling part: median tiles/s with kept-alive pooled connections and with one connection per tile."""
+    from satgan.download import fetch
+
+    pooled = fetch._manager
+
+    def per_tile(http: Any, proxy: str | None = None) -> Any:
+        manager = pooled(http, proxy)
+        manager.headers = {**manager.headers, "Connection": "close"}  # the server closes after each response
+        return manager
+
+    bodies = tile_bodies()
+    rates: dict[str, list[float]] = {"pooled": [], "per-tile": []}
+    seen: dict[str, tuple[int, int]] = {}
+    for _ in range(args.repeats):
+        for label, factory in (("pooled", pooled), ("per-tile", per_tile)):
+            fetch._manager = factory
+            try:
+                rate, ok, conns = timed_run(args, bodies)
+            finally:
+                fetch._manager = pooled
+            rates[label].append(rate)
+            seen[label] = (ok, conns)
+    med = {label: float(np.median(r)) for label, r in rates.items()}
+    for label, r in rates.items():
+        ok, conns = seen[label]
+        print(f"| {label} | {ok} tiles, {conns} connections | median {med[label]:.0f} tiles/s "
+              f"(runs: {', '.join(f'{x:.0f}' for x in r)}) |")
+    print(f"pooled / per-tile: {med['pooled'] / med['per-tile']:.2f}x (concurrency {args.concurrency}, "
+          f"{args.latency * 1000:.0f} ms latency)")
 
 
 def _serve(bodies: list[bytes], content_type: str, conn: Any) -> None:
@@ -219,10 +266,11 @@ def archive(args: argparse.Namespace) -> None:
 def main() -> None:
     """Parse the arguments and run the chosen part."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--part", choices=("throughput", "memory", "archive"), default="throughput")
+    ap.add_argument("--part", choices=("throughput", "pooling", "memory", "archive"), default="throughput")
     ap.add_argument("--tiles", type=int, default=400, help="throughput: tiles to fetch (a square-ish bbox)")
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--latency", type=float, default=0.05, help="throughput: server latency per tile, seconds")
+    ap.add_argument("--repeats", type=int, default=3, help="pooling: runs of each variant (the median is shown)")
     ap.add_argument("--memory-tiles", type=int, nargs="+", default=[1000, 10000], help="memory: planned tile counts")
     ap.add_argument("--archive-mb", type=float, default=60.0, help="archive: size of the zip, MB")
     ap.add_argument("--child", help=argparse.SUPPRESS)
@@ -231,7 +279,7 @@ def main() -> None:
         return child(args.child)
     print(f"# download bench ({args.part}): {platform.machine()}, {multiprocessing.cpu_count()} CPUs, "
           f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}", flush=True)
-    {"throughput": throughput, "memory": memory, "archive": archive}[args.part](args)
+    {"throughput": throughput, "pooling": pooling, "memory": memory, "archive": archive}[args.part](args)
 
 
 if __name__ == "__main__":

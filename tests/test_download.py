@@ -9,8 +9,10 @@ import io
 import json
 import os
 import re
+import shutil
 import signal
 import socket
+import ssl
 import stat
 import subprocess
 import sys
@@ -653,10 +655,11 @@ def test_generated_member_names_never_overwrite_each_other(repo_root: Path, bodi
 class DripServer:
     """A loopback HTTP server that sends its answer one byte at a time (its headers, or its body), forever."""
 
-    def __init__(self, part: str, interval_s: float = 0.05) -> None:
-        self.part, self.interval_s = part, interval_s
+    def __init__(self, part: str, interval_s: float = 0.05, tls: ssl.SSLContext | None = None) -> None:
+        self.part, self.interval_s, self.tls = part, interval_s, tls
         self.sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/{{z}}/{{x}}/{{y}}"
+        scheme = "https" if tls else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.sock.getsockname()[1]}/{{z}}/{{x}}/{{y}}"
         self.stop = threading.Event()
 
     def _serve(self) -> None:
@@ -669,6 +672,12 @@ class DripServer:
 
     def _drip(self, conn: socket.socket) -> None:
         head = b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: 1000000\r\n\r\n"
+        if self.tls is not None:
+            try:
+                conn = self.tls.wrap_socket(conn, server_side=True)
+            except OSError:
+                conn.close()
+                return
         with conn:
             conn.recv(65536)
             if self.part == "body":
@@ -706,6 +715,35 @@ def test_slow_drip_server_is_cut_at_the_wall_clock_limit(repo_root: Path, tmp_pa
     assert row["error"] == "timed out after 0.5 s (download.http.timeout_s, wall clock)"
 
 
+@pytest.fixture()
+def loopback_tls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ssl.SSLContext:
+    """A server context with a self-signed certificate for 127.0.0.1, which the client is made to trust (SSL_CERT_FILE)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+def test_slow_drip_over_https_is_cut_at_the_wall_clock_limit(repo_root: Path, tmp_path: Path,
+                                                             loopback_tls: ssl.SSLContext) -> None:
+    """Over TLS too (the socket wrapped after connecting), a body dripping at 20 bytes/s ends at timeout_s."""
+    with DripServer("body", tls=loopback_tls) as srv:
+        params = xyz_params(repo_root, srv, 1, 1, http={"timeout_s": 0.5, "retries": 0})  # type: ignore[arg-type]
+        start = time.monotonic()
+        with pytest.raises(DownloadError, match="produced no tiles"):
+            run_download(params, tmp_path)
+        elapsed = time.monotonic() - start
+    assert elapsed < 3.0
+    [row] = manifest(tmp_path, failed=True)
+    assert row["error"] == "timed out after 0.5 s (download.http.timeout_s, wall clock)"
+
+
 def test_archive_over_http_size_error_names_the_archive_key(repo_root: Path, tmp_path: Path, bodies: list[bytes]) -> None:
     """An archive URL larger than download.archive.max_total_bytes is refused naming that key (not http.max_response_bytes)."""
     buf = io.BytesIO()
@@ -719,7 +757,7 @@ def test_archive_over_http_size_error_names_the_archive_key(repo_root: Path, tmp
 
 
 def test_redirect_loop_reason_is_one_line_in_the_manifest(repo_root: Path, tmp_path: Path) -> None:
-    """urllib's three-line redirect-loop message becomes one line in the manifest's error cell."""
+    """A server redirecting a tile to itself is a one-line 'infinite loop' reason in the manifest's error cell."""
 
     class Loop(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
@@ -744,6 +782,56 @@ def test_redirect_loop_reason_is_one_line_in_the_manifest(repo_root: Path, tmp_p
     [row] = manifest(tmp_path, failed=True)
     assert "infinite loop" in row["error"] and "\n" not in row["error"] and "\n" not in str(info.value)
     assert len((tmp_path / FAILED_MANIFEST).read_text().splitlines()) == 2
+
+
+# --- issue 22: one pool of kept-alive connections instead of one connection per tile -------------
+
+
+def test_tiles_reuse_kept_alive_connections(repo_root: Path, tmp_path: Path, bodies: list[bytes]) -> None:
+    """20 tiles fetched by 2 threads travel over at most 2 connections (urllib opened one per tile)."""
+    with TileServer(bodies) as srv:
+        summary = run_download(xyz_params(repo_root, srv, 5, 4, http={"concurrency": 2}), tmp_path)
+    assert summary.counts["ok"] == 20 and sum(srv.hits.values()) == 20
+    assert 1 <= srv.connections <= 2
+
+
+def test_wall_clock_limit_cuts_a_reused_connection(repo_root: Path, tmp_path: Path, bodies: list[bytes]) -> None:
+    """A tile whose body drips over a connection kept alive from an earlier tile is still cut at timeout_s."""
+    faults = {(Z, X0 + 1, Y0): ["drip"]}
+    with TileServer(bodies, faults=faults) as srv:
+        params = xyz_params(repo_root, srv, 2, 1, max_failed_fraction=1.0,
+                            http={"concurrency": 1, "timeout_s": 0.5, "retries": 0})
+        start = time.monotonic()
+        summary = run_download(params, tmp_path)
+        elapsed = time.monotonic() - start
+        assert srv.connections == 1  # the dripping tile came over the first tile's connection
+    assert summary.counts["ok"] == 1 and elapsed < 3.0
+    assert by_source(tmp_path)[(Z, X0 + 1, Y0)]["error"] == "timed out after 0.5 s (download.http.timeout_s, wall clock)"
+
+
+def test_redirects_are_followed_only_to_http(repo_root: Path, tmp_path: Path, bodies: list[bytes]) -> None:
+    """A relative redirect is followed (on the kept-alive connection); a redirect to ftp:// is a permanent failure."""
+    faults = {(Z, X0, Y0): ["redirect"], (Z, X0 + 1, Y0): ["ftp"] * 9}
+    with TileServer(bodies, faults=faults) as srv:
+        run_download(xyz_params(repo_root, srv, 2, 1, max_failed_fraction=1.0, http={"concurrency": 1}), tmp_path)
+    rows = by_source(tmp_path)
+    assert rows[(Z, X0, Y0)]["status"] == "ok" and srv.hits[(Z, X0, Y0)] == 2
+    assert (tmp_path / rows[(Z, X0, Y0)]["path"]).read_bytes() == srv.body_for(Z, X0, Y0)
+    assert rows[(Z, X0 + 1, Y0)]["error"] == "refused redirect to non-http(s) URL 'ftp://example.org/tile.jpg'"
+    assert srv.hits[(Z, X0 + 1, Y0)] == 1
+
+
+def test_http_proxy_from_the_environment_is_used(repo_root: Path, tmp_path: Path, bodies: list[bytes],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """http_proxy is honoured as urllib did: tiles of an unresolvable host arrive through the proxy named there."""
+    with TileServer(bodies) as proxy:
+        for name in ("no_proxy", "NO_PROXY", "HTTP_PROXY"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("http_proxy", proxy.url.split("/{z}")[0])
+        params = make_params(repo_root, source="xyz", http=FAST_HTTP,
+                             xyz={"url": "http://tiles.example.invalid/{z}/{x}/{y}", "bbox": bbox_for(2, 1), "zoom": Z})
+        summary = run_download(params, tmp_path)
+    assert summary.counts["ok"] == 2 and sum(proxy.hits.values()) == 2
 
 
 # --- issue 9: flat memory on big bboxes, archives streamed to disk; issue 11: failures on the bar --

@@ -3,6 +3,8 @@
 Serves ``/{z}/{x}/{y}`` (or ``/tile/{z}/{y}/{x}`` when ``yx_order``) from a list of real image
 bodies; ``faults[(z, x, y)]`` is a list of faults consumed one per request, after which the tile
 is served normally (give a long list, e.g. ``["404"] * 9``, for a permanent fault).
+``connections`` counts the client connections accepted (HTTP/1.1 keep-alive: one may carry many
+requests). A request in absolute form (``GET http://host/z/x/y``, as sent to a proxy) is served too.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ import socket
 import struct
 import threading
 import time
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-FAULTS = ("500", "503", "429", "404", "timeout", "reset", "truncate", "html", "garbage")
+FAULTS = ("500", "503", "429", "404", "timeout", "reset", "truncate", "html", "garbage", "drip", "redirect", "ftp")
 
 
 class TileServer:
@@ -29,6 +32,7 @@ class TileServer:
         retry_after: str = "1",
         content_type: str = "image/jpeg",
         yx_order: bool = False,
+        drip_interval_s: float = 0.05,
     ) -> None:
         self.bodies = bodies
         self.faults = {k: list(v) for k, v in (faults or {}).items()}
@@ -37,6 +41,8 @@ class TileServer:
         self.retry_after = retry_after
         self.content_type = content_type
         self.yx_order = yx_order
+        self.drip_interval_s = drip_interval_s
+        self.connections = 0
         self.hits: collections.Counter[tuple[int, int, int]] = collections.Counter()
         self.user_agents: set[str] = set()
         self.lock = threading.Lock()
@@ -68,8 +74,13 @@ class TileServer:
             def log_message(self, *args: object) -> None:  # keep test output quiet
                 pass
 
+            def setup(self) -> None:
+                super().setup()
+                with server.lock:
+                    server.connections += 1
+
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-                parts = self.path.strip("/").split("/")
+                parts = urllib.parse.urlsplit(self.path).path.strip("/").split("/")
                 try:
                     if server.yx_order:
                         assert parts[0] == "tile"
@@ -110,6 +121,25 @@ class TileServer:
                     self._send(b"<html><body>rate limited</body></html>", "text/html")
                 elif fault == "garbage":
                     self._send(b"this is not an image at all" * 10, server.content_type)
+                elif fault == "drip":  # the headers, then the body one byte at a time
+                    self.send_response(200)
+                    self.send_header("Content-Type", server.content_type)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.close_connection = True
+                    for i in range(len(body)):
+                        try:
+                            self.wfile.write(body[i:i + 1])
+                            self.wfile.flush()
+                        except OSError:
+                            return  # the client gave up: what a timeout test wants
+                        time.sleep(server.drip_interval_s)
+                elif fault in ("redirect", "ftp"):  # to the same tile (a relative Location), or to an ftp:// URL
+                    self.send_response(302)
+                    where = "ftp://example.org/tile.jpg" if fault == "ftp" else urllib.parse.urlsplit(self.path).path + "?moved"
+                    self.send_header("Location", where)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
                 else:
                     self._send(body, server.content_type)
 

@@ -110,7 +110,7 @@ def _fetch_to(path: Path, url: str, expected: str, params: DownloadParams) -> No
                       timeout_key="download.archive.timeout_s")
     try:
         # atomic_path removes the temp file on any exception (Ctrl-C included).
-        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        with fetcher, atomic_path(path) as tmp, open(tmp, "wb") as fh:
             actual, _ = fetcher.get_to_file(url, fh)
             _check_pin(url, actual, expected)
             fh.flush()

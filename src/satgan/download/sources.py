@@ -132,7 +132,7 @@ def xyz_rows(out: Path, params: DownloadParams, journal: Journal) -> list[Row]:
     xyz = params.xyz
     previous = journal.load()
     planned = xyz_tile_count(xyz.bbox, xyz.zoom)
-    fetcher = Fetcher(params.http)
+    fetcher = Fetcher(params.http)  # one connection pool for all the worker threads
     bar = tqdm(total=planned, desc="download xyz", unit="tile", disable=None)
     watch = FailureWatch(planned, params.max_failed_fraction, bar)
     rows = WatchedRows(watch)
@@ -169,6 +169,7 @@ def xyz_rows(out: Path, params: DownloadParams, journal: Journal) -> list[Row]:
     finally:
         # On Ctrl-C, drop the queued tiles instead of fetching them all before exiting.
         pool.shutdown(wait=True, cancel_futures=True)
+        fetcher.close()  # its kept-alive connections, once no thread uses them
     previous.clear()
     return rows
 
