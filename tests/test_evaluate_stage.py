@@ -22,12 +22,12 @@ from satgan.evaluate.stage import (
     EvaluateParams,
     adapt_counts,
     evaluate,
-    judge_conclusive,
     per_class_block,
     read_prepared_classes,
     read_sample_classes,
 )
 from satgan.evaluate.metrics import clopper_pearson
+from satgan.evaluate.readings import judge_conclusive
 from satgan.model import ModelConfig, build_discriminator, build_generator
 from satgan.modelio import save_model
 from satgan.params import load_section
@@ -167,13 +167,6 @@ def test_counts_the_data_can_fill_are_left_alone(repo_root):
     """With the default params and the default dataset's sizes nothing is adapted."""
     p = load_section("evaluate", EvaluateParams, repo_root / "params.yaml")
     assert not [a for a in adapt_counts(p, 657, 82, 512, 64) if a.changed]
-
-
-def test_judge_reading_needs_a_difference_or_a_narrow_interval():
-    """Significant is conclusive; not significant is conclusive only when the 95% interval rules out 0.75."""
-    assert not judge_conclusive(0.14, clopper_pearson(6, 8)[1])
-    assert judge_conclusive(0.004, clopper_pearson(8, 8)[1])
-    assert judge_conclusive(0.6, clopper_pearson(82, 164)[1])
 
 
 @pytest.fixture(scope="module")

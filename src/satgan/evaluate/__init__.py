@@ -11,7 +11,10 @@ The map of this package (``stages/evaluate.py`` calls :func:`satgan.evaluate.sta
 - :mod:`~satgan.evaluate.fid`: FID/KID through torch-fidelity's InceptionV3 (off by default);
 - :mod:`~satgan.evaluate.turing`: the human Turing test (grid, answer key, ``quiz.html``,
   ``satgan quiz``);
-- :mod:`~satgan.evaluate.report`: ``report.html`` and ``headline.json``;
+- :mod:`~satgan.evaluate.readings`: every mark and threshold once (what each figure means, the
+  judge's conclusive rule, the floors' ratios, the demo targets, the headline's figures); the
+  stage, the report and ``satgan summary`` all ask it;
+- :mod:`~satgan.evaluate.report`: renders ``report.html`` and writes ``headline.json`` (HTML only);
 - :mod:`~satgan.evaluate.summary`: ``satgan summary``, the key figures in a terminal.
 
 Nothing is imported here, so ``satgan summary`` and ``satgan quiz`` do not pay for torch.

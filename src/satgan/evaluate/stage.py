@@ -69,7 +69,8 @@ from satgan.evaluate.judge import (ClassifierParams, JudgeParams, JudgeResult, a
                                    classifier_subset, judge, train_classifier)
 from satgan.modelio import read_card
 from satgan.params import check
-from satgan.evaluate.report import JUDGE_EASY, SPECTRA, rate_metrics, write_report
+from satgan.evaluate.readings import judge_conclusive, rate_metrics
+from satgan.evaluate.report import SPECTRA, write_report
 from satgan.evaluate.turing import write_turing_test
 
 
@@ -235,17 +236,6 @@ def judge_folds(asked: int, real_groups: int, fake_tiles: int) -> int:
 
 
 # ----------------------------------------------------------------- the judge's reading
-
-JUDGE_ALPHA = 0.05  # the judge "finds a difference" below this p-value
-
-
-def judge_conclusive(p_value: float, ci_high: float) -> bool:
-    """Whether the judge's result says something: it found a difference (p < 0.05), or its 95% interval
-    rules out an easy one (upper bound < 0.75). A judge scored on 8 tiles at accuracy 0.75 (p = 0.14,
-    interval 0.35-0.97) says neither, so it is inconclusive and never a headline.
-    """
-    return p_value < JUDGE_ALPHA or ci_high < JUDGE_EASY
-
 
 def judge_summary(verdict: JudgeResult) -> dict[str, Any]:
     """metrics.json's judge block: the pooled out-of-fold result, its exact 95% interval, whether it says anything

@@ -18,7 +18,7 @@ from satgan.errors import DataError
 from satgan.evaluate.stage import EvaluateParams
 from satgan.params import DEFAULT_PARAMS, load_section
 from satgan.paths import PathsParams
-from satgan.evaluate.report import floor_rows, judge_is_conclusive, rate_classifier
+from satgan.evaluate.readings import floor_rows, judge_is_conclusive, rate_classifier
 
 
 def _read(path: Path) -> dict[str, Any]:
