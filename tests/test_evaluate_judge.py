@@ -11,9 +11,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from satgan.evaluate.params import ClassifierParams, JudgeParams
 from satgan.evaluate.judge import (
-    ClassifierParams,
-    JudgeParams,
     area_equivalent,
     assign_folds,
     binomial_p_value,

@@ -229,7 +229,7 @@ def _section(title: str, body: str, sid: str) -> str:
     return f'<section id="{sid}"><h2>{html.escape(title)}</h2>{body}</section>'
 
 
-def _metrics_section(eval_dir: Path) -> str:
+def _metrics_section(eval_dir: Path, shown: Path) -> str:
     try:
         metrics = _read_json(eval_dir / names.METRICS)
     except Missing as exc:
@@ -250,7 +250,7 @@ def _metrics_section(eval_dir: Path) -> str:
             '<p class="legend"><span class="mark green"></span>as good as the baseline '
             '<span class="mark amber"></span>a difference, or too few tiles to say '
             '<span class="mark red"></span>clearly worse <span class="mark grey"></span>no baseline to compare with. '
-            f"All numbers: <code>{html.escape(str(eval_dir / names.METRICS))}</code>.</p>"
+            f"All numbers: <code>{html.escape(str(shown / names.METRICS))}</code>.</p>"
             + _floor_table(metrics if isinstance(metrics, dict) else {}) + _spectrum_chart(eval_dir))
 
 
@@ -395,7 +395,7 @@ def _turing_section(eval_dir: Path) -> str:
             f'<div class="turing">{_img(uri, "Turing grid")}{"".join(labels)}</div>')
 
 
-def _card_section(eval_dir: Path, model_card_md: Path | None) -> str:
+def _card_section(eval_dir: Path, model_card_md: Path | None, shown: Path) -> str:
     parts = []
     if model_card_md is not None:
         if model_card_md.is_file():
@@ -419,20 +419,23 @@ def _card_section(eval_dir: Path, model_card_md: Path | None) -> str:
             rows.append(f"<tr><td>{html.escape(prefix)}</td><td>{html.escape(json.dumps(node))}</td></tr>")
 
     walk({k: v for k, v in card.items() if k != "metrics"} if isinstance(card, dict) else {"card": card}, "")
-    parts.append(f'<p><code>{html.escape(str(eval_dir / names.EVAL_MODEL_CARD))}</code>: the evaluated model '
+    parts.append(f'<p><code>{html.escape(str(shown / names.EVAL_MODEL_CARD))}</code>: the evaluated model '
                  '(its metrics are in the table at the top).</p>'
                  '<table class="card"><tbody>' + "".join(rows) + "</tbody></table>")
     return "".join(parts)
 
 
-def render_report(eval_dir: Path, samples_dir: Path, live_dir: Path, model_card_md: Path | None = None) -> str:
-    """The whole page as a string (see the module docstring for its sections)."""
+def render_report(eval_dir: Path, samples_dir: Path, live_dir: Path, model_card_md: Path | None = None,
+                  shown_dir: Path | None = None) -> str:
+    """The whole page as a string (see the module docstring for its sections); paths shown name ``shown_dir``
+    (default ``eval_dir``; evaluate renders from its staging folder)."""
+    shown = eval_dir if shown_dir is None else shown_dir
     training, frames = _training_section(live_dir)
     classes = _classes_section(eval_dir, samples_dir)  # "" for unlabelled data: no section, no link
     nav = [("metrics", "verdict"), *([("classes", "per class")] if classes else []), ("samples", "samples"),
            ("training", "training"), ("turing", "Turing test"), ("copies", "copying"), ("card", "model card")]
     body = "".join([
-        _section("The verdict", _metrics_section(eval_dir), "metrics"),
+        _section("The verdict", _metrics_section(eval_dir, shown), "metrics"),
         classes,
         _section("What the model makes", _image_block(samples_dir / names.SAMPLE_GRID, "sample grid",
                  "Samples (generate's grid.png)") + _image_block(samples_dir / names.INTERPOLATION, "latent interpolation",
@@ -442,7 +445,7 @@ def render_report(eval_dir: Path, samples_dir: Path, live_dir: Path, model_card_
         _section("Is it copying?", _image_block(eval_dir / names.CLOSEST_PAIRS, "closest pairs",
                  "The samples most similar to a training tile: each sample (left) beside its nearest training tile (right)"),
                  "copies"),
-        _section("Model card", _card_section(eval_dir, model_card_md), "card"),
+        _section("Model card", _card_section(eval_dir, model_card_md, shown), "card"),
     ])
     template = resources.files("satgan.evaluate").joinpath(REPORT).read_text(encoding="utf-8")
     for marker in ("__REPORT_NAV__", "__REPORT_BODY__", "__REPORT_FRAMES__"):
@@ -455,7 +458,8 @@ def render_report(eval_dir: Path, samples_dir: Path, live_dir: Path, model_card_
 
 
 def write_report(eval_dir: str | Path, samples_dir: str | Path, live_dir: str | Path,
-                 model_card_md: str | Path | None = None, out_dir: str | Path | None = None) -> dict[str, Path]:
+                 model_card_md: str | Path | None = None, out_dir: str | Path | None = None,
+                 shown_dir: str | Path | None = None) -> dict[str, Path]:
     """Write ``report.html`` and ``headline.json`` into ``out_dir`` (default: ``eval_dir``); returns their paths.
 
     Reads eval_dir (metrics.json, fid_kid.json, turing_grid.png, turing_key.json,
@@ -469,7 +473,8 @@ def write_report(eval_dir: str | Path, samples_dir: str | Path, live_dir: str | 
     out = Path(out_dir) if out_dir is not None else eval_dir
     card = Path(model_card_md) if model_card_md is not None else None
     paths = {"report": out / REPORT, "headline": out / HEADLINE}
-    write_text_atomic(paths["report"], render_report(eval_dir, samples_dir, live_dir, card))
+    write_text_atomic(paths["report"], render_report(eval_dir, samples_dir, live_dir, card,
+                                                     None if shown_dir is None else Path(shown_dir)))
     try:
         metrics = _read_json(eval_dir / names.METRICS)
     except Missing:

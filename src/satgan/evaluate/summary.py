@@ -15,7 +15,7 @@ from typing import Any
 from satgan import names
 from satgan.cli import run_main
 from satgan.errors import DataError
-from satgan.evaluate.stage import EvaluateParams
+from satgan.evaluate.params import EvaluateParams
 from satgan.params import DEFAULT_PARAMS, load_section
 from satgan.paths import PathsParams
 from satgan.evaluate.readings import floor_rows, judge_is_conclusive, rate_classifier
