@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -364,3 +365,56 @@ def test_page_shows_the_class_table_and_grid_in_chromium(run_dirs, tmp_path):
     assert not errors and classes == ["green", "red"] and first_cells == ["forest", "river"] and grid_ok
 
 
+def _cli_params(run_dirs: Path, tmp_path: Path, repo_root: Path) -> Path:
+    import yaml
+
+    params = yaml.safe_load((repo_root / "params.yaml").read_text())
+    params["paths"].update({k: str(run_dirs / k) for k in ("eval", "samples", "live")})
+    p = tmp_path / "params.yaml"
+    p.write_text(yaml.safe_dump(params))
+    return p
+
+
+def _report_cli(*args: str) -> "subprocess.CompletedProcess[str]":
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "satgan.evaluate.report", *args], capture_output=True, text=True)
+
+
+def test_cli_refuses_to_overwrite_the_tracked_eval_folder(run_dirs, tmp_path, repo_root):
+    """`satgan report --out <paths.eval>` is refused in one line: the DVC-tracked report.html stays the stage's."""
+    p = _cli_params(run_dirs, tmp_path, repo_root)
+    before = (run_dirs / "eval" / REPORT).read_bytes() if (run_dirs / "eval" / REPORT).exists() else None
+    proc = _report_cli("--params", str(p), "--out", str(run_dirs / "eval"))
+    assert proc.returncode != 0 and "DVC output" in proc.stderr and "Traceback" not in proc.stderr
+    assert ((run_dirs / "eval" / REPORT).read_bytes() if before is not None else None) == before
+
+
+def test_cli_includes_the_eval_folders_model_card_by_default(run_dirs, tmp_path, repo_root):
+    """Without --model-card the page includes the eval folder's MODEL_CARD.md, as the stage's page does."""
+    p = _cli_params(run_dirs, tmp_path, repo_root)
+    card = run_dirs / "eval" / "MODEL_CARD.md"
+    card.write_text("# card of run 7\n")
+    try:
+        proc = _report_cli("--params", str(p), "--out", str(tmp_path / "out"))
+    finally:
+        card.unlink()
+    assert proc.returncode == 0, proc.stderr
+    assert "card of run 7" in (tmp_path / "out" / REPORT).read_text()
+
+
+def test_cli_on_a_structurally_wrong_metrics_json_is_one_line(run_dirs, tmp_path, repo_root):
+    """A metrics.json without the evaluation's figures: one line naming it and a non-zero exit, no page written."""
+    eval_dir = tmp_path / "eval"
+    shutil.copytree(run_dirs / "eval", eval_dir)
+    (eval_dir / "metrics.json").write_text(json.dumps({"judge": "broken"}))
+    p = _cli_params(run_dirs, tmp_path, repo_root)
+    import yaml
+
+    doc = yaml.safe_load(p.read_text())
+    doc["paths"]["eval"] = str(eval_dir)
+    p.write_text(yaml.safe_dump(doc))
+    proc = _report_cli("--params", str(p), "--out", str(tmp_path / "out"))
+    assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1 and "metrics.json" in proc.stderr
+    assert not (tmp_path / "out" / REPORT).exists()

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import numpy as np
 from satgan import names
 from satgan.arrays import class_names, open_labels, sidecar_path
 from satgan.errors import DataError
+from satgan.fsutil import read_json
 from satgan.evaluate import metrics
 from satgan.evaluate.judge import classifier_subset, classify, judge, judge_summary, train_classifier
 from satgan.evaluate.params import ClassifierParams, EvaluateParams
@@ -88,9 +88,9 @@ def read_sample_classes(samples_dir: Path, n_fake: int) -> SampleClasses:
     if not info_path.is_file():
         raise DataError(f"{info_path}: not found; the generate stage writes it for every model {rerun}")
     try:
-        info = json.loads(info_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{info_path}: not valid JSON: {exc} {rerun}") from None
+        info = read_json(info_path, "generate's classes.json")
+    except DataError as exc:
+        raise DataError(f"{exc} {rerun}") from None
     if not isinstance(info, dict) or not {"conditional", "classes"} <= set(info):
         got = sorted(info) if isinstance(info, dict) else type(info).__name__
         raise DataError(f"{info_path}: expected an object with the keys 'conditional' and 'classes', got {got} {rerun}")

@@ -25,6 +25,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from satgan.errors import DataError
+
 MARKS = ("green", "amber", "red", "grey")
 JUDGE_MIN_TEST = 40  # fewer judge test tiles than this: a non-significant judge is inconclusive, not green
 JUDGE_EASY = 0.75  # accuracy at which a difference counts as easy: red here, and what evaluate's conclusive rule must rule out
@@ -518,3 +520,37 @@ def headline(metrics: dict[str, Any] | None, live_summary: dict[str, Any] | None
     out["step"] = number(live, "step")
     out["img_s"] = number(live, "train.img_per_s")
     return out
+
+
+# The figures a reader of metrics.json needs (satgan summary, satgan report): a file without them is not
+# an evaluation, whatever else it holds.
+REQUIRED_FIGURES = (
+    "n.train", "n.holdout", "n.fake",
+    "judge.accuracy", "judge.auc", "judge.p_value", "judge.n_test", "judge.accuracy_ci_low", "judge.accuracy_ci_high",
+    "swd.mean", "colour_hist.mean",
+    "memorization.frac_above_threshold", "memorization.holdout_frac_above_threshold", "memorization.ssim_median",
+    "memorization.ssim_max",
+    "diversity.fake_mean_ssim", "diversity.real_mean_ssim", "diversity.collapsed",
+)
+
+
+def check_metrics(metrics: Any, source: str) -> dict[str, Any]:
+    """``metrics`` (parsed ``source``, a metrics.json) if it holds every :data:`REQUIRED_FIGURES` as a finite number;
+    else one :class:`DataError` line naming the file and the first missing figures (rerun evaluate).
+    """
+    missing = [key for key in REQUIRED_FIGURES if number(metrics, key) is None]
+    if missing:
+        shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+        raise DataError(f"{source}: not an evaluate metrics.json: no number at {shown} (rerun `dvc repro evaluate`)")
+    return metrics
+
+
+def check_fid_kid(fid: Any, source: str) -> dict[str, Any]:
+    """``fid`` (parsed fid_kid.json) if ``fid`` and ``kid`` are numbers, or strings with a ``reason``; else one DataError line."""
+    ok = isinstance(fid, dict) and (
+        (number(fid, "fid") is not None and number(fid, "kid") is not None)
+        or (isinstance(fid.get("fid"), str) and isinstance(fid.get("reason"), str)))
+    if not ok:
+        raise DataError(f"{source}: not an evaluate fid_kid.json: expected 'fid' and 'kid' numbers, or 'not computed' "
+                        "with a 'reason' (rerun `dvc repro evaluate`)")
+    return fid

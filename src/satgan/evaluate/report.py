@@ -1,6 +1,6 @@
 """The evaluation report: one self-contained, offline HTML page per evaluation, plus the headline.
 
-    python -m satgan.evaluate.report            # folders from params.yaml's `paths`; writes data/eval/report.html
+    python -m satgan.evaluate.report            # folders from params.yaml's `paths`; writes build/report/report.html
 
 ``write_report`` reads what the pipeline already wrote and builds ``report.html`` (every image
 inlined as a data URI; inline CSS, inline SVG charts and a few lines of inline JS; a
@@ -45,8 +45,8 @@ from PIL import Image
 
 from satgan import names
 from satgan.cli import run_main
-from satgan.errors import ParamsError, SatganError
-from satgan.fsutil import write_text_atomic
+from satgan.errors import DataError, SatganError
+from satgan.fsutil import read_json, write_text_atomic
 from satgan.evaluate.readings import (FLOOR_AMBER, FLOOR_GREEN, SHARE_COLUMNS, adaptations, floor_rows, headline, rate_classes,
                                      rate_metrics)
 
@@ -77,12 +77,11 @@ class Missing(Exception):
 
 
 def _read_json(path: Path) -> Any:
-    if not path.is_file():
-        raise Missing(f"{path} not found")
+    """A JSON object by :func:`satgan.fsutil.read_json`, its one-line failure as :class:`Missing`."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise Missing(f"{path} is not readable JSON ({type(exc).__name__})") from None
+        return read_json(path)
+    except DataError as exc:
+        raise Missing(str(exc)) from None
 
 
 def _png_uri(path: Path) -> str:
@@ -491,35 +490,39 @@ def write_report(eval_dir: str | Path, samples_dir: str | Path, live_dir: str | 
 # ----------------------------------------------------------------- command line
 
 
-def _folders(params_path: Path) -> dict[str, Path]:
-    """The eval, samples and live folders from params.yaml's ``paths`` section."""
-    from satgan.params import read_params_file
-
-    doc = read_params_file(params_path)
-    paths = doc["paths"] if "paths" in doc else None
-    if not isinstance(paths, dict):
-        raise ParamsError(f"{params_path}: missing section 'paths'")
-    out = {}
-    for key in ("eval", "samples", "live"):
-        if key not in paths or not isinstance(paths[key], str):
-            raise ParamsError(f"{params_path}: paths.{key}: expected a folder path")
-        out[key] = Path(paths[key])
-    return out
+DEFAULT_OUT = Path("build/report")  # `satgan report` writes here by default (git-ignored): never into a DVC output
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m satgan.evaluate.report") -> None:
-    """Build the report page by hand (the evaluate stage builds it too)."""
-    from satgan.params import DEFAULT_PARAMS
+    """Rebuild the report page by hand, into a folder of its own (the evaluate stage writes the tracked one).
 
-    ap = argparse.ArgumentParser(prog=prog, description="Build data/eval/report.html (and headline.json) "
-                                 "from the pipeline's outputs: one self-contained page to open in a browser.")
+    The page is the stage's: the eval folder's MODEL_CARD.md is included unless ``--model-card``
+    names another. ``--out`` inside a pipeline output folder (``paths.eval`` included) is refused:
+    overwriting the DVC-tracked ``report.html`` would make ``dvc status`` say evaluate changed. A
+    metrics.json that is not an evaluation is one line and exit status 1 (:func:`satgan.evaluate.readings.check_metrics`).
+    """
+    from satgan.cli import refuse_pipeline_output
+    from satgan.evaluate.readings import check_metrics
+    from satgan.params import DEFAULT_PARAMS, load_section
+    from satgan.paths import PathsParams
+
+    ap = argparse.ArgumentParser(prog=prog, description="Rebuild report.html (and headline.json) from the pipeline's "
+                                 "outputs into a folder of its own: one self-contained page to open in a browser.")
     ap.add_argument("--params", type=Path, default=DEFAULT_PARAMS, help="params file whose `paths` name the folders")
-    ap.add_argument("--model-card", type=Path, default=None, help="a markdown model card to include")
-    ap.add_argument("--out", type=Path, default=None, help="folder to write into (default: the eval folder)")
+    ap.add_argument("--model-card", type=Path, default=None,
+                    help="a markdown model card to include (default: the eval folder's MODEL_CARD.md)")
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                    help=f"folder to write into (default: {DEFAULT_OUT}/; never a pipeline output folder)")
     args = ap.parse_args(argv)
-    folders = _folders(args.params)
-    paths = write_report(folders["eval"], folders["samples"], folders["live"], args.model_card, args.out)
-    print(f"wrote {paths['report']} (open it in a browser) and {paths['headline']}")
+    paths = load_section("paths", PathsParams, args.params)
+    eval_dir = Path(paths.eval)
+    refuse_pipeline_output(args.out, "--out", args.params)
+    check_metrics(read_json(eval_dir / names.METRICS, "evaluate metrics"), str(eval_dir / names.METRICS))
+    card = args.model_card if args.model_card is not None else eval_dir / names.MODEL_CARD_MD
+    args.out.mkdir(parents=True, exist_ok=True)
+    written = write_report(eval_dir, paths.samples, paths.live, card if card.is_file() or args.model_card else None,
+                           args.out, shown_dir=eval_dir)
+    print(f"wrote {written['report']} (open it in a browser) and {written['headline']}")
 
 
 if __name__ == "__main__":

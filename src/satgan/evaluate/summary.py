@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +17,14 @@ from satgan.errors import DataError
 from satgan.evaluate.params import EvaluateParams
 from satgan.params import DEFAULT_PARAMS, load_section
 from satgan.paths import PathsParams
-from satgan.evaluate.readings import floor_rows, judge_is_conclusive, rate_classifier
+from satgan.fsutil import read_json
+from satgan.evaluate.readings import check_fid_kid, check_metrics, floor_rows, judge_is_conclusive, rate_classifier
 
 
 def _read(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise DataError(f"{path}: not found (run `dvc repro evaluate`, or `make demo`)")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not valid JSON: {exc}") from None
+    return read_json(path, "evaluate output")
 
 
 def render(metrics: dict[str, Any], fid: dict[str, Any], samples: Path, eval_dir: Path, ssim_threshold: float) -> str:
@@ -100,7 +97,9 @@ def main(argv: list[str] | None = None) -> None:
     paths = load_section("paths", PathsParams, args.params)
     samples, eval_dir = Path(paths.samples), Path(paths.eval)
     threshold = load_section("evaluate", EvaluateParams, args.params).memorization.ssim_threshold
-    print(render(_read(eval_dir / names.METRICS), _read(eval_dir / names.FID_KID), samples, eval_dir, threshold))
+    metrics = check_metrics(_read(eval_dir / names.METRICS), str(eval_dir / names.METRICS))
+    fid = check_fid_kid(_read(eval_dir / names.FID_KID), str(eval_dir / names.FID_KID))
+    print(render(metrics, fid, samples, eval_dir, threshold))
 
 
 if __name__ == "__main__":
