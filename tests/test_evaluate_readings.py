@@ -14,7 +14,7 @@ from satgan.evaluate.readings import (
     floor_rows,
     gan_test_mark,
     headline,
-    judge_conclusive,
+
     number,
     rate_classes,
     rate_metrics,
@@ -267,3 +267,9 @@ def test_the_judge_is_red_from_the_easy_threshold():
     marks = {acc: _marks(_patched(judge__accuracy=acc, judge__accuracy_ci_low=acc - 0.05))["judge accuracy"]
              for acc in (JUDGE_EASY, JUDGE_EASY - 0.01)}
     assert marks == {JUDGE_EASY: "red", JUDGE_EASY - 0.01: "amber"}
+
+
+def test_headline_carries_the_graded_judge_and_colour_distance():
+    """headline.json has the judge's log-loss (it moves when accuracy saturates at 1.0) and the colour distance."""
+    h = headline(METRICS, None)
+    assert h["ll"] == METRICS["judge"]["log_loss"] and h["colour"] == METRICS["colour_hist"]["mean"]

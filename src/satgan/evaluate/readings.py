@@ -493,7 +493,10 @@ def rate_classes(metrics: dict[str, Any]) -> tuple[tuple[str, ...], list[ClassRo
 def headline(metrics: dict[str, Any] | None, live_summary: dict[str, Any] | None) -> dict[str, float | None]:
     """The figures ``dvc exp show`` compares runs by: short flat keys, None where not available.
 
-    From metrics.json: judge accuracy, SWD, the spectral distance, the share of likely copies, the mean
+    From metrics.json: judge accuracy and its graded log-loss (``ll``: the accuracy and p-value
+    saturate at 1.0 and ~1e-25 once fakes are easy to tell, so ``dvc exp show --only-changed``
+    drops them; the log-loss still moves, and ranks runs the way the README recommends), SWD, the
+    spectral and colour-histogram distances, the share of likely copies, the mean
     pairwise SSIM of fakes, FID when computed, and a conditional model's GAN-test accuracy (labelled
     data; None when inconclusive, :func:`gan_test_conclusive`; its ceiling, the classifier's
     accuracy on held-out reals, depends on the data only, so it stays in metrics.json with the
@@ -501,15 +504,20 @@ def headline(metrics: dict[str, Any] | None, live_summary: dict[str, Any] | None
     say anything, :func:`judge_is_conclusive`) has no headline accuracy: ``judge_acc`` is None
     (its p-value and the floors of each figure stay in metrics.json). From dvclive's summary: the last step and
     img/s. Their real-vs-real baselines (copies among held-out reals, SSIM among reals) depend
-    on the data only, not on the model, so they stay in metrics.json and on the report page:
-    each headline column costs ``dvc exp show`` about 11 of its 160 characters.
+    on the data only, not on the model, so they stay in metrics.json and on the report page;
+    so do the judge's Brier score (a second proper score of the same probabilities as the
+    log-loss: it ranks runs alike) and the collapse flag (``ssim_fake`` above the reals' SSIM
+    by more than ``evaluate.diversity.margin``). Each headline column costs ``dvc exp show``
+    about 11 of its 160 characters (tests/test_dvc_metrics.py counts them).
     """
     m = metrics if isinstance(metrics, dict) else {}
     live = live_summary if isinstance(live_summary, dict) else {}
     out = {
         "judge_acc": number(m, "judge.accuracy") if judge_is_conclusive(m) else None,
+        "ll": number(m, "judge.log_loss"),
         "swd": number(m, "swd.mean"),
         "spectral": number(m, "spectral.mean"),
+        "colour": number(m, "colour_hist.mean"),
         "copied": number(m, "memorization.frac_above_threshold"),
         "ssim_fake": number(m, "diversity.fake_mean_ssim"),
     }
