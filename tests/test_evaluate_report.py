@@ -168,6 +168,7 @@ def run_dirs(tmp_path_factory, rsscn7_files):
         live.make_summary()
         grid = ((tiles[step % 8: step % 8 + 4].transpose(0, 2, 3, 1) + 1) * 127.5).astype(np.uint8)
         live.log_image(f"samples/{step}.png", np.concatenate(list(grid), axis=1))
+        live.log_image(f"d_view/{step}.png", np.concatenate(list(grid[::-1]), axis=1))
     live.end()
     return root
 
@@ -177,7 +178,7 @@ def test_write_report_with_every_input(run_dirs, tmp_path):
     paths = write_report(run_dirs / "eval", run_dirs / "samples", run_dirs / "live", out_dir=tmp_path)
     page = paths["report"].read_text()
     assert paths["report"] == tmp_path / REPORT and "not available" not in page
-    assert page.count('<svg class="chart"') == 5 and page.count("data:image/png;base64,") >= 5 + 4
+    assert page.count('<svg class="chart"') == 5 and page.count("data:image/webp;base64,") >= 5 + 4
     assert not re.search(r'(src|href)="(https?:)?//', page)
     h = json.loads((tmp_path / HEADLINE).read_text())
     assert h["step"] == 12 and h["judge_acc"] == METRICS["judge"]["accuracy"]
@@ -201,7 +202,7 @@ def test_damaged_inputs_do_not_stop_the_page(run_dirs, tmp_path):
     (copy / "eval" / "turing_key.json").write_text(json.dumps({"format": "satgan-turing-key/2"}))
     (copy / "eval" / "model_card.json").write_text("{oops")
     page = write_report(copy / "eval", copy / "samples", copy / "live")["report"].read_text()
-    assert "grid.png is not a readable PNG" in page and "missing field" in page and "not readable JSON" in page
+    assert "grid.png is not a readable PNG" in page and "missing field" in page and "not valid JSON" in page
 
 
 def test_cli_builds_the_report_from_params_paths(run_dirs, tmp_path, repo_root):
@@ -253,7 +254,7 @@ def test_page_renders_offline_slider_moves_answers_toggle(run_dirs, tmp_path):
         labels = page.locator(".turing .answer").all_text_contents()
         browser.close()
     assert natural and not errors
-    assert after != before and after.startswith("data:image/png") and step_label == "step 3"
+    assert after != before and after.startswith("data:image/webp") and step_label == "step 3"
     assert hidden_before and shown_after and sorted(labels) == ["fake"] * 4 + ["real"] * 4
     assert {u for u in requested if not u.startswith("data:")} == {page_path.as_uri()}
 

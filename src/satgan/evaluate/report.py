@@ -34,21 +34,23 @@ from __future__ import annotations
 import argparse
 import base64
 import csv
+import datetime
 import html
+import io
 import json
 import math
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from markupsafe import Markup
 from PIL import Image
 
 from satgan import names
 from satgan.cli import run_main
 from satgan.errors import DataError, SatganError
 from satgan.fsutil import read_json, write_text_atomic
-from satgan.evaluate.readings import (FLOOR_AMBER, FLOOR_GREEN, SHARE_COLUMNS, adaptations, floor_rows, headline, rate_classes,
-                                     rate_metrics)
+from satgan.evaluate.readings import (FLOOR_AMBER, FLOOR_GREEN, SHARE_COLUMNS, adaptations, floor_rows, headline, number,
+                                     rate_classes, rate_metrics)
 
 REPORT = "report.html"
 HEADLINE = "headline.json"
@@ -57,6 +59,7 @@ SPECTRA = "spectra.json"  # evaluate writes the mean radial log power spectra he
 # columns, images under plots/images/<name>); train logs `train/<name>` and `samples/<step>.png`.
 LIVE_METRICS_DIR = ("plots", "metrics", "train")
 LIVE_SAMPLES_DIR = ("plots", "images", names.LIVE_SAMPLES)
+LIVE_D_VIEW_DIR = ("plots", "images", names.LIVE_D_VIEW)  # train.d_view: the batches exactly as D got them
 LIVE_SUMMARY = "metrics.json"
 MAX_FRAMES = 60  # slider frames kept (evenly spaced, last included): bounds the page size
 # The charts, as in dvc.yaml's top-level plots: series names are dvclive's train/<name>.
@@ -84,22 +87,34 @@ def _read_json(path: Path) -> Any:
         raise Missing(str(exc)) from None
 
 
-def _png_uri(path: Path) -> str:
-    """``data:image/png;base64,...`` of a PNG file (checked by Pillow first)."""
+# Images are re-encoded as WebP for the page (issue 22: PNG data URIs made a 120-step report 7.9 MB): the
+# figures people judge detail on (Turing grid, closest pairs, samples) losslessly, the training slider's
+# frames and D's view lossy at IMAGE_QUALITY. The PNG files themselves stay untouched beside the page.
+IMAGE_QUALITY = 80  # libwebp quality of the lossy frames (80: artefacts below what a 64 px tile shows)
+FRAME_SCALE = 0.5  # the slider's frames at half size: the final samples are shown full size above them
+
+
+def _image_uri(path: Path, lossless: bool = True, scale: float = 1.0) -> str:
+    """``data:image/webp;base64,...`` of a PNG file (checked by Pillow first): lossless, or lossy at IMAGE_QUALITY,
+    optionally scaled down by ``scale`` (Lanczos).
+    """
     if not path.is_file():
         raise Missing(f"{path} not found")
     try:
         with Image.open(path, formats=["PNG"]) as im:
             im.verify()
+        with Image.open(path, formats=["PNG"]) as im:
+            rgb = im.convert("RGB")
     except (OSError, SyntaxError, ValueError) as exc:
         raise Missing(f"{path} is not a readable PNG ({exc})") from None
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise Missing(f"{path}: unreadable ({exc.strerror or exc})") from None
-    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
-
-
+    if scale != 1.0:
+        rgb = rgb.resize((max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale))), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    if lossless:
+        rgb.save(buf, "WEBP", lossless=True, quality=100, method=6)
+    else:
+        rgb.save(buf, "WEBP", quality=IMAGE_QUALITY, method=6)
+    return "data:image/webp;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def read_series(path: Path) -> tuple[list[float], list[float]]:
@@ -323,7 +338,7 @@ def _display_width(path: Path, box: int = 420) -> int:
 
 def _image_block(path: Path, alt: str, caption: str) -> str:
     try:
-        uri = _png_uri(path)
+        uri = _image_uri(path)
         width = _display_width(path)
         return (f'<figure><img src="{uri}" alt="{html.escape(alt)}" style="width:{width}px">'
                 f"<figcaption>{html.escape(caption)}</figcaption></figure>")
@@ -336,7 +351,7 @@ def _training_section(live_dir: Path) -> tuple[str, list[dict[str, Any]]]:
     frames: list[dict[str, Any]] = []
     try:
         found = sample_frames(live_dir.joinpath(*LIVE_SAMPLES_DIR))
-        frames = [{"step": step, "src": _png_uri(p)} for step, p in found]
+        frames = [{"step": step, "src": _image_uri(p, lossless=False, scale=FRAME_SCALE)} for step, p in found]
     except Missing as exc:
         slider = _na(str(exc))
     if frames:
@@ -361,15 +376,30 @@ def _training_section(live_dir: Path) -> tuple[str, list[dict[str, Any]]]:
                           + (_na("; ".join(missing)) if missing else "") + "</div>")
         else:
             charts.append(f'<div class="chart-box"><p class="title">{html.escape(title)}</p>{_na("; ".join(missing))}</div>')
-    body = slider + '<div class="charts">' + "".join(charts) + "</div>"
+    body = slider + '<div class="charts">' + "".join(charts) + "</div>" + _d_view_block(live_dir)
     return body, frames
+
+
+def _d_view_block(live_dir: Path) -> str:
+    """The last batch D received (train.d_view: reals left, fakes right, after flips, DiffAugment and noise;
+    Karpathy 2019, "visualize just before the net"); "not available" when train.d_view was off."""
+    folder = live_dir.joinpath(*LIVE_D_VIEW_DIR)
+    try:
+        step, path = sample_frames(folder)[-1]
+        uri = _image_uri(path, lossless=False)
+    except Missing as exc:
+        return _na(f"D's view: {exc} (train.d_view off?)")
+    return (f'<figure><img src="{uri}" alt="what D sees" class="frames"><figcaption>What D received at step {step}: '
+            "the real batch (left) and the fake batch (right) after every augmentation, exactly as D saw them "
+            "(train.d_view). Reals that look nothing like the data here mean the augmentation, not G, is wrong."
+            "</figcaption></figure>")
 
 
 def _turing_section(eval_dir: Path) -> str:
     from satgan.evaluate.turing import load_key
 
     try:
-        uri = _png_uri(eval_dir / names.TURING_GRID)
+        uri = _image_uri(eval_dir / names.TURING_GRID)
         with Image.open(eval_dir / names.TURING_GRID) as im:
             width, height = im.size
     except (Missing, OSError) as exc:
@@ -394,33 +424,37 @@ def _turing_section(eval_dir: Path) -> str:
             f'<div class="turing">{_img(uri, "Turing grid")}{"".join(labels)}</div>')
 
 
+def render_markdown(text: str) -> str:
+    """Markdown (the model card) as HTML by markdown-it-py: CommonMark plus pipe tables, raw HTML off, so text
+    from the data (a class name such as ``<script>``, a stray backtick) is shown, never run.
+    """
+    from markdown_it import MarkdownIt
+
+    if text.startswith("---\n") and "\n---\n" in text[4:]:  # YAML front matter (metadata for model hubs): not shown
+        text = text[4:].split("\n---\n", 1)[1]
+    return MarkdownIt("commonmark", {"html": False}).enable("table").render(text)
+
+
 def _card_section(eval_dir: Path, model_card_md: Path | None, shown: Path) -> str:
+    """The model card rendered from its markdown (:func:`render_markdown`), and where the machine-readable card is."""
     parts = []
     if model_card_md is not None:
         if model_card_md.is_file():
             try:
-                parts.append(f'<pre class="card">{html.escape(model_card_md.read_text(encoding="utf-8"))}</pre>')
+                parts.append(f'<div class="card">{render_markdown(model_card_md.read_text(encoding="utf-8"))}</div>')
             except (OSError, UnicodeDecodeError) as exc:
                 parts.append(_na(f"{model_card_md}: unreadable ({type(exc).__name__})"))
         else:
             parts.append(_na(f"{model_card_md} not found"))
+    else:
+        parts.append('<p class="note">No MODEL_CARD.md given (evaluate writes it when given the model folder).</p>')
     try:
-        card = _read_json(eval_dir / names.EVAL_MODEL_CARD)
+        _read_json(eval_dir / names.EVAL_MODEL_CARD)
     except Missing as exc:
-        return "".join(parts) + _na(str(exc))
-    rows = []
-
-    def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, dict):
-            for k in sorted(node):
-                walk(node[k], f"{prefix}.{k}" if prefix else str(k))
-        else:
-            rows.append(f"<tr><td>{html.escape(prefix)}</td><td>{html.escape(json.dumps(node))}</td></tr>")
-
-    walk({k: v for k, v in card.items() if k != "metrics"} if isinstance(card, dict) else {"card": card}, "")
-    parts.append(f'<p><code>{html.escape(str(shown / names.EVAL_MODEL_CARD))}</code>: the evaluated model '
-                 '(its metrics are in the table at the top).</p>'
-                 '<table class="card"><tbody>' + "".join(rows) + "</tbody></table>")
+        parts.append(_na(str(exc)))
+    else:
+        parts.append(f'<p class="note">The machine-readable card (the model\'s identity with these metrics): '
+                     f"<code>{html.escape(str(shown / names.EVAL_MODEL_CARD))}</code>.</p>")
     return "".join(parts)
 
 
@@ -446,14 +480,52 @@ def render_report(eval_dir: Path, samples_dir: Path, live_dir: Path, model_card_
                  "copies"),
         _section("Model card", _card_section(eval_dir, model_card_md, shown), "card"),
     ])
-    template = resources.files("satgan.evaluate").joinpath(REPORT).read_text(encoding="utf-8")
-    for marker in ("__REPORT_NAV__", "__REPORT_BODY__", "__REPORT_FRAMES__"):
-        if marker not in template:
-            raise ValueError(f"{REPORT} template lacks the {marker} placeholder")
-    frames_json = json.dumps(frames, separators=(",", ":")).replace("</", "<\\/")
-    links = "".join(f'<a href="#{sid}">{html.escape(label)}</a>' for sid, label in nav)
-    return (template.replace("__REPORT_FRAMES__", frames_json).replace("__REPORT_NAV__", links)
-            .replace("__REPORT_BODY__", body))
+    return _template().render(
+        identity=run_identity(eval_dir, live_dir),
+        nav=nav,
+        body=Markup(body),  # every section escapes the strings it holds (html.escape / markdown-it without HTML)
+        frames_json=Markup(json.dumps(frames, separators=(",", ":")).replace("</", "<\\/")),
+    )
+
+
+def _template() -> Any:
+    """The page shell (report.html beside this module) as a jinja2 template with autoescape on."""
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.PackageLoader("satgan.evaluate", "."), autoescape=True,
+                             undefined=jinja2.StrictUndefined)
+    return env.get_template(REPORT)
+
+
+def run_identity(eval_dir: Path, live_dir: Path) -> list[tuple[str, str]]:
+    """The run at the top of the page: model step, weights, git revision and experiment (model_card.json's ``run``
+    and ``model``), the last training step dvclive logged and the evaluation date; pieces that are missing are left out.
+    """
+    out: list[tuple[str, str]] = []
+    try:
+        card = _read_json(eval_dir / names.EVAL_MODEL_CARD)
+    except Missing:
+        card = {}
+    model = card.get("model") if isinstance(card.get("model"), dict) else {}
+    run = card.get("run") if isinstance(card.get("run"), dict) else {}
+    if run.get("experiment"):
+        out.append(("experiment", str(run["experiment"])))
+    if number(model, "step") is not None:
+        out.append(("model step", f"{number(model, 'step'):.0f}"))
+    if model.get("loaded_weights"):
+        out.append(("weights", str(model["loaded_weights"])))
+    if run.get("git_rev"):
+        out.append(("git", str(run["git_rev"])[:12] + (" (dirty)" if str(run["git_rev"]).endswith("-dirty") else "")))
+    if isinstance(run.get("hacks_on"), list):
+        out.append(("hacks on", ", ".join(map(str, run["hacks_on"])) or "none"))
+    try:
+        live = _read_json(live_dir / LIVE_SUMMARY)
+        if number(live, "step") is not None:
+            out.append(("trained to step", f"{number(live, 'step'):.0f}"))
+    except Missing:
+        pass
+    out.append(("evaluated", datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")))
+    return out
 
 
 def write_report(eval_dir: str | Path, samples_dir: str | Path, live_dir: str | Path,
