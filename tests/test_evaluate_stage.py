@@ -672,3 +672,20 @@ def test_judge_epochs_are_bounded(repo_root, tmp_path):
     path.write_text(yaml.safe_dump(doc))
     with pytest.raises(ParamsError, match="epochs"):
         load_section("evaluate", EvaluateParams, path)
+
+
+def test_the_artifact_folder_holds_the_model_with_its_evaluated_card(small, repo_root, tmp_path):
+    """eval/model (dvc.yaml's generator artifact) holds model.json and the weights as trained plus the evaluated card,
+    loads as a generator, and the train stage's folder is left as it was."""
+    from satgan.modelio import load_generator
+
+    before = {p.name: p.read_bytes() for p in (small / "model").iterdir()}
+    params = load_section("evaluate", EvaluateParams, _params(repo_root, tmp_path))
+    evaluate(small / "prepared", small / "samples", tmp_path / "eval", params, model_dir=small / "model", progress=False)
+    art = tmp_path / "eval" / "model"
+    assert {p.name: p.read_bytes() for p in (small / "model").iterdir()} == before
+    assert (art / "generator.safetensors").read_bytes() == before["generator.safetensors"]
+    assert (art / "model.json").read_bytes() == before["model.json"]
+    assert (art / "MODEL_CARD.md").read_text() == (tmp_path / "eval" / "MODEL_CARD.md").read_text()
+    assert "not evaluated yet" not in (art / "MODEL_CARD.md").read_text()
+    assert load_generator(art)[1]["step"] == 3

@@ -511,6 +511,7 @@ def _measure(x: Inputs, params: EvaluateParams, adapted: list[Adapted], staging:
     # sidecar, with the metrics; `dvc get <repo> data/eval/model_card.json --rev <tag>` fetches it.
     write_json_atomic(staging / names.EVAL_MODEL_CARD, {
         "model": x.fake_meta["model"], "architecture": x.fake_meta["architecture"], "metrics": result,
+        **({"run": run_block(model_dir)} if model_dir is not None else {}),
     })
     card_md = None
     if model_dir is not None:
@@ -524,6 +525,17 @@ def _measure(x: Inputs, params: EvaluateParams, adapted: list[Adapted], staging:
             write_report(staging, x.samples_dir, live_dir, model_card_md=card_md, shown_dir=out)
         print(f"evaluate: report: {out / REPORT}")
     return result
+
+
+def run_block(model_dir: Path) -> dict[str, Any]:
+    """model_card.json's ``run``: the trained model's git revision, experiment name and the hacks that were on
+    (model.json's ``git_rev``, ``git.experiment``, ``recipe.hacks_on``), for the report's identity line."""
+    card, _ = read_card(model_dir)
+    git = card.get("git") if isinstance(card.get("git"), dict) else {}
+    rec = card.get("recipe") if isinstance(card.get("recipe"), dict) else {}
+    hacks = rec.get("hacks_on")
+    return {"git_rev": card.get("git_rev"), "experiment": git.get("experiment"),
+            "hacks_on": sorted(hacks) if isinstance(hacks, dict) else None, "step": card.get("step")}
 
 
 def result_text(result: dict[str, Any], params: EvaluateParams) -> str:
@@ -574,5 +586,25 @@ def _write_card(model_dir: Path, prepared: Path, train_meta: dict[str, Any], out
     rows = [(r.name, r.value, r.reading) for r in rate_metrics(result, fid)]
     source = (f"From `{shown / names.METRICS}` ({result['n']['holdout']} held-out real tiles, {result['n']['fake']} "
               f"samples of `{sampled.get('loaded_weights', 'the generator')}`); report.html shows it with the images.")
-    return modelcard.write(out, card, provenance=provenance, data=data, evaluation=rows, evaluation_source=source,
-                           written_by="the evaluate stage")
+    card_md = modelcard.write(out, card, provenance=provenance, data=data, evaluation=rows, evaluation_source=source,
+                              written_by="the evaluate stage")
+    write_artifact(model_dir, card, card_md, out / ARTIFACT_DIR)
+    return card_md
+
+
+# dvc.yaml's `generator` artifact: evaluate's own output folder holding the evaluated model, so the artifact
+# carries the card *with* its evaluation. A stage writes only its outputs, so the weights are copied from
+# train's data/model (DVC's cache stores a file once by content hash: the copy costs no cache or remote space).
+ARTIFACT_DIR = "model"
+
+
+def write_artifact(model_dir: Path, card: dict[str, Any], card_md: Path, folder: Path) -> Path:
+    """Fill ``folder`` with the evaluated model: model.json, its weight files (``card["files"]``) and the evaluated
+    MODEL_CARD.md (``card_md``); what `satgan sample --model <folder>` and `dvc artifacts get` need.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    files = [names.MODEL_CARD, *(f for f in card.get("files", {}).values() if isinstance(f, str))]
+    for name in files:
+        shutil.copyfile(model_dir / name, folder / name)
+    shutil.copyfile(card_md, folder / names.MODEL_CARD_MD)
+    return folder
