@@ -419,3 +419,28 @@ def test_cli_on_a_structurally_wrong_metrics_json_is_one_line(run_dirs, tmp_path
     proc = _report_cli("--params", str(p), "--out", str(tmp_path / "out"))
     assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1 and "metrics.json" in proc.stderr
     assert not (tmp_path / "out" / REPORT).exists()
+
+
+def test_a_default_size_run_gives_a_page_under_2_mb(rsscn7_files, tmp_path):
+    """21 slider frames and D views, 64-tile grids of 64 px real tiles as at the defaults: report.html <= 2 MB (issue 22)."""
+    from dvclive import Live
+
+    tiles = load_tiles(rsscn7_files[:128], size=64)
+    ev, samples, live_dir = tmp_path / "eval", tmp_path / "samples", tmp_path / "live"
+    ev.mkdir()
+    (ev / "metrics.json").write_text(json.dumps(METRICS))
+    write_turing_test(tiles[:16], tiles[16:32], ev, n_real=16, n_fake=16, nrow=8, seed=0)
+    save_grid(tiles[:16], ev / "closest_pairs.png", nrow=2)
+    save_grid(tiles[:64], samples / "grid.png", nrow=8)
+    save_grid(tiles[:60], samples / "interpolation.png", nrow=10)
+    live = Live(dir=str(live_dir), resume=False, dvcyaml=False, save_dvc_exp=False)
+    for i, step in enumerate(range(0, 5001, 250)):
+        live.step = step
+        live.log_metric("train/loss_d", 1.0 / (1 + i))
+        chosen = np.roll(tiles, i * 3, axis=0)
+        grid = ((chosen[:64].reshape(8, 8, 3, 64, 64).transpose(0, 3, 1, 4, 2).reshape(512, 512, 3) + 1) * 127.5)
+        live.log_image(f"samples/{step}.png", grid.astype(np.uint8))
+        live.log_image(f"d_view/{step}.png", np.concatenate([grid, grid[::-1]], axis=1).astype(np.uint8))
+    live.end()
+    page = write_report(ev, samples, live_dir)["report"]
+    assert page.stat().st_size <= 2 * 1024 * 1024, page.stat().st_size
