@@ -17,7 +17,12 @@ the eval folder:
 - ``turing_grid.png`` + ``turing_key.json`` + ``quiz.html``: the Turing test (:mod:`satgan.evaluate.turing`);
 - ``closest_pairs.png``: the samples most similar to a training tile, each beside that tile;
 - ``MODEL_CARD.md`` (with ``model_dir``): the model card with this evaluation (:mod:`satgan.modelcard`);
+- ``model/`` (with ``model_dir``): dvc.yaml's ``generator`` artifact, the evaluated model's
+  model.json and weights (copied from train's folder) with the evaluated MODEL_CARD.md;
 - ``report.html`` + ``headline.json`` (with ``live_dir``): :mod:`satgan.evaluate.report`.
+
+Every output is written into ``.<eval>.staging`` beside the eval folder, which replaces it as one
+step at the end (:func:`staged_outputs`): a failed or killed run leaves the previous outputs.
 
 Labelled data (prepare's ``labels.npy``; classes named in the sidecars): a class classifier
 trained on the real labelled training tiles (:func:`satgan.evaluate.judge.train_classifier`) scores the
