@@ -108,3 +108,11 @@ def test_a_structurally_wrong_metrics_json_is_one_line(tmp_path, repo_root, doc)
                           capture_output=True, text=True)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "metrics.json" in proc.stderr
+
+
+def test_summary_lists_each_demo_target(tmp_path, repo_root):
+    """The summary ends its figures with each demo target (readings.DEMO_TARGETS) and whether this run meets it."""
+    proc = _setup(tmp_path, repo_root)
+    assert proc.returncode == 0, proc.stderr
+    assert "met     judge accuracy <= 0.85" in proc.stdout and "met     memorized none" in proc.stdout
+    assert "n/a     spectral distance" in proc.stdout  # no spectral figure or floor in this metrics.json

@@ -49,7 +49,7 @@ from satgan import names
 from satgan.cli import run_main
 from satgan.errors import DataError, SatganError
 from satgan.fsutil import read_json, write_text_atomic
-from satgan.evaluate.readings import (FLOOR_AMBER, FLOOR_GREEN, SHARE_COLUMNS, adaptations, floor_rows, headline, number,
+from satgan.evaluate.readings import (FLOOR_AMBER, FLOOR_GREEN, SHARE_COLUMNS, adaptations, demo_targets, floor_rows, headline, number,
                                      rate_classes, rate_metrics)
 
 REPORT = "report.html"
@@ -266,7 +266,18 @@ def _metrics_section(eval_dir: Path, shown: Path) -> str:
             '<span class="mark amber"></span>a difference, or too few tiles to say '
             '<span class="mark red"></span>clearly worse <span class="mark grey"></span>no baseline to compare with. '
             f"All numbers: <code>{html.escape(str(shown / names.METRICS))}</code>.</p>"
-            + _floor_table(metrics if isinstance(metrics, dict) else {}) + _spectrum_chart(eval_dir))
+            + _floor_table(metrics if isinstance(metrics, dict) else {}) + _targets(metrics if isinstance(metrics, dict) else {})
+            + _spectrum_chart(eval_dir))
+
+
+def _targets(metrics: dict[str, Any]) -> str:
+    """The demo targets (:func:`satgan.evaluate.readings.demo_targets`), each met (green), missed (red) or not measured."""
+    rows = "".join(
+        f'<tr><td><span class="mark {"green" if t.met else "red" if t.met is False else "grey"}"></span>'
+        f"{html.escape(t.name)}</td><td>{html.escape(t.wanted)}</td>"
+        f"<td>{'met' if t.met else 'missed' if t.met is False else 'not measured'}</td></tr>" for t in demo_targets(metrics))
+    return ('<h3>Demo targets</h3><table class="targets"><thead><tr><th>figure</th><th>target</th><th>this run</th>'
+            f"</tr></thead><tbody>{rows}</tbody></table>")
 
 
 def _floor_table(metrics: dict[str, Any]) -> str:

@@ -18,7 +18,7 @@ from satgan.evaluate.params import EvaluateParams
 from satgan.params import DEFAULT_PARAMS, load_section
 from satgan.paths import PathsParams
 from satgan.fsutil import read_json
-from satgan.evaluate.readings import check_fid_kid, check_metrics, floor_rows, judge_is_conclusive, rate_classifier
+from satgan.evaluate.readings import check_fid_kid, check_metrics, demo_targets, floor_rows, judge_is_conclusive, rate_classifier
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -59,6 +59,8 @@ def render(metrics: dict[str, Any], fid: dict[str, Any], samples: Path, eval_dir
     w1 = max(len(r[1]) for r in rows)
     lines = ["satgan evaluation", ""] + [f"  {a:<{w0}}  {b:>{w1}}  {c}".rstrip() for a, b, c in rows]
     lines += floor_table(metrics)
+    lines += ["", "Demo targets (issue 19):"] + [
+        f"  {'met   ' if t.met else 'missed' if t.met is False else 'n/a   '}  {t.name} {t.wanted}" for t in demo_targets(metrics)]
     lines += [
         "",
         "Outputs:",
