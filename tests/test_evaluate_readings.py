@@ -14,6 +14,7 @@ from satgan.evaluate.readings import (
     floor_rows,
     gan_test_mark,
     headline,
+    judge_conclusive,
 
     number,
     rate_classes,

@@ -210,8 +210,7 @@ def per_class_block(holdout: np.ndarray, holdout_labels: np.ndarray, fake: np.nd
             entry.update(
                 judge=judge_summary(verdict),
                 swd=metrics.sliced_wasserstein_pyramid(real, gen, swd_patches, s.patch_size, s.n_projections, s.repeats, seed),
-                diversity={"fake_mean_ssim": div.fake_mean_ssim, "real_mean_ssim": div.real_mean_ssim,
-                           "collapsed": int(div.collapsed)},
+                diversity=div.summary(),
             )
         out[name] = entry
     return out

@@ -601,7 +601,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m satgan.evaluate.r
     paths = load_section("paths", PathsParams, args.params)
     eval_dir = Path(paths.eval)
     refuse_pipeline_output(args.out, "--out", args.params)
-    check_metrics(read_json(eval_dir / names.METRICS, "evaluate metrics"), str(eval_dir / names.METRICS))
+    if (eval_dir / names.METRICS).exists():  # before any run the page is built with every piece "not available"
+        check_metrics(read_json(eval_dir / names.METRICS, "evaluate metrics"), str(eval_dir / names.METRICS))
     card = args.model_card if args.model_card is not None else eval_dir / names.MODEL_CARD_MD
     args.out.mkdir(parents=True, exist_ok=True)
     written = write_report(eval_dir, paths.samples, paths.live, card if card.is_file() or args.model_card else None,

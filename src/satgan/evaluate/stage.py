@@ -159,15 +159,12 @@ def judge_folds(asked: int, real_groups: int, fake_tiles: int) -> int:
 
 def tile_groups(meta: dict[str, Any], sidecar: Path, n: int) -> np.ndarray | None:
     """(n,) group of each tile from the sidecar's per-tile ``boxes`` (:func:`satgan.evaluate.judge.box_groups`), or
-    None when the sidecar has no boxes (positions unknown: every tile is its own group).
+    None when the sidecar has no boxes (positions unknown: every tile is its own group). The boxes' count and
+    shape were checked when the sidecar was read (:func:`satgan.arrays.open_prepared`).
     """
     boxes = meta.get(names.SIDECAR_BOXES)
     if boxes is None:
         return None
-    if not isinstance(boxes, list) or len(boxes) != n:
-        got = f"{len(boxes)} entries" if isinstance(boxes, list) else type(boxes).__name__
-        raise DataError(f"{sidecar}: {names.SIDECAR_BOXES}: expected one [scene, x0, y0, x1, y1] per tile ({n}), "
-                        f"got {got} (rerun prepare)")
     try:
         return box_groups(boxes)
     except ValueError as exc:
@@ -402,7 +399,7 @@ def diversity_phase(x: Inputs, params: EvaluateParams, used: dict[str, int], pha
     with phase("diversity", f"mean SSIM of {used['diversity_pairs_fake']} generated and "
                             f"{used['diversity_pairs_real']} held-out pairs"):
         div = metrics.diversity(x.holdout, x.fake, d.max_pairs, d.margin, params.seed)
-    return {"fake_mean_ssim": div.fake_mean_ssim, "real_mean_ssim": div.real_mean_ssim, "collapsed": int(div.collapsed)}
+    return div.summary()
 
 
 def classes_phase(x: Inputs, params: EvaluateParams, used: dict[str, int], phase: Phases) -> dict[str, Any]:
