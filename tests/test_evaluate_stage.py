@@ -689,3 +689,14 @@ def test_the_artifact_folder_holds_the_model_with_its_evaluated_card(small, repo
     assert (art / "MODEL_CARD.md").read_text() == (tmp_path / "eval" / "MODEL_CARD.md").read_text()
     assert "not evaluated yet" not in (art / "MODEL_CARD.md").read_text()
     assert load_generator(art)[1]["step"] == 3
+
+
+def test_the_git_tracked_gitignore_in_the_eval_folder_survives_a_run(small, repo_root, tmp_path):
+    """DVC's .gitignore in the eval folder (tracked by git) is carried into the new folder; an old run's stray file is not."""
+    out = tmp_path / "eval"
+    out.mkdir()
+    (out / ".gitignore").write_text("/metrics.json\n")
+    (out / "stale.png").write_bytes(b"an output of an older version")
+    params = load_section("evaluate", EvaluateParams, _params(repo_root, tmp_path))
+    evaluate(small / "prepared", small / "samples", out, params, progress=False)
+    assert (out / ".gitignore").read_text() == "/metrics.json\n" and not (out / "stale.png").exists()

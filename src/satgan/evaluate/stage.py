@@ -241,8 +241,9 @@ def staged_outputs(out: Path) -> Iterator[Path]:
     Two renames (``out`` aside, staging in) and then the old folder's removal: a run killed at any point
     leaves either the previous outputs or the new ones, never a mix (issue 21: a run killed after its
     Turing phase had replaced the quiz's answer key while metrics.json still belonged to the run before);
-    :func:`recover_outputs` tidies what a kill -9 leaves beside ``out`` at the next run. Files in ``out``
-    that evaluate does not write are not carried over: the folder is the stage's output.
+    :func:`recover_outputs` tidies what a kill -9 leaves beside ``out`` at the next run. Of what ``out``
+    held before, only hidden files are carried over (the ``.gitignore`` DVC writes there is tracked by
+    git); every other file is this run's, so no output of an earlier run survives beside them.
     """
     out.parent.mkdir(parents=True, exist_ok=True)
     recover_outputs(out)
@@ -254,6 +255,9 @@ def staged_outputs(out: Path) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     if out.exists():
+        for kept in out.iterdir():
+            if kept.name.startswith(".") and kept.is_file() and not (staging / kept.name).exists():
+                shutil.copy2(kept, staging / kept.name)
         os.replace(out, previous)
     os.replace(staging, out)
     shutil.rmtree(previous, ignore_errors=True)
