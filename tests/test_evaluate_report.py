@@ -18,6 +18,7 @@ from satgan.evaluate.report import (
     REPORT,
     SPECTRA,
     Missing,
+    ema_smooth,
     line_chart_svg,
     nice_ticks,
     read_series,
@@ -444,3 +445,21 @@ def test_a_default_size_run_gives_a_page_under_2_mb(rsscn7_files, tmp_path):
     live.end()
     page = write_report(ev, samples, live_dir)["report"]
     assert page.stat().st_size <= 2 * 1024 * 1024, page.stat().st_size
+
+
+def test_a_long_noisy_series_is_smoothed_with_its_raw_line_faint():
+    """With smoothing on, a 100-point series gets a faint raw line and a smoothed line whose values vary less."""
+    rng = np.random.default_rng(0)
+    xs = [float(10 * i) for i in range(100)]
+    ys = [1.0 + float(v) for v in rng.normal(0, 0.5, 100)]
+    svg = line_chart_svg("loss", [("D", xs, ys)], smooth=0.9)
+    assert svg.count('class="raw"') == 1 and "<title>D: " in svg
+    smoothed = ema_smooth(ys, 0.9)
+    assert np.std(np.diff(smoothed)) < np.std(np.diff(ys)) and abs(smoothed[0] - ys[0]) < 1e-12
+
+
+def test_charts_over_5000_steps_have_several_x_ticks():
+    """Steps 10..5000 get at least four x tick labels (five ticks asked gave two)."""
+    svg = line_chart_svg("loss", [("D", [10.0, 2500.0, 5000.0], [1.0, 0.5, 0.7])])
+    labels = re.findall(r'text-anchor="middle">(\d+)</text>', svg)
+    assert len(labels) >= 4, labels

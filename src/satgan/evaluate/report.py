@@ -184,9 +184,28 @@ def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     return ticks
 
 
+X_TICKS = 8  # about this many x ticks asked of nice_ticks: 5 left two visible ticks on 10..5000 steps (issue 22)
+# Training curves are noisy at log_every = 10: each is drawn faint with an exponential moving average on top,
+# debiased as TensorBoard's scalar smoothing does (weight 0.9), once a series has enough points to need it.
+SMOOTHING, SMOOTH_MIN_POINTS = 0.9, 50
+
+
+def ema_smooth(ys: list[float], weight: float) -> list[float]:
+    """Exponential moving average of ``ys`` with ``weight`` on the past, debiased for its start (TensorBoard's rule)."""
+    out, last = [], 0.0
+    for i, y in enumerate(ys, 1):
+        last = last * weight + (1 - weight) * y
+        out.append(last / (1 - weight**i))
+    return out
+
+
 def line_chart_svg(title: str, series: list[tuple[str, list[float], list[float]]], width: int = 520, height: int = 236,
-                   x_label: str = "step") -> str:
-    """An inline SVG line chart of ``series`` [(label, xs, ys), ...] sharing x (``x_label``) and y axes."""
+                   x_label: str = "step", smooth: float = 0.0) -> str:
+    """An inline SVG line chart of ``series`` [(label, xs, ys), ...] sharing x (``x_label``) and y axes.
+
+    Hovering a line shows its label, last value and range (an SVG ``<title>``). ``smooth`` > 0: a series of at
+    least :data:`SMOOTH_MIN_POINTS` points is drawn faint, with its :func:`ema_smooth` line on top.
+    """
     if not series or not any(xs for _, xs, _ in series):
         raise ValueError("expected at least one non-empty series")
     left, right, top, bottom = 56, 12, 40, 36  # title at y=16, legend row at y=32, plot below
@@ -213,15 +232,24 @@ def line_chart_svg(title: str, series: list[tuple[str, list[float], list[float]]
         y = py(t)
         parts.append(f'<line x1="{left}" y1="{y:.1f}" x2="{width - right}" y2="{y:.1f}" class="grid"/>'
                      f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{t:.4g}</text>')
-    for t in nice_ticks(x_lo, x_hi):
+    for t in nice_ticks(x_lo, x_hi, X_TICKS):
         if x_lo <= t <= x_hi:
             x = px(t)
             parts.append(f'<text x="{x:.1f}" y="{height - bottom + 16}" text-anchor="middle">{t:.6g}</text>')
     parts.append(f'<text x="{left + pw / 2:.1f}" y="{height - 4}" text-anchor="middle">{e(x_label)}</text>')
     for i, (label, xs, ys) in enumerate(series):
         colour = COLOURS[i % len(COLOURS)]
-        pts = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in zip(xs, ys))
-        parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.6" points="{pts}" data-series="{e(label)}"/>')
+        hover = (f"<title>{e(label)}: {ys[-1]:.4g} at {e(x_label)} {xs[-1]:.6g} (min {min(ys):.4g}, "
+                 f"max {max(ys):.4g})</title>")
+        drawn = ys
+        if smooth > 0 and len(ys) >= SMOOTH_MIN_POINTS:
+            raw = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in zip(xs, ys))
+            parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1" stroke-opacity="0.25" '
+                         f'points="{raw}" class="raw"/>')
+            drawn = ema_smooth(ys, smooth)
+        pts = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in zip(xs, drawn))
+        parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.6" points="{pts}" '
+                     f'data-series="{e(label)}">{hover}</polyline>')
         lx = left + i * 130
         parts.append(f'<rect x="{lx}" y="27" width="12" height="3" fill="{colour}"/>'
                      f'<text x="{lx + 16}" y="32">{e(label)}</text>')
@@ -384,7 +412,7 @@ def _training_section(live_dir: Path) -> tuple[str, list[dict[str, Any]]]:
             except Missing as exc:
                 missing.append(str(exc))
         if series:
-            charts.append(f'<div class="chart-box">{line_chart_svg(title, series)}'
+            charts.append(f'<div class="chart-box">{line_chart_svg(title, series, smooth=SMOOTHING)}'
                           + (_na("; ".join(missing)) if missing else "") + "</div>")
         else:
             charts.append(f'<div class="chart-box"><p class="title">{html.escape(title)}</p>{_na("; ".join(missing))}</div>')
