@@ -8,7 +8,7 @@ headless Chromium is installed, a screenshot of ``report.html``), then rewrites 
 block between the ``<!-- demo-table ... -->`` and ``<!-- /demo-table -->`` markers: the date of
 the evaluation, the machine (CPU model and cores, GPU if any), the exact command, the tile
 counts and one row per metric with its reading, the same readings report.html gives
-(:func:`satgan.evaluate.report.rate_metrics`). Nothing in the block is typed by hand, so it cannot drift
+(:func:`satgan.evaluate.readings.rate_metrics`). Nothing in the block is typed by hand, so it cannot drift
 from what the pipeline produces.
 
 The folders come from ``--params``'s ``paths`` section. It refuses to describe a run made with
@@ -63,7 +63,7 @@ def _read_json(path: Path) -> Any:
 def render_block(metrics: dict[str, Any], fid: dict[str, Any] | None, card: dict[str, Any] | None, *, date: str,
                  where: str, command: str, note: str = "") -> str:
     """README's demo block (markers included) from the run's metrics.json, fid_kid.json and model.json."""
-    from satgan.evaluate.report import adaptations, rate_metrics
+    from satgan.evaluate.readings import adaptations, rate_metrics
 
     n = metrics["n"]
     step = f"model at step {card['step']}" if isinstance(card, dict) and "step" in card else "model step not recorded"

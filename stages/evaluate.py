@@ -8,7 +8,8 @@ from __future__ import annotations
 import argparse
 
 from satgan.cli import run_main
-from satgan.evaluate.stage import EvaluateParams, evaluate
+from satgan.evaluate.params import EvaluateParams
+from satgan.evaluate.stage import evaluate
 from satgan.params import DEFAULT_PARAMS, load_section
 
 

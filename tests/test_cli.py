@@ -112,10 +112,11 @@ def test_quiz_score_and_its_errors(tmp_path, rsscn7_files, capsys):
 
 
 def test_report_builds_the_page(params, tmp_path, capsys):
-    """`satgan report --params` writes report.html into the eval folder, even before any run."""
-    code, out, err = _run(["report", "--params", str(params)], capsys)
+    """`satgan report --params --out` writes report.html there (never into the eval folder), even before any run."""
+    code, out, err = _run(["report", "--params", str(params), "--out", str(tmp_path / "page")], capsys)
     assert code == 0, err
-    assert (tmp_path / "eval" / "report.html").is_file() and (tmp_path / "eval" / "headline.json").is_file()
+    assert (tmp_path / "page" / "report.html").is_file() and (tmp_path / "page" / "headline.json").is_file()
+    assert not (tmp_path / "eval" / "report.html").exists() and str(tmp_path / "page" / "report.html") in out
 
 
 def test_ablate_dry_run_prints_the_queue(repo_root, capsys):

@@ -214,3 +214,9 @@ def test_memorization_picks_the_best_ssim_of_the_l2_candidates(real):
     for n in range(10):
         scores = [M.ssim(b[n], a[j]) for j in idx[n]]
         assert mem.index[n] == idx[n, int(np.argmax(scores))] and mem.ssim[n] == pytest.approx(max(scores), abs=1e-12)
+
+
+def test_diversity_summary_is_the_metrics_json_block():
+    """Diversity.summary() gives both mean SSIMs and the collapse flag as 0/1, as metrics.json records them."""
+    assert M.Diversity(0.9, 0.2, 0.2).summary() == {"fake_mean_ssim": 0.9, "real_mean_ssim": 0.2, "collapsed": 1}
+    assert M.Diversity(0.3, 0.2, 0.2).summary()["collapsed"] == 0

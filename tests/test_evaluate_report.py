@@ -1,9 +1,10 @@
-"""Tests for satgan.evaluate.report: the pure parts (series, ticks, charts, marks, headline) and the page in headless Chromium."""
+"""Tests for satgan.evaluate.report: the pure parts (series, ticks, charts) and the page in headless Chromium."""
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,23 +14,18 @@ from hypothesis import strategies as st
 
 from satgan.imageops import save_grid
 from satgan.evaluate.report import (
-    FLOOR_GREEN,
     HEADLINE,
     REPORT,
     SPECTRA,
     Missing,
-    floor_rows,
-    gan_test_mark,
-    headline,
+    ema_smooth,
     line_chart_svg,
     nice_ticks,
-    number,
-    rate_classes,
-    rate_metrics,
     read_series,
     sample_frames,
     write_report,
 )
+from satgan.evaluate.readings import rate_metrics
 from satgan.evaluate.turing import write_turing_test
 from tiles import load_tiles
 
@@ -54,29 +50,9 @@ METRICS = {
 }
 
 
-def _marks(metrics: dict) -> dict[str, str]:
-    return {r.name: r.mark for r in rate_metrics(metrics, None)}
-
-
-def _patched(**changes) -> dict:
-    doc = json.loads(json.dumps(METRICS))
-    for dotted, value in changes.items():
-        *parents, last = dotted.split("__")
-        node = doc
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[last] = value
-    return doc
-
-
 # ----------------------------------------------------------------- pure parts
 
 
-def test_number_reads_finite_numbers_only():
-    """number() returns floats at dotted paths and None for missing keys, strings, bools and NaN."""
-    doc = {"a": {"b": 2, "s": "3", "t": True, "n": float("nan")}}
-    assert number(doc, "a.b") == 2.0
-    assert [number(doc, k) for k in ("a.s", "a.t", "a.n", "a.x", "a.b.c", "z")] == [None] * 6
 
 
 def test_read_series_skips_bad_rows(tmp_path):
@@ -122,23 +98,8 @@ def test_line_chart_puts_extremes_on_the_plot_edges():
     assert "<script" not in svg and "href" not in svg
 
 
-def test_judge_marks_follow_significance_and_size():
-    """Significant and easy is red; not significant on enough tiles is green; on few tiles amber."""
-    assert _marks(METRICS)["judge accuracy"] == "red"
-    assert _marks(_patched(judge__p_value=0.4, judge__accuracy=0.55))["judge accuracy"] == "green"
-    assert _marks(_patched(judge__p_value=0.4, judge__accuracy=0.75, judge__n_test=9))["judge accuracy"] == "amber"
-    assert _marks(_patched(judge__p_value=0.01, judge__accuracy=0.6))["judge accuracy"] == "amber"
 
 
-def test_an_inconclusive_judge_is_amber_with_its_interval_and_no_headline():
-    """judge.conclusive 0 (8 test tiles, accuracy 0.75, p 0.14): amber, the 95% CI shown, judge_acc None in the headline."""
-    small = _patched(judge__accuracy=0.75, judge__p_value=0.14, judge__n_test=8, judge__conclusive=0,
-                     judge__accuracy_ci_low=0.349, judge__accuracy_ci_high=0.968)
-    row = next(r for r in rate_metrics(small, None) if r.name == "judge accuracy")
-    assert row.mark == "amber" and row.value == "0.750 (95% CI 0.35-0.97)" and row.reading.startswith("inconclusive")
-    h = headline(small, None)
-    assert h["judge_acc"] is None
-    assert headline(_patched(judge__conclusive=1), None)["judge_acc"] == METRICS["judge"]["accuracy"]
 
 
 def test_the_page_lists_the_counts_evaluate_fitted_to_the_data(run_dirs, tmp_path):
@@ -151,43 +112,16 @@ def test_the_page_lists_the_counts_evaluate_fitted_to_the_data(run_dirs, tmp_pat
     assert "turing_n_real: 16 -&gt; 9" in page and "turing_n_fake" not in page
 
 
-def test_distances_are_grey_without_a_floor_and_rated_with_one():
-    """SWD has no mark without a real-vs-real floor; with one, 1.2x is green and 5x red."""
-    assert _marks({k: v for k, v in METRICS.items() if k != "floor"})["SWD (patch texture)"] == "grey"
-    assert _marks(_patched(floor__swd__mean=0.35 / 1.2))["SWD (patch texture)"] == "green"
-    assert _marks(_patched(floor__swd__mean=0.07))["SWD (patch texture)"] == "red"
 
 
-def test_floor_rows_give_each_figure_its_floor_and_ratio():
-    """Every figure with a floor is a row: the value, the real-vs-real floor and their ratio, judge first."""
-    rows = {r.name: r for r in floor_rows(METRICS)}
-    assert list(rows)[0] == "judge accuracy" and len(rows) == 6
-    assert rows["spectral distance"].floor == 0.1 and rows["spectral distance"].ratio == pytest.approx(3.0)
-    assert rows["SWD (patch texture)"].ratio == pytest.approx(3.5)
 
 
-def test_distances_within_the_floor_ratio_are_green():
-    """A distance within FLOOR_GREEN x its floor is green; the spectral distance 3x its floor is amber."""
-    at = _patched(spectral__mean=0.1 * FLOOR_GREEN)
-    assert {r.name: r.mark for r in floor_rows(at)}["spectral distance"] == "green"
-    assert _marks(METRICS)["spectral distance"] == "amber"
 
 
-def test_a_judge_whose_interval_reaches_its_floor_is_green():
-    """A significant judge whose 95% interval reaches down to the real-vs-real judge's accuracy is green."""
-    near = _patched(judge__accuracy=0.62, judge__p_value=0.001, judge__accuracy_ci_low=0.54, judge__accuracy_ci_high=0.7)
-    assert _marks(near)["judge accuracy"] == "green"
-    assert _marks(_patched(judge__accuracy=0.62, judge__p_value=0.001, judge__accuracy_ci_low=0.58))["judge accuracy"] == "amber"
 
 
-def test_metrics_without_floors_have_no_floor_rows():
-    """metrics.json written before floors existed gives no floor rows (the page says not available)."""
-    assert floor_rows({k: v for k, v in METRICS.items() if k != "floor"}) == []
 
 
-def test_headline_carries_the_spectral_distance():
-    """headline.json has the spectral distance beside SWD."""
-    assert headline(METRICS, None)["spectral"] == 0.3
 
 
 def test_the_page_shows_the_floor_table_and_the_spectrum_chart(run_dirs, tmp_path):
@@ -198,27 +132,10 @@ def test_the_page_shows_the_floor_table_and_the_spectrum_chart(run_dirs, tmp_pat
                                                         for n in ("fakes", "holdout reals", "training reals"))
 
 
-def test_copies_and_diversity_are_rated_against_the_real_tiles():
-    """Copies at the held-out rate are green, far above it red; collapsed diversity is red, equal diversity green."""
-    assert _marks(METRICS)["likely copies of training tiles"] == "green"
-    assert _marks(_patched(memorization__frac_above_threshold=0.2))["likely copies of training tiles"] == "red"
-    assert _marks(METRICS)["diversity (pairwise SSIM)"] == "red"
-    assert _marks(_patched(diversity__fake_mean_ssim=0.06, diversity__collapsed=0))["diversity (pairwise SSIM)"] == "green"
 
 
-def test_missing_metrics_are_grey_not_errors():
-    """An empty metrics document gives every row 'grey' with a reason."""
-    rated = rate_metrics({}, None)
-    assert {r.mark for r in rated} == {"grey"} and all(r.reading for r in rated)
 
 
-def test_headline_is_small_and_flat():
-    """The headline has a few flat numeric-or-None figures, FID only when computed."""
-    h = headline(METRICS, {"train": {"img_per_s": 120.0}, "step": 600})
-    assert h["judge_acc"] == 0.97 and h["step"] == 600 and h["img_s"] == 120.0 and "fid" not in h
-    assert all(v is None or isinstance(v, float) for v in h.values()) and len(h) <= 10
-    assert headline(None, None) == {k: None for k in h}
-    assert headline({**METRICS, "fid": 12.5}, None)["fid"] == 12.5
 
 
 # ----------------------------------------------------------------- the page
@@ -252,6 +169,7 @@ def run_dirs(tmp_path_factory, rsscn7_files):
         live.make_summary()
         grid = ((tiles[step % 8: step % 8 + 4].transpose(0, 2, 3, 1) + 1) * 127.5).astype(np.uint8)
         live.log_image(f"samples/{step}.png", np.concatenate(list(grid), axis=1))
+        live.log_image(f"d_view/{step}.png", np.concatenate(list(grid[::-1]), axis=1))
     live.end()
     return root
 
@@ -261,7 +179,7 @@ def test_write_report_with_every_input(run_dirs, tmp_path):
     paths = write_report(run_dirs / "eval", run_dirs / "samples", run_dirs / "live", out_dir=tmp_path)
     page = paths["report"].read_text()
     assert paths["report"] == tmp_path / REPORT and "not available" not in page
-    assert page.count('<svg class="chart"') == 5 and page.count("data:image/png;base64,") >= 5 + 4
+    assert page.count('<svg class="chart"') == 5 and page.count("data:image/webp;base64,") >= 5 + 4
     assert not re.search(r'(src|href)="(https?:)?//', page)
     h = json.loads((tmp_path / HEADLINE).read_text())
     assert h["step"] == 12 and h["judge_acc"] == METRICS["judge"]["accuracy"]
@@ -285,7 +203,7 @@ def test_damaged_inputs_do_not_stop_the_page(run_dirs, tmp_path):
     (copy / "eval" / "turing_key.json").write_text(json.dumps({"format": "satgan-turing-key/2"}))
     (copy / "eval" / "model_card.json").write_text("{oops")
     page = write_report(copy / "eval", copy / "samples", copy / "live")["report"].read_text()
-    assert "grid.png is not a readable PNG" in page and "missing field" in page and "not readable JSON" in page
+    assert "grid.png is not a readable PNG" in page and "missing field" in page and "not valid JSON" in page
 
 
 def test_cli_builds_the_report_from_params_paths(run_dirs, tmp_path, repo_root):
@@ -337,7 +255,7 @@ def test_page_renders_offline_slider_moves_answers_toggle(run_dirs, tmp_path):
         labels = page.locator(".turing .answer").all_text_contents()
         browser.close()
     assert natural and not errors
-    assert after != before and after.startswith("data:image/png") and step_label == "step 3"
+    assert after != before and after.startswith("data:image/webp") and step_label == "step 3"
     assert hidden_before and shown_after and sorted(labels) == ["fake"] * 4 + ["real"] * 4
     assert {u for u in requested if not u.startswith("data:")} == {page_path.as_uri()}
 
@@ -375,68 +293,18 @@ UNCONDITIONAL = {**METRICS,
                  "per_class": "not computed: the samples carry no class (an unconditional model)"}
 
 
-@pytest.mark.parametrize(("lo", "hi", "mark", "start"), [
-    (0.6, 0.8, "green", "the samples classify as their class"), (0.1, 0.45, "red", "the samples do not look like"),
-    (0.1, 0.9, "amber", "inconclusive"), (0.55, 0.7, "amber", "the samples look like their class, but less often"),
-])
-def test_gan_test_is_read_against_the_real_test_and_chance(lo, hi, mark, start):
-    """GAN-test's interval meeting the real-test's lower bound is green, holding chance red, holding both inconclusive."""
-    got = gan_test_mark(lo, hi, real_low=0.75, chance=0.5)
-    assert got[0] == mark and got[1].startswith(start)
 
 
-def test_the_gan_test_row_names_its_baseline_and_weakest_class():
-    """The verdict table's GAN-test row shows the interval, the real-test baseline and the weakest class."""
-    row = next(r for r in rate_metrics(LABELLED, None) if r.name == "GAN-test accuracy")
-    assert row.value == "0.700 (95% CI 0.60-0.72)" and row.baseline.startswith("0.900 on held-out reals")
-    assert row.mark == "amber" and "weakest class: river 0.50 of 50 samples" in row.reading
 
 
-def test_an_unconditional_model_that_drops_a_class_is_red_naming_it():
-    """A class holding 30% of the held-out reals and no sample: class coverage red, the class named."""
-    row = next(r for r in rate_metrics(UNCONDITIONAL, None) if r.name == "class coverage")
-    assert row.mark == "red" and row.reading.endswith("never makes these classes: town")
-    even = json.loads(json.dumps(UNCONDITIONAL))
-    even["classifier"]["shares"]["town"]["fake"], even["classifier"]["tv_distance"] = 0.1, 0.1
-    assert next(r for r in rate_metrics(even, None) if r.name == "class coverage").mark == "green"
 
 
-def test_unlabelled_metrics_have_no_class_rows_or_table():
-    """Without a classifier section neither the verdict table nor the class table gets a class row."""
-    assert [r.name for r in rate_metrics(METRICS, None)] == [r.name for r in rate_metrics(LABELLED, None)
-                                                            if r.name != "GAN-test accuracy"]
-    assert rate_classes(METRICS) == ((), [])
 
 
-def test_each_class_row_takes_its_worst_mark_and_keeps_a_small_judge_inconclusive():
-    """river: collapsed diversity makes it red; its 4-tile judge reads inconclusive; forest says why it has no judge."""
-    columns, rows = rate_classes(LABELLED)
-    by_name = {r.name: r for r in rows}
-    assert len(columns) == len(rows[0].cells) and set(by_name) == {"forest", "river"}
-    assert by_name["river"].mark == "red" and "far more alike" in by_name["river"].reading
-    assert by_name["river"].cells[3] == "inconclusive: 0.75 (95% CI 0.19-0.99) on 4 tiles"
-    assert by_name["forest"].mark == "green" and by_name["forest"].cells[3].startswith("not computed: 2 held-out")
 
 
-def test_a_class_the_classifier_cannot_recognise_gets_no_gan_test_reading():
-    """A class whose real-test interval reaches chance is grey per class and never named the weakest class."""
-    doc = json.loads(json.dumps(LABELLED))
-    doc["classifier"]["real_test"]["per_class"]["river"] = _accuracy(0.4, 0.2, 0.7, 15)
-    row = next(r for r in rate_metrics(doc, None) if r.name == "GAN-test accuracy")
-    assert "weakest class: forest" in row.reading
-    del doc["per_class"]["river"]["diversity"]
-    river = next(r for r in rate_classes(doc)[1] if r.name == "river")
-    assert river.mark == "grey" and "does not recognise this class" in river.reading
 
 
-def test_headline_adds_the_gan_test_accuracy_only_when_there_is_one():
-    """A conditional model's headline gains gan_test_acc (None when inconclusive); unlabelled and unconditional ones keep their columns."""
-    assert headline(LABELLED, None)["gan_test_acc"] == 0.7
-    wide = json.loads(json.dumps(LABELLED))
-    wide["classifier"]["gan_test"].update(ci_low=0.3, ci_high=0.95)
-    assert headline(wide, None)["gan_test_acc"] is None
-    assert list(headline(UNCONDITIONAL, None)) == list(headline(METRICS, None))
-    assert "gan_test_acc" not in headline(METRICS, None)
 
 
 def _labelled_run(run_dirs: Path, tmp_path: Path, metrics: dict, class_grid: bool) -> Path:
@@ -499,11 +367,99 @@ def test_page_shows_the_class_table_and_grid_in_chromium(run_dirs, tmp_path):
     assert not errors and classes == ["green", "red"] and first_cells == ["forest", "river"] and grid_ok
 
 
-def test_gan_train_sits_beside_gan_test_with_the_same_reading():
-    """A gan_train block adds a GAN-train row after GAN-test, marked by the same rule against the real-test and chance."""
-    block = {"n_classes": 7, "chance": 1 / 7, "real_test": {"accuracy": 0.9, "ci_low": 0.8, "ci_high": 0.95},
-             "gan_test": {"accuracy": 0.85, "ci_low": 0.75, "ci_high": 0.92},
-             "gan_train": {"accuracy": 0.3, "ci_low": 0.1, "ci_high": 0.45}}
-    rows = [r for r in rate_metrics({**METRICS, "classifier": block}, None) if r.name.startswith("GAN-")]
-    assert [r.name for r in rows] == ["GAN-test accuracy", "GAN-train accuracy"]
-    assert rows[1].mark == gan_test_mark(0.1, 0.45, 0.8, 1 / 7)[0] and rows[1].value.startswith("0.300")
+def _cli_params(run_dirs: Path, tmp_path: Path, repo_root: Path) -> Path:
+    import yaml
+
+    params = yaml.safe_load((repo_root / "params.yaml").read_text())
+    params["paths"].update({k: str(run_dirs / k) for k in ("eval", "samples", "live")})
+    p = tmp_path / "params.yaml"
+    p.write_text(yaml.safe_dump(params))
+    return p
+
+
+def _report_cli(*args: str) -> "subprocess.CompletedProcess[str]":
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "satgan.evaluate.report", *args], capture_output=True, text=True)
+
+
+def test_cli_refuses_to_overwrite_the_tracked_eval_folder(run_dirs, tmp_path, repo_root):
+    """`satgan report --out <paths.eval>` is refused in one line: the DVC-tracked report.html stays the stage's."""
+    p = _cli_params(run_dirs, tmp_path, repo_root)
+    before = (run_dirs / "eval" / REPORT).read_bytes() if (run_dirs / "eval" / REPORT).exists() else None
+    proc = _report_cli("--params", str(p), "--out", str(run_dirs / "eval"))
+    assert proc.returncode != 0 and "DVC output" in proc.stderr and "Traceback" not in proc.stderr
+    assert ((run_dirs / "eval" / REPORT).read_bytes() if before is not None else None) == before
+
+
+def test_cli_includes_the_eval_folders_model_card_by_default(run_dirs, tmp_path, repo_root):
+    """Without --model-card the page includes the eval folder's MODEL_CARD.md, as the stage's page does."""
+    p = _cli_params(run_dirs, tmp_path, repo_root)
+    card = run_dirs / "eval" / "MODEL_CARD.md"
+    card.write_text("# card of run 7\n")
+    try:
+        proc = _report_cli("--params", str(p), "--out", str(tmp_path / "out"))
+    finally:
+        card.unlink()
+    assert proc.returncode == 0, proc.stderr
+    assert "card of run 7" in (tmp_path / "out" / REPORT).read_text()
+
+
+def test_cli_on_a_structurally_wrong_metrics_json_is_one_line(run_dirs, tmp_path, repo_root):
+    """A metrics.json without the evaluation's figures: one line naming it and a non-zero exit, no page written."""
+    eval_dir = tmp_path / "eval"
+    shutil.copytree(run_dirs / "eval", eval_dir)
+    (eval_dir / "metrics.json").write_text(json.dumps({"judge": "broken"}))
+    p = _cli_params(run_dirs, tmp_path, repo_root)
+    import yaml
+
+    doc = yaml.safe_load(p.read_text())
+    doc["paths"]["eval"] = str(eval_dir)
+    p.write_text(yaml.safe_dump(doc))
+    proc = _report_cli("--params", str(p), "--out", str(tmp_path / "out"))
+    assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1 and "metrics.json" in proc.stderr
+    assert not (tmp_path / "out" / REPORT).exists()
+
+
+def test_a_default_size_run_gives_a_page_under_2_mb(rsscn7_files, tmp_path):
+    """21 slider frames and D views, 64-tile grids of 64 px real tiles as at the defaults: report.html <= 2 MB (issue 22)."""
+    from dvclive import Live
+
+    tiles = load_tiles(rsscn7_files[:128], size=64)
+    ev, samples, live_dir = tmp_path / "eval", tmp_path / "samples", tmp_path / "live"
+    ev.mkdir()
+    (ev / "metrics.json").write_text(json.dumps(METRICS))
+    write_turing_test(tiles[:16], tiles[16:32], ev, n_real=16, n_fake=16, nrow=8, seed=0)
+    save_grid(tiles[:16], ev / "closest_pairs.png", nrow=2)
+    save_grid(tiles[:64], samples / "grid.png", nrow=8)
+    save_grid(tiles[:60], samples / "interpolation.png", nrow=10)
+    live = Live(dir=str(live_dir), resume=False, dvcyaml=False, save_dvc_exp=False)
+    for i, step in enumerate(range(0, 5001, 250)):
+        live.step = step
+        live.log_metric("train/loss_d", 1.0 / (1 + i))
+        chosen = np.roll(tiles, i * 3, axis=0)
+        grid = ((chosen[:64].reshape(8, 8, 3, 64, 64).transpose(0, 3, 1, 4, 2).reshape(512, 512, 3) + 1) * 127.5)
+        live.log_image(f"samples/{step}.png", grid.astype(np.uint8))
+        live.log_image(f"d_view/{step}.png", np.concatenate([grid, grid[::-1]], axis=1).astype(np.uint8))
+    live.end()
+    page = write_report(ev, samples, live_dir)["report"]
+    assert page.stat().st_size <= 2 * 1024 * 1024, page.stat().st_size
+
+
+def test_a_long_noisy_series_is_smoothed_with_its_raw_line_faint():
+    """With smoothing on, a 100-point series gets a faint raw line and a smoothed line whose values vary less."""
+    rng = np.random.default_rng(0)
+    xs = [float(10 * i) for i in range(100)]
+    ys = [1.0 + float(v) for v in rng.normal(0, 0.5, 100)]
+    svg = line_chart_svg("loss", [("D", xs, ys)], smooth=0.9)
+    assert svg.count('class="raw"') == 1 and "<title>D: " in svg
+    smoothed = ema_smooth(ys, 0.9)
+    assert np.std(np.diff(smoothed)) < np.std(np.diff(ys)) and abs(smoothed[0] - ys[0]) < 1e-12
+
+
+def test_charts_over_5000_steps_have_several_x_ticks():
+    """Steps 10..5000 get at least four x tick labels (five ticks asked gave two)."""
+    svg = line_chart_svg("loss", [("D", [10.0, 2500.0, 5000.0], [1.0, 0.5, 0.7])])
+    labels = re.findall(r'text-anchor="middle">(\d+)</text>', svg)
+    assert len(labels) >= 4, labels

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,16 +21,11 @@ from hypothesis import strategies as st
 
 from satgan.arrays import open_prepared, save_array_with_sidecar
 from satgan.errors import DataError, ParamsError
-from satgan.evaluate.stage import (
-    EvaluateParams,
-    adapt_counts,
-    evaluate,
-    judge_conclusive,
-    per_class_block,
-    read_prepared_classes,
-    read_sample_classes,
-)
+from satgan.evaluate.classes import per_class_block, read_prepared_classes, read_sample_classes
+from satgan.evaluate.params import EvaluateParams
+from satgan.evaluate.stage import adapt_counts, evaluate, recover_outputs
 from satgan.evaluate.metrics import clopper_pearson
+from satgan.evaluate.readings import judge_conclusive
 from satgan.model import ModelConfig, build_discriminator, build_generator
 from satgan.modelio import save_model
 from satgan.params import load_section
@@ -167,13 +165,6 @@ def test_counts_the_data_can_fill_are_left_alone(repo_root):
     """With the default params and the default dataset's sizes nothing is adapted."""
     p = load_section("evaluate", EvaluateParams, repo_root / "params.yaml")
     assert not [a for a in adapt_counts(p, 657, 82, 512, 64) if a.changed]
-
-
-def test_judge_reading_needs_a_difference_or_a_narrow_interval():
-    """Significant is conclusive; not significant is conclusive only when the 95% interval rules out 0.75."""
-    assert not judge_conclusive(0.14, clopper_pearson(6, 8)[1])
-    assert judge_conclusive(0.004, clopper_pearson(8, 8)[1])
-    assert judge_conclusive(0.6, clopper_pearson(82, 164)[1])
 
 
 @pytest.fixture(scope="module")
@@ -560,7 +551,7 @@ def test_malformed_boxes_are_one_error_naming_the_sidecar(dirs, repo_root, tmp_p
     """Boxes of the wrong count stop evaluate with one line naming holdout.json and the key."""
     prepared = _with_boxes(dirs / "prepared", tmp_path / "prepared", [["s", 0, 0, 8, 8]])
     params = load_section("evaluate", EvaluateParams, _params(repo_root, tmp_path))
-    with pytest.raises(DataError, match=r"holdout\.json: boxes: expected one \[scene, x0, y0, x1, y1\] per tile \(30\)"):
+    with pytest.raises(DataError, match=r"holdout\.json: boxes: expected one box per row \(30\)"):
         evaluate(prepared, dirs / "samples", tmp_path / "eval", params, progress=False)
 
 
@@ -596,3 +587,116 @@ def test_gan_train_scores_held_out_reals_with_a_classifier_trained_on_the_sample
     params = load_section("evaluate", EvaluateParams, _params(repo_root, tmp_path))
     c = evaluate(root / "prepared", _samples(tmp_path, "s", fake, labels), tmp_path / "eval", params, progress=False)["classifier"]
     assert c["gan_train"]["n"] == 42 and c["gan_train"]["ci_low"] > c["chance"]
+
+
+# ----------------------------------------------------------------- the outputs are replaced as one
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.fixture(scope="module")
+def evaluated(small, repo_root, tmp_path_factory):
+    """A finished evaluation of the small region (its outputs and params file), the 'previous run' of the tests below."""
+    root = tmp_path_factory.mktemp("previous")
+    params = _params(repo_root, root)
+    out = root / "eval"
+    proc = subprocess.run([sys.executable, str(repo_root / "stages" / "evaluate.py"), "--prepared", str(small / "prepared"),
+                           "--samples", str(small / "samples"), "--out", str(out), "--params", str(params)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def test_a_failing_phase_leaves_the_previous_outputs_and_no_temp_files(small, evaluated, repo_root, tmp_path):
+    """A bad evaluate.inception_weights file fails after the Turing phase: the previous outputs stay byte for byte."""
+    out = tmp_path / "eval"
+    shutil.copytree(evaluated, out)
+    before = _snapshot(out)
+    bad = tmp_path / "weights.pth"
+    bad.write_bytes(b"not a weights file")
+    params = load_section("evaluate", EvaluateParams, _params(repo_root, tmp_path, seed=8, inception_weights=str(bad)))
+    with pytest.raises(DataError, match="inception_weights"):
+        evaluate(small / "prepared", small / "samples", out, params, progress=False)
+    assert _snapshot(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["eval", "params.yaml", "weights.pth"]
+
+
+def test_a_killed_run_leaves_the_previous_outputs_and_the_next_run_tidies_up(small, evaluated, repo_root, tmp_path):
+    """kill -9 after the Turing phase wrote its answer key: the previous outputs stay; the next run removes the staging."""
+    out = tmp_path / "eval"
+    shutil.copytree(evaluated, out)
+    before = _snapshot(out)
+    params = _params(repo_root, tmp_path, seed=9)
+    cmd = [sys.executable, str(repo_root / "stages" / "evaluate.py"), "--prepared", str(small / "prepared"),
+           "--samples", str(small / "samples"), "--out", str(out), "--params", str(params)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    staged_key = tmp_path / ".eval.staging" / "turing_key.json"
+    deadline = time.monotonic() + 120
+    while not staged_key.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert staged_key.exists(), "the run never reached its Turing phase"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert _snapshot(out) == before
+    rerun = subprocess.run(cmd, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["eval", "params.yaml"]
+    assert json.loads((out / "turing_key.json").read_text()) != json.loads(before["turing_key.json"])
+
+
+def test_outputs_parked_by_a_run_killed_between_its_renames_are_put_back(tmp_path):
+    """Killed after moving the old outputs aside but before moving the new ones in: the next run restores the old ones."""
+    previous = tmp_path / ".eval.previous"
+    previous.mkdir()
+    (previous / "metrics.json").write_text("{}")
+    (tmp_path / ".eval.staging").mkdir()
+    recover_outputs(tmp_path / "eval")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["eval"]
+    assert (tmp_path / "eval" / "metrics.json").read_text() == "{}"
+
+
+def test_evaluate_seed_is_bounded(repo_root, tmp_path):
+    """evaluate.seed outside 0..2**63-1 is one ParamsError naming the key, not a traceback from numpy or torch."""
+    for seed in (-1, 2**63):
+        with pytest.raises(ParamsError, match="seed"):
+            load_section("evaluate", EvaluateParams, _params(repo_root, tmp_path, seed=seed))
+
+
+def test_judge_epochs_are_bounded(repo_root, tmp_path):
+    """evaluate.judge.epochs: 1000000000 is refused with the key named instead of running for ever."""
+    doc = yaml.safe_load(_params(repo_root, tmp_path).read_text())
+    doc["evaluate"]["judge"]["epochs"] = 1_000_000_000
+    path = tmp_path / "huge.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ParamsError, match="epochs"):
+        load_section("evaluate", EvaluateParams, path)
+
+
+def test_the_artifact_folder_holds_the_model_with_its_evaluated_card(small, repo_root, tmp_path):
+    """eval/model (dvc.yaml's generator artifact) holds model.json and the weights as trained plus the evaluated card,
+    loads as a generator, and the train stage's folder is left as it was."""
+    from satgan.modelio import load_generator
+
+    before = {p.name: p.read_bytes() for p in (small / "model").iterdir()}
+    params = load_section("evaluate", EvaluateParams, _params(repo_root, tmp_path))
+    evaluate(small / "prepared", small / "samples", tmp_path / "eval", params, model_dir=small / "model", progress=False)
+    art = tmp_path / "eval" / "model"
+    assert {p.name: p.read_bytes() for p in (small / "model").iterdir()} == before
+    assert (art / "generator.safetensors").read_bytes() == before["generator.safetensors"]
+    assert (art / "model.json").read_bytes() == before["model.json"]
+    assert (art / "MODEL_CARD.md").read_text() == (tmp_path / "eval" / "MODEL_CARD.md").read_text()
+    assert "not evaluated yet" not in (art / "MODEL_CARD.md").read_text()
+    assert load_generator(art)[1]["step"] == 3
+
+
+def test_the_git_tracked_gitignore_in_the_eval_folder_survives_a_run(small, repo_root, tmp_path):
+    """DVC's .gitignore in the eval folder (tracked by git) is carried into the new folder; an old run's stray file is not."""
+    out = tmp_path / "eval"
+    out.mkdir()
+    (out / ".gitignore").write_text("/metrics.json\n")
+    (out / "stale.png").write_bytes(b"an output of an older version")
+    params = load_section("evaluate", EvaluateParams, _params(repo_root, tmp_path))
+    evaluate(small / "prepared", small / "samples", out, params, progress=False)
+    assert (out / ".gitignore").read_text() == "/metrics.json\n" and not (out / "stale.png").exists()

@@ -6,11 +6,13 @@ import json
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 METRICS = {
     "n": {"train": 600, "holdout": 70, "fake": 512},
-    "judge": {"accuracy": 0.81, "auc": 0.9, "p_value": 1e-6, "log10_p_value": -6.0, "n_test": 70},
+    "judge": {"accuracy": 0.81, "auc": 0.9, "p_value": 1e-6, "log10_p_value": -6.0, "n_test": 70,
+              "accuracy_ci_low": 0.7, "accuracy_ci_high": 0.89},
     "swd": {"64px": 0.2, "32px": 0.1, "16px": 0.05, "mean": 0.1167},
     "colour_hist": {"ch0": 0.1, "ch1": 0.1, "ch2": 0.1, "mean": 0.1},
     "memorization": {"ssim_max": 0.7, "ssim_p95": 0.6, "ssim_median": 0.3, "l2_min": 0.2, "l2_median": 0.4,
@@ -95,3 +97,22 @@ def test_summary_prints_each_figure_against_its_floor(tmp_path, repo_root):
             if line.startswith("  spectral distance") or line.startswith("  SWD")}
     assert rows["spectral distance"][-4:] == ["0.3", "0.1", "3.00", "amber"]
     assert rows["SWD (patch texture)"][-2:] == ["1.50", "green"]
+
+
+@pytest.mark.parametrize("doc", [{"judge": {"accuracy": 0.81}}, [1, 2], {**METRICS, "swd": "broken"}])
+def test_a_structurally_wrong_metrics_json_is_one_line(tmp_path, repo_root, doc):
+    """A metrics.json that is not an evaluation (missing figures, not an object) is one line naming it, non-zero exit."""
+    _setup(tmp_path, repo_root)
+    (tmp_path / "eval" / "metrics.json").write_text(json.dumps(doc))
+    proc = subprocess.run([sys.executable, "-m", "satgan.evaluate.summary", "--params", str(tmp_path / "params.yaml")],
+                          capture_output=True, text=True)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "metrics.json" in proc.stderr
+
+
+def test_summary_lists_each_demo_target(tmp_path, repo_root):
+    """The summary ends its figures with each demo target (readings.DEMO_TARGETS) and whether this run meets it."""
+    proc = _setup(tmp_path, repo_root)
+    assert proc.returncode == 0, proc.stderr
+    assert "met     judge accuracy <= 0.85" in proc.stdout and "met     memorized none" in proc.stdout
+    assert "n/a     spectral distance" in proc.stdout  # no spectral figure or floor in this metrics.json

@@ -546,3 +546,11 @@ def test_make_finds_the_arrays_through_params_paths(real_fake, tmp_path, repo_ro
                           capture_output=True, text=True, env=_env())
     assert proc.returncode == 0, proc.stderr
     assert load_key(tmp_path / "q" / "turing_key.json")["quiz_id"] == "fixed-1"
+
+
+def test_score_refuses_an_unbounded_bootstrap(key, tmp_path):
+    """`--bootstrap 1000000000` is refused in one usage line instead of running for hours."""
+    key_path = _write(tmp_path / "key.json", key)
+    answers = _write(tmp_path / "a.json", _answers(key, {t["id"]: t["label"] for t in key["tiles"]}, "single"))
+    proc = _score_cli(str(answers), "--key", str(key_path), "--bootstrap", "1000000000")
+    assert proc.returncode == 2 and "--bootstrap" in proc.stderr and "Traceback" not in proc.stderr

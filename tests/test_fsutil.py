@@ -104,3 +104,26 @@ def test_read_csv_keeps_newlines_inside_quoted_cells(tmp_path):
     """A CSV cell holding a newline reads back as one row (the reader does not split lines itself)."""
     write_csv_atomic(tmp_path / "r.csv", [{"a": "x\ny", "b": "2"}], ["a", "b"])
     assert read_csv(tmp_path / "r.csv") == [{"a": "x\ny", "b": "2"}]
+
+
+@pytest.mark.parametrize(("content", "says"), [(None, "not found"), (b"{", "not valid JSON"), (b"[1]", "expected a JSON object"),
+                                               (b"\xff", "not UTF-8")])
+def test_read_json_fails_in_one_line_naming_the_file(tmp_path, content, says):
+    """The one JSON reader: missing, broken, non-object or non-UTF-8 files are one DataError naming the file."""
+    from satgan.errors import DataError
+    from satgan.fsutil import read_json
+
+    path = tmp_path / "x.json"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(DataError, match=says) as info:
+        read_json(path, "thing")
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_read_json_reads_an_object(tmp_path):
+    """A JSON object comes back as a dict."""
+    from satgan.fsutil import read_json
+
+    (tmp_path / "x.json").write_text('{"a": [1, 2]}')
+    assert read_json(tmp_path / "x.json") == {"a": [1, 2]}

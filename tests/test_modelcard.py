@@ -87,3 +87,44 @@ def test_a_conditional_card_names_its_mode_and_classes(tmp_path, train_params):
     assert "Class-conditional (acgan" in text and "2 classes: `eForest`, `dRiverLake`" in text
     assert "conditional acgan, acgan_weight 1" in text
     assert "acgan_weight" not in recipe(train_params)["settings"] and recipe(train_params)["settings"]["conditional"] == "none"
+
+
+def _conditional_card(tmp_path, classes):
+    cfg = dataclasses.replace(CFG, conditional="projection", n_classes=len(classes))
+    return save_model(tmp_path, build_generator(cfg), build_discriminator(cfg), cfg, params_hash="ph", data_hash="dh",
+                      step=600, classes=classes)
+
+
+def test_a_class_name_cannot_inject_html_into_the_rendered_card(tmp_path):
+    """A class named with a leading backtick and <script> renders (markdown-it, raw HTML off) as text, not as a tag."""
+    from satgan.evaluate.report import render_markdown
+
+    card = _conditional_card(tmp_path, ["`<script>alert(1)</script>", "forest"])
+    page = render_markdown(render(card, evaluation=[("judge", "1.0", "a | b <b>bold</b>")]))
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<b>bold" not in page
+
+
+@pytest.mark.parametrize("text", ["plain", "`lead", "trail`", "a``b", "`", " x "])
+def test_code_spans_hold_any_text(text):
+    """code() wraps any text so that CommonMark renders exactly that text in one <code> element."""
+    from markdown_it import MarkdownIt
+
+    from satgan.modelcard import code
+
+    html = MarkdownIt("commonmark").render(code(text))
+    assert html.count("<code>") == 1
+    inner = html.split("<code>")[1].split("</code>")[0]
+    assert inner == text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+
+
+def test_the_card_has_hub_front_matter_and_a_how_to_use_snippet(tmp_path):
+    """YAML front matter (licence, tags, pipeline_tag, model-index once evaluated) and a Python snippet on the artifact."""
+    import yaml
+
+    card = _save(tmp_path)
+    text = render(card, evaluation=[("judge accuracy", "0.91", "reading")])
+    meta = yaml.safe_load(text.split("---\n")[1])
+    assert meta["pipeline_tag"] == "unconditional-image-generation" and meta["license"] == "other"
+    assert "gan" in meta["tags"] and meta["model-index"][0]["results"][0]["metrics"][0]["value"] == "0.91"
+    assert "## How to use" in text and "from satgan.sample import sample" in text and "## Licence" in text
+    assert "--model data/model" not in text and "dvc artifacts get <repo> generator -o generator-v1" in text

@@ -29,7 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sample": ("satgan.sample", "sample tiles from a trained generator into a PNG grid (no DVC needed)"),
     "summary": ("satgan.evaluate.summary", "print the key evaluation numbers and where every output is"),
     "quiz": ("satgan.evaluate.turing", "the human Turing test: `quiz score` people's answers, `quiz make` a fresh quiz"),
-    "report": ("satgan.evaluate.report", "build the evaluation page data/eval/report.html by hand"),
+    "report": ("satgan.evaluate.report", "rebuild the evaluation page into build/report/ (never the DVC-tracked data/eval)"),
     "ablate": ("satgan.ablate", "queue and run one DVC experiment per default-on GAN hack"),
 }
 

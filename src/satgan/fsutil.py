@@ -27,6 +27,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from satgan.errors import DataError
+
 
 class UnsafePath(ValueError):
     """A path that would leave its root folder, follow a symlink, or open something other than a regular file."""
@@ -216,6 +218,47 @@ def read_regular(path: str | Path, max_bytes: int | None = None) -> bytes:
     if max_bytes is not None and len(data) > max_bytes:  # the file grew after the size check
         raise FileTooLarge(f"{path} grew past the cap of {max_bytes} bytes while being read")
     return data
+
+
+MAX_JSON_BYTES = 64 << 20  # satgan's JSON files are kilobytes (metrics.json ~10 kB); a bigger one is not ours
+
+
+def read_json_bytes(path: str | Path, what: str = "JSON file", max_bytes: int = MAX_JSON_BYTES) -> bytes:
+    """The bytes of a regular, non-symlink file of at most ``max_bytes``; anything else is one DataError line naming it."""
+    try:
+        return read_regular(path, max_bytes)
+    except FileNotFoundError:
+        raise DataError(f"{path}: {what} not found") from None
+    except (UnsafePath, FileTooLarge) as exc:
+        raise DataError(f"{path}: {what} refused: {exc}") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the {what}: {exc.strerror or exc}") from None
+
+
+def parse_json_object(raw: bytes, path: str | Path, what: str = "JSON file") -> dict[str, Any]:
+    """``raw`` (read from ``path``) as a JSON object; not UTF-8, not JSON, too deep or not an object: one DataError line."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: {what} is not UTF-8 text") from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: {what} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise DataError(f"{path}: {what} is nested too deeply to be a satgan file") from None
+    if not isinstance(doc, dict):
+        raise DataError(f"{path}: expected a JSON object ({what}), got {type(doc).__name__}")
+    return doc
+
+
+def read_json(path: str | Path, what: str = "JSON file", max_bytes: int = MAX_JSON_BYTES) -> dict[str, Any]:
+    """The one JSON reader: a JSON object from a regular file (:func:`read_json_bytes`, :func:`parse_json_object`).
+
+    Every failure (missing, a FIFO or symlink, too large, not UTF-8, not JSON, not an object) is a
+    :class:`satgan.errors.DataError` whose one line names the file and ``what`` it should be.
+    """
+    return parse_json_object(read_json_bytes(path, what, max_bytes), path, what)
 
 
 def sha256_regular(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -18,6 +18,8 @@ recorded" with what would record it, never a guess.
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -52,6 +54,34 @@ def recipe(train_params: Any) -> dict[str, Any]:
     return {"settings": {k: plain[k] for k in RECIPE_KEYS if k in plain}, "hacks_on": on, "hacks_off": off}
 
 
+# The weights' licence (front matter and "Licence"): satgan's code carries no licence file, and the
+# weights are derived from the training imagery, so they are offered under the imagery's terms.
+WEIGHTS_LICENCE = "other"
+TAGS = ("gan", "dcgan", "satellite-imagery", "remote-sensing", "unconditional-image-generation", "satgan")
+PIPELINE_TAG = "unconditional-image-generation"
+ARTIFACT = "generator"  # dvc.yaml's artifacts: entry that carries this card
+# The artifact folder a reader fetches into (`dvc artifacts get <repo> generator -o generator-v1`): the card's
+# commands name it instead of the pipeline's data/model, which the reader does not have.
+FETCHED_DIR = "generator-v1"
+
+
+def code(text: Any) -> str:
+    """``text`` as a markdown code span nothing in it can end early (CommonMark 0.31, 6.1 "Code spans"): a fence one
+    backtick longer than its longest run of backticks, padded with a space when it starts or ends with one. Rendered
+    (markdown-it, raw HTML off) a class name such as ``"`<script>"`` shows as that text, never as HTML.
+    """
+    s = str(text).replace("\r", " ").replace("\n", " ")
+    longest = max((len(m) for m in re.findall(r"`+", s)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if s.startswith("`") or s.endswith("`") or (s.startswith(" ") and s.endswith(" ") and s.strip()) else ""
+    return f"{fence}{pad}{s}{pad}{fence}"
+
+
+def cell(text: Any) -> str:
+    """``text`` as one pipe-table cell: a ``|`` would start another column, a line break end the row."""
+    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+
 def _duration(seconds: float) -> str:
     seconds = int(round(seconds))
     h, rest = divmod(seconds, 3600)
@@ -60,6 +90,8 @@ def _duration(seconds: float) -> str:
 
 
 def _value(v: Any) -> str:
+    if isinstance(v, dict):  # a hack's nested settings (diffaugment.ada): "key value" pairs, not a Python dict
+        return "(" + ", ".join(f"{k} {_value(x)}" for k, x in v.items()) + ")"
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_value(x) for x in v) + "]"
     if isinstance(v, float):
@@ -78,7 +110,8 @@ def _what_it_makes(card: dict[str, Any]) -> list[str]:
         f"A DCGAN generator (Radford et al. 2016; width ngf = {arch['ngf']}, discriminator ndf = {arch['ndf']}, "
         f"{arch['norm']} norm, {arch['upsample']} upsampling). Sampling uses {weights}; the files are safetensors "
         "with model.json (never pickle).",
-        "Sample it: `satgan sample --model data/model --n 64 --out grid.png`.",
+        f"Sample it from the folder holding this card (fetched with `dvc artifacts get <repo> {ARTIFACT} -o "
+        f"{FETCHED_DIR}`; in the pipeline, data/eval/model): `satgan sample --model {FETCHED_DIR} --n 64 --out grid.png`.",
     ]
     conditional = arch.get("conditional", "none")
     if conditional != "none":
@@ -86,7 +119,7 @@ def _what_it_makes(card: dict[str, Any]) -> list[str]:
                else "an auxiliary classifier on D, AC-GAN: Odena et al. 2017")
         classes = card.get("classes") or []
         lines.append(f"Class-conditional ({conditional}: a class embedding fed to G with z, {how}) over "
-                     f"{len(classes)} classes: {', '.join(f'`{c}`' for c in classes)}. Make one with `--class NAME`.")
+                     f"{len(classes)} classes: {', '.join(code(c) for c in classes)}. Make one with `--class NAME`.")
     return lines
 
 
@@ -95,7 +128,7 @@ def _training_data(card: dict[str, Any], provenance: dict[str, Any] | None, data
     data = data if data is not None else card["data"] if isinstance(card.get("data"), dict) else None
     prov = provenance if provenance is not None else card.get("provenance")
     if isinstance(prov, dict):
-        lines.append(f"- source: `{prov.get('source', 'unknown')}`: {prov.get('what', 'not recorded')}")
+        lines.append(f"- source: {code(prov.get('source', 'unknown'))}: {prov.get('what', 'not recorded')}")
         if "area" in prov:
             lines.append(f"- area: {prov['area']}")
         if "example_url" in prov:
@@ -149,7 +182,7 @@ def _compute(card: dict[str, Any]) -> list[str]:
     else:
         lines.append(f"- code: git revision `{card.get('git_rev')}`")
     if isinstance(git, dict) and git.get("dirty_paths"):
-        lines.append("- uncommitted changes at training time: " + ", ".join(f"`{p}`" for p in git["dirty_paths"]))
+        lines.append("- uncommitted changes at training time: " + ", ".join(code(p) for p in git["dirty_paths"]))
     return lines
 
 
@@ -157,7 +190,7 @@ def _evaluation(evaluation: Sequence[tuple[str, str, str]] | None, source: str |
     if evaluation is None:
         return [NOT_EVALUATED]
     lines = ["| metric | value | reading |", "| --- | --- | --- |"]
-    lines += [f"| {name} | {value} | {reading} |" for name, value, reading in evaluation]
+    lines += [f"| {cell(name)} | {cell(value)} | {cell(reading)} |" for name, value, reading in evaluation]
     if source:
         lines += ["", source]
     return lines
@@ -197,6 +230,7 @@ def render(card: dict[str, Any], *, provenance: dict[str, Any] | None = None, da
     """
     intended, limits = _use_and_limits(card, provenance)
     parts = [
+        *front_matter(card, provenance, evaluation),
         "# Model card: satgan DCGAN generator",
         "",
         f"Written by {written_by} from `{names.MODEL_CARD}` (step {card['step']}). The machine-readable facts are in "
@@ -207,10 +241,64 @@ def render(card: dict[str, Any], *, provenance: dict[str, Any] | None = None, da
         "## Training recipe", "", *_recipe(card), "",
         "## Compute", "", *_compute(card), "",
         "## Evaluation", "", *_evaluation(evaluation, evaluation_source), "",
+        "## How to use", "", *_how_to_use(card), "",
         "## Intended use", "", *intended, "",
+        "## Licence", "", *_licence(card, provenance), "",
         "## Limitations", "", *limits, "",
     ]
     return "\n".join(parts)
+
+
+def front_matter(card: dict[str, Any], provenance: dict[str, Any] | None,
+                 evaluation: Sequence[tuple[str, str, str]] | None) -> list[str]:
+    """The card's YAML front matter (the Hugging Face model-card metadata): licence, tags, pipeline tag and, once
+    evaluated, a model-index with the evaluation's figures. Every value is a JSON string (valid YAML), so no
+    class or source name can break it.
+    """
+    prov = provenance if provenance is not None else card.get("provenance")
+    source = prov.get("source") if isinstance(prov, dict) else None
+    q = json.dumps
+    lines = ["---", f"license: {WEIGHTS_LICENCE}", f"license_name: {q('training-imagery-terms')}",
+             "library_name: pytorch", "tags:", *(f"  - {q(t)}" for t in TAGS), f"pipeline_tag: {PIPELINE_TAG}"]
+    if source:
+        lines.append(f"datasets:\n  - {q(str(source))}")
+    if evaluation:
+        lines += ["model-index:", f"  - name: {q('satgan-dcgan-' + str(card['step']))}", "    results:",
+                  "      - task:", f"          type: {PIPELINE_TAG}", "        metrics:"]
+        lines += [f"          - name: {q(str(name))}\n            type: {q(str(name))}\n            value: {q(str(value))}"
+                  for name, value, _ in evaluation]
+    return [*lines, "---", ""]
+
+
+def _how_to_use(card: dict[str, Any]) -> list[str]:
+    """Fetching the artifact, and sampling it from Python and the command line."""
+    cls = ', classes=["<class>"]' if card["architecture"].get("conditional", "none") != "none" else ""
+    return [
+        f"Fetch it: `dvc artifacts get <repo> {ARTIFACT} -o {FETCHED_DIR}` (or `--rev <tag>` for a release). Then:",
+        "",
+        "```python",
+        "from pathlib import Path",
+        "from satgan.sample import sample",
+        "",
+        f"tiles = sample(Path({q_py(FETCHED_DIR)}), n=16, seed=0{cls})  # (16, C, H, W) float32 in [-1, 1]",
+        "images = ((tiles + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()  # (16, H, W, C) uint8",
+        "```",
+        "",
+        f"or on the command line: `satgan sample --model {FETCHED_DIR} --n 64 --out grid.png`.",
+    ]
+
+
+def q_py(text: str) -> str:
+    """A Python string literal of ``text``."""
+    return repr(text)
+
+
+def _licence(card: dict[str, Any], provenance: dict[str, Any] | None) -> list[str]:
+    prov = provenance if provenance is not None else card.get("provenance")
+    terms = prov.get("licence") if isinstance(prov, dict) else None
+    return [f"The weights are derived from the training imagery and are offered under its terms: "
+            f"{terms or 'not recorded (check the imagery source before sharing them)'}. The satgan code that made "
+            "them is not part of this artifact."]
 
 
 def write(folder: str | Path, card: dict[str, Any], **kwargs: Any) -> Path:

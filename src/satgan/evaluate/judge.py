@@ -51,45 +51,9 @@ from scipy import sparse, stats
 from scipy.sparse.csgraph import connected_components
 from torch import nn
 
-from satgan.params import check
-
-
-@dataclass(frozen=True)
-class JudgeParams:
-    """params.yaml ``evaluate.judge``: the classifier two-sample test, grouped k-fold cross-validation over seeds."""
-
-    folds: int
-    seeds: int
-    epochs: int
-    batch_size: int
-    lr: float
-    width: int
-
-    def __post_init__(self) -> None:
-        check("folds", self.folds >= 2, "an integer >= 2", self.folds)
-        check("seeds", self.seeds >= 1, "an integer >= 1", self.seeds)
-        check("epochs", self.epochs >= 1, "an integer >= 1", self.epochs)
-        check("batch_size", self.batch_size >= 1, "an integer >= 1", self.batch_size)
-        check("lr", self.lr > 0, "a positive learning rate", self.lr)
-        check("width", self.width >= 1, "an integer >= 1", self.width)
-
-
-@dataclass(frozen=True)
-class ClassifierParams:
-    """params.yaml ``evaluate.classifier``: the class classifier behind GAN-test accuracy."""
-
-    epochs: int
-    batch_size: int
-    lr: float
-    width: int
-    max_train_tiles: int
-
-    def __post_init__(self) -> None:
-        check("epochs", self.epochs >= 1, "an integer >= 1", self.epochs)
-        check("batch_size", self.batch_size >= 1, "an integer >= 1", self.batch_size)
-        check("lr", self.lr > 0, "a positive learning rate", self.lr)
-        check("width", self.width >= 1, "an integer >= 1", self.width)
-        check("max_train_tiles", self.max_train_tiles >= 2, "an integer >= 2", self.max_train_tiles)
+from satgan.evaluate.metrics import clopper_pearson
+from satgan.evaluate.params import ClassifierParams, JudgeParams
+from satgan.evaluate.readings import judge_conclusive
 
 
 @dataclass(frozen=True)
@@ -464,3 +428,20 @@ def classify(net: nn.Module, tiles: np.ndarray) -> np.ndarray:
     """(N,) int64 predicted class of each of ``tiles`` (N, C, H, W) in [-1, 1] (a memmap is read in chunks)."""
     with _deterministic_cpu():
         return _predict(net, tiles).argmax(1).astype(np.int64)
+
+
+def judge_summary(verdict: JudgeResult) -> dict[str, Any]:
+    """metrics.json's judge block: the pooled out-of-fold result, its exact 95% interval, whether it says anything
+    (:func:`judge_conclusive`), the cross-validation's shape and each seed's own figures (their spread).
+    """
+    correct = round(verdict.accuracy * verdict.n_test)
+    ci_low, ci_high = clopper_pearson(correct, verdict.n_test)
+    seeds = verdict.per_seed
+    spread = {f"{key}_{fn.__name__}": float(fn([d[key] for d in seeds]))
+              for key in ("accuracy", "auc", "log_loss") for fn in (min, max)}
+    return {"accuracy": verdict.accuracy, "accuracy_ci_low": ci_low, "accuracy_ci_high": ci_high,
+            "conclusive": int(judge_conclusive(verdict.p_value, ci_high)), "auc": verdict.auc,
+            "log_loss": verdict.log_loss, "brier": verdict.brier, "p_value": verdict.p_value,
+            "log10_p_value": verdict.log10_p_value, "n_test": verdict.n_test, "n_train": verdict.n_train,
+            "folds": verdict.folds, "seeds": verdict.seeds, "groups": verdict.groups,
+            "groups_known": int(verdict.groups_known), "per_seed": spread}

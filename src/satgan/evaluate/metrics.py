@@ -412,6 +412,11 @@ class Diversity:
         """True when the generated tiles are much more alike than real tiles are."""
         return self.fake_mean_ssim - self.real_mean_ssim > self.margin
 
+    def summary(self) -> dict[str, float | int]:
+        """metrics.json's ``diversity`` block (overall and per class)."""
+        return {"fake_mean_ssim": self.fake_mean_ssim, "real_mean_ssim": self.real_mean_ssim,
+                "collapsed": int(self.collapsed)}
+
 
 def diversity(real: np.ndarray, fake: np.ndarray, max_pairs: int, margin: float, seed: int) -> Diversity:
     """Mode-collapse check: mean pairwise SSIM of fake (M, C, H, W) against real (N, C, H, W)."""

@@ -8,26 +8,23 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 from satgan import names
 from satgan.cli import run_main
 from satgan.errors import DataError
-from satgan.evaluate.stage import EvaluateParams
+from satgan.evaluate.params import EvaluateParams
 from satgan.params import DEFAULT_PARAMS, load_section
 from satgan.paths import PathsParams
-from satgan.evaluate.report import floor_rows, judge_is_conclusive, rate_classifier
+from satgan.fsutil import read_json
+from satgan.evaluate.readings import check_fid_kid, check_metrics, demo_targets, floor_rows, judge_is_conclusive, rate_classifier
 
 
 def _read(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise DataError(f"{path}: not found (run `dvc repro evaluate`, or `make demo`)")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not valid JSON: {exc}") from None
+    return read_json(path, "evaluate output")
 
 
 def render(metrics: dict[str, Any], fid: dict[str, Any], samples: Path, eval_dir: Path, ssim_threshold: float) -> str:
@@ -62,6 +59,8 @@ def render(metrics: dict[str, Any], fid: dict[str, Any], samples: Path, eval_dir
     w1 = max(len(r[1]) for r in rows)
     lines = ["satgan evaluation", ""] + [f"  {a:<{w0}}  {b:>{w1}}  {c}".rstrip() for a, b, c in rows]
     lines += floor_table(metrics)
+    lines += ["", "Demo targets (issue 19):"] + [
+        f"  {'met   ' if t.met else 'missed' if t.met is False else 'n/a   '}  {t.name} {t.wanted}" for t in demo_targets(metrics)]
     lines += [
         "",
         "Outputs:",
@@ -100,7 +99,9 @@ def main(argv: list[str] | None = None) -> None:
     paths = load_section("paths", PathsParams, args.params)
     samples, eval_dir = Path(paths.samples), Path(paths.eval)
     threshold = load_section("evaluate", EvaluateParams, args.params).memorization.ssim_threshold
-    print(render(_read(eval_dir / names.METRICS), _read(eval_dir / names.FID_KID), samples, eval_dir, threshold))
+    metrics = check_metrics(_read(eval_dir / names.METRICS), str(eval_dir / names.METRICS))
+    fid = check_fid_kid(_read(eval_dir / names.FID_KID), str(eval_dir / names.FID_KID))
+    print(render(metrics, fid, samples, eval_dir, threshold))
 
 
 if __name__ == "__main__":

@@ -62,8 +62,8 @@ from PIL import Image
 
 from satgan import names
 from satgan.cli import refuse_pipeline_output, run_main
-from satgan.errors import DataError, ParamsError
-from satgan.fsutil import FileTooLarge, UnsafePath, read_regular, sha256_bytes, write_json_atomic, write_text_atomic
+from satgan.errors import DataError
+from satgan.fsutil import parse_json_object, read_json_bytes, sha256_bytes, write_json_atomic, write_text_atomic
 from satgan.imageops import denormalize, save_grid
 from satgan.params import seed_arg
 
@@ -76,6 +76,9 @@ MIN_EXPOSURE_MS, MAX_EXPOSURE_MS = 50, 10_000
 QUIZ_ID_HEX = 16
 # A key of a few hundred tiles is ~100 kB and an answers export ~20 kB: 8 MB leaves room and bounds memory.
 MAX_JSON_BYTES = 8 << 20
+# --bootstrap: fewer resamples give no usable 95% interval; more than this only burns time (the
+# interval's Monte Carlo error at 2,000 is already ~1 point; Efron & Tibshirani 1993, ch. 19).
+MIN_BOOTSTRAP, MAX_BOOTSTRAP = 100, 100_000
 MAX_PARTICIPANT = 64
 
 
@@ -231,32 +234,12 @@ def check_quiz_id(quiz_id: str, where: str) -> str:
 
 def _read_bytes(path: Path, what: str) -> bytes:
     """The bytes of a regular file of at most :data:`MAX_JSON_BYTES`; anything else is one DataError line."""
-    try:
-        return read_regular(path, MAX_JSON_BYTES)
-    except FileNotFoundError:
-        raise DataError(f"{path}: {what} not found") from None
-    except (UnsafePath, FileTooLarge) as exc:
-        raise DataError(f"{path}: {what} refused: {exc}") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read the {what}: {exc.strerror or exc}") from None
+    return read_json_bytes(path, what, MAX_JSON_BYTES)
 
 
 def _read_json(path: Path, what: str, data: bytes | None = None) -> dict[str, Any]:
     """A JSON object from ``path`` (or its already-read ``data``); anything else is one DataError line naming the file."""
-    raw = _read_bytes(path, what) if data is None else data
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: {what} is not UTF-8 text") from None
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: {what} is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise DataError(f"{path}: {what} is nested too deeply to be a satgan file") from None
-    if not isinstance(doc, dict):
-        raise DataError(f"{path}: expected a JSON object ({what}), got {type(doc).__name__}")
-    return doc
+    return parse_json_object(_read_bytes(path, what) if data is None else data, path, what)
 
 
 def _type_name(value: Any) -> str:
@@ -584,17 +567,12 @@ def _load_tiles(path: Path) -> np.ndarray:
 
 
 def _pipeline_folders(params_path: Path) -> dict[str, Path]:
-    """The prepared and samples folders from params.yaml's ``paths`` section."""
-    from satgan.params import read_params_file
+    """The prepared and samples folders from params.yaml's typed ``paths`` section (:class:`satgan.paths.PathsParams`)."""
+    from satgan.params import load_section
+    from satgan.paths import PathsParams
 
-    doc = read_params_file(params_path)
-    paths = doc["paths"] if "paths" in doc else None
-    if not isinstance(paths, dict):
-        raise ParamsError(f"{params_path}: missing section 'paths'")
-    for key in ("prepared", "samples"):
-        if key not in paths or not isinstance(paths[key], str):
-            raise ParamsError(f"{params_path}: paths.{key}: expected a folder path")
-    return {key: Path(paths[key]) for key in ("prepared", "samples")}
+    paths = load_section("paths", PathsParams, params_path)
+    return {"prepared": Path(paths.prepared), "samples": Path(paths.samples)}
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m satgan.evaluate.turing") -> None:
@@ -640,8 +618,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m satgan.evaluate.t
         paths = write_turing_test(real, fake, args.out, args.n_real, args.n_fake, args.nrow, 0, quiz_id=quiz_id)
         print(f"quiz {quiz_id}: hand out {paths['quiz']}; keep {paths['key']} to score the answers")
         return
-    if args.bootstrap < 100:
-        parser.error(f"--bootstrap: expected at least 100 resamples, got {args.bootstrap}")
+    if not MIN_BOOTSTRAP <= args.bootstrap <= MAX_BOOTSTRAP:
+        parser.error(f"--bootstrap: expected {MIN_BOOTSTRAP}..{MAX_BOOTSTRAP} resamples, got {args.bootstrap}")
     result = score_by_protocol(args.answers, args.key, args.bootstrap, args.seed)
     if args.out is not None:
         try:
