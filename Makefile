@@ -33,6 +33,7 @@ demo: setup
 	@$(BIN)/python -m satgan.evaluate.summary
 
 test: setup
+	ruff check src stages tests bench
 	pytest $(PYTEST_ARGS)
 
 bench: setup

@@ -51,10 +51,9 @@ REPO = Path(__file__).resolve().parents[1]
 RSSCN7 = REPO.parent / "shared" / "data" / "rsscn7"
 sys.path.insert(0, str(REPO / "tests"))  # the loopback tile server shared with the tests
 
-from tileserver import TileServer  # noqa: E402
-
 from satgan.download import DownloadParams, run_download  # noqa: E402
 from satgan.params import from_mapping, read_params_file  # noqa: E402
+from tileserver import TileServer  # noqa: E402
 
 Z, X0, Y0 = 12, 655, 1583  # a zoom-12 corner with room for a 100 x 100 bbox
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
 from rsscn7_crops import TILE, cut_crops  # bench/'s own helper (this script's folder is on sys.path)
 
 REPO = Path(__file__).resolve().parents[1]

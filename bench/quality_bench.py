@@ -378,8 +378,7 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     from satgan.evaluate.stage import EvaluateParams, evaluate
     from satgan.generate import GenerateParams, generate
     from satgan.params import from_mapping
-    from satgan.train import train
-    from satgan.train import TrainParams
+    from satgan.train import TrainParams, train
 
     doc, run, prepared = spec["params"], Path(spec["run_dir"]), Path(spec["prepared"])
     params_file = spec["params_file"]

@@ -158,7 +158,7 @@ def regenerate(params: Path, readme: Path, img_dir: Path, command: str, take_scr
             written.append(img_dir / SCREENSHOT)
         else:
             print(f"readme-figures: screenshot not taken ({why}); {img_dir / SCREENSHOT} kept as it was", file=sys.stderr)
-    date = datetime.datetime.fromtimestamp(metrics_path.stat().st_mtime, datetime.timezone.utc).strftime("%Y-%m-%d")
+    date = datetime.datetime.fromtimestamp(metrics_path.stat().st_mtime, datetime.UTC).strftime("%Y-%m-%d")
     block = render_block(metrics, fid, card, date=date, where=machine(), command=command, note=note)
     text = readme.read_text(encoding="utf-8")
     new = replace_block(text, block, str(readme))

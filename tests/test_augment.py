@@ -8,7 +8,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from satgan.augment import (
-    COMPILE_MIN_ELEMENTS, AdaController, FusedDiffAugment, brightness, contrast, cutout, diff_augment, saturation,
+    COMPILE_MIN_ELEMENTS,
+    AdaController,
+    FusedDiffAugment,
+    brightness,
+    contrast,
+    cutout,
+    diff_augment,
+    saturation,
     translation,
 )
 

@@ -19,7 +19,6 @@ from satgan.train import Dist, Trainer, TrainParams, model_config, train
 from satgan.train.fastpath import CHECK_STEPS, CheckedRunner, checked_runner
 from satgan.train.registry import HACKS
 from satgan.train.runtime import determinism
-
 from train_helpers import (
     ARRAY,
     CONDITIONALS,

@@ -37,9 +37,9 @@ from tqdm import tqdm
 
 from satgan.download import DownloadParams, run_download
 from satgan.download.fetch import Fetcher, FetchError, parse_retry_after
-from satgan.download.sources import xyz_url
 from satgan.download.output import FAILED_MANIFEST, JOURNAL, MANIFEST, SCRATCH, Row, safe_dest
 from satgan.download.runner import FailureWatch, bounded_map
+from satgan.download.sources import xyz_url
 from satgan.errors import DataError, DownloadError, ParamsError
 from satgan.fsutil import read_csv, sha256_bytes, sha256_file
 from satgan.params import from_mapping, read_params_file

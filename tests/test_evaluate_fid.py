@@ -16,8 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from satgan.evaluate import fid
 from satgan.errors import DataError, ParamsError
+from satgan.evaluate import fid
 
 
 def reference_fid(a: np.ndarray, b: np.ndarray) -> float:
@@ -163,10 +163,9 @@ def test_stage_without_a_network_exits_0_with_one_warning(repo_root, tmp_path):
 
     sys.path.insert(0, str(repo_root / "tests"))
     from class_helpers import write_sample_classes  # noqa: E402
+    from satgan.arrays import save_array_with_sidecar
     from test_evaluate_stage import _params  # noqa: E402 (the small evaluate params of the evaluate tests)
     from tiles import load_tiles  # noqa: E402
-
-    from satgan.arrays import save_array_with_sidecar
 
     files = sorted((repo_root.parent / "shared" / "data" / "rsscn7").rglob("*.jpg"))
     if not files:

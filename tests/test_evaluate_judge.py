@@ -11,7 +11,6 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from satgan.evaluate.params import ClassifierParams, JudgeParams
 from satgan.evaluate.judge import (
     area_equivalent,
     assign_folds,
@@ -25,6 +24,7 @@ from satgan.evaluate.judge import (
     roc_auc,
     train_classifier,
 )
+from satgan.evaluate.params import ClassifierParams, JudgeParams
 from satgan.params import InvalidParam
 from tiles import load_tiles
 

@@ -16,8 +16,6 @@ from satgan.evaluate.metrics import clopper_pearson
 from tiles import load_tiles
 
 
-
-
 @pytest.fixture(scope="module")
 def real(rsscn7_files):
     """Three disjoint random sets of real tiles: a, b, and b blurred."""

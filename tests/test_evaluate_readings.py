@@ -15,12 +15,10 @@ from satgan.evaluate.readings import (
     gan_test_mark,
     headline,
     judge_conclusive,
-
     number,
     rate_classes,
     rate_metrics,
 )
-
 
 # An evaluation as evaluate writes it (the input of the page, not an expected result).
 METRICS = {

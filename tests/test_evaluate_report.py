@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from satgan.imageops import save_grid
+from satgan.evaluate.readings import rate_metrics
 from satgan.evaluate.report import (
     HEADLINE,
     REPORT,
@@ -25,8 +26,8 @@ from satgan.evaluate.report import (
     sample_frames,
     write_report,
 )
-from satgan.evaluate.readings import rate_metrics
 from satgan.evaluate.turing import write_turing_test
+from satgan.imageops import save_grid
 from tiles import load_tiles
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -377,8 +378,7 @@ def _cli_params(run_dirs: Path, tmp_path: Path, repo_root: Path) -> Path:
     return p
 
 
-def _report_cli(*args: str) -> "subprocess.CompletedProcess[str]":
-    import subprocess
+def _report_cli(*args: str) -> subprocess.CompletedProcess[str]:
     import sys
 
     return subprocess.run([sys.executable, "-m", "satgan.evaluate.report", *args], capture_output=True, text=True)

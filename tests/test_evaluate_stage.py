@@ -15,21 +15,20 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
 from hypothesis import given
 from hypothesis import strategies as st
 
+from class_helpers import write_sample_classes
 from satgan.arrays import open_prepared, save_array_with_sidecar
 from satgan.errors import DataError, ParamsError
 from satgan.evaluate.classes import per_class_block, read_prepared_classes, read_sample_classes
-from satgan.evaluate.params import EvaluateParams
-from satgan.evaluate.stage import adapt_counts, evaluate, recover_outputs
 from satgan.evaluate.metrics import clopper_pearson
+from satgan.evaluate.params import EvaluateParams
 from satgan.evaluate.readings import judge_conclusive
+from satgan.evaluate.stage import adapt_counts, evaluate, recover_outputs
 from satgan.model import ModelConfig, build_discriminator, build_generator
 from satgan.modelio import save_model
 from satgan.params import load_section
-from class_helpers import write_sample_classes
 from tiles import load_tiles
 
 PHASES = ["Turing test", "judge", "distances", "floor", "memorization", "diversity", "FID/KID"]
@@ -130,8 +129,11 @@ def test_nested_param_errors_name_the_dotted_key(repo_root, tmp_path):
 # ----------------------------------------------------------------- small data
 
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
 @st.composite
-def sizes_and_params(draw, repo_root=Path(__file__).resolve().parents[1]):
+def sizes_and_params(draw, repo_root=REPO_ROOT):
     base = load_section("evaluate", EvaluateParams, repo_root / "params.yaml")
     p = dataclasses.replace(
         base,

@@ -16,8 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from satgan.errors import DataError
 from satgan.arrays import save_array_with_sidecar
+from satgan.errors import DataError
 from satgan.evaluate.turing import (
     ANSWERS_FORMAT,
     derive_quiz_id,
@@ -26,9 +26,9 @@ from satgan.evaluate.turing import (
     hype_infinity,
     label_hash,
     load_key,
+    main,
     make_key,
     make_turing_set,
-    main,
     score_by_protocol,
     score_files,
     write_turing_test,

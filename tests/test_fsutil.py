@@ -9,8 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from satgan.fsutil import (FileTooLarge, UnsafePath, atomic_group, atomic_path, read_csv, read_regular, safe_join,
-                           sha256_file, write_csv_atomic, write_json_atomic)
+from satgan.fsutil import (
+    FileTooLarge,
+    UnsafePath,
+    atomic_group,
+    atomic_path,
+    read_csv,
+    read_regular,
+    safe_join,
+    sha256_file,
+    write_csv_atomic,
+    write_json_atomic,
+)
 
 
 def test_failed_write_leaves_destination_untouched(tmp_path):

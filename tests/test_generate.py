@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from satgan.arrays import open_prepared
+from satgan.errors import ParamsError
 from satgan.generate import GenerateParams, generate, interpolation_latents, run_generator, slerp
 from satgan.model import ModelConfig, build_discriminator, build_generator, sample_latent
 from satgan.modelio import save_model
-from satgan.errors import ParamsError
 from satgan.params import InvalidParam, from_mapping
 
 CFG = ModelConfig(image_size=32, channels=3, nz=8, ngf=8, ndf=8)

@@ -8,22 +8,21 @@ import re
 
 import pytest
 import torch
-from torch import nn
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch import nn
 
 from satgan.errors import ModelFileError
 from satgan.model import (
     MAX_CLASSES,
     MAX_WIDTH,
-    HighPass,
-    LayerNoise,
-    PixelNoise,
     ConditionalDiscriminator,
     ConditionalGenerator,
+    HighPass,
+    LayerNoise,
     MinibatchStdDev,
     ModelConfig,
+    PixelNoise,
     build_discriminator,
     build_generator,
     discriminator_features,

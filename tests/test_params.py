@@ -332,3 +332,19 @@ def test_seed_arg_accepts_exactly_the_seed_range(value):
     else:
         with pytest.raises(argparse.ArgumentTypeError, match="0..2\\*\\*63-1"):
             seed_arg(str(value))
+
+
+def test_params_yaml_is_in_the_form_dvc_exp_run_writes_back(tmp_path):
+    """`dvc exp run -S evaluate.seed=8` changes exactly one line of the shipped params.yaml (it is already in DVC's round-trip form)."""
+    import difflib
+    import shutil
+
+    from dvc.utils.hydra import apply_overrides
+
+    copy = tmp_path / "params.yaml"
+    shutil.copyfile(Path(__file__).resolve().parents[1] / "params.yaml", copy)
+    before = copy.read_text().splitlines()
+    apply_overrides(str(copy), ["evaluate.seed=8"])
+    changed = [line for line in difflib.unified_diff(before, copy.read_text().splitlines(), lineterm="", n=0)
+               if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+    assert len(changed) == 2 and changed[0].startswith("-  seed: ") and changed[1].startswith("+  seed: 8")

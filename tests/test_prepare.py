@@ -22,7 +22,6 @@ from satgan.prepare import PrepareParams, prepare
 from satgan.split import box_gaps
 from satgan.validate import ValidateParams, validate
 
-
 # Tests of other behaviours run on a few dozen tiles, under prepare's minimum dataset size.
 FEW = (1, 1)
 

@@ -16,8 +16,7 @@ import yaml
 
 from satgan.arrays import save_array_with_sidecar
 from satgan.params import from_mapping, read_params_file
-from satgan.train import train
-from satgan.train import TrainParams
+from satgan.train import TrainParams, train
 from tiles import load_tiles
 
 REPO = Path(__file__).resolve().parents[1]

@@ -17,8 +17,17 @@ from satgan.errors import DataError, ParamsError
 from satgan.params import from_mapping, load_section
 from satgan.prepare import PrepareParams, prepare
 from satgan.split import (
-    Position, box_gaps, disjoint_subset, holdout_count, random_split, read_manifest_sources, spatial_split, split_tiles,
-    stratified_split, tile_position, validation_count,
+    Position,
+    box_gaps,
+    disjoint_subset,
+    holdout_count,
+    random_split,
+    read_manifest_sources,
+    spatial_split,
+    split_tiles,
+    stratified_split,
+    tile_position,
+    validation_count,
 )
 
 

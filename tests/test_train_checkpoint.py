@@ -18,7 +18,6 @@ from satgan.train.checkpoint import (
     restore,
     save_checkpoint,
 )
-
 from train_helpers import (
     CONDITIONALS,
     assert_same_weights,

@@ -14,7 +14,6 @@ import torch
 
 import satgan.train.fastpath as FP
 from satgan.train import train
-
 from train_helpers import (
     CONDITIONALS,
     assert_same_weights,

@@ -12,7 +12,6 @@ from satgan.augment import diff_augment
 from satgan.model import LayerNoise, PixelNoise
 from satgan.train import hacks as H
 from satgan.train import train
-
 from train_helpers import assert_same_weights, run_dirs, tiny_params, trainer, write_tiles
 
 

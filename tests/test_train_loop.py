@@ -22,6 +22,7 @@ import torch
 import yaml
 from PIL import Image
 
+from pipeline_helpers import TINY, make_repo_copy, run
 from satgan import names
 from satgan.errors import DataError, TrainingError
 from satgan.generate import GenerateParams, generate
@@ -29,8 +30,6 @@ from satgan.modelio import load_generator
 from satgan.params import from_mapping
 from satgan.train import TrainParams, train
 from satgan.train.checkpoint import CHECKPOINT_FILE, read_checkpoint
-
-from pipeline_helpers import TINY, make_repo_copy, run
 from train_helpers import (
     CONDITIONALS,
     REPO,

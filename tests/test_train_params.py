@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 from satgan.errors import ParamsError
 from satgan.params import from_mapping
 from satgan.train import TrainParams
-
 from train_helpers import REPO
 
 BASE = yaml.safe_load((REPO / "params.yaml").read_text())["train"]

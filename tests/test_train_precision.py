@@ -9,7 +9,6 @@ import torch
 
 from satgan.train import train
 from satgan.train.precision import choose_precision, cpu_flags, native_cpu_bf16
-
 from train_helpers import assert_same_weights, run_dirs, tiny_params, trainer, write_tiles
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda", 0)

@@ -12,7 +12,6 @@ from satgan.params import load_section
 from satgan.train import TrainParams
 from satgan.train.params import TrainHacks
 from satgan.train.registry import GROUPS, HACKS, hacks_on, markdown_table, readme_table, with_table
-
 from train_helpers import REPO
 
 

@@ -21,7 +21,6 @@ from satgan.train.runtime import (
     seed_everything,
     torchrun_command,
 )
-
 from train_helpers import every_hack_on, trainer
 
 

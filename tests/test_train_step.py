@@ -14,10 +14,9 @@ from hypothesis import strategies as st
 from satgan.errors import ParamsError
 from satgan.imageops import make_grid
 from satgan.losses import d_hinge, r1_penalty
-from satgan.train.registry import HACKS
 from satgan.train import fastpath as FP
+from satgan.train.registry import HACKS
 from satgan.train.step import d_accuracy, model_config
-
 from train_helpers import ARRAY, CONDITIONALS, LABELS, every_hack_on, tiny_params, trainer
 
 
@@ -30,7 +29,7 @@ def test_separate_batches_runs_d_on_all_real_then_all_fake():
     for separate, expected in ((True, [4, 4]), (False, [8])):
         tr = trainer(separate_batches=separate, **{"replay.enabled": False})
         sizes: list[int] = []
-        handle = tr.d.register_forward_hook(lambda m, i, o: sizes.append(i[0].shape[0]))
+        handle = tr.d.register_forward_hook(lambda m, i, o, sizes=sizes: sizes.append(i[0].shape[0]))
         tr.update_d(tr.real_batch(0), tr.g(tr.latent()).detach(), torch.zeros(()))
         handle.remove()
         assert sizes == expected
@@ -41,7 +40,7 @@ def test_one_d_forward_when_d_scores_each_image_on_its_own():
     for switch in ("spectral_norm", "instance_norm"):
         tr = trainer(**{switch: True, "replay.enabled": True, "replay.fraction": 0.5})
         sizes: list[int] = []
-        handle = tr.d.register_forward_hook(lambda m, i, o: sizes.append(i[0].shape[0]))
+        handle = tr.d.register_forward_hook(lambda m, i, o, sizes=sizes: sizes.append(i[0].shape[0]))
         tr.update_d(tr.real_batch(0), tr.g(tr.latent()).detach(), torch.zeros(()))
         handle.remove()
         assert sizes == [10], switch
@@ -52,7 +51,7 @@ def test_replayed_fakes_get_their_own_d_batch():
     """With replay, D scores B fresh fakes as one batch and the past fakes as another (BN never mixes them)."""
     tr = trainer(**{"replay.enabled": True, "replay.fraction": 0.5})
     sizes: list[int] = []
-    handle = tr.d.register_forward_hook(lambda m, i, o: sizes.append(i[0].shape[0]))
+    handle = tr.d.register_forward_hook(lambda m, i, o, sizes=sizes: sizes.append(i[0].shape[0]))
     tr.update_d(tr.real_batch(0), tr.g(tr.latent()).detach(), torch.zeros(()))
     handle.remove()
     assert sizes == [4, 4, 2]

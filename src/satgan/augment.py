@@ -372,7 +372,7 @@ class AdaController:
         cannot resize the state.
         """
         own = self.state_dict()
-        for key, dst in own.items():
+        for key in own:
             src = state[key]
             if not isinstance(src, Tensor) or src.shape != ():
                 got = list(src.shape) if isinstance(src, Tensor) else type(src).__name__

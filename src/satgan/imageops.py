@@ -467,8 +467,8 @@ def bright_fraction(arr: np.ndarray, threshold: int) -> float:
 @functools.lru_cache(maxsize=8)
 def _resize_crop_transform(size: int) -> Any:
     # albumentations takes seconds to import; only prepare pays for it, and once per size.
-    import cv2
     import albumentations as A
+    import cv2
 
     return A.Compose([
         # INTER_AREA averages source pixels when shrinking (no aliasing moire on roads/fields).

@@ -357,8 +357,7 @@ def _decode_all(paths: list[Path], params: ValidateParams, bar: tqdm) -> Iterato
                 pool.shutdown(wait=True, cancel_futures=True)
                 for chunk, future in pending:
                     done = future.done() and not future.cancelled() and future.exception() is None
-                    for verdict in (future.result() if done else (_isolated(path, params, ctx) for path in chunk)):
-                        yield verdict
+                    yield from (future.result() if done else (_isolated(path, params, ctx) for path in chunk))
                     bar.update(len(chunk))
                 pending.clear()
                 pool = ProcessPoolExecutor(params.workers, mp_context=ctx)

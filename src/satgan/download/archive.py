@@ -183,7 +183,7 @@ def _extract_all(out: Path, params: DownloadParams, path: Path) -> list[Row]:
         for m in bar:
             source = f"{arch.location}!{m.name}"
 
-            def refuse(reason: str) -> None:
+            def refuse(reason: str, source: str = source) -> None:
                 rows.append(Row.failed("", source, reason, status=REFUSED))
 
             if m.kind == "dir":

@@ -31,8 +31,8 @@ from typing import Any, BinaryIO
 import urllib3
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import (IncompleteRead, NameResolutionError, NewConnectionError, ProtocolError, SSLError)
 from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.exceptions import IncompleteRead, NameResolutionError, NewConnectionError, ProtocolError, SSLError
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
 from satgan.download.params import HttpParams

@@ -15,8 +15,20 @@ from PIL import Image
 from tqdm import tqdm
 
 from satgan.download.fetch import Fetcher, FetchError
-from satgan.download.output import (OK, REFUSED, SKIPPED, TILES, Journal, PathClaims, Row, member_path, resume_hit,
-                                    safe_dest, same_file, staged_path)
+from satgan.download.output import (
+    OK,
+    REFUSED,
+    SKIPPED,
+    TILES,
+    Journal,
+    PathClaims,
+    Row,
+    member_path,
+    resume_hit,
+    safe_dest,
+    same_file,
+    staged_path,
+)
 from satgan.download.params import DownloadParams, FolderParams, SampleParams, xyz_tile_count
 from satgan.download.runner import FailureWatch, WatchedRows, bounded_map
 from satgan.errors import DataError

@@ -20,10 +20,11 @@ import numpy as np
 from satgan import names
 from satgan.arrays import class_names, open_labels, sidecar_path
 from satgan.errors import DataError
-from satgan.fsutil import read_json
 from satgan.evaluate import metrics
 from satgan.evaluate.judge import classifier_subset, classify, judge, judge_summary, train_classifier
 from satgan.evaluate.params import ClassifierParams, EvaluateParams
+from satgan.fsutil import read_json
+
 
 @dataclass(frozen=True)
 class PreparedClasses:

@@ -129,7 +129,7 @@ class EvaluateParams:
     inception_weights: str
 
     def __post_init__(self) -> None:
-        check("seed", isinstance(self.seed, int) and 0 <= self.seed < MAX_SEED, f"an integer in 0..2**63-1", self.seed)
+        check("seed", isinstance(self.seed, int) and 0 <= self.seed < MAX_SEED, "an integer in 0..2**63-1", self.seed)
         check("against", self.against in AGAINST, f"one of {', '.join(AGAINST)}", self.against)
         check("histogram_bins", self.histogram_bins >= 2, "an integer >= 2", self.histogram_bins)
 

@@ -48,9 +48,19 @@ from PIL import Image
 from satgan import names
 from satgan.cli import run_main
 from satgan.errors import DataError, SatganError
+from satgan.evaluate.readings import (
+    FLOOR_AMBER,
+    FLOOR_GREEN,
+    SHARE_COLUMNS,
+    adaptations,
+    demo_targets,
+    floor_rows,
+    headline,
+    number,
+    rate_classes,
+    rate_metrics,
+)
 from satgan.fsutil import read_json, write_text_atomic
-from satgan.evaluate.readings import (FLOOR_AMBER, FLOOR_GREEN, SHARE_COLUMNS, adaptations, demo_targets, floor_rows, headline, number,
-                                     rate_classes, rate_metrics)
 
 REPORT = "report.html"
 HEADLINE = "headline.json"
@@ -564,7 +574,7 @@ def run_identity(eval_dir: Path, live_dir: Path) -> list[tuple[str, str]]:
             out.append(("trained to step", f"{number(live, 'step'):.0f}"))
     except Missing:
         pass
-    out.append(("evaluated", datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")))
+    out.append(("evaluated", datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")))
     return out
 
 

@@ -68,8 +68,17 @@ from satgan import modelcard, names
 from satgan.arrays import open_prepared, sidecar_path
 from satgan.errors import DataError
 from satgan.evaluate import metrics
-from satgan.evaluate.classes import (COMPARISON, PreparedClasses, SampleClasses, check_same_classes, classifier_block,
-                                     classifier_text, per_class_block, read_prepared_classes, read_sample_classes)
+from satgan.evaluate.classes import (
+    COMPARISON,
+    PreparedClasses,
+    SampleClasses,
+    check_same_classes,
+    classifier_block,
+    classifier_text,
+    per_class_block,
+    read_prepared_classes,
+    read_sample_classes,
+)
 from satgan.evaluate.fid import fid_kid
 from satgan.evaluate.judge import JudgeResult, area_equivalent, box_groups, classifier_subset, judge, judge_summary
 from satgan.evaluate.params import EvaluateParams, JudgeParams

@@ -15,10 +15,10 @@ from satgan import names
 from satgan.cli import run_main
 from satgan.errors import DataError
 from satgan.evaluate.params import EvaluateParams
+from satgan.evaluate.readings import check_fid_kid, check_metrics, demo_targets, floor_rows, judge_is_conclusive, rate_classifier
+from satgan.fsutil import read_json
 from satgan.params import DEFAULT_PARAMS, load_section
 from satgan.paths import PathsParams
-from satgan.fsutil import read_json
-from satgan.evaluate.readings import check_fid_kid, check_metrics, demo_targets, floor_rows, judge_is_conclusive, rate_classifier
 
 
 def _read(path: Path) -> dict[str, Any]:

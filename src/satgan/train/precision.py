@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ContextManager
 
 import torch
 
@@ -37,7 +37,7 @@ class Precision:
     def bf16(self) -> bool:
         return self.autocast_device is not None
 
-    def autocast(self) -> Callable[[], ContextManager[object]]:
+    def autocast(self) -> Callable[[], AbstractContextManager[object]]:
         """A factory of the context each forward runs in: bf16 autocast on this path's device, or a no-op."""
         if self.autocast_device is None:
             return contextlib.nullcontext
