@@ -92,12 +92,9 @@ PREVIOUS_DEFAULT: dict[str, Any] = {
     "generate.use_ema": True,
 }
 
-# Issue 19's three texture switches together (each at its params.yaml settings), on the default.
-TEXTURE: dict[str, Any] = {
-    "train.hacks.bilinear_g.enabled": True,
-    "train.hacks.g_pixel_noise.enabled": True,
-    "train.hacks.highpass_d.enabled": True,
-}
+# Issue 19's three texture switches (each at its params.yaml settings), on in today's default.
+TEXTURE_SWITCHES = ("train.hacks.bilinear_g.enabled", "train.hacks.g_pixel_noise.enabled", "train.hacks.highpass_d.enabled")
+NO_TEXTURE: dict[str, Any] = dict.fromkeys(TEXTURE_SWITCHES, False)
 
 RECIPES: dict[str, dict[str, Any]] = {
     "canonical": CANONICAL,
@@ -120,21 +117,21 @@ RECIPES: dict[str, dict[str, Any]] = {
     "default-projection": {"train.conditional": "projection"},
     "default-acgan": {"train.conditional": "acgan"},
     "default-acgan-w0.3": {"train.conditional": "acgan", "train.acgan_weight": 0.3},
-    # Issue 19, texture: each switch alone on the default, then all three together (TEXTURE). Bilinear resize + conv
-    # in G's top two layers (Odena et al. 2016) against the transposed convs' dot lattice
-    "default-bilinear": {"train.hacks.bilinear_g.enabled": True},
+    # Issue 19, texture. Today's default has the three texture switches on (TEXTURE_SWITCHES, docs/experiments.md section 0e);
+    # "default-notexture" is the default before them (canonical + DiffAugment + flips), and each switch alone on it:
+    "default-notexture": NO_TEXTURE,
+    # bilinear resize + conv in G's top two layers (Odena et al. 2016) against the transposed convs' dot lattice
+    "notexture-bilinear": {**NO_TEXTURE, "train.hacks.bilinear_g.enabled": True},
     # per-pixel noise inputs with learned scales after G's last two hidden blocks, kept at sampling (StyleGAN, Karras
     # et al. 2019)
-    "default-noise": {"train.hacks.g_pixel_noise.enabled": True},
+    "notexture-noise": {**NO_TEXTURE, "train.hacks.g_pixel_noise.enabled": True},
     # a frequency-aware D: a fixed high-pass residual of the image before cutout as extra input channels (SSD-GAN,
     # Chen et al. 2021; Schwarz et al. 2021)
-    "default-freqd": {"train.hacks.highpass_d.enabled": True},
+    "notexture-freqd": {**NO_TEXTURE, "train.hacks.highpass_d.enabled": True},
     # DiffAugment without its colour op (brightness, saturation, contrast): the fakes' colour and contrast were off
     "default-nocolor": {"train.hacks.diffaugment.policy": ["translation", "cutout"]},
     # DiffAugment without the dihedral flips/rotations of the reals, to separate the two in the evidence
     "default-noflips": {"train.hacks.dihedral_augment": False},
-    "default-texture": TEXTURE,
-    "default-texture-nocolor": {**TEXTURE, "train.hacks.diffaugment.policy": ["translation", "cutout"]},
 }
 
 # Keys the bench sets itself for every run; a recipe may not override them.
