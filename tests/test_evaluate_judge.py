@@ -269,3 +269,14 @@ def test_judge_params_need_two_folds():
     """evaluate.judge.folds below 2 names its key (one fold leaves nothing to train on)."""
     with pytest.raises(InvalidParam, match="^folds: expected an integer >= 2"):
         JudgeParams(folds=1, seeds=1, epochs=1, batch_size=16, lr=2e-3, width=4)
+
+
+def test_disjoint_rows_keep_tiles_that_share_no_pixel():
+    """disjoint_rows on 64 px windows cut every 32 px keeps every other window per axis, none overlapping another."""
+    from satgan.evaluate.judge import disjoint_rows
+
+    boxes = [["s", x, y, x + 64, y + 64] for y in range(0, 193, 32) for x in range(0, 193, 32)]
+    rows = disjoint_rows(boxes)
+    kept = [boxes[i] for i in rows]
+    assert len(kept) == 16
+    assert all(max(a[1] - b[3], b[1] - a[3], a[2] - b[4], b[2] - a[4]) >= 0 for i, a in enumerate(kept) for b in kept[i + 1:])

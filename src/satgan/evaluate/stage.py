@@ -80,7 +80,15 @@ from satgan.evaluate.classes import (
     read_sample_classes,
 )
 from satgan.evaluate.fid import fid_kid
-from satgan.evaluate.judge import JudgeResult, area_equivalent, box_groups, classifier_subset, judge, judge_summary
+from satgan.evaluate.judge import (
+    JudgeResult,
+    area_equivalent,
+    box_groups,
+    classifier_subset,
+    disjoint_rows,
+    judge,
+    judge_summary,
+)
 from satgan.evaluate.params import EvaluateParams, JudgeParams
 from satgan.evaluate.readings import rate_metrics
 from satgan.evaluate.report import REPORT, SPECTRA, write_report
@@ -290,7 +298,7 @@ class Inputs:
     data_classes: PreparedClasses | None
     sample_classes: SampleClasses
     real_groups: np.ndarray | None
-    train_groups: np.ndarray | None
+    train_disjoint: np.ndarray | None  # rows of training tiles that share no pixel (None: positions unknown)
 
     @property
     def n_groups(self) -> int | None:
@@ -331,7 +339,7 @@ def load_inputs(prepared: Path, samples_dir: Path, params: EvaluateParams) -> In
     check_same_classes(prepared, data_classes, samples_dir, sample_classes)
     return Inputs(prepared, samples_dir, train, train_meta, holdout, holdout_meta, fake, fake_meta, data_classes,
                   sample_classes, tile_groups(holdout_meta, sidecar_path(cmp_path), len(holdout)),
-                  tile_groups(train_meta, sidecar_path(prepared / names.TRAIN_TILES), len(train)))
+                  None if train_meta.get(names.SIDECAR_BOXES) is None else disjoint_rows(train_meta[names.SIDECAR_BOXES]))
 
 
 # ----------------------------------------------------------------- the phases
@@ -368,12 +376,13 @@ def floor_phase(x: Inputs, params: EvaluateParams, used: dict[str, int], jp: Jud
     many training reals): what a generator that sampled the real distribution would score.
     """
     seed, s = params.seed, params.swd
-    rows = np.sort(np.random.default_rng([seed, 1]).choice(len(x.train), min(len(x.train), len(x.holdout)), replace=False))
+    # Training reals that share no pixel with each other (each its own group: see judge.disjoint_rows).
+    pool = np.arange(len(x.train)) if x.train_disjoint is None else x.train_disjoint
+    rows = np.sort(np.random.default_rng([seed, 1]).choice(pool, min(len(pool), len(x.holdout)), replace=False))
     train_real = np.asarray(x.train[rows], np.float32)
-    floor_groups = None if x.train_groups is None else x.train_groups[rows]
     with phase("floor", f"the judge, SWD, colour and spectral distances between the {len(x.holdout)} {params.against} "
                         f"reals and {len(train_real)} training reals"):
-        floor_verdict = judge(x.holdout, train_real, jp, seed, real_groups=x.real_groups, fake_groups=floor_groups)
+        floor_verdict = judge(x.holdout, train_real, jp, seed, real_groups=x.real_groups)
         floor = {
             "n": int(len(train_real)),
             "judge": judge_summary(floor_verdict),
