@@ -314,7 +314,7 @@ def test_g_learns_a_one_tile_dataset(rsscn7_files, tmp_path):
     tile_file = next(f for f in rsscn7_files if f.parent.name == "eForest")
     data = write_tiles(tmp_path / "one", [tile_file] * 8)
     tile = torch.from_numpy(np.load(data / "tiles.npy")[0].astype(np.float32))
-    doc = tiny_params_dict(iterations=200, batch_size=8, ngf=8, ndf=8, lr_g=0.001, lr_d=0.0005, log_every=100, checkpoint_every=200)
+    doc = tiny_params_dict(iterations=300, batch_size=8, ngf=8, ndf=8, lr_g=0.001, lr_d=0.0005, log_every=100, checkpoint_every=300)
     doc["hacks"]["dihedral_augment"] = False  # 8 rotated copies would be 8 targets
     train(tiny_params(iterations=1), data, tmp_path / "m0", tmp_path / "ck0", None)
     train(from_mapping(TrainParams, doc, "train"), data, tmp_path / "m", tmp_path / "ck", None)

@@ -185,7 +185,8 @@ def _cutout_in_every_image(x: torch.Tensor) -> bool:
 
 def test_diffaugment_reaches_every_image_d_sees_in_both_steps():
     """diffaugment (cutout, p = 1): reals, fresh fakes, replayed fakes in D's step and fakes in G's step all arrive cut out."""
-    tr = trainer(**{"diffaugment.enabled": True, "diffaugment.policy": ["cutout"], "diffaugment.p": 1.0,
+    # highpass_d off: its packed (N, 2C) input is tested on its own (tests/test_train_hacks.py)
+    tr = trainer(**{"highpass_d.enabled": False, "diffaugment.enabled": True, "diffaugment.policy": ["cutout"], "diffaugment.p": 1.0,
                     "instance_noise.enabled": False, "feature_matching.enabled": True, "replay.enabled": True})
     seen = _d_inputs(tr)
     tr.run_step()
@@ -347,7 +348,8 @@ def test_g_layer_noise_std_follows_the_step_in_every_noise_layer():
 
 def test_g_layer_noise_perturbs_g_in_training_only():
     """G with noise layers gives different images for one latent in training mode and the same ones in eval mode."""
-    tr = trainer(**{"g_layer_noise.enabled": True, "g_layer_noise.std": 0.5})
+    # g_pixel_noise off: it draws when sampling too, by design (StyleGAN); this test is about g_layer_noise alone
+    tr = trainer(**{"g_pixel_noise.enabled": False, "g_layer_noise.enabled": True, "g_layer_noise.std": 0.5})
     tr.run_step()
     z = tr.latent()
     with torch.no_grad():
@@ -368,7 +370,8 @@ def test_g_layer_noise_is_not_drawn_once_it_has_decayed():
 
 def test_d_view_holds_exactly_the_batches_d_received():
     """d_view: after a logged iteration the buffers equal D's first two inputs (augmented, noisy reals; then fakes)."""
-    tr = trainer(**{"instance_noise.enabled": True, "replay.enabled": False})
+    # highpass_d off: D then receives exactly the (N, C) batches the view keeps
+    tr = trainer(**{"highpass_d.enabled": False, "instance_noise.enabled": True, "replay.enabled": False})
     seen = _d_inputs(tr)
     tr.run_step()
     n = tr.view.real.shape[0]
