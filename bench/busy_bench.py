@@ -47,10 +47,12 @@ POLICY_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
 
 def child(args: argparse.Namespace) -> None:
     """In a fresh process: train the default recipe for ``--steps`` after ``--warmup``; print one JSON line."""
+    import satgan.openmp  # first: it sets the wait policy before torch loads OpenMP
+
+    # isort: split
     import torch
     import yaml
 
-    import satgan.openmp  # first: it sets the wait policy before torch loads OpenMP
     from satgan.params import from_mapping
     from satgan.train import Dist, Trainer, TrainParams, model_config
 
