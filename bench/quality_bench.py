@@ -128,6 +128,10 @@ RECIPES: dict[str, dict[str, Any]] = {
     # a frequency-aware D: a fixed high-pass residual of the image before cutout as extra input channels (SSD-GAN,
     # Chen et al. 2021; Schwarz et al. 2021)
     "notexture-freqd": {**NO_TEXTURE, "train.hacks.highpass_d.enabled": True},
+    # Each texture switch left out of today's default, one at a time (what each one adds where it ships):
+    "default-nobilinear": {"train.hacks.bilinear_g.enabled": False},
+    "default-nopixelnoise": {"train.hacks.g_pixel_noise.enabled": False},
+    "default-nohighpass": {"train.hacks.highpass_d.enabled": False},
     # DiffAugment without its colour op (brightness, saturation, contrast): the fakes' colour and contrast were off
     "default-nocolor": {"train.hacks.diffaugment.policy": ["translation", "cutout"]},
     # DiffAugment without the dihedral flips/rotations of the reals, to separate the two in the evidence
