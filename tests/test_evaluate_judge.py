@@ -28,7 +28,7 @@ from satgan.evaluate.params import ClassifierParams, JudgeParams
 from satgan.params import InvalidParam
 from tiles import load_tiles
 
-CFG = JudgeParams(folds=3, seeds=1, epochs=10, batch_size=16, lr=2e-3, width=16)
+CFG = JudgeParams(folds=3, seeds=1, epochs=10, batch_size=16, lr=2e-3, width=16, workers=1)
 
 
 
@@ -64,13 +64,13 @@ def test_real_vs_blurred_real_is_caught(halves):
 
 def test_judge_scores_every_tile_of_the_balanced_sets(halves):
     """With 140 real and 30 fake tiles, both sets are cut to 30 and all 60 are scored, each fold training on the rest."""
-    res = judge(halves[0], halves[1][:30], JudgeParams(3, 1, 1, 16, 2e-3, 4), seed=0)
+    res = judge(halves[0], halves[1][:30], JudgeParams(3, 1, 1, 16, 2e-3, 4, 1), seed=0)
     assert res.n_per_class == 30 and res.n_test == 60 and res.n_train == 40 and res.folds == 3
 
 
 def test_judge_reports_each_seed(halves):
     """Two seeds give two per-seed results, each with accuracy, AUC, log-loss and Brier score."""
-    res = judge(halves[0][:12], halves[2][:12], JudgeParams(2, 2, 1, 16, 2e-3, 4), seed=0)
+    res = judge(halves[0][:12], halves[2][:12], JudgeParams(2, 2, 1, 16, 2e-3, 4, 1), seed=0)
     assert res.seeds == 2 and len(res.per_seed) == 2
     assert all(set(d) == {"accuracy", "auc", "log_loss", "brier"} for d in res.per_seed)
 
@@ -78,19 +78,19 @@ def test_judge_reports_each_seed(halves):
 def test_judge_folds_shrink_to_the_groups(halves):
     """Real tiles in 2 groups allow 2 folds, whatever the params ask; the result says the groups were known."""
     groups = np.repeat([0, 1], 6)
-    res = judge(halves[0][:12], halves[2][:12], JudgeParams(5, 1, 1, 16, 2e-3, 4), seed=0, real_groups=groups)
+    res = judge(halves[0][:12], halves[2][:12], JudgeParams(5, 1, 1, 16, 2e-3, 4, 1), seed=0, real_groups=groups)
     assert res.folds == 2 and res.groups == 2 and res.groups_known
 
 
 def test_judge_refuses_a_single_group(halves):
     """Real tiles that all share pixels (one group) cannot be cross-validated: a ValueError says so."""
     with pytest.raises(ValueError, match="at least 2 groups"):
-        judge(halves[0][:8], halves[2][:8], JudgeParams(2, 1, 1, 16, 2e-3, 4), seed=0, real_groups=np.zeros(8, int))
+        judge(halves[0][:8], halves[2][:8], JudgeParams(2, 1, 1, 16, 2e-3, 4, 1), seed=0, real_groups=np.zeros(8, int))
 
 
 def test_two_runs_are_identical_and_leave_the_caller_alone(halves):
     """Two judge runs on 2 threads give the same result bit for bit; threads and global RNG come back as they were."""
-    small = JudgeParams(2, 2, 2, 16, 2e-3, 8)
+    small = JudgeParams(2, 2, 2, 16, 2e-3, 8, 1)
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
@@ -102,6 +102,20 @@ def test_two_runs_are_identical_and_leave_the_caller_alone(halves):
     finally:
         torch.set_num_threads(threads)
     assert a == b and not torch.are_deterministic_algorithms_enabled()
+
+
+def test_judge_result_is_the_same_for_any_worker_count(halves):
+    """Fits trained 3 at a time give the judge's result bit for bit as one at a time (issue 20)."""
+    one = judge(halves[0][:20], halves[2][:20], JudgeParams(2, 2, 2, 16, 2e-3, 8, 1), seed=5)
+    three = judge(halves[0][:20], halves[2][:20], JudgeParams(2, 2, 2, 16, 2e-3, 8, 3), seed=5)
+    assert one == three
+
+
+@given(st.one_of(st.integers(-3, 0), st.integers(65, 10**6)))
+def test_judge_workers_out_of_range_name_their_key(value):
+    """evaluate.judge.workers outside 1..64 is refused naming that key."""
+    with pytest.raises(InvalidParam, match="^workers: expected an integer in 1\\.\\.64"):
+        JudgeParams(folds=2, seeds=1, epochs=1, batch_size=16, lr=2e-3, width=4, workers=value)
 
 
 def test_box_groups_join_tiles_that_share_pixels():
@@ -268,7 +282,7 @@ def test_classifier_params_below_one_name_their_key(field, value):
 def test_judge_params_need_two_folds():
     """evaluate.judge.folds below 2 names its key (one fold leaves nothing to train on)."""
     with pytest.raises(InvalidParam, match="^folds: expected an integer >= 2"):
-        JudgeParams(folds=1, seeds=1, epochs=1, batch_size=16, lr=2e-3, width=4)
+        JudgeParams(folds=1, seeds=1, epochs=1, batch_size=16, lr=2e-3, width=4, workers=1)
 
 
 def test_disjoint_rows_keep_tiles_that_share_no_pixel():

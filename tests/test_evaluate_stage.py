@@ -132,9 +132,12 @@ def test_nested_param_errors_name_the_dotted_key(repo_root, tmp_path):
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+# params.yaml parsed once: parsing it inside every draw made Hypothesis's too-slow health check fail on a loaded box
+SHIPPED = load_section("evaluate", EvaluateParams, REPO_ROOT / "params.yaml")
+
+
 @st.composite
-def sizes_and_params(draw, repo_root=REPO_ROOT):
-    base = load_section("evaluate", EvaluateParams, repo_root / "params.yaml")
+def sizes_and_params(draw, base=SHIPPED):
     p = dataclasses.replace(
         base,
         turing=dataclasses.replace(base.turing, n_real=draw(st.integers(1, 64)), n_fake=draw(st.integers(1, 64))),

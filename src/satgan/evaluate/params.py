@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from satgan.params import check
 
+MAX_WORKERS = 64  # judge fits trained at once, one thread each: more than the machine's cores only slices them finer
 MAX_SEED = 2**63  # torch.manual_seed and numpy's SeedSequence take a 64-bit seed; torch refuses >= 2**63 on some paths
 MAX_EPOCHS = 10_000  # judge and classifier passes: the defaults are 8 and 40; this bound only catches typos
 
@@ -26,6 +27,7 @@ class JudgeParams:
     batch_size: int
     lr: float
     width: int
+    workers: int
 
     def __post_init__(self) -> None:
         check("folds", self.folds >= 2, "an integer >= 2", self.folds)
@@ -34,6 +36,7 @@ class JudgeParams:
         check("batch_size", self.batch_size >= 1, "an integer >= 1", self.batch_size)
         check("lr", self.lr > 0, "a positive learning rate", self.lr)
         check("width", self.width >= 1, "an integer >= 1", self.width)
+        check("workers", 1 <= self.workers <= MAX_WORKERS, f"an integer in 1..{MAX_WORKERS}", self.workers)
 
 
 @dataclass(frozen=True)
