@@ -9,6 +9,8 @@ import pytest
 from satgan.evaluate.metrics import clopper_pearson
 from satgan.evaluate.readings import (
     FLOOR_GREEN,
+    HEADLINE_CONTEXT,
+    HEADLINE_GRADED,
     JUDGE_EASY,
     demo_targets,
     floor_rows,
@@ -23,7 +25,7 @@ from satgan.evaluate.readings import (
 # An evaluation as evaluate writes it (the input of the page, not an expected result).
 METRICS = {
     "n": {"train": 60, "holdout": 30, "fake": 30},
-    "judge": {"accuracy": 0.97, "auc": 0.99, "log_loss": 0.08, "p_value": 1e-12, "log10_p_value": -12.0, "n_test": 60,
+    "judge": {"accuracy": 0.97, "auc": 0.99, "log_loss": 0.08, "brier": 0.02, "p_value": 1e-12, "log10_p_value": -12.0, "n_test": 60,
               "accuracy_ci_low": 0.88, "accuracy_ci_high": 0.99},
     "swd": {"16px": 0.3, "32px": 0.4, "mean": 0.35},
     "colour_hist": {"ch0": 0.2, "mean": 0.25},
@@ -145,6 +147,21 @@ def test_headline_carries_the_spectral_distance():
     assert headline(METRICS, None)["spectral"] == 0.3
 
 
+def test_headline_carries_the_brier_score_the_real_pair_ssim_and_the_collapse_flag():
+    """headline.json has the judge's Brier score, the reals' pair SSIM and metrics.json's collapse flag as evaluate set it."""
+    h = headline(METRICS, None)
+    assert (h["brier"], h["ssim_real"], h["collapse"]) == (0.02, 0.04, 1.0)
+    assert headline(_patched(diversity__collapsed=0), None)["collapse"] == 0.0
+
+
+def test_headline_puts_the_graded_figures_first():
+    """Key order (dvc exp show's column order): the graded figures, then the reals' SSIM, the collapse flag, step and img/s."""
+    every = headline({**LABELLED, "fid": 3.0}, {"step": 5, "train": {"img_per_s": 9.0}})
+    assert list(every) == list(HEADLINE_GRADED + HEADLINE_CONTEXT)
+    assert list(headline(METRICS, None)) == [k for k in HEADLINE_GRADED + HEADLINE_CONTEXT
+                                             if k not in ("fid", "gan_test_acc")]
+
+
 def test_copies_and_diversity_are_rated_against_the_real_tiles():
     """Copies at the held-out rate are green, far above it red; collapsed diversity is red, equal diversity green."""
     assert _marks(METRICS)["likely copies of training tiles"] == "green"
@@ -163,7 +180,7 @@ def test_headline_is_small_and_flat():
     """The headline has a few flat numeric-or-None figures, FID only when computed."""
     h = headline(METRICS, {"train": {"img_per_s": 120.0}, "step": 600})
     assert h["judge_acc"] == 0.97 and h["step"] == 600 and h["img_s"] == 120.0 and "fid" not in h
-    assert all(v is None or isinstance(v, float) for v in h.values()) and len(h) <= 10
+    assert all(v is None or isinstance(v, float) for v in h.values()) and len(h) <= 12
     assert headline(None, None) == {k: None for k in h}
     assert headline({**METRICS, "fid": 12.5}, None)["fid"] == 12.5
 
