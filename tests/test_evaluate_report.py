@@ -194,6 +194,22 @@ def test_write_report_with_nothing_says_not_available(tmp_path):
     assert set(json.loads(paths["headline"].read_text()).values()) == {None}
 
 
+def test_the_identity_line_says_what_differs_from_the_defaults_escaped_and_capped(tmp_path):
+    """The run identity names the params changed from the committed params.yaml, escaped, the first four then '+N more'."""
+    (tmp_path / "params.yaml").write_text("train:\n  iterations: 700\n  lr_g: 2e-4\n  name: a\n  a: 1\n  b: 2\n  c: 3\n")
+    for cmd in (["git", "init", "-q"], ["git", "add", "params.yaml"],
+                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "defaults"]):
+        subprocess.run(cmd, cwd=tmp_path, check=True)
+    (tmp_path / "params.yaml").write_text(
+        "train:\n  iterations: 300\n  lr_g: 2e-4\n  name: <b>x</b>\n  a: 5\n  b: 6\n  c: 7\n")
+    page = write_report(tmp_path / "eval", tmp_path / "samples", tmp_path / "live",
+                        params_path=tmp_path / "params.yaml")["report"].read_text()
+    identity = re.search(r'<p class="identity">(.*?)</p>', page, re.S).group(1)
+    assert ("<b>differs from defaults</b> train.iterations=300, train.name=&lt;b&gt;x&lt;/b&gt;, train.a=5, train.b=6, "
+            "+1 more") in identity
+    assert "<b>x</b>" not in page and "lr_g" not in identity
+
+
 def test_damaged_inputs_do_not_stop_the_page(run_dirs, tmp_path):
     """A truncated PNG, a foreign Turing key and bad JSON become 'not available' lines, not exceptions."""
     import shutil
