@@ -233,7 +233,7 @@ def rate_metrics(metrics: dict[str, Any], fid_kid: dict[str, Any] | None) -> lis
 
     - judge accuracy (classifier two-sample test): :func:`judge_mark`, against chance and its
       floor (``floor.judge``). Amber and "inconclusive", with its 95% interval, when
-      metrics.json says ``judge.conclusive`` 0 (:func:`satgan.evaluate.stage.judge_conclusive`).
+      metrics.json says ``judge.conclusive`` 0 (:func:`judge_conclusive`).
     - SWD, colour-histogram and spectral distance: against ``floor.swd.mean`` /
       ``floor.colour_hist.mean`` / ``floor.spectral.mean`` (the same distance between the
       comparison reals and as many training reals): :func:`floor_mark`; grey without a floor.
