@@ -15,7 +15,7 @@ help:
 	@echo "make bench  - run the CPU benchmarks in bench/ (figures go in docs/benchmarks.md)"
 	@echo "make quality - train each recipe for the same budget, evaluate each, print one table (QUALITY_ARGS)"
 	@echo "make ablate - queue and run one experiment per default-on GAN hack (dvc exp)"
-	@echo "make readme-figures - after make demo: copy its figures to docs/img, rewrite README's demo table (date, machine, command)"
+	@echo "make readme-figures - after make demo (or a dvc repro): copy its figures to docs/img, rewrite README's demo table (date, machine, command, git rev)"
 	@echo "make gpu-check - on a CUDA machine: the cuda tests, a tiny dvc repro on the GPU, train_bench at batch 64/128/512"
 
 # Idempotent: reinstalls only when requirements.txt or pyproject.toml change.
@@ -55,7 +55,7 @@ quality: setup
 ablate: setup
 	python -m satgan.ablate
 
-# README's demo figures and metrics table, from the outputs of a real `make demo` (bench/readme_figures.py).
+# README's demo figures and metrics table, from the outputs of a real `dvc repro` (`make demo` runs one; bench/readme_figures.py).
 readme-figures: setup
 	python bench/readme_figures.py
 

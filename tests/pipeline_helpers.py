@@ -101,3 +101,34 @@ def commit_all(repo: Path, message: str) -> None:
 def stages_run(dvc_output: str) -> list[str]:
     """Names of the stages `dvc repro` actually ran, from its log."""
     return re.findall(r"Running stage '([\w-]+)'", dvc_output)
+
+
+def in_a_terminal(cmd: list[str], cwd: Path, columns: int) -> str:
+    """``cmd``'s output as a user's terminal of ``columns`` columns gets it (a pseudo-terminal), escape codes removed.
+
+    DVC pages a table in a terminal (``less -S``: long lines chopped at the screen's edge,
+    scrolled with the arrow keys); DVC_PAGER=cat prints the same full-width lines instead, so
+    their first ``columns`` characters are what the first screen shows.
+    """
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
+    proc = subprocess.Popen(cmd, cwd=cwd, env={**env(), "DVC_PAGER": "cat", "COLUMNS": str(columns), "TERM": "xterm"},
+                            stdin=slave, stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the command closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait(timeout=120)
+    os.close(master)
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode("utf-8", "replace"))

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from satgan.arrays import open_prepared, save_array_with_sidecar, sidecar_boxes
+from satgan.arrays import open_prepared, save_array_with_sidecar, sidecar_boxes, write_array_with_sidecar
 from satgan.errors import DataError
 
 
@@ -114,3 +116,31 @@ def test_malformed_boxes_are_one_error_naming_the_sidecar(tmp_path, boxes, match
     """Boxes missing a row, empty or without a scene name are one DataError naming the sidecar and the entry."""
     with pytest.raises(DataError, match=f"tiles.json: {match}"):
         open_prepared(_write(tmp_path, boxes=boxes))
+
+
+def _no_space(fd, offset, length):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_new_array_has_its_disk_blocks_reserved_before_it_is_filled(tmp_path):
+    """write_array_with_sidecar hands fill a file whose blocks exist (no hole a memory-mapped store could SIGBUS on)."""
+    seen = {}
+
+    def fill(tmp):
+        st = tmp.stat()
+        seen["blocks"], seen["size"] = st.st_blocks * 512, st.st_size
+        return {}
+
+    write_array_with_sidecar(tmp_path / "tiles.npy", (64, 3, 32, 32), "float16", fill)
+    assert seen["size"] > 390_000 and seen["blocks"] >= seen["size"], seen
+
+
+def test_a_full_disk_is_one_line_naming_the_array_and_leaves_no_temp_file(tmp_path, monkeypatch):
+    """When the array's blocks cannot be reserved (ENOSPC), one DataError line names the file and size; nothing is left."""
+    monkeypatch.setattr(os, "posix_fallocate", _no_space)
+    filled = []
+    with pytest.raises(DataError) as err:
+        write_array_with_sidecar(tmp_path / "tiles.npy", (64, 3, 32, 32), "float16", lambda tmp: filled.append(tmp) or {})
+    assert str(err.value) == (f"{tmp_path / 'tiles.npy'}: cannot reserve 0.4 MB on disk for the array (No space left on "
+                              "device); nothing was replaced: free space and rerun")
+    assert filled == [] and list(tmp_path.iterdir()) == []

@@ -296,11 +296,11 @@ def stale_lock_entries(status: dict) -> list[str]:
 
 def test_stale_lock_entries_ignore_missing_data():
     """Only modified code, changed params or a changed command count; deleted data and uncached outputs do not."""
-    status = {"train": [{"changed deps": {"src/satgan/train.py": "modified", "data/prepared": "deleted"}},
+    status = {"train": [{"changed deps": {"src/satgan/train/loop.py": "modified", "data/prepared": "deleted"}},
                         {"changed outs": {"data/model": "not in cache"}}, "changed command"],
               "prepare": [{"changed deps": {"data/raw": "deleted"}}],
               "evaluate": [{"changed params": {"params.yaml": {"evaluate.seed": "modified"}}}]}
-    assert stale_lock_entries(status) == ["train: src/satgan/train.py", "train: changed command", "evaluate: params ['params.yaml']"]
+    assert stale_lock_entries(status) == ["train: src/satgan/train/loop.py", "train: changed command", "evaluate: params ['params.yaml']"]
 
 
 def test_dvc_lock_records_the_committed_code():
@@ -316,3 +316,85 @@ def test_dvc_lock_records_the_committed_code():
     assert not stale, ("dvc.lock does not record the committed code: run `dvc repro` (reruns only what changed) and "
                        "commit dvc.lock; for a change that cannot alter any output, `dvc commit -f <stage>`. Stale: "
                        + "; ".join(stale))
+
+
+# ----------------------------------------------------------------- module paths named in prose
+
+# Where satgan's own files and modules are named for readers: modules moved into packages leave these behind.
+NAMING_SOURCES = ("README.md", "docs", "src", "bench", "stages", "Makefile", "dvc.yaml", "params.yaml", "pyproject.toml")
+TEXT_SUFFIXES = (".md", ".py", ".html", ".yaml", ".toml", "")
+FILE_NAMED = re.compile(r"(?<![\w/.])(?:src/)?(satgan/[\w/]+\.(?:py|html))")
+MODULE_NAMED = re.compile(r"(?<![\w.])satgan(?:\.\w+)+")
+
+
+def _naming_files(root: Path) -> list[Path]:
+    files = []
+    for name in NAMING_SOURCES:
+        path = root / name
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES)
+        elif path.is_file():
+            files.append(path)
+    return files
+
+
+def _defined_names(module: Path) -> set[str]:
+    """The names a module's top level defines (functions, classes, assignments, imports), ``if``/``try`` bodies included."""
+    import ast
+
+    names: set[str] = set()
+    body = list(ast.parse(module.read_text(encoding="utf-8")).body)
+    while body:
+        node = body.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+        elif isinstance(node, (ast.If, ast.Try)):
+            body += node.body + node.orelse + getattr(node, "finalbody", []) + [s for h in getattr(node, "handlers", []) for s in h.body]
+    return names
+
+
+def stale_satgan_names(root: Path) -> list[str]:
+    """``file: name`` for each satgan file path (``satgan/x/y.py``) or dotted name (``satgan.x.y.f``) named in
+    :data:`NAMING_SOURCES` that does not exist under src/ (the longest existing module, then one name defined in it)."""
+    src = root / "src"
+
+    def module_file(parts: list[str]) -> Path | None:
+        path = src.joinpath(*parts)
+        return path / "__init__.py" if (path / "__init__.py").is_file() else path.with_suffix(".py") \
+            if path.with_suffix(".py").is_file() else None
+
+    stale = []
+    for f in _naming_files(root):
+        text = f.read_text(encoding="utf-8")
+        where = f.relative_to(root)
+        stale += [f"{where}: {m}" for m in sorted(set(FILE_NAMED.findall(text))) if not (src / m).is_file()]
+        for dotted in sorted(set(MODULE_NAMED.findall(text))):
+            parts = dotted.split(".")
+            i = len(parts)
+            while i > 1 and module_file(parts[:i]) is None:
+                i -= 1
+            if i < len(parts) and parts[i] not in _defined_names(module_file(parts[:i])):
+                stale.append(f"{where}: {dotted}")
+    return stale
+
+
+def test_every_satgan_file_and_module_named_in_the_docs_and_sources_exists():
+    """Each satgan/... file path and satgan.x.y name in README, docs, src, bench and stages exists (modules moved
+    into packages, such as satgan/turing.py into satgan/evaluate/, leave none behind)."""
+    assert stale_satgan_names(REPO) == []
+
+
+def test_a_moved_module_is_found_by_its_old_path_and_its_old_dotted_name(tmp_path):
+    """The check names a file path and a dotted name whose module is gone, and accepts ones that exist."""
+    (tmp_path / "src/satgan/evaluate").mkdir(parents=True)
+    (tmp_path / "src/satgan/__init__.py").write_text("")
+    (tmp_path / "src/satgan/evaluate/__init__.py").write_text("")
+    (tmp_path / "src/satgan/evaluate/turing.py").write_text("def write_turing_test():\n    pass\n")
+    (tmp_path / "README.md").write_text("See satgan/turing.py and src/satgan/evaluate/turing.py;\n"
+                                        "satgan.evaluate.turing.write_turing_test, satgan.evaluate.stage.judge_conclusive.\n")
+    assert stale_satgan_names(tmp_path) == ["README.md: satgan/turing.py", "README.md: satgan.evaluate.stage.judge_conclusive"]

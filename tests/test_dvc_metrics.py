@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -11,19 +12,30 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline_helpers import env
+from pipeline_helpers import commit_all, env, in_a_terminal
 from satgan.evaluate import readings, report
 
 # `dvc exp show` layout, measured on dvc 3.67 (rich table): an experiment row such as
 # "  ├── 1a2b3c4 [no-instance-noise]  " takes ~36 characters, "Created" ~11, and each metric
-# column its header or value width (values print with 5 significant digits, e.g. "2.1e-25",
-# "0.36312", "1515.4": at most 8) plus 3 of padding. One "…" column (4) marks the params.
-EXPERIMENT_COL, CREATED_COL, VALUE_WIDTH, PADDING, ELLIPSIS_COL = 36, 11, 8, 3, 4
+# column its header or value width (values print with 5 significant digits: "0.0066899" for a Brier score,
+# "0.36312", "2.1e-25", "1515.4": at most 9) plus 3 of padding. One "…" column (4) marks the params.
+EXPERIMENT_COL, CREATED_COL, VALUE_WIDTH, PADDING, ELLIPSIS_COL = 36, 11, 9, 3, 4
 TERMINAL = 160
 # Columns headline.json has only when computed: FID (evaluate.inception_weights set) and GAN-test (labelled data,
 # a conditional model).
 CONDITIONAL_COLUMNS = ("fid", "gan_test_acc")
-
+# An evaluation as evaluate writes it, with the default run's figures (data/eval/metrics.json of the README demo):
+# what the real `dvc exp show` tests below print, scaled per experiment.
+DEMO_METRICS = {
+    "judge": {"accuracy": 1.0, "log_loss": 0.028549856, "brier": 0.006689915, "p_value": 3e-95, "conclusive": 1},
+    "swd": {"mean": 0.195542883}, "spectral": {"mean": 0.321655198}, "colour_hist": {"mean": 0.314585635},
+    "memorization": {"frac_above_threshold": 0.0},
+    "diversity": {"fake_mean_ssim": 0.172985768, "real_mean_ssim": 0.049948302, "collapsed": 0},
+}
+DEMO_LIVE = {"step": 700, "train": {"img_per_s": 81.583024266}}
+# What changes between two runs on the same tiles (the judge's accuracy sits at 1.0, nothing is copied, the reals'
+# SSIM and the collapse flag depend on the data): these, scaled; the rest stays as DEMO_METRICS has it.
+MOVING = ("ll", "brier", "swd", "spectral", "colour", "ssim_fake", "img_s")
 
 def _load(repo_root: Path) -> tuple[dict, dict[str, str]]:
     dvc = yaml.safe_load((repo_root / "dvc.yaml").read_text())
@@ -63,20 +75,86 @@ def test_only_the_headline_is_declared_as_metrics(repo_root):
     assert declared_metrics(dvc, paths) == [f"{paths['eval']}/{report.HEADLINE}"]
 
 
-def test_headline_fits_dvc_exp_show_in_160_columns():
-    """At the defaults (unlabelled data, FID off): judge accuracy and log-loss, SWD, spectral and colour distance,
-    likely copies, diversity, step and img/s fit a 160-column `dvc exp show`."""
+def test_the_graded_headline_fits_dvc_exp_show_in_160_columns():
+    """At the defaults (unlabelled data, FID off) the graded figures come first and fit a 160-column `dvc exp show`:
+    judge accuracy, log-loss and Brier score, SWD, spectral and colour distance, likely copies, fake pair SSIM."""
     cols = [c for c in headline_columns() if c not in CONDITIONAL_COLUMNS]
-    assert {"judge_acc", "ll", "swd", "spectral", "colour", "copied", "ssim_fake"} <= set(cols)
-    width = exp_show_width(cols)
-    assert width <= TERMINAL, f"dvc exp show would need ~{width} columns for {cols}"
+    graded = [c for c in readings.HEADLINE_GRADED if c not in CONDITIONAL_COLUMNS]
+    assert cols[:len(graded)] == graded and {"judge_acc", "ll", "brier", "colour", "ssim_fake"} <= set(graded)
+    width = exp_show_width(graded)
+    assert width <= TERMINAL, f"dvc exp show would need ~{width} columns for {graded}"
 
 
 def test_the_conditional_columns_stay_within_one_wide_screen():
-    """FID and a conditional model's GAN-test add one column each, only when computed: ~180 columns at most."""
+    """FID and a conditional model's GAN-test add one graded column each, only when computed: ~180 columns at most."""
     cols = headline_columns()
     assert set(CONDITIONAL_COLUMNS) <= set(cols)
-    assert exp_show_width(cols) <= TERMINAL + 20, cols
+    graded = [c for c in cols if c in readings.HEADLINE_GRADED]
+    assert cols[:len(graded)] == graded and exp_show_width(graded) <= TERMINAL + 20, cols
+
+
+def readme_comparison_command(repo_root: Path) -> list[str]:
+    """README's "Comparing runs" `dvc exp show --only-changed ...` line, as argv (its comment left off)."""
+    line = next(ln for ln in (repo_root / "README.md").read_text().splitlines()
+                if ln.startswith("dvc exp show --only-changed"))
+    return shlex.split(line, comments=True)
+
+
+def _first_screen(out: str) -> tuple[list[str], list[str]]:
+    """The header's column names and the experiment rows, as the first 160 columns of a terminal show them."""
+    lines = [line[:TERMINAL] for line in out.splitlines()]
+    header = next(line for line in lines if "Experiment" in line)
+    rows = [line for line in lines if re.match(r"\s+(workspace|main|[├└]── )", line)]
+    return header.split(), rows
+
+
+@pytest.fixture(scope="module")
+def two_experiments(repo_root, tmp_path_factory) -> Path:
+    """A git + DVC repo with this params.yaml and a stage writing a headline.json of DEMO_METRICS's keys scaled by
+    two train params, run at the defaults and as two experiments (``no-highpass-d``: a switch off; ``longer``:
+    train.iterations 1000): what `dvc exp show` lists after two such runs, without training anything."""
+    repo = tmp_path_factory.mktemp("exps")
+    shutil.copy(repo_root / "params.yaml", repo / "params.yaml")
+    base = readings.headline(DEMO_METRICS, DEMO_LIVE)
+    (repo / "base.json").write_text(json.dumps(base))
+    (repo / "stage.py").write_text(
+        "import json, yaml\n"
+        "t = yaml.safe_load(open('params.yaml'))['train']\n"
+        "f = 1 + 0.37 * (not t['hacks']['highpass_d']['enabled']) + (t['iterations'] - 700) / 1000\n"
+        "h = json.load(open('base.json'))\n"
+        f"h.update({{k: h[k] * f for k in {list(MOVING)!r}}}, step=float(t['iterations']))\n"
+        "json.dump(h, open('headline.json', 'w'), indent=2)\n")
+    (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"evaluate": {
+        "cmd": "python stage.py", "deps": ["stage.py", "base.json"], "params": ["train"],
+        "metrics": [{"headline.json": {"cache": False}}]}}}))
+    for cmd in (["git", "init", "-q", "-b", "main"], ["dvc", "init", "-q"], ["dvc", "repro", "-q"]):
+        subprocess.run(cmd, cwd=repo, check=True, env=env())
+    commit_all(repo, "a default run")
+    for cmd in (["dvc", "exp", "run", "--temp", "-q", "-n", "no-highpass-d", "-S", "train.hacks.highpass_d.enabled=false"],
+                ["dvc", "exp", "run", "--temp", "-q", "-n", "longer", "-S", "train.iterations=1000"]):
+        subprocess.run(cmd, cwd=repo, check=True, env=env(), capture_output=True)
+    return repo
+
+
+@pytest.mark.slow
+def test_plain_dvc_exp_show_shows_the_graded_headline_on_its_first_screen(two_experiments):
+    """Real `dvc exp show` in a 160-column terminal, after two experiments: every graded headline column is on the first
+    screen, with its values."""
+    names, rows = _first_screen(in_a_terminal(["dvc", "exp", "show"], two_experiments, TERMINAL))
+    graded = [c for c in readings.HEADLINE_GRADED if c not in CONDITIONAL_COLUMNS]
+    assert all(c in names for c in graded), names
+    assert len(rows) == 4 and all(len(row.split()) >= len(graded) + 2 for row in rows), rows
+
+
+@pytest.mark.slow
+def test_readmes_comparison_command_shows_what_changed_in_160_columns(repo_root, two_experiments):
+    """README's comparison command, run for real after two experiments: every headline figure that differs between the
+    runs and both changed params fit a 160-column terminal, no column squeezed to '…'."""
+    names, rows = _first_screen(in_a_terminal(readme_comparison_command(repo_root), two_experiments, TERMINAL))
+    moving = [c for c in MOVING if c in readings.HEADLINE_GRADED]
+    assert all(c in names for c in moving), names
+    assert "train.hacks.highpass_d.enabled" in names and "train.iterations" in names, names
+    assert rows and not any("…" in row for row in rows), rows
 
 
 def test_no_stage_plots_a_whole_dvclive_metrics_folder(repo_root):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import shutil
 import socket
 import subprocess
@@ -62,17 +63,34 @@ def test_kid_refuses_a_subset_larger_than_a_set():
 # ----------------------------------------------------------------- the extractor, offline
 
 
+def _has_torch_fidelity() -> bool:
+    try:
+        fid.inception_module()
+    except ModuleNotFoundError:
+        return False
+    return True
+
+
+# FID is opt-in (requirements.txt installs nothing that cannot be imported): what needs torch-fidelity's InceptionV3
+# runs where it is installed and is skipped, saying how to add it, where it is not.
+needs_torch_fidelity = pytest.mark.skipif(not _has_torch_fidelity(),
+                                          reason=f"FID is opt-in and torch-fidelity is not installed ({fid.INSTALL_HINT})")
+
+
 class _Opaque:
     """An object torch's weights-only unpickler refuses."""
 
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> Path:
-    """torch-fidelity's InceptionV3 with random weights, saved as the state-dict .pth the library loads.
+    """torch-fidelity's InceptionV3 with random weights, saved as the state-dict .pth the library loads (skipped without
+    torch-fidelity, :data:`needs_torch_fidelity`).
 
     BatchNorm running statistics are set from one batch, so activations keep a usable scale
     through the ~90 layers (with the stock statistics the 2048-d features shrink to ~1e-7).
     """
+    if not _has_torch_fidelity():
+        pytest.skip(f"FID is opt-in and torch-fidelity is not installed ({fid.INSTALL_HINT})")
     root = tmp_path_factory.mktemp("inception")
     cls = fid.inception_module().FeatureExtractorInceptionV3
 
@@ -142,8 +160,7 @@ def _closed_port_url() -> str:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     return f"http://127.0.0.1:{port}/weights-inception-2015-12-05-6726825d.pth"
-
-
+@needs_torch_fidelity
 def test_auto_without_a_network_records_not_computed_with_the_reason(tiles, tmp_path, monkeypatch):
     """auto with nothing cached and no server: not computed, the reason names the URL, one warning, no file left."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
@@ -153,8 +170,7 @@ def test_auto_without_a_network_records_not_computed_with_the_reason(tiles, tmp_
     got = fid.fid_kid(*tiles, "auto", seed=0, warn=warnings.append)
     assert got["fid"] == got["kid"] == "not computed" and f"cannot fetch the Inception weights from {url}" in got["reason"]
     assert len(warnings) == 1 and not list((tmp_path / "torch").rglob("*.pth"))
-
-
+@needs_torch_fidelity
 def test_stage_without_a_network_exits_0_with_one_warning(repo_root, tmp_path):
     """stages/evaluate.py with inception_weights auto and no server: exit 0, one warning line, fid_kid.json says why."""
     import json
@@ -197,38 +213,46 @@ def test_off_is_recorded_with_the_reason(tiles):
     """inception_weights "" records not computed and says how to turn it on, without loading anything."""
     got = fid.fid_kid(*tiles, "", seed=0)
     assert got["fid"] == "not computed" and "auto" in got["reason"]
+def test_without_torch_fidelity_a_set_weights_key_says_how_to_add_it(tmp_path, monkeypatch):
+    """FID is opt-in: without torch-fidelity a weights path is one ParamsError naming the key and the install line,
+    and auto is 'not available' with the same line."""
+    def absent():
+        raise ModuleNotFoundError("torch_fidelity")
+
+    monkeypatch.setattr(fid, "inception_module", absent)
+    with pytest.raises(ParamsError, match=f"{fid.KEY} is set .* torch-fidelity is not installed: {re.escape(fid.INSTALL_HINT)}"):
+        fid.resolve_weights(str(tmp_path / "w.pth"))
+    with pytest.raises(fid.WeightsUnavailable, match=re.escape(fid.INSTALL_HINT)):
+        fid.resolve_weights(fid.AUTO)
 
 
+@needs_torch_fidelity
 def test_a_missing_path_names_the_key(tmp_path, tiles):
     """A set but missing inception_weights path is a ParamsError naming evaluate.inception_weights."""
     with pytest.raises(ParamsError, match="evaluate.inception_weights: .*nope.pth: file not found"):
         fid.fid_kid(*tiles, str(tmp_path / "nope.pth"), seed=0)
-
-
+@needs_torch_fidelity
 def test_a_file_holding_more_than_tensors_is_refused_unpickled(tmp_path, tiles):
     """A .pth with an arbitrary object is refused by the weights-only unpickler, naming the file."""
     path = tmp_path / "evil.pth"
     torch.save({"x": _Opaque()}, path)
     with pytest.raises(DataError, match="evil.pth: not torch-fidelity's InceptionV3 weights"):
         fid.fid_kid(*tiles, str(path), seed=0)
-
-
+@needs_torch_fidelity
 def test_weights_of_another_network_are_refused(tmp_path, tiles):
     """A state dict of another architecture is a DataError naming the file."""
     path = tmp_path / "other.pth"
     torch.save(nn.Linear(2, 2).state_dict(), path)
     with pytest.raises(DataError, match="other.pth: not torch-fidelity's InceptionV3 weights"):
         fid.fid_kid(*tiles, str(path), seed=0)
-
-
+@needs_torch_fidelity
 def test_a_text_file_is_refused_naming_it(tmp_path, tiles):
     """inception_weights pointing at a text file is one DataError naming the key, the file and its first bytes."""
     path = tmp_path / "notes.txt"
     path.write_text("hello, these are not weights\n")
     with pytest.raises(DataError, match=r"evaluate\.inception_weights: .*notes\.txt: not a weights file: .*b'hello, t'"):
         fid.fid_kid(*tiles, str(path), seed=0)
-
-
+@needs_torch_fidelity
 def test_a_pickle_named_safetensors_is_refused_without_unpickling(tmp_path, tiles):
     """A pickle renamed .safetensors fails the safetensors header check; its payload never runs."""
     import pickle

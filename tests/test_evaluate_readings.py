@@ -6,9 +6,12 @@ import json
 
 import pytest
 
+from evaluate_helpers import LABELLED, METRICS, UNCONDITIONAL, accuracy_block
 from satgan.evaluate.metrics import clopper_pearson
 from satgan.evaluate.readings import (
     FLOOR_GREEN,
+    HEADLINE_CONTEXT,
+    HEADLINE_GRADED,
     JUDGE_EASY,
     demo_targets,
     floor_rows,
@@ -19,21 +22,6 @@ from satgan.evaluate.readings import (
     rate_classes,
     rate_metrics,
 )
-
-# An evaluation as evaluate writes it (the input of the page, not an expected result).
-METRICS = {
-    "n": {"train": 60, "holdout": 30, "fake": 30},
-    "judge": {"accuracy": 0.97, "auc": 0.99, "log_loss": 0.08, "p_value": 1e-12, "log10_p_value": -12.0, "n_test": 60,
-              "accuracy_ci_low": 0.88, "accuracy_ci_high": 0.99},
-    "swd": {"16px": 0.3, "32px": 0.4, "mean": 0.35},
-    "colour_hist": {"ch0": 0.2, "mean": 0.25},
-    "spectral": {"ch0": 0.3, "mean": 0.3},
-    "floor": {"n": 30, "judge": {"accuracy": 0.55, "auc": 0.56, "log_loss": 0.71}, "swd": {"mean": 0.1},
-              "colour_hist": {"mean": 0.2}, "spectral": {"mean": 0.1}},
-    "memorization": {"frac_above_threshold": 0.0, "holdout_frac_above_threshold": 0.0, "ssim_median": 0.2,
-                     "ssim_max": 0.3, "holdout_ssim_median": 0.15},
-    "diversity": {"fake_mean_ssim": 0.36, "real_mean_ssim": 0.04, "collapsed": 1},
-}
 
 
 def _marks(metrics: dict) -> dict[str, str]:
@@ -50,35 +38,6 @@ def _patched(**changes) -> dict:
         node[last] = value
     return doc
 
-
-def _accuracy(acc: float, lo: float, hi: float, n: int) -> dict:
-    return {"accuracy": acc, "ci_low": lo, "ci_high": hi, "n": n}
-
-
-# A conditional model's labelled evaluation as evaluate writes it (the input of the page, not an expected result).
-JUDGE_4 = {"accuracy": 0.75, "accuracy_ci_low": 0.19, "accuracy_ci_high": 0.99, "conclusive": 0, "p_value": 0.31,
-           "n_test": 4, "auc": 0.7, "log_loss": 0.6, "brier": 0.2, "log10_p_value": -0.5, "n_train": 4}
-LABELLED = {**METRICS,
-            "classifier": {"n_classes": 2, "chance": 0.5, "n_train": 60,
-                           "real_test": {**_accuracy(0.9, 0.75, 0.97, 30),
-                                         "per_class": {"forest": _accuracy(0.93, 0.7, 0.99, 15),
-                                                       "river": _accuracy(0.87, 0.6, 0.98, 15)}},
-                           "gan_test": {**_accuracy(0.7, 0.6, 0.72, 100),
-                                        "per_class": {"forest": _accuracy(0.9, 0.78, 0.97, 50),
-                                                      "river": _accuracy(0.5, 0.36, 0.64, 50)}}},
-            "per_class": {"forest": {"n_holdout": 2, "n_fake": 50, "judge": "not computed: 2 held-out real and 50 "
-                                     "generated tiles of this class; a per-class figure needs at least 2 of each",
-                                     "swd": {"mean": 0.3}, "diversity": {"fake_mean_ssim": 0.2, "real_mean_ssim": 0.2,
-                                                                         "collapsed": 0}},
-                          "river": {"n_holdout": 4, "n_fake": 50, "judge": JUDGE_4, "swd": {"mean": 0.4},
-                                    "diversity": {"fake_mean_ssim": 0.9, "real_mean_ssim": 0.2, "collapsed": 1}}}}
-UNCONDITIONAL = {**METRICS,
-                 "classifier": {"n_classes": 3, "chance": 1 / 3, "n_train": 60,
-                                "real_test": {**_accuracy(0.9, 0.75, 0.97, 30), "per_class": {}},
-                                "shares": {"forest": {"fake": 0.5, "holdout": 0.4}, "river": {"fake": 0.5, "holdout": 0.3},
-                                           "town": {"fake": 0.0, "holdout": 0.3}},
-                                "tv_distance": 0.3, "tv_noise": 0.08},
-                 "per_class": "not computed: the samples carry no class (an unconditional model)"}
 
 def test_number_reads_finite_numbers_only():
     """number() returns floats at dotted paths and None for missing keys, strings, bools and NaN."""
@@ -145,6 +104,21 @@ def test_headline_carries_the_spectral_distance():
     assert headline(METRICS, None)["spectral"] == 0.3
 
 
+def test_headline_carries_the_brier_score_the_real_pair_ssim_and_the_collapse_flag():
+    """headline.json has the judge's Brier score, the reals' pair SSIM and metrics.json's collapse flag as evaluate set it."""
+    h = headline(METRICS, None)
+    assert (h["brier"], h["ssim_real"], h["collapse"]) == (0.02, 0.04, 1.0)
+    assert headline(_patched(diversity__collapsed=0), None)["collapse"] == 0.0
+
+
+def test_headline_puts_the_graded_figures_first():
+    """Key order (dvc exp show's column order): the graded figures, then the reals' SSIM, the collapse flag, step and img/s."""
+    every = headline({**LABELLED, "fid": 3.0}, {"step": 5, "train": {"img_per_s": 9.0}})
+    assert list(every) == list(HEADLINE_GRADED + HEADLINE_CONTEXT)
+    assert list(headline(METRICS, None)) == [k for k in HEADLINE_GRADED + HEADLINE_CONTEXT
+                                             if k not in ("fid", "gan_test_acc")]
+
+
 def test_copies_and_diversity_are_rated_against_the_real_tiles():
     """Copies at the held-out rate are green, far above it red; collapsed diversity is red, equal diversity green."""
     assert _marks(METRICS)["likely copies of training tiles"] == "green"
@@ -163,7 +137,7 @@ def test_headline_is_small_and_flat():
     """The headline has a few flat numeric-or-None figures, FID only when computed."""
     h = headline(METRICS, {"train": {"img_per_s": 120.0}, "step": 600})
     assert h["judge_acc"] == 0.97 and h["step"] == 600 and h["img_s"] == 120.0 and "fid" not in h
-    assert all(v is None or isinstance(v, float) for v in h.values()) and len(h) <= 10
+    assert all(v is None or isinstance(v, float) for v in h.values()) and len(h) <= 12
     assert headline(None, None) == {k: None for k in h}
     assert headline({**METRICS, "fid": 12.5}, None)["fid"] == 12.5
 
@@ -214,7 +188,7 @@ def test_each_class_row_takes_its_worst_mark_and_keeps_a_small_judge_inconclusiv
 def test_a_class_the_classifier_cannot_recognise_gets_no_gan_test_reading():
     """A class whose real-test interval reaches chance is grey per class and never named the weakest class."""
     doc = json.loads(json.dumps(LABELLED))
-    doc["classifier"]["real_test"]["per_class"]["river"] = _accuracy(0.4, 0.2, 0.7, 15)
+    doc["classifier"]["real_test"]["per_class"]["river"] = accuracy_block(0.4, 0.2, 0.7, 15)
     row = next(r for r in rate_metrics(doc, None) if r.name == "GAN-test accuracy")
     assert "weakest class: forest" in row.reading
     del doc["per_class"]["river"]["diversity"]

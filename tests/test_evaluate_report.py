@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from evaluate_helpers import CHROMIUM, CHROMIUM_ARGS, LABELLED, METRICS, UNCONDITIONAL, needs_chromium
 from satgan.evaluate.readings import rate_metrics
 from satgan.evaluate.report import (
     HEADLINE,
@@ -30,30 +31,7 @@ from satgan.evaluate.turing import write_turing_test
 from satgan.imageops import save_grid
 from tiles import load_tiles
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
-needs_chromium = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian chromium at /usr/bin/chromium (see .ci/run)")
-
-# An evaluation as evaluate writes it (the input of the page, not an expected result).
-METRICS = {
-    "n": {"train": 60, "holdout": 30, "fake": 30},
-    "judge": {"accuracy": 0.97, "auc": 0.99, "log_loss": 0.08, "p_value": 1e-12, "log10_p_value": -12.0, "n_test": 60,
-              "accuracy_ci_low": 0.88, "accuracy_ci_high": 0.99},
-    "swd": {"16px": 0.3, "32px": 0.4, "mean": 0.35},
-    "colour_hist": {"ch0": 0.2, "mean": 0.25},
-    "spectral": {"ch0": 0.3, "mean": 0.3},
-    "floor": {"n": 30, "judge": {"accuracy": 0.55, "auc": 0.56, "log_loss": 0.71}, "swd": {"mean": 0.1},
-              "colour_hist": {"mean": 0.2}, "spectral": {"mean": 0.1}},
-    "memorization": {"frac_above_threshold": 0.0, "holdout_frac_above_threshold": 0.0, "ssim_median": 0.2,
-                     "ssim_max": 0.3, "holdout_ssim_median": 0.15},
-    "diversity": {"fake_mean_ssim": 0.36, "real_mean_ssim": 0.04, "collapsed": 1},
-}
-
-
 # ----------------------------------------------------------------- pure parts
-
-
 
 
 def test_read_series_skips_bad_rows(tmp_path):
@@ -99,10 +77,6 @@ def test_line_chart_puts_extremes_on_the_plot_edges():
     assert "<script" not in svg and "href" not in svg
 
 
-
-
-
-
 def test_the_page_lists_the_counts_evaluate_fitted_to_the_data(run_dirs, tmp_path):
     """An adapted block with a reduced count puts an 'asked -> used' note under the metrics table."""
     ev = tmp_path / "eval"
@@ -113,30 +87,12 @@ def test_the_page_lists_the_counts_evaluate_fitted_to_the_data(run_dirs, tmp_pat
     assert "turing_n_real: 16 -&gt; 9" in page and "turing_n_fake" not in page
 
 
-
-
-
-
-
-
-
-
-
-
-
-
 def test_the_page_shows_the_floor_table_and_the_spectrum_chart(run_dirs, tmp_path):
     """report.html has the floor table (figure, fakes, floor, ratio) and the spectra chart with all three series."""
     page = write_report(run_dirs / "eval", run_dirs / "samples", run_dirs / "live", out_dir=tmp_path)["report"].read_text()
     assert '<table class="floor">' in page and "<th>floor: real vs real</th><th>ratio</th>" in page
     assert "Mean radial power spectrum" in page and all(f'data-series="{n}"' in page
                                                         for n in ("fakes", "holdout reals", "training reals"))
-
-
-
-
-
-
 
 
 # ----------------------------------------------------------------- the page
@@ -192,6 +148,22 @@ def test_write_report_with_nothing_says_not_available(tmp_path):
     page = paths["report"].read_text()
     assert page.count("not available") >= 6 and "Traceback" not in page
     assert set(json.loads(paths["headline"].read_text()).values()) == {None}
+
+
+def test_the_identity_line_says_what_differs_from_the_defaults_escaped_and_capped(tmp_path):
+    """The run identity names the params changed from the committed params.yaml, escaped, the first four then '+N more'."""
+    (tmp_path / "params.yaml").write_text("train:\n  iterations: 700\n  lr_g: 2e-4\n  name: a\n  a: 1\n  b: 2\n  c: 3\n")
+    for cmd in (["git", "init", "-q"], ["git", "add", "params.yaml"],
+                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "defaults"]):
+        subprocess.run(cmd, cwd=tmp_path, check=True)
+    (tmp_path / "params.yaml").write_text(
+        "train:\n  iterations: 300\n  lr_g: 2e-4\n  name: <b>x</b>\n  a: 5\n  b: 6\n  c: 7\n")
+    page = write_report(tmp_path / "eval", tmp_path / "samples", tmp_path / "live",
+                        params_path=tmp_path / "params.yaml")["report"].read_text()
+    identity = re.search(r'<p class="identity">(.*?)</p>', page, re.S).group(1)
+    assert ("<b>differs from defaults</b> train.iterations=300, train.name=&lt;b&gt;x&lt;/b&gt;, train.a=5, train.b=6, "
+            "+1 more") in identity
+    assert "<b>x</b>" not in page and "lr_g" not in identity
 
 
 def test_damaged_inputs_do_not_stop_the_page(run_dirs, tmp_path):
@@ -262,50 +234,6 @@ def test_page_renders_offline_slider_moves_answers_toggle(run_dirs, tmp_path):
 
 
 # ----------------------------------------------------------------- labelled data: the classes
-
-
-def _accuracy(acc: float, lo: float, hi: float, n: int) -> dict:
-    return {"accuracy": acc, "ci_low": lo, "ci_high": hi, "n": n}
-
-
-# A conditional model's labelled evaluation as evaluate writes it (the input of the page, not an expected result).
-JUDGE_4 = {"accuracy": 0.75, "accuracy_ci_low": 0.19, "accuracy_ci_high": 0.99, "conclusive": 0, "p_value": 0.31,
-           "n_test": 4, "auc": 0.7, "log_loss": 0.6, "brier": 0.2, "log10_p_value": -0.5, "n_train": 4}
-LABELLED = {**METRICS,
-            "classifier": {"n_classes": 2, "chance": 0.5, "n_train": 60,
-                           "real_test": {**_accuracy(0.9, 0.75, 0.97, 30),
-                                         "per_class": {"forest": _accuracy(0.93, 0.7, 0.99, 15),
-                                                       "river": _accuracy(0.87, 0.6, 0.98, 15)}},
-                           "gan_test": {**_accuracy(0.7, 0.6, 0.72, 100),
-                                        "per_class": {"forest": _accuracy(0.9, 0.78, 0.97, 50),
-                                                      "river": _accuracy(0.5, 0.36, 0.64, 50)}}},
-            "per_class": {"forest": {"n_holdout": 2, "n_fake": 50, "judge": "not computed: 2 held-out real and 50 "
-                                     "generated tiles of this class; a per-class figure needs at least 2 of each",
-                                     "swd": {"mean": 0.3}, "diversity": {"fake_mean_ssim": 0.2, "real_mean_ssim": 0.2,
-                                                                         "collapsed": 0}},
-                          "river": {"n_holdout": 4, "n_fake": 50, "judge": JUDGE_4, "swd": {"mean": 0.4},
-                                    "diversity": {"fake_mean_ssim": 0.9, "real_mean_ssim": 0.2, "collapsed": 1}}}}
-UNCONDITIONAL = {**METRICS,
-                 "classifier": {"n_classes": 3, "chance": 1 / 3, "n_train": 60,
-                                "real_test": {**_accuracy(0.9, 0.75, 0.97, 30), "per_class": {}},
-                                "shares": {"forest": {"fake": 0.5, "holdout": 0.4}, "river": {"fake": 0.5, "holdout": 0.3},
-                                           "town": {"fake": 0.0, "holdout": 0.3}},
-                                "tv_distance": 0.3, "tv_noise": 0.08},
-                 "per_class": "not computed: the samples carry no class (an unconditional model)"}
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 def _labelled_run(run_dirs: Path, tmp_path: Path, metrics: dict, class_grid: bool) -> Path:

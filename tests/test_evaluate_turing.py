@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from evaluate_helpers import CHROMIUM, CHROMIUM_ARGS, needs_chromium
 from satgan.arrays import save_array_with_sidecar
 from satgan.errors import DataError
 from satgan.evaluate.turing import (
@@ -34,11 +35,6 @@ from satgan.evaluate.turing import (
     write_turing_test,
 )
 from tiles import load_tiles
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
-needs_chromium = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian chromium at /usr/bin/chromium (see .ci/run)")
 
 
 def _env() -> dict[str, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import re
+import subprocess
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,14 @@ from hypothesis import strategies as st
 
 from satgan.download import DownloadParams
 from satgan.errors import ParamsError
-from satgan.params import InvalidParam, from_mapping, load_section, params_hash, read_params_file
+from satgan.params import (
+    InvalidParam,
+    changed_from_defaults,
+    from_mapping,
+    load_section,
+    params_hash,
+    read_params_file,
+)
 from satgan.prepare import PrepareParams
 from satgan.validate import ValidateParams
 
@@ -348,3 +356,30 @@ def test_params_yaml_is_in_the_form_dvc_exp_run_writes_back(tmp_path):
     changed = [line for line in difflib.unified_diff(before, copy.read_text().splitlines(), lineterm="", n=0)
                if line[:1] in "+-" and not line.startswith(("+++", "---"))]
     assert len(changed) == 2 and changed[0].startswith("-  seed: ") and changed[1].startswith("+  seed: 8")
+
+
+def _committed(folder: Path, text: str) -> Path:
+    """``folder``/params.yaml holding ``text``, committed in a new git repo there."""
+    (folder / "params.yaml").write_text(text)
+    for cmd in (["git", "init", "-q"], ["git", "add", "params.yaml"],
+                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "defaults"]):
+        subprocess.run(cmd, cwd=folder, check=True)
+    return folder / "params.yaml"
+
+
+def test_changed_from_defaults_lists_each_key_that_differs_from_the_committed_file(tmp_path):
+    """Changed, added and removed keys against params.yaml at HEAD, as key=value in file order; 2e-4 equals 0.0002."""
+    path = _committed(tmp_path, "train:\n  lr_g: 2e-4\n  iterations: 700\n  hacks:\n    ema: {enabled: true}\n  old: 1\n")
+    assert changed_from_defaults(path) == []
+    path.write_text("train:\n  lr_g: 0.0002\n  iterations: 300\n  hacks:\n    ema: {enabled: false}\n  new: [1, 2]\n")
+    assert changed_from_defaults(path) == ["train.iterations=300", "train.hacks.ema.enabled=false", "train.new=[1, 2]",
+                                           "train.old: removed"]
+
+
+def test_changed_from_defaults_is_none_with_nothing_to_compare(tmp_path):
+    """Outside git, or a params file never committed, there are no defaults to compare with: None, not an error."""
+    (tmp_path / "params.yaml").write_text("train: {iterations: 3}\n")
+    assert changed_from_defaults(tmp_path / "params.yaml") is None
+    _committed(tmp_path, "train: {iterations: 3}\n")
+    (tmp_path / "other.yaml").write_text("train: {iterations: 3}\n")
+    assert changed_from_defaults(tmp_path / "other.yaml") is None

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline_helpers import TINY, commit_all, edit_params, env, make_repo_copy, run, stages_run
+from pipeline_helpers import TINY, commit_all, edit_params, env, in_a_terminal, make_repo_copy, run, stages_run
 
 pytestmark = pytest.mark.slow
 
@@ -75,37 +75,6 @@ def test_outputs_are_tracked_by_dvc_not_git(tiny):
     assert "data/prepared" in lock and "data/model" in lock
 
 
-def _in_a_terminal(cmd: list[str], cwd: Path, columns: int) -> str:
-    """``cmd``'s output as a user's terminal of ``columns`` columns gets it (a pseudo-terminal), escape codes removed.
-
-    DVC pages a table in a terminal (``less -S``: long lines chopped at the screen's edge,
-    scrolled with the arrow keys); DVC_PAGER=cat prints the same full-width lines instead, so
-    their first ``columns`` characters are what the first screen shows.
-    """
-    import fcntl
-    import pty
-    import struct
-    import termios
-
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
-    proc = subprocess.Popen(cmd, cwd=cwd, env={**env(), "DVC_PAGER": "cat", "COLUMNS": str(columns), "TERM": "xterm"},
-                            stdin=slave, stdout=slave, stderr=slave, close_fds=True)
-    os.close(slave)
-    chunks = []
-    while True:
-        try:
-            data = os.read(master, 65536)
-        except OSError:  # EIO: the command closed the terminal
-            break
-        if not data:
-            break
-        chunks.append(data)
-    proc.wait(timeout=120)
-    os.close(master)
-    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode("utf-8", "replace"))
-
-
 def test_dvc_exp_show_first_screen_holds_the_headline(tiny):
     """Plain `dvc exp show` in a 160-column terminal: the first screen shows every headline figure the run has, with values.
 
@@ -115,7 +84,7 @@ def test_dvc_exp_show_first_screen_holds_the_headline(tiny):
     headline = json.loads((tiny[0] / "data/eval/headline.json").read_text())
     present = [k for k, v in headline.items() if v is not None]
     assert {"swd", "spectral", "copied", "ssim_fake"} <= set(present)
-    out = _in_a_terminal(["dvc", "exp", "show"], tiny[0], 160)
+    out = in_a_terminal(["dvc", "exp", "show"], tiny[0], 160)
     lines = [line[:160] for line in out.splitlines()]
     header = next(line for line in lines if "Experiment" in line)
     assert all(col in header.split() for col in present), header

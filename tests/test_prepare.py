@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import tracemalloc
@@ -174,6 +176,31 @@ def test_changed_raw_file_is_a_data_error_and_leaves_no_temp(real_crops, tmp_pat
     with pytest.raises(DataError, match="changed since validate"):
         prepare(copy, validated, tmp_path / "prepared", params, progress=False, min_tiles=FEW)
     assert not [p for p in (tmp_path / "prepared").iterdir() if p.name.startswith(".") or "tiles" in p.name]
+
+
+def _no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_disk_too_full_for_the_arrays_is_one_line_and_keeps_the_previous_dataset(real_crops, tmp_path, params):
+    """A disk that cannot hold tiles.npy (its blocks are reserved before any row is mapped and written, so this is
+    ENOSPC, not SIGBUS) stops prepare with one line naming the file; no temp file is left, the previous dataset stays."""
+    run(real_crops, tmp_path, params)
+    out = tmp_path / "prepared"
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "posix_fallocate", _no_space)
+        with pytest.raises(DataError, match=r"tiles\.npy: cannot reserve [\d.]+ MB on disk .*No space left on device"):
+            run(real_crops, tmp_path, params)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_a_full_disk_while_writing_the_small_files_is_one_line(real_crops, tmp_path, params, monkeypatch):
+    """ENOSPC from a plain write (the preview grid) is one DataError line naming the output folder; no temp file is left."""
+    monkeypatch.setattr(ops, "save_grid", _no_space)
+    with pytest.raises(DataError, match="prepared: cannot write the prepared dataset .No space left on device.; the previous"):
+        run(real_crops, tmp_path, params)
+    assert list((tmp_path / "prepared").iterdir()) == []
 
 
 def test_mixed_channel_counts_are_refused(real_crops, tmp_path, params):

@@ -34,11 +34,11 @@ def test_readme_has_exactly_one_demo_block():
 
 def test_the_block_names_the_run_and_replaces_only_itself():
     """The block names date, machine, command, step and tile counts; the text around it is untouched."""
-    block = RF.render_block(METRICS, None, {"step": 600, "device": "cpu", "compute": {"wall_seconds": 300}},
-                            date="2026-12-01", where="Some CPU, 2 cores", command="make demo")
+    card = {"step": 600, "device": "cpu", "compute": {"wall_seconds": 300}, "git_rev": "5f1de2ecff2fc23927bee8b7986c3cede4526c59"}
+    block = RF.render_block(METRICS, None, card, date="2026-12-01", where="Some CPU, 2 cores", command="dvc repro")
     assert block.startswith(RF.BEGIN) and block.endswith(RF.END)
-    assert ("A real run: `make demo` on Some CPU, 2 cores, evaluated 2026-12-01; model at step 600, trained on cpu "
-            "in 5.0 min; 657 training and 82 held-out real tiles, 512 samples.") in block
+    assert ("A real run: `dvc repro` of git 5f1de2ec on Some CPU, 2 cores, evaluated 2026-12-01; model at step 600, "
+            "trained on cpu in 5.0 min; 657 training and 82 held-out real tiles, 512 samples.") in block
     assert "| judge accuracy | 1.000 (95% CI 0.96-1.00) |" in block
     text = f"before\n{RF.BEGIN}\nold\n{RF.END}\nafter\n"
     assert RF.replace_block(text, block) == f"before\n{block}\nafter\n"
@@ -50,3 +50,30 @@ def test_a_readme_without_the_markers_is_refused():
         RF.replace_block("no markers here", "x")
     with pytest.raises(RF.FiguresError, match="README.md: expected one"):
         RF.replace_block(f"{RF.BEGIN}{RF.END}{RF.BEGIN}{RF.END}", "x")
+
+
+def test_the_command_is_dvc_repro_unless_named_and_is_printed(tmp_path, monkeypatch, capsys):
+    """Without --command the block names `dvc repro` (what writes every output; make demo runs it), not a guess such as
+    `make demo`; --command names another; the script prints the command it recorded."""
+    got = {}
+
+    def regenerate(params, readme, img_dir, command, **kwargs):
+        got["command"] = command
+        return []
+
+    monkeypatch.setattr(RF, "regenerate", regenerate)
+    RF.main([])
+    assert got["command"] == RF.DEFAULT_COMMAND == "dvc repro"
+    assert "described as made by `dvc repro`" in capsys.readouterr().out
+    got.clear()
+    RF.main(["--command", "dvc exp run --temp -S train.iterations=300"])
+    assert got["command"] == "dvc exp run --temp -S train.iterations=300"
+
+
+def test_the_code_revision_names_the_commit_or_experiment_and_uncommitted_changes():
+    """The block names the code that trained the model: 8 characters of a commit, an experiment's ref, a dirty tree."""
+    assert RF.code_revision({"git_rev": "5f1de2ecff2fc23927bee8b7986c3cede4526c59-dirty"}) == (
+        " of git 5f1de2ec with uncommitted changes")
+    assert RF.code_revision({"git_rev": "refs/exps/5f/1de2ec/no-ema"}) == " of git refs/exps/5f/1de2ec/no-ema"
+    assert RF.code_revision({"git_rev": None}) == RF.code_revision(None) == ""
+

@@ -84,7 +84,7 @@ def test_git_rev_names_the_experiments_own_commit_under_dvc_exp_run(small, tmp_p
 
 def test_readme_figures_rewrites_the_demo_block_from_the_run(small, tmp_path):
     """bench/readme_figures.py on the run's outputs copies the figures (a report screenshot with Chromium) and rewrites
-    README's block with date, machine and command."""
+    README's block with date, machine, command and the git revision that trained the model."""
     repo, _ = small
     img = tmp_path / "img"
     readme = tmp_path / "README.md"
@@ -98,7 +98,9 @@ def test_readme_figures_rewrites_the_demo_block_from_the_run(small, tmp_path):
     assert (img / "demo_turing_grid.png").read_bytes() == (repo / "data/eval/turing_grid.png").read_bytes()
     text = readme.read_text()
     m = _json(repo / "data/eval/metrics.json")
-    assert "A real run: `dvc repro` on " in text and f"{m['n']['holdout']} held-out real tiles" in text
+    caption = next((line for line in text.splitlines() if line.startswith("A real run: ")), "")
+    assert re.match(r"A real run: `dvc repro` of git [0-9a-f]{8}( with uncommitted changes)? on ", caption), caption
+    assert f"{m['n']['holdout']} held-out real tiles" in text
     assert "| judge accuracy |" in text and "Stale until" not in text and "cores" in text
     assert "turing_n_real: 16 -> " in text and str(readme) in proc.stdout
 

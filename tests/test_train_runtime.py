@@ -18,6 +18,7 @@ from satgan.train.runtime import (
     determinism,
     dist_from_env,
     pick_device,
+    say,
     seed_everything,
     torchrun_command,
 )
@@ -115,3 +116,17 @@ def test_nproc_beyond_the_gpu_count_is_refused_before_relaunching(monkeypatch):
     monkeypatch.setattr("os.execv", lambda *a: pytest.fail("relaunched"))
     with pytest.raises(TrainingError, match="train.nproc is 2 but this machine has 1 CUDA device"):
         relaunch_under_torchrun(2, "auto")
+
+
+def test_only_rank_0_says_progress_lines_under_torchrun(monkeypatch, capsys):
+    """Under torchrun rank 1 prints nothing for a progress line, rank 0 prints it once, a single process prints it."""
+    for rank, expected in (("1", ""), ("0", "train: wrote data/model at step 5\n")):
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        monkeypatch.setenv("RANK", rank)
+        monkeypatch.setenv("LOCAL_RANK", rank)
+        say("wrote data/model at step 5")
+        assert capsys.readouterr().err == expected, rank
+    monkeypatch.delenv("WORLD_SIZE")
+    say("no checkpoint: starting fresh")
+    assert capsys.readouterr().err == "train: no checkpoint: starting fresh\n"
+

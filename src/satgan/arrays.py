@@ -17,6 +17,7 @@ or None when the sidecar has none.
 from __future__ import annotations
 
 import json
+import os
 import tokenize
 from collections.abc import Callable
 from pathlib import Path
@@ -66,17 +67,48 @@ def write_array_with_sidecar(npy_path: str | Path, shape: tuple[int, ...], dtype
     writes the rows (e.g. through ``np.lib.format.open_memmap(tmp, mode="r+")``, from any
     process) and returns extra sidecar keys. Both files appear only when everything succeeded:
     at the end of ``group`` when one is given (so several arrays change together), else at once.
+    The temp file's disk blocks are reserved before ``fill`` runs (:func:`reserve_blocks`): a
+    disk too full for the array is one DataError naming ``npy_path`` and the size, and the
+    group removes its temp files, where writing through the map would die of SIGBUS.
     """
     npy_path = Path(npy_path)
     if group is None:
         with atomic_group() as own:
             return write_array_with_sidecar(npy_path, shape, dtype, fill, own)
     tmp = group.path(npy_path, suffix=".npy")
-    np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=tuple(shape)).flush()
+    try:
+        np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=tuple(shape)).flush()  # header; the rest a hole
+        reserve_blocks(tmp)
+    except OSError as exc:
+        need = np.dtype(dtype).itemsize * int(np.prod(shape))
+        raise DataError(f"{npy_path}: cannot reserve {need / 1e6:.1f} MB on disk for the array "
+                        f"({exc.strerror or exc}); nothing was replaced: free space and rerun") from None
     meta = sidecar_meta(tuple(shape), dtype, fill(tmp))
     side = group.path(sidecar_path(npy_path))
-    side.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    try:
+        side.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise DataError(f"{sidecar_path(npy_path)}: cannot write ({exc.strerror or exc}); nothing was replaced: "
+                        "free space and rerun") from None
     return meta
+
+
+def reserve_blocks(path: Path) -> None:
+    """Give every byte of ``path`` its disk blocks now (:func:`os.posix_fallocate`), before anything maps it.
+
+    A new .npy is a hole (its size set, no blocks behind it), and a store into a memory-mapped
+    page the filesystem then cannot back (a full disk, a quota) is SIGBUS: the process dies with
+    no message and its temp files stay. Reserved up front, a full disk is an ``OSError``
+    (ENOSPC) here instead, before any row is written. Only where the OS has posix_fallocate
+    (Linux; not macOS, whose writes keep the old behaviour).
+    """
+    if not hasattr(os, "posix_fallocate"):
+        return
+    fd = os.open(path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    finally:
+        os.close(fd)
 
 
 def save_array_with_sidecar(npy_path: str | Path, images: np.ndarray, extra: dict[str, Any],

@@ -33,6 +33,7 @@ import hashlib
 import json
 import math
 import re
+import subprocess
 import types
 import typing
 from pathlib import Path
@@ -195,6 +196,41 @@ def _yaml_error(path: Path, exc: yaml.YAMLError) -> str:
     where = f" (line {context_mark.line + 1}, column {context_mark.column + 1})" if context_mark is not None else ""
     why = f"{problem} {context}{where}" if context else problem
     return f"{path}: line {mark.line + 1}, column {mark.column + 1}: not valid YAML: {' '.join(why.split())}"
+
+
+def _flat(doc: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as ``{"a.b.c": value}`` in file order; lists and scalars are values."""
+    if not isinstance(doc, dict):
+        return {prefix: doc}
+    out: dict[str, Any] = {}
+    for key, value in doc.items():
+        out.update(_flat(value, f"{prefix}{key}." if isinstance(value, dict) else f"{prefix}{key}"))
+    return out
+
+
+def _show(value: Any) -> str:
+    """A params value as YAML writes it in flow style: ``true``, ``2e-04``, ``[1, 2]``, text unquoted."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def changed_from_defaults(path: str | Path = DEFAULT_PARAMS, rev: str = "HEAD") -> list[str] | None:
+    """What the params file at ``path`` changes from the defaults: the same file as committed at ``rev`` (defaults
+    live in params.yaml; under ``dvc exp run`` HEAD is the experiment's baseline and ``-S`` edits the workspace copy).
+
+    One ``key=value`` per dotted key whose value differs, in file order (a key the committed file lacks
+    included; one only the committed file has as ``key: removed``); [] when they agree. None when there is
+    nothing to compare with: ``path`` unreadable or not valid YAML, outside git, or not committed at ``rev``.
+    """
+    path = Path(path)
+    try:
+        now = _flat(read_params_file(path))
+        committed = subprocess.run(["git", "show", f"{rev}:./{path.name}"], cwd=path.parent, capture_output=True,
+                                   text=True, timeout=10, check=True).stdout
+        then = _flat(parse_yaml(committed))
+    except (ParamsError, OSError, subprocess.SubprocessError, yaml.YAMLError):
+        return None
+    changed = [f"{key}={_show(value)}" for key, value in now.items() if key not in then or then[key] != value]
+    return changed + [f"{key}: removed" for key in then if key not in now]
 
 
 def load_section(section: str, cls: type[T], path: str | Path = DEFAULT_PARAMS) -> T:

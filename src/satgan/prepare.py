@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import functools
 import io
 import multiprocessing
@@ -416,15 +417,23 @@ def prepare(raw: str | Path, validated: str | Path, out: str | Path, params: Pre
     limit = None if Image.MAX_IMAGE_PIXELS is None else max(acc.max_pixels, Image.MAX_IMAGE_PIXELS)
     # The outputs are one dataset: they replace the previous ones together at the end, so a
     # run that fails half way (a tile gone, a decode error) leaves the previous dataset whole.
-    with ops.pixel_limit(limit), _tile_mapper(params, limit) as pmap, atomic_group() as group:
-        preview = group.path(out / names.PREVIEW, suffix=".png")
-        _write_split(names.TRAIN_TILES, train_rows, acc, raw, out, params, pmap, common, progress, group, preview,
-                     labels_file=names.TRAIN_LABELS, extra=sidecar_boxes(positions, train_rows))
-        _write_split(names.HOLDOUT_TILES, hold_rows, acc, raw, out, params, pmap, common, progress, group,
-                     labels_file=names.HOLDOUT_LABELS, extra=sidecar_boxes(positions, hold_rows))
-        if len(val_rows):
-            _write_split(names.VALIDATION_TILES, val_rows, acc, raw, out, params, pmap, common, progress, group,
-                         labels_file=names.VALIDATION_LABELS, extra=sidecar_boxes(positions, val_rows))
+    # A full disk: the arrays' blocks are reserved before any row is written (satgan.arrays.reserve_blocks, one
+    # line naming the array); the small files (labels, preview) fail on write; either way the temp files go.
+    try:
+        with ops.pixel_limit(limit), _tile_mapper(params, limit) as pmap, atomic_group() as group:
+            preview = group.path(out / names.PREVIEW, suffix=".png")
+            _write_split(names.TRAIN_TILES, train_rows, acc, raw, out, params, pmap, common, progress, group, preview,
+                         labels_file=names.TRAIN_LABELS, extra=sidecar_boxes(positions, train_rows))
+            _write_split(names.HOLDOUT_TILES, hold_rows, acc, raw, out, params, pmap, common, progress, group,
+                         labels_file=names.HOLDOUT_LABELS, extra=sidecar_boxes(positions, hold_rows))
+            if len(val_rows):
+                _write_split(names.VALIDATION_TILES, val_rows, acc, raw, out, params, pmap, common, progress, group,
+                             labels_file=names.VALIDATION_LABELS, extra=sidecar_boxes(positions, val_rows))
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise DataError(f"{out}: cannot write the prepared dataset ({exc.strerror}); the previous one is kept: "
+                        "free space and rerun") from None
     # Files an earlier run wrote that this one does not would misdescribe the dataset: no validation
     # split now (validation_fraction 0), or unlabelled tiles now.
     stale = [] if len(val_rows) else [names.VALIDATION_TILES, str(Path(names.VALIDATION_TILES).with_suffix(".json")),

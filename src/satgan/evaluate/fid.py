@@ -19,6 +19,8 @@ extractor itself needs only torch, so :func:`inception_module` loads that one mo
 installed torch-fidelity, and FID/KID are computed here from its 2048-d pool features, with
 torch-fidelity's definitions (FID: Heusel et al. 2017; KID: Bińkowski et al. 2018, unbiased
 MMD² with the cubic polynomial kernel k(x, y) = (x·y / d + 1)³, averaged over random subsets).
+For the same reason ``make setup`` installs neither (requirements.txt installs nothing that
+cannot be imported): FID is opt-in, :data:`INSTALL_HINT`.
 
 torch-fidelity loads a weights path with ``torch.load(weights_only=False)``, which would unpickle
 arbitrary objects; satgan builds the extractor with ``TORCH_FORCE_WEIGHTS_ONLY_LOAD=1`` set, so
@@ -52,6 +54,8 @@ KID_SUBSETS = 100  # torch-fidelity's defaults
 KID_MAX_SUBSET = 1000
 FETCH_TIMEOUT_S = 60.0  # per socket operation while fetching the weights (a silent network must not hang evaluate)
 _INCEPTION_MODULE = "torch_fidelity.feature_extractor_inceptionv3"
+# How to add FID: torch-fidelity alone (its InceptionV3 module needs torch only), not the torchvision pip would pull in.
+INSTALL_HINT = "`pip install --no-deps torch-fidelity==0.4.0`"
 
 
 class WeightsUnavailable(Exception):
@@ -138,9 +142,9 @@ def resolve_weights(setting: str, say: Any = None) -> Path | None:
         inception_module()
     except ModuleNotFoundError:
         if setting == AUTO:
-            raise WeightsUnavailable("torch-fidelity is not installed (`pip install torch-fidelity==0.4.0`)") from None
+            raise WeightsUnavailable(f"torch-fidelity is not installed ({INSTALL_HINT})") from None
         raise ParamsError(f"{KEY} is set ({setting}) but torch-fidelity is not installed: "
-                          f"`pip install torch-fidelity==0.4.0`, or set {KEY}: \"\" to skip FID/KID") from None
+                          f"{INSTALL_HINT}, or set {KEY}: \"\" to skip FID/KID") from None
     if setting == AUTO:
         return fetch_weights(weights_url(), say)
     path = Path(setting)

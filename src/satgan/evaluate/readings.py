@@ -233,7 +233,7 @@ def rate_metrics(metrics: dict[str, Any], fid_kid: dict[str, Any] | None) -> lis
 
     - judge accuracy (classifier two-sample test): :func:`judge_mark`, against chance and its
       floor (``floor.judge``). Amber and "inconclusive", with its 95% interval, when
-      metrics.json says ``judge.conclusive`` 0 (:func:`satgan.evaluate.stage.judge_conclusive`).
+      metrics.json says ``judge.conclusive`` 0 (:func:`judge_conclusive`).
     - SWD, colour-histogram and spectral distance: against ``floor.swd.mean`` /
       ``floor.colour_hist.mean`` / ``floor.spectral.mean`` (the same distance between the
       comparison reals and as many training reals): :func:`floor_mark`; grey without a floor.
@@ -490,31 +490,41 @@ def rate_classes(metrics: dict[str, Any]) -> tuple[tuple[str, ...], list[ClassRo
     return CLASS_COLUMNS, rows
 
 
+# headline.json's graded figures: the ones that rank runs, first in ``dvc exp show`` (their key order is its column
+# order), so they stay on the first screen of a 160-column terminal whatever follows (tests/test_dvc_metrics.py).
+HEADLINE_GRADED = ("judge_acc", "ll", "brier", "swd", "spectral", "colour", "copied", "ssim_fake", "fid", "gan_test_acc")
+# ... then what reads them (the reals' pair SSIM, the collapse flag) and the train figures.
+HEADLINE_CONTEXT = ("ssim_real", "collapse", "step", "img_s")
+
+
 def headline(metrics: dict[str, Any] | None, live_summary: dict[str, Any] | None) -> dict[str, float | None]:
     """The figures ``dvc exp show`` compares runs by: short flat keys, None where not available.
 
-    From metrics.json: judge accuracy and its graded log-loss (``ll``: the accuracy and p-value
+    Graded first (:data:`HEADLINE_GRADED`, in this order): judge accuracy and its two graded
+    scores, the log-loss (``ll``) and the Brier score (``brier``): the accuracy and p-value
     saturate at 1.0 and ~1e-25 once fakes are easy to tell, so ``dvc exp show --only-changed``
-    drops them; the log-loss still moves, and ranks runs the way the README recommends), SWD, the
-    spectral and colour-histogram distances, the share of likely copies, the mean
-    pairwise SSIM of fakes, FID when computed, and a conditional model's GAN-test accuracy (labelled
+    drops them, while the two proper scores still move and rank runs; SWD, the spectral and
+    colour-histogram distances, the share of likely copies, the mean pairwise SSIM of fakes
+    (``ssim_fake``), FID when computed, and a conditional model's GAN-test accuracy (labelled
     data; None when inconclusive, :func:`gan_test_conclusive`; its ceiling, the classifier's
     accuracy on held-out reals, depends on the data only, so it stays in metrics.json with the
-    other baselines). An inconclusive judge (too few test tiles to
-    say anything, :func:`judge_is_conclusive`) has no headline accuracy: ``judge_acc`` is None
-    (its p-value and the floors of each figure stay in metrics.json). From dvclive's summary: the last step and
-    img/s. Their real-vs-real baselines (copies among held-out reals, SSIM among reals) depend
-    on the data only, not on the model, so they stay in metrics.json and on the report page;
-    so do the judge's Brier score (a second proper score of the same probabilities as the
-    log-loss: it ranks runs alike) and the collapse flag (``ssim_fake`` above the reals' SSIM
-    by more than ``evaluate.diversity.margin``). Each headline column costs ``dvc exp show``
-    about 11 of its 160 characters (tests/test_dvc_metrics.py counts them).
+    other baselines). An inconclusive judge (too few test tiles to say anything,
+    :func:`judge_is_conclusive`) has no headline accuracy: ``judge_acc`` is None (its p-value
+    and the floors of each figure stay in metrics.json).
+
+    Then :data:`HEADLINE_CONTEXT`: the reals' mean pairwise SSIM (``ssim_real``, what
+    ``ssim_fake`` is read against; it depends on the data only, so ``--only-changed`` drops it
+    between runs on the same tiles), the collapse flag (``collapse``: metrics.json's
+    ``diversity.collapsed``, 1 when the fakes' pair SSIM exceeds the reals' by more than
+    ``evaluate.diversity.margin``; evaluate decides it, nobody here recomputes it), and from
+    dvclive's summary the last step and img/s.
     """
     m = metrics if isinstance(metrics, dict) else {}
     live = live_summary if isinstance(live_summary, dict) else {}
     out = {
         "judge_acc": number(m, "judge.accuracy") if judge_is_conclusive(m) else None,
         "ll": number(m, "judge.log_loss"),
+        "brier": number(m, "judge.brier"),
         "swd": number(m, "swd.mean"),
         "spectral": number(m, "spectral.mean"),
         "colour": number(m, "colour_hist.mean"),
@@ -525,6 +535,8 @@ def headline(metrics: dict[str, Any] | None, live_summary: dict[str, Any] | None
         out["fid"] = number(m, "fid")
     if number(m, "classifier.gan_test.accuracy") is not None:
         out["gan_test_acc"] = number(m, "classifier.gan_test.accuracy") if gan_test_conclusive(m) else None
+    out["ssim_real"] = number(m, "diversity.real_mean_ssim")
+    out["collapse"] = number(m, "diversity.collapsed")
     out["step"] = number(live, "step")
     out["img_s"] = number(live, "train.img_per_s")
     return out

@@ -61,6 +61,7 @@ from satgan.evaluate.readings import (
     rate_metrics,
 )
 from satgan.fsutil import read_json, write_text_atomic
+from satgan.params import DEFAULT_PARAMS, changed_from_defaults
 
 REPORT = "report.html"
 HEADLINE = "headline.json"
@@ -509,9 +510,10 @@ def _card_section(eval_dir: Path, model_card_md: Path | None, shown: Path) -> st
 
 
 def render_report(eval_dir: Path, samples_dir: Path, live_dir: Path, model_card_md: Path | None = None,
-                  shown_dir: Path | None = None) -> str:
+                  shown_dir: Path | None = None, params_path: Path = DEFAULT_PARAMS) -> str:
     """The whole page as a string (see the module docstring for its sections); paths shown name ``shown_dir``
-    (default ``eval_dir``; evaluate renders from its staging folder)."""
+    (default ``eval_dir``; evaluate renders from its staging folder); ``params_path``: the run's params file (the
+    identity line lists what it changes from the defaults)."""
     shown = eval_dir if shown_dir is None else shown_dir
     training, frames = _training_section(live_dir)
     classes = _classes_section(eval_dir, samples_dir)  # "" for unlabelled data: no section, no link
@@ -531,7 +533,7 @@ def render_report(eval_dir: Path, samples_dir: Path, live_dir: Path, model_card_
         _section("Model card", _card_section(eval_dir, model_card_md, shown), "card"),
     ])
     return _template().render(
-        identity=run_identity(eval_dir, live_dir),
+        identity=run_identity(eval_dir, live_dir, params_path),
         nav=nav,
         body=Markup(body),  # every section escapes the strings it holds (html.escape / markdown-it without HTML)
         frames_json=Markup(json.dumps(frames, separators=(",", ":")).replace("</", "<\\/")),
@@ -547,9 +549,25 @@ def _template() -> Any:
     return env.get_template(REPORT)
 
 
-def run_identity(eval_dir: Path, live_dir: Path) -> list[tuple[str, str]]:
+MAX_CHANGED_SHOWN = 4  # params listed on the identity line; the rest as "+N more"
+MAX_CHANGED_CHARS = 40  # one "key=value" longer than this is cut with "…"
+
+
+def params_changed_text(changed: list[str]) -> str:
+    """The identity line's "differs from defaults": the first :data:`MAX_CHANGED_SHOWN` ``key=value`` pieces (each cut
+    to :data:`MAX_CHANGED_CHARS`), then "+N more"; "nothing" when there are none. Plain text (the template escapes it)."""
+    if not changed:
+        return "nothing"
+    shown = [c if len(c) <= MAX_CHANGED_CHARS else c[:MAX_CHANGED_CHARS - 1] + "…" for c in changed[:MAX_CHANGED_SHOWN]]
+    more = len(changed) - len(shown)
+    return ", ".join(shown) + (f", +{more} more" if more else "")
+
+
+def run_identity(eval_dir: Path, live_dir: Path, params_path: Path = DEFAULT_PARAMS) -> list[tuple[str, str]]:
     """The run at the top of the page: model step, weights, git revision and experiment (model_card.json's ``run``
-    and ``model``), the last training step dvclive logged and the evaluation date; pieces that are missing are left out.
+    and ``model``), the last training step dvclive logged, the evaluation date, and what ``params_path`` changes from
+    the defaults (:func:`satgan.params.changed_from_defaults`: the same file as committed at HEAD); pieces that are
+    missing are left out. Plain strings: the template escapes them.
     """
     out: list[tuple[str, str]] = []
     try:
@@ -575,12 +593,15 @@ def run_identity(eval_dir: Path, live_dir: Path) -> list[tuple[str, str]]:
     except Missing:
         pass
     out.append(("evaluated", datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")))
+    changed = changed_from_defaults(params_path)
+    if changed is not None:
+        out.append(("differs from defaults", params_changed_text(changed)))
     return out
 
 
 def write_report(eval_dir: str | Path, samples_dir: str | Path, live_dir: str | Path,
                  model_card_md: str | Path | None = None, out_dir: str | Path | None = None,
-                 shown_dir: str | Path | None = None) -> dict[str, Path]:
+                 shown_dir: str | Path | None = None, params_path: str | Path = DEFAULT_PARAMS) -> dict[str, Path]:
     """Write ``report.html`` and ``headline.json`` into ``out_dir`` (default: ``eval_dir``); returns their paths.
 
     Reads eval_dir (metrics.json, fid_kid.json, turing_grid.png, turing_key.json,
@@ -595,7 +616,7 @@ def write_report(eval_dir: str | Path, samples_dir: str | Path, live_dir: str | 
     card = Path(model_card_md) if model_card_md is not None else None
     paths = {"report": out / REPORT, "headline": out / HEADLINE}
     write_text_atomic(paths["report"], render_report(eval_dir, samples_dir, live_dir, card,
-                                                     None if shown_dir is None else Path(shown_dir)))
+                                                     None if shown_dir is None else Path(shown_dir), Path(params_path)))
     try:
         metrics = _read_json(eval_dir / names.METRICS)
     except Missing:
@@ -625,7 +646,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m satgan.evaluate.r
     """
     from satgan.cli import refuse_pipeline_output
     from satgan.evaluate.readings import check_metrics
-    from satgan.params import DEFAULT_PARAMS, load_section
+    from satgan.params import load_section
     from satgan.paths import PathsParams
 
     ap = argparse.ArgumentParser(prog=prog, description="Rebuild report.html (and headline.json) from the pipeline's "
@@ -644,7 +665,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m satgan.evaluate.r
     card = args.model_card if args.model_card is not None else eval_dir / names.MODEL_CARD_MD
     args.out.mkdir(parents=True, exist_ok=True)
     written = write_report(eval_dir, paths.samples, paths.live, card if card.is_file() or args.model_card else None,
-                           args.out, shown_dir=eval_dir)
+                           args.out, shown_dir=eval_dir, params_path=args.params)
     print(f"wrote {written['report']} (open it in a browser) and {written['headline']}")
 
 

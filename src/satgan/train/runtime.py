@@ -18,7 +18,14 @@ from satgan.errors import TrainingError
 
 
 def say(msg: str) -> None:
-    """Progress and warnings go to stderr (DVC shows them; stdout stays clean), above the progress bar."""
+    """Progress and warnings go to stderr (DVC shows them; stdout stays clean), above the progress bar.
+
+    Under torchrun only rank 0 says them (:func:`dist_from_env`): every rank runs the same steps and
+    would repeat each line once per process. The other ranks stay quiet but for errors, which
+    :func:`satgan.cli.run_main` prints from whichever rank meets one.
+    """
+    if not dist_from_env().main:
+        return
     tqdm.write(f"train: {msg}", file=sys.stderr)
 
 
