@@ -18,6 +18,7 @@ in ``--out/runs/<recipe>-s<seed>/`` (``certify/`` holds its held-out evaluation)
     python bench/quality_bench.py --budget-seconds 480 --seeds 0,1,2,3              # CPU, 8 min per run
     python bench/quality_bench.py --budget-images 200000 --device cuda --recipes canonical,default
     python bench/quality_bench.py --certify default --out bench/out/quality-<time>  # the chosen one, on the holdout
+    python bench/quality_bench.py --tables OUT0,OUT1 --baseline default --out OUT  # halves run one per core, one table
 
 Budgets: ``--budget-iterations N`` trains N iterations (equal compute on the same nets, whatever
 the machine's load: the budget to compare recipes by); ``--budget-images N`` trains N / batch_size
@@ -418,6 +419,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     budget.add_argument("--budget-images", type=int, help="training images per run (iterations = N / batch_size)")
     ap.add_argument("--certify", metavar="RECIPE", default=None,
                     help="train nothing: score RECIPE's runs in --out (a finished bench) against the held-out tiles")
+    ap.add_argument("--tables", type=lambda v: [Path(p) for p in v.split(",") if p], default=None, metavar="DIR,DIR",
+                    help="train nothing: one table of the finished runs in these bench folders (e.g. halves run one per "
+                         "core), written to --out")
+    ap.add_argument("--baseline", default=BASELINE, help=f"differences are taken from this recipe (default {BASELINE})")
     ap.add_argument("--recipes", default="canonical,default", help=f"comma-separated, from: {', '.join(RECIPES)}")
     ap.add_argument("--seeds", default=DEFAULT_SEEDS, help="comma-separated train seeds; each repeats every recipe")
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
@@ -427,7 +432,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, default=None, help="output folder (default bench/out/quality-<UTC time>)")
     args = ap.parse_args(argv)
     budgets = (args.budget_iterations, args.budget_seconds, args.budget_images)
-    if args.certify is None and all(b is None for b in budgets):
+    if args.tables is not None and (args.certify is not None or any(b is not None for b in budgets) or args.out is None):
+        ap.error("--tables DIR,DIR trains nothing: pass --out for the tables, and no budget or --certify")
+    if args.tables is None and args.certify is None and all(b is None for b in budgets):
         ap.error("one of --budget-iterations, --budget-seconds, --budget-images is required (or --certify RECIPE)")
     if args.certify is not None and (any(b is not None for b in budgets) or args.out is None):
         ap.error("--certify RECIPE takes the runs of a finished bench: pass its --out, and no budget")
@@ -456,14 +463,16 @@ def _describe(row: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def _write_tables(out: Path, stem: str, rows: list[dict[str, Any]], header: list[str], argv: list[str]) -> None:
-    """Print and write the runs table and the per-recipe summary: <stem>.md, <stem>.csv and <stem>_summary.csv."""
+def _write_tables(out: Path, stem: str, rows: list[dict[str, Any]], header: list[str], argv: list[str],
+                  baseline: str = BASELINE) -> None:
+    """Print and write the runs table and the per-recipe summary (differences from ``baseline``): <stem>.md,
+    <stem>.csv and <stem>_summary.csv."""
     table = markdown_table(rows)
-    summary = summarize(rows)
+    summary = summarize(rows, baseline)
     ranked = rank(summary)
     ranking = ", ".join(f"{r} ({_fmt(RANK_BY[0], v)})" for r, v in ranked)
     print(table)
-    print(summary_table(summary))
+    print(summary_table(summary, baseline))
     if ranked:
         print(f"ranked by mean {RANK_BY[0]} ({RANK_BY[1]} is better): {ranking}")
     with open(out / f"{stem}.csv", "w", newline="") as fh:
@@ -481,8 +490,8 @@ def _write_tables(out: Path, stem: str, rows: list[dict[str, Any]], header: list
              "- judge log-loss and Brier: higher is better for the GAN (ln 2 = 0.693 and 0.25 for an uninformed judge)",
              f"- ranked by mean {RANK_BY[0]} ({RANK_BY[1]} is better): {ranking}", "",
              "## Runs", "", table, "",
-             f"## Per recipe: mean ± sd across seeds; difference from {BASELINE} ± its standard error", "",
-             summary_table(summary), ""]
+             f"## Per recipe: mean ± sd across seeds; difference from {baseline} ± its standard error", "",
+             summary_table(summary, baseline), ""]
     (out / f"{stem}.md").write_text("\n".join(lines))
     print(f"wrote {out / f'{stem}.md'}, {out / f'{stem}.csv'} and {out / f'{stem}_summary.csv'}")
 
@@ -507,6 +516,8 @@ def bench(args: argparse.Namespace, argv: list[str]) -> list[dict[str, Any]]:
 
     if args.certify is not None:
         return certify(args, argv)
+    if args.tables is not None:
+        return tables(args, argv)
     recipes, seeds = _parse_lists(args)
     for name in ("tiles.npy", "validation.npy"):
         if not (args.prepared / name).is_file():
@@ -551,6 +562,29 @@ def bench(args: argparse.Namespace, argv: list[str]) -> list[dict[str, Any]]:
                        f"`--certify RECIPE --out {out}`"], argv)
     if failed:
         raise BenchError(f"{len(failed)} run(s) failed: {', '.join(failed)}")
+    return rows
+
+
+def tables(args: argparse.Namespace, argv: list[str]) -> list[dict[str, Any]]:
+    """Train nothing: the tables of every finished run in the ``--tables`` bench folders together, written to ``--out``.
+
+    Two halves of one comparison run side by side (one process per core, each its own seeds) are
+    one table this way, with the differences taken from ``--baseline``.
+    """
+    rows = []
+    for folder in args.tables:
+        found = sorted(p for p in (folder / "runs").glob("*") if (p / "result.json").is_file())
+        if not found:
+            raise BenchError(f"{folder / 'runs'}: no finished run (is {folder} a quality bench's --out?)")
+        rows += [row_from(json.loads((p / "result.json").read_text())) for p in found]
+    recipes = {r["recipe"] for r in rows}
+    if args.baseline not in recipes:
+        raise BenchError(f"--baseline: no run of {args.baseline!r} in {', '.join(map(str, args.tables))} "
+                         f"(recipes there: {', '.join(sorted(recipes))})")
+    args.out.mkdir(parents=True, exist_ok=True)
+    _write_tables(args.out, "quality", rows,
+                  [f"- runs from: {', '.join(str(f) for f in args.tables)} (tables only: nothing trained here)"],
+                  argv, args.baseline)
     return rows
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import json
 import math
 import subprocess
 import sys
@@ -197,3 +198,34 @@ def test_tiny_bench_selects_on_validation_and_certifies_on_the_holdout(tmp_path,
     certified = list(csv.DictReader(open(out / "certify.csv")))
     assert [(r["recipe"], r["seed"], r["against"]) for r in certified] == [("default", "0", "holdout"),
                                                                            ("default", "1", "holdout")]
+
+
+def _finished_run(folder: Path, recipe: str, seed: int, swd: float) -> None:
+    """A finished run's result.json, as a bench child writes it, under ``folder/runs``."""
+    run = folder / "runs" / f"{recipe}-s{seed}"
+    run.mkdir(parents=True)
+    result = {"recipe": recipe, "seed": seed, "against": "validation", "iterations": 10, "train_s": 1.0,
+              "img_per_s": 80.0, "metrics": {"swd": swd}}
+    (run / "result.json").write_text(json.dumps(result))
+
+
+def test_tables_join_two_halves_and_take_differences_from_the_baseline(tmp_path):
+    """--tables A,B --baseline default: one table over both folders' runs, differences from default, nothing trained."""
+    for half, seeds in (("a", (0, 1)), ("b", (2, 3))):
+        for seed in seeds:
+            _finished_run(tmp_path / half, "default", seed, 1.0 + seed)
+            _finished_run(tmp_path / half, "default-noflips", seed, 2.0 + seed)
+    out = tmp_path / "joined"
+    qb.main(["--tables", f"{tmp_path / 'a'},{tmp_path / 'b'}", "--baseline", "default", "--out", str(out)])
+    rows = list(csv.DictReader(open(out / "quality_summary.csv")))
+    noflips = next(r for r in rows if r["recipe"] == "default-noflips" and r["figure"] == "swd")
+    assert noflips["n"] == "4" and float(noflips["diff"]) == pytest.approx(1.0)
+    assert "difference from default" in (out / "quality.md").read_text()
+
+
+def test_tables_without_the_baseline_recipe_say_so(tmp_path, capsys):
+    """--baseline naming a recipe none of the runs has is one line and exit code 2."""
+    _finished_run(tmp_path / "a", "default", 0, 1.0)
+    with pytest.raises(SystemExit) as exc:
+        qb.main(["--tables", str(tmp_path / "a"), "--baseline", "canonical", "--out", str(tmp_path / "o")])
+    assert exc.value.code == 2 and "--baseline: no run of 'canonical'" in capsys.readouterr().err
