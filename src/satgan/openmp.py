@@ -6,12 +6,15 @@ iterations before sleeping; a thread that spins while its partner is descheduled
 process burns the core that partner needs, so each of a training step's ~thousands of
 barriers waits a scheduler slice. On a 2-core machine with two busy processes beside it,
 satgan's default (2 threads) trained at ~0.2x the speed of 1 thread (issue 20; the GCC
-manual, "OMP_WAIT_POLICY" and "GOMP_SPINCOUNT", describes the spin). ``OMP_WAIT_POLICY=PASSIVE``
-makes waiting threads sleep at once (spin count 0); on a loaded 2-core machine it trained
-several times faster than the spinning default and at least as fast as 1 thread
-(``bench/busy_bench.py`` measures both ratios, idle and under its own bounded load). The
-thread count stays what ``train.threads`` says, never one picked from the load, and the
-policy changes only how threads wait, not what they compute, so results do not depend on it.
+manual, "OMP_WAIT_POLICY" and "GOMP_SPINCOUNT", describes the spin). Sleeping at once
+(``OMP_WAIT_POLICY=PASSIVE``, spin count 0) fixes the loaded case but costs every barrier a
+wake-up on an idle machine: idle, it trained slower than 1 thread. A short spin,
+``GOMP_SPINCOUNT=10000`` (about 10 µs, then sleep), keeps a waiting thread ready for the next
+region on an idle machine and gives the core away almost at once on a loaded one; it beat both
+PASSIVE and libgomp's default idle and loaded (``bench/busy_bench.py``, docs/benchmarks.md), so
+it is the default. The thread count stays what ``train.threads`` says, never one picked from the
+load, and the policy changes only how threads wait, not what they compute, so results do not
+depend on it. Runtimes other than libgomp ignore ``GOMP_SPINCOUNT`` and keep their own default.
 
 The runtime reads these variables once, when its library is loaded, i.e. at ``import torch``:
 :func:`choose_wait_policy` runs from ``satgan/__init__`` so that every entry point (stages,
@@ -26,14 +29,14 @@ import sys
 from collections.abc import MutableMapping
 
 POLICY_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
-DEFAULT_POLICY = "PASSIVE"
+DEFAULT_POLICY = ("GOMP_SPINCOUNT", "10000")  # (variable, value) set when the user set none of POLICY_VARIABLES
 
 # What choose_wait_policy decided in this process (for the training log line).
 _chosen: str = "not chosen (satgan.openmp.choose_wait_policy not called)"
 
 
 def choose_wait_policy(environ: MutableMapping[str, str] | None = None, torch_loaded: bool | None = None) -> str:
-    """Set ``OMP_WAIT_POLICY=PASSIVE`` unless the user chose a wait policy or torch is already loaded; say which.
+    """Set :data:`DEFAULT_POLICY` unless the user chose a wait policy or torch is already loaded; say which.
 
     ``environ``: the environment to read and update (``os.environ``); ``torch_loaded``: whether
     torch (and with it OpenMP) was imported before this call (where it was, a change could
@@ -49,8 +52,10 @@ def choose_wait_policy(environ: MutableMapping[str, str] | None = None, torch_lo
     elif loaded:
         _chosen = "OpenMP wait policy: the runtime's default (torch was imported before satgan, so it is unchanged)"
     else:
-        env["OMP_WAIT_POLICY"] = DEFAULT_POLICY
-        _chosen = f"OpenMP wait policy {DEFAULT_POLICY} (satgan's default; set OMP_WAIT_POLICY to override)"
+        name, value = DEFAULT_POLICY
+        env[name] = value
+        _chosen = (f"OpenMP wait policy {name}={value} (satgan's default: a short spin, then sleep; set OMP_WAIT_POLICY "
+                   "or GOMP_SPINCOUNT to override)")
     return _chosen
 
 
