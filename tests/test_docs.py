@@ -328,6 +328,13 @@ MODULE_NAMED = re.compile(r"(?<![\w.])satgan(?:\.\w+)+")
 
 
 def _naming_files(root: Path) -> list[Path]:
+    """The text files under :data:`NAMING_SOURCES` that belong to the project: in a git checkout what git does not
+    ignore (a benchmark's old run outputs under bench/out are not the docs); elsewhere every file."""
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "--", *NAMING_SOURCES], cwd=root,
+                            capture_output=True, text=True)
+    if listed.returncode == 0 and (root / ".git").exists():
+        return sorted(root / p for p in listed.stdout.splitlines()
+                      if (root / p).is_file() and (root / p).suffix in TEXT_SUFFIXES)
     files = []
     for name in NAMING_SOURCES:
         path = root / name
