@@ -114,5 +114,5 @@ def test_summary_lists_each_demo_target(tmp_path, repo_root):
     """The summary ends its figures with each demo target (readings.DEMO_TARGETS) and whether this run meets it."""
     proc = _setup(tmp_path, repo_root)
     assert proc.returncode == 0, proc.stderr
-    assert "met     judge accuracy <= 0.85" in proc.stdout and "met     memorized none" in proc.stdout
-    assert "n/a     spectral distance" in proc.stdout  # no spectral figure or floor in this metrics.json
+    assert "met           judge accuracy <= 0.85" in proc.stdout and "met           memorized none" in proc.stdout
+    assert "not measured  spectral distance" in proc.stdout  # no spectral figure or floor in this metrics.json

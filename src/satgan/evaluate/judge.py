@@ -302,9 +302,10 @@ def judge(real: np.ndarray, fake: np.ndarray, cfg: JudgeParams, seed: int,
         fold_rng = np.random.default_rng([seed, s])
         fold = np.concatenate([assign_folds(rg, folds, fold_rng), assign_folds(fg, folds, fold_rng)])
         fits += [(s, fold == k, seed + 1000 * s + k) for k in range(folds)]
+    tests, net_seeds = [test for _, test, _ in fits], [net_seed for _, _, net_seed in fits]
     y_t = torch.from_numpy(y).float()
 
-    def fit(s: int, test: np.ndarray, net_seed: int, net: nn.Sequential) -> np.ndarray:
+    def fit(test: np.ndarray, net_seed: int, net: nn.Sequential) -> np.ndarray:
         return _train_and_predict(net, x[~test], y_t[~test], x[test], cfg, net_seed)
 
     probs = np.zeros((cfg.seeds, 2 * n))
@@ -312,12 +313,12 @@ def judge(real: np.ndarray, fake: np.ndarray, cfg: JudgeParams, seed: int,
         # The weight init draws from the global RNG, so the nets are built here, one after another; the fits are
         # independent and each runs on one intra-op thread, so ``cfg.workers`` of them run at once (torch releases
         # the GIL inside its ops) and every fit computes exactly what it would alone: same result for any count.
-        nets = [_seeded_net(x.shape[1], cfg.width, 1, net_seed) for _, _, net_seed in fits]
+        nets = [_seeded_net(x.shape[1], cfg.width, 1, net_seed) for net_seed in net_seeds]
         with ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="judge") as pool:
-            logits = list(pool.map(fit, *zip(*fits, strict=True), nets))
+            logits = list(pool.map(fit, tests, net_seeds, nets))
     for (s, test, _), z in zip(fits, logits, strict=True):
         probs[s, test] = _sigmoid(z)
-    trained = [int((~test).sum()) for _, test, _ in fits]
+    trained = [int((~test).sum()) for test in tests]
     mean_p = probs.mean(0)
     per_seed = tuple(_scores(p, y) for p in probs)
     pooled = _scores(mean_p, y)

@@ -52,6 +52,16 @@ class Target:
     wanted: str
     met: bool | None
 
+    @property
+    def verdict(self) -> str:
+        """"met", "missed" or "not measured": the one wording the report and ``satgan summary`` show."""
+        return "met" if self.met else "missed" if self.met is False else "not measured"
+
+    @property
+    def mark(self) -> str:
+        """The report's colour for :attr:`verdict`: green, red or grey."""
+        return "green" if self.met else "red" if self.met is False else "grey"
+
 
 # Issue 19's demo targets: what a demo run should reach (README "What good looks like").
 DEMO_JUDGE_MAX = 0.85  # judge accuracy at most this
@@ -521,7 +531,7 @@ def headline(metrics: dict[str, Any] | None, live_summary: dict[str, Any] | None
     """
     m = metrics if isinstance(metrics, dict) else {}
     live = live_summary if isinstance(live_summary, dict) else {}
-    out = {
+    out = {  # every figure; put in the order HEADLINE_GRADED + HEADLINE_CONTEXT below
         "judge_acc": number(m, "judge.accuracy") if judge_is_conclusive(m) else None,
         "ll": number(m, "judge.log_loss"),
         "brier": number(m, "judge.brier"),
@@ -539,7 +549,7 @@ def headline(metrics: dict[str, Any] | None, live_summary: dict[str, Any] | None
     out["collapse"] = number(m, "diversity.collapsed")
     out["step"] = number(live, "step")
     out["img_s"] = number(live, "train.img_per_s")
-    return out
+    return {key: out[key] for key in HEADLINE_GRADED + HEADLINE_CONTEXT if key in out}
 
 
 # The figures a reader of metrics.json needs (satgan summary, satgan report): a file without them is not

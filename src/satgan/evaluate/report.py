@@ -312,9 +312,8 @@ def _metrics_section(eval_dir: Path, shown: Path) -> str:
 def _targets(metrics: dict[str, Any]) -> str:
     """The demo targets (:func:`satgan.evaluate.readings.demo_targets`), each met (green), missed (red) or not measured."""
     rows = "".join(
-        f'<tr><td><span class="mark {"green" if t.met else "red" if t.met is False else "grey"}"></span>'
-        f"{html.escape(t.name)}</td><td>{html.escape(t.wanted)}</td>"
-        f"<td>{'met' if t.met else 'missed' if t.met is False else 'not measured'}</td></tr>" for t in demo_targets(metrics))
+        f'<tr><td><span class="mark {t.mark}"></span>{html.escape(t.name)}</td><td>{html.escape(t.wanted)}</td>'
+        f"<td>{t.verdict}</td></tr>" for t in demo_targets(metrics))
     return ('<h3>Demo targets</h3><table class="targets"><thead><tr><th>figure</th><th>target</th><th>this run</th>'
             f"</tr></thead><tbody>{rows}</tbody></table>")
 

@@ -60,7 +60,7 @@ def render(metrics: dict[str, Any], fid: dict[str, Any], samples: Path, eval_dir
     lines = ["satgan evaluation", ""] + [f"  {a:<{w0}}  {b:>{w1}}  {c}".rstrip() for a, b, c in rows]
     lines += floor_table(metrics)
     lines += ["", "Demo targets (issue 19):"] + [
-        f"  {'met   ' if t.met else 'missed' if t.met is False else 'n/a   '}  {t.name} {t.wanted}" for t in demo_targets(metrics)]
+        f"  {t.verdict:<12}  {t.name} {t.wanted}" for t in demo_targets(metrics)]
     lines += [
         "",
         "Outputs:",
