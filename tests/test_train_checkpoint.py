@@ -146,7 +146,7 @@ def _edited(fn):
     (_edited(lambda s: s["parts"]["rng"].update(torch=torch.zeros(3))), "rng:"),
     (_edited(lambda s: s.update(format="satgan-train-checkpoint/1")), "checkpoint format 'satgan-train-checkpoint/1'"),
     (lambda s: [1, 2], "not a satgan checkpoint"),
-    (_edited(lambda s: s["parts"]["g"]["0.weight"].view(-1).__setitem__(0, float("nan"))),
+    (_edited(lambda s: s["parts"]["g"]["0.weight"].select(0, 0).fill_(float("nan"))),  # a view: weights are channels_last
      "checkpoint holds NaN or Inf values in g.0.weight"),
     (_edited(lambda s: s["parts"]["opt_d"]["state"][0]["exp_avg_sq"].fill_(float("inf"))),
      "checkpoint holds NaN or Inf values in opt_d.state.0.exp_avg_sq"),

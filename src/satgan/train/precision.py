@@ -1,14 +1,17 @@
-"""Which numeric path a training run takes: bf16 autocast (with channels_last) or plain fp32.
+"""Which numeric path a training run takes: bf16 autocast or plain fp32, and the memory layout.
 
 - CUDA: bf16 autocast when ``train.amp``; channels_last when ``train.channels_last``.
-- CPU (``train.cpu_bf16``): ``auto`` trains under ``torch.autocast("cpu", dtype=torch.bfloat16)``
-  with channels_last (NHWC, the layout oneDNN's bf16 convolutions run fastest in) when the CPU
-  executes bf16 natively (AVX512-BF16 or AMX-BF16, through oneDNN) and stays fp32 otherwise,
-  where bf16 is emulated and slower than fp32; ``on`` forces bf16 (for tests and comparisons),
-  ``off`` forces fp32. Weights, optimizer state, losses and the EMA stay fp32 under autocast.
+- CPU: always channels_last (NHWC), the layout oneDNN's convolutions run fastest in, in fp32 as
+  in bf16; ``train.cpu_bf16``: ``auto`` trains under ``torch.autocast("cpu", dtype=torch.bfloat16)``
+  when the CPU executes bf16 natively (AVX512-BF16 or AMX-BF16, through oneDNN) and stays fp32
+  otherwise, where bf16 is emulated and slower than fp32; ``on`` forces bf16 (for tests and
+  comparisons), ``off`` forces fp32. Weights, optimizer state, losses and the EMA stay fp32 under
+  autocast.
 
 On 2 cores of a CPU with AVX512-BF16, DCGAN-64 (ngf 16, batch 64) trains about 1.5x faster
-under bf16 + channels_last than in fp32 (docs/benchmarks.md); a rerun with the same params
+under bf16 + channels_last than in fp32 NCHW; on a CPU without native bf16 (AVX2), fp32 +
+channels_last trains the default recipe 1.3x faster than fp32 NCHW: G's bilinear output layer
+(upsampling + a 16 -> 3 channel conv) runs 2.9x faster in NHWC (docs/benchmarks.md). A rerun with the same params
 is still bit-identical (oneDNN's kernels are deterministic for a fixed thread count).
 """
 
@@ -85,17 +88,19 @@ def native_cpu_bf16(flags: set[str] | None = None) -> str | None:
 
 def choose_precision(device: torch.device, amp: bool, cpu_bf16: str, channels_last: bool,
                      detect: Callable[[], str | None] = native_cpu_bf16) -> Precision:
-    """The path for ``device`` under the params ``amp`` (CUDA), ``cpu_bf16`` (CPU) and ``channels_last`` (CUDA).
+    """The path for ``device`` under the params ``amp`` (CUDA), ``cpu_bf16`` (CPU) and ``channels_last`` (CUDA; a CPU
+    is always channels_last).
 
     ``detect``: names the CPU's native bf16 feature or returns None (:func:`native_cpu_bf16`).
     """
     if device.type == "cuda":
         return Precision("cuda" if amp else None, channels_last, "CUDA, amp on" if amp else "CUDA, amp off")
+    # ``channels_last`` (the param) is CUDA's: on a CPU NHWC is faster in both precisions (module docstring).
     if cpu_bf16 == "off":
-        return Precision(None, False, "CPU, cpu_bf16=off")
+        return Precision(None, True, "CPU, cpu_bf16=off")
     if cpu_bf16 == "on":
         return Precision("cpu", True, "CPU, cpu_bf16=on")
     native = detect()
     if native:
         return Precision("cpu", True, f"CPU with native bf16 ({native}), cpu_bf16=auto")
-    return Precision(None, False, "CPU without native bf16 (no avx512_bf16/amx_bf16), cpu_bf16=auto")
+    return Precision(None, True, "CPU without native bf16 (no avx512_bf16/amx_bf16), cpu_bf16=auto")

@@ -1,9 +1,9 @@
 """The GAN step: :class:`Trainer` holds the nets, optimizers and hack state; one iteration is
 (1) update D, (2) update G.
 
-Speed (the GPU path; a CPU runs eager, in bf16 + channels_last where it has native bf16,
+Speed (the GPU path; a CPU runs eager in channels_last, in bf16 where it has native bf16,
 see :mod:`satgan.train.precision`):
-- bf16 autocast (``amp``; ``cpu_bf16`` on a CPU), channels_last (``channels_last``), fused Adam;
+- bf16 autocast (``amp``; ``cpu_bf16`` on a CPU), channels_last (``channels_last``; always on a CPU), fused Adam;
 - no host sync inside the step: it returns metric *tensors*; the loop reads them as floats
   only every ``log_every`` steps (that is also when NaN/inf is detected);
 - ``compile: cuda_graph`` captures the whole D+G step in one CUDA graph (randomness
