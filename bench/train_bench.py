@@ -7,8 +7,8 @@ thread count for all. Configurations:
 - ``example``:   pytorch/examples' loop: images read as PNG files through a DataLoader with 2
                  workers, fp32, host->device copy per step, Sigmoid + BCE, ``.item()`` on both
                  losses every step;
-- ``bare``:      the leanest loop on the same nets: resident data, the default's precision
-                 (bf16 autocast + channels_last on a CPU with native bf16), BCE on logits, no
+- ``bare``:      the leanest loop on the same nets: resident data, the default's precision and layout
+                 (channels_last on a CPU, under bf16 autocast where bf16 is native), BCE on logits, no
                  host read per step: what the hardware gives without any of satgan's machinery;
 - ``default``:   satgan's Trainer with params.yaml as shipped (on a CPU with native bf16,
                  ``cpu_bf16: auto`` trains in bf16 + channels_last); ``default fp32`` forces fp32;
