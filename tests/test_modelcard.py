@@ -48,7 +48,7 @@ def test_train_writes_a_complete_card_next_to_model_json(tmp_path, train_params)
     assert "`replay` (size 512, fraction 0.25)" in text and "600 steps on device `cpu`, 3 min 03 s of training" in text
     assert "not evaluated yet" in text
     assert json.loads((tmp_path / "model.json").read_text()) == json.loads(json.dumps(card))
-    assert card["provenance"] == META["provenance"] and card["compute"] == {"steps": 600, "wall_seconds": 183.2}
+    assert card["provenance"] == META["provenance"] and card["compute"] == {"steps": 600, "untimed_steps": 0, "wall_seconds": 183.2}
 
 
 def test_a_card_without_the_trainers_facts_says_what_is_not_recorded(tmp_path):
@@ -57,6 +57,20 @@ def test_a_card_without_the_trainers_facts_says_what_is_not_recorded(tmp_path):
     text = (tmp_path / "MODEL_CARD.md").read_text()
     assert "source, area and licence: not recorded" in text and "wall time not recorded" in text
     assert "not recorded beyond the train params hash `ph`" in text
+
+
+def test_a_card_with_untimed_steps_says_the_training_time_is_unknown(tmp_path):
+    """untimed_steps (a resumed old checkpoint): no wall_seconds; the card gives the known part, never a total."""
+    card = _save(tmp_path, wall_seconds=61.0, untimed_steps=400)
+    assert card["compute"] == {"steps": 600, "untimed_steps": 400, "timed_seconds": 61.0}
+    assert ("600 steps on device `cpu`, training time unknown: the first 400 steps were trained before checkpoints "
+            "recorded their time (the other 200 took 1 min 01 s)") in (tmp_path / "MODEL_CARD.md").read_text()
+
+
+def test_a_resumed_card_from_before_untimed_steps_says_its_time_is_the_last_runs(tmp_path):
+    """A resumed model.json whose compute has no untimed_steps (older satgan) timed its last run only, and says so."""
+    card = {**_save(tmp_path), "resumed": True, "compute": {"steps": 600, "wall_seconds": 183.2}}
+    assert "3 min 03 s of training in the last run (resumed from a checkpoint: earlier runs not counted)" in render(card)
 
 
 def test_recipe_lists_exactly_the_hacks_that_are_on(train_params):

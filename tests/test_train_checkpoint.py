@@ -12,6 +12,7 @@ from torch import nn
 from satgan.train import train
 from satgan.train.checkpoint import (
     CHECKPOINT_FILE,
+    TrainedBy,
     UnusableCheckpoint,
     checkpoint_state,
     read_checkpoint,
@@ -38,6 +39,9 @@ DERIVED = {
     "fixed_labels": "the sample grid's classes, one row each (conditional)",
     "class_labels": "the training tiles' labels, read from labels.npy by every trainer (conditional)",
 }
+
+
+FRESH = TrainedBy(seconds=0.0, untimed_steps=0, git=None)  # what in-memory checkpoints record: no time, outside git
 
 
 def _holds_state(value: object) -> bool:
@@ -78,15 +82,15 @@ def test_restored_trainer_continues_bit_identically_with_every_hack_on(condition
     a = trainer(p)
     for _ in range(3):
         a.run_step()
-    state = checkpoint_state(a.parts, "r", "d")
+    state = checkpoint_state(a.parts, "r", "d", FRESH)
     for _ in range(2):
         a.run_step()
-    expected = checkpoint_state(a.parts, "r", "d")["parts"]  # before b exists: the global RNG is shared
+    expected = checkpoint_state(a.parts, "r", "d", FRESH)["parts"]  # before b exists: the global RNG is shared
     b = trainer(p)
     restore(b.parts, read_checkpoint_from(state))
     for _ in range(2):
         b.run_step()
-    got = checkpoint_state(b.parts, "r", "d")["parts"]
+    got = checkpoint_state(b.parts, "r", "d", FRESH)["parts"]
     assert expected.keys() == got.keys()
     for name in expected:
         assert _states_equal(expected[name], got[name]), name
@@ -98,7 +102,7 @@ def test_restored_trainer_sets_the_g_layer_noise_std_of_the_step_it_resumes_at()
     a = trainer(p)
     for _ in range(3):
         a.run_step()
-    state = checkpoint_state(a.parts, "r", "d")
+    state = checkpoint_state(a.parts, "r", "d", FRESH)
     assert all(not k.endswith("std") for k in state["parts"]["g"])
     expected = a.run_step()["g_layer_noise_std"]
     b = trainer(p)
@@ -145,6 +149,8 @@ def _edited(fn):
     (_edited(lambda s: s["parts"]["opt_g"]["state"][0].update(exp_avg=torch.zeros(5))), "opt_g: state 'exp_avg' has shape [5]"),
     (_edited(lambda s: s["parts"]["rng"].update(torch=torch.zeros(3))), "rng:"),
     (_edited(lambda s: s.update(format="satgan-train-checkpoint/1")), "checkpoint format 'satgan-train-checkpoint/1'"),
+    (_edited(lambda s: s.pop("train_seconds")), "checkpoint has no 'train_seconds'"),
+    (_edited(lambda s: s.update(untimed_steps=3)), "'untimed_steps' must be an int from 0 to the step 2"),
     (lambda s: [1, 2], "not a satgan checkpoint"),
     (_edited(lambda s: s["parts"]["g"]["0.weight"].select(0, 0).fill_(float("nan"))),  # a view: weights are channels_last
      "checkpoint holds NaN or Inf values in g.0.weight"),
@@ -173,6 +179,25 @@ def test_garbage_checkpoint_file_starts_fresh(tiles, tmp_path, capsys):
     assert "unreadable checkpoint" in capsys.readouterr().err and card["step"] == 2 and not card["resumed"]
 
 
+def test_checkpoint_records_the_time_and_code_it_was_given(tmp_path):
+    """checkpoint_state's TrainedBy (time so far, untimed steps, git state) reads back whole from the file."""
+    git = {"rev": "a" * 40, "dirty_paths": ["params.yaml"], "dirty_count": 1, "experiment": None, "exp_ref": None}
+    given = TrainedBy(seconds=123.25, untimed_steps=0, git=git)
+    assert read_checkpoint_from(checkpoint_state(trainer().parts, "r", "d", given)).trained_by == given
+
+
+def test_a_format_2_checkpoint_loads_with_its_time_and_code_unknown():
+    """A /2 checkpoint (before the time was recorded) still loads: every step untimed, the code not recorded."""
+    tr = trainer()
+    tr.run_step()
+    state = checkpoint_state(tr.parts, "r", "d", FRESH)
+    for key in ("train_seconds", "untimed_steps", "git"):
+        del state[key]
+    ck = read_checkpoint_from({**state, "format": "satgan-train-checkpoint/2"})
+    assert ck.step == 1 and ck.trained_by == TrainedBy(seconds=0.0, untimed_steps=1, git=None)
+    restore(trainer().parts, ck)
+
+
 def test_read_checkpoint_is_none_without_a_file(tmp_path):
     """No checkpoint file: None (a fresh start, not an error)."""
     assert read_checkpoint(tmp_path / CHECKPOINT_FILE) is None
@@ -181,7 +206,7 @@ def test_read_checkpoint_is_none_without_a_file(tmp_path):
 def test_restore_refuses_a_part_this_run_does_not_have():
     """A checkpoint holding state for a part the trainer lacks is unusable (it was written under other switches)."""
     tr = trainer()
-    state = checkpoint_state(tr.parts, "r", "d")
+    state = checkpoint_state(tr.parts, "r", "d", FRESH)
     state["parts"]["checkpoint_swap"] = {}
     with pytest.raises(UnusableCheckpoint, match="holds 'checkpoint_swap' state this run does not have"):
         restore(trainer().parts, read_checkpoint_from(state))

@@ -159,6 +159,86 @@ def test_streamed_resume_is_bit_identical(tiles, tmp_path):
     assert_same_weights(model, ref)
 
 
+# A checkpoint's code as satgan.modelio.git_state records it: a commit that is not this checkout's HEAD.
+OTHER_CODE = {"rev": "f" * 40, "dirty_paths": [], "dirty_count": 0, "experiment": None, "exp_ref": None}
+
+
+def _edit_checkpoint(ck: Path, **fields: Any) -> dict[str, Any]:
+    """Set top-level fields of the checkpoint in ``ck`` (e.g. train_seconds) and save it back; returns the new state."""
+    state = {**torch.load(ck / CHECKPOINT_FILE, weights_only=True), **fields}
+    torch.save(state, ck / CHECKPOINT_FILE)
+    return state
+
+
+def _as_format_2(ck: Path) -> None:
+    """Rewrite the checkpoint in ``ck`` as satgan wrote it before it recorded training time and code (format /2)."""
+    state = torch.load(ck / CHECKPOINT_FILE, weights_only=True)
+    for key in ("train_seconds", "untimed_steps", "git"):
+        del state[key]
+    torch.save({**state, "format": "satgan-train-checkpoint/2"}, ck / CHECKPOINT_FILE)
+
+
+def test_model_json_records_the_time_its_final_checkpoint_records(tiles, tmp_path):
+    """A fresh run's model.json wall_seconds is its final checkpoint's train_seconds, so a rerun can write it again."""
+    model, ck, _ = run_dirs(tmp_path, "a")
+    card = train(tiny_params(), tiles, model, ck, None)
+    saved = read_checkpoint(ck / CHECKPOINT_FILE).trained_by
+    assert card["compute"] == {"steps": 6, "untimed_steps": 0, "wall_seconds": round(saved.seconds, 1)}
+    assert saved.untimed_steps == 0 and saved.git == card["git"]
+
+
+def test_resume_at_the_final_step_keeps_the_checkpoints_time_and_code(tiles, tmp_path, capsys):
+    """Nothing left to train: model.json keeps the checkpoint's training time and git state, not ~0 s and HEAD."""
+    model, ck, _ = run_dirs(tmp_path, "a")
+    train(tiny_params(), tiles, model, ck, None)
+    _edit_checkpoint(ck, train_seconds=1234.5, git=OTHER_CODE)
+    card = train(tiny_params(), tiles, model, ck, None)
+    assert "resuming from" in capsys.readouterr().err and card["resumed"] and card["step"] == 6
+    assert card["compute"] == {"steps": 6, "untimed_steps": 0, "wall_seconds": 1234.5}
+    assert card["git"] == OTHER_CODE and card["git_rev"] == "f" * 40
+    assert "20 min 34 s of training in all (resumed from a checkpoint" in (model / "MODEL_CARD.md").read_text()
+
+
+def test_resume_in_the_middle_adds_this_runs_time_to_the_checkpoints(tiles, tmp_path):
+    """4 steps recorded as 1000 s, resumed to 6: the time is 1000 s plus this run's, and the code is this run's."""
+    model, ck, _ = run_dirs(tmp_path, "a")
+    train(tiny_params(iterations=4), tiles, model, ck, None)
+    _edit_checkpoint(ck, train_seconds=1000.0, git=OTHER_CODE)
+    t0 = time.perf_counter()
+    card = train(tiny_params(iterations=6), tiles, model, ck, None)
+    this_run = time.perf_counter() - t0
+    saved = read_checkpoint(ck / CHECKPOINT_FILE).trained_by
+    assert 1000.0 < saved.seconds <= 1000.0 + this_run
+    assert card["compute"] == {"steps": 6, "untimed_steps": 0, "wall_seconds": round(saved.seconds, 1)}
+    assert card["git"] != OTHER_CODE and card["git"] == saved.git
+
+
+def test_resume_at_the_final_step_of_an_old_checkpoint_says_the_time_and_code_are_unknown(tiles, tmp_path):
+    """A /2 checkpoint (no time recorded) at the last step: model.json has no wall_seconds, 6 untimed steps, no git."""
+    model, ck, _ = run_dirs(tmp_path, "a")
+    train(tiny_params(), tiles, model, ck, None)
+    _as_format_2(ck)
+    card = train(tiny_params(), tiles, model, ck, None)
+    assert card["resumed"] and card["compute"] == {"steps": 6, "untimed_steps": 6, "timed_seconds": 0.0}
+    assert card["git"] is None and card["git_rev"] is None
+    text = (model / "MODEL_CARD.md").read_text()
+    assert "training time unknown: the first 6 steps were trained before checkpoints recorded their time" in text
+    assert "git revision not recorded" in text
+
+
+def test_resume_in_the_middle_of_an_old_checkpoint_times_only_the_new_steps(tiles, tmp_path, capsys):
+    """A /2 checkpoint at step 4 resumed to 6: its 4 steps stay untimed (model.json and the new checkpoint), 2 are timed."""
+    model, ck, _ = run_dirs(tmp_path, "a")
+    train(tiny_params(iterations=4), tiles, model, ck, None)
+    _as_format_2(ck)
+    card = train(tiny_params(iterations=6), tiles, model, ck, None)
+    assert "the first 4 steps' training time is unknown" in capsys.readouterr().err
+    saved = read_checkpoint(ck / CHECKPOINT_FILE).trained_by
+    assert saved.untimed_steps == 4 and saved.git == card["git"]
+    assert card["compute"] == {"steps": 6, "untimed_steps": 4, "timed_seconds": round(saved.seconds, 1)}
+    assert "wall_seconds" not in card["compute"]
+
+
 def test_streamed_data_path_trains(tiles, tmp_path):
     """data_budget_mb=0 streams batches from the memmap through the prefetch thread, deterministically."""
     dirs = [run_dirs(tmp_path, n) for n in ("a", "b")]

@@ -168,10 +168,19 @@ def _compute(card: dict[str, Any]) -> list[str]:
     device = f"device `{card['device']}`" if "device" in card else "a device not recorded"
     world = card.get("world_size", 1)
     line = f"- {card['step']} steps on {device}" + (f" x{world} processes (DDP)" if isinstance(world, int) and world > 1 else "")
+    # untimed_steps (satgan.modelio.save_model) came with the time summed over resumed runs: a card
+    # without it that resumed holds the last run's time only.
+    untimed = comp.get("untimed_steps")
     if "wall_seconds" in comp:
         line += f", {_duration(float(comp['wall_seconds']))} of training"
         if card.get("resumed"):
-            line += " in the last run (resumed from a checkpoint: earlier runs not counted)"
+            line += (" in all (resumed from a checkpoint: the earlier runs' time included)" if untimed is not None
+                     else " in the last run (resumed from a checkpoint: earlier runs not counted)")
+    elif isinstance(untimed, int) and untimed > 0:
+        line += (f", training time unknown: the first {untimed} steps were trained before checkpoints recorded "
+                 "their time")
+        if "timed_seconds" in comp and card["step"] > untimed:
+            line += f" (the other {card['step'] - untimed} took {_duration(float(comp['timed_seconds']))})"
     else:
         line += ", wall time not recorded"
     lines = [line]
@@ -179,6 +188,9 @@ def _compute(card: dict[str, Any]) -> list[str]:
     if isinstance(git, dict) and git.get("experiment"):
         lines.append(f"- code: DVC experiment `{git['experiment']}` on top of commit `{git.get('rev')}` "
                      f"(`dvc exp show` lists it; `dvc exp apply {git['experiment']}` restores it)")
+    elif card.get("git_rev") is None:
+        lines.append("- code: git revision not recorded (trained outside git, or resumed at its last step from a "
+                     "checkpoint that did not record it)")
     else:
         lines.append(f"- code: git revision `{card.get('git_rev')}`")
     if isinstance(git, dict) and git.get("dirty_paths"):

@@ -43,7 +43,7 @@ import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -203,6 +203,8 @@ def save_model(
     data_meta: dict[str, Any] | None = None,
     train_params: Any = None,
     wall_seconds: float | None = None,
+    untimed_steps: int = 0,
+    git: dict[str, Any] | None | Literal["here"] = "here",
     classes: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Write the model files into ``out_dir`` (created); returns the card written as model.json.
@@ -212,8 +214,15 @@ def save_model(
     The card is written last, so a folder whose model.json names a step has all its weights;
     ``MODEL_CARD.md`` follows it. For a complete card the trainer passes ``data_meta`` (the
     prepared tiles' sidecar: counts and the provenance block), ``train_params`` (the ``train``
-    section, for the recipe) and ``wall_seconds`` (this run's training time); without them those
-    parts of the card read "not recorded".
+    section, for the recipe) and ``wall_seconds`` (the training time of every run that led to
+    these weights, a resumed one's earlier runs included); without them those parts of the card
+    read "not recorded". ``untimed_steps``: how many of the first steps were trained before
+    checkpoints recorded their time (a resumed old checkpoint): ``wall_seconds`` then covers only
+    the others, and the card says the total is unknown.
+
+    ``git``: :func:`git_state` of the code that trained the weights; "here" (the default) takes
+    it from the working tree this runs in. The trainer passes its own, which is a checkpoint's
+    when it resumed at the final step and trained nothing.
     """
     if len(classes) != config.n_classes:
         raise ValueError(f"save_model: {len(classes)} class names for a model with n_classes={config.n_classes}")
@@ -241,7 +250,7 @@ def save_model(
         "step": int(step),
         **(extra or {}),
     }
-    git = git_state()
+    git = git_state() if git == "here" else git
     card["git_rev"] = git_revision(state=git) if git is not None else None
     card["git"] = git
     if data_meta is not None:
@@ -254,7 +263,11 @@ def save_model(
         card["recipe"] = modelcard.recipe(train_params)
     compute: dict[str, Any] = {"steps": int(step)}
     if wall_seconds is not None:
-        compute["wall_seconds"] = round(float(wall_seconds), 1)
+        # untimed_steps is always written with a time: it says the time spans every run (a model.json
+        # written before it holds a resumed run's last part only). With untimed steps the total is unknown:
+        # no wall_seconds (which readers take for the whole), the known part as timed_seconds.
+        compute["untimed_steps"] = int(untimed_steps)
+        compute["wall_seconds" if untimed_steps == 0 else "timed_seconds"] = round(float(wall_seconds), 1)
     card["compute"] = compute
     write_json_atomic(out / CARD_FILE, card)
     modelcard.write(out, card)

@@ -4,7 +4,13 @@ A checkpoint is one ``torch.save`` file (written to a temp file and renamed, so 
 leaves half of one), loaded with ``weights_only=True`` (tensors and plain data only, never
 arbitrary pickled objects)::
 
-    {"format": FORMAT, "resume_hash": ..., "data_hash": ..., "parts": {name: part.state_dict()}}
+    {"format": FORMAT, "resume_hash": ..., "data_hash": ..., "parts": {name: part.state_dict()},
+     "train_seconds": float, "untimed_steps": int, "git": dict or None}
+
+The last three (:class:`TrainedBy`) say how the weights got to this step: the training time
+accumulated over every run that led to it, and the code that ran the last step, so that a
+resumed run, even one with nothing left to train, writes model.json with the whole training
+time and the code that trained the weights, not this process's.
 
 The parts are whatever the trainer registered (:attr:`satgan.train.step.Trainer.parts`): this
 module names none of them, so a new stateful hack is saved and restored as soon as it is
@@ -15,6 +21,7 @@ a one-line reason; training then says so and starts fresh, it never crashes on o
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 from dataclasses import dataclass
@@ -28,7 +35,11 @@ from satgan.errors import TrainingError
 from satgan.fsutil import atomic_path
 
 CHECKPOINT_FILE = names.CHECKPOINT
-FORMAT = "satgan-train-checkpoint/2"  # /2: one entry per registered part under "parts"
+# /2: one entry per registered part under "parts"; /3: train_seconds, untimed_steps and git (TrainedBy)
+FORMAT = "satgan-train-checkpoint/3"
+# Still resumed: a /2 checkpoint is read as steps of unknown time and code (TrainedBy.untimed).
+OLD_FORMATS = ("satgan-train-checkpoint/2",)
+GIT_KEYS = ("rev", "dirty_paths", "dirty_count", "experiment", "exp_ref")  # satgan.modelio.git_state's dict
 PROGRESS_PART = "progress"  # the part holding {"step": int}
 
 
@@ -45,6 +56,28 @@ class UnusableCheckpoint(Exception):
 
 
 @dataclass(frozen=True)
+class TrainedBy:
+    """How a checkpoint's steps were trained, over every run that led to them.
+
+    ``seconds``: the training time of the steps after the first ``untimed_steps`` (each run's
+    time from its first step to its last checkpoint: a killed run's steps after that are trained
+    again, and counted, by the next). ``untimed_steps``: the first steps, trained before
+    checkpoints recorded their time (a /2 checkpoint resumed); their time is unknown, never 0.
+    ``git``: :func:`satgan.modelio.git_state` of the code that ran the last step; None outside
+    git or when not recorded (a /2 checkpoint).
+    """
+
+    seconds: float
+    untimed_steps: int
+    git: dict[str, Any] | None
+
+    @classmethod
+    def untimed(cls, step: int) -> TrainedBy:
+        """A /2 checkpoint at ``step``: all its steps of unknown time, trained by unknown code."""
+        return cls(seconds=0.0, untimed_steps=step, git=None)
+
+
+@dataclass(frozen=True)
 class Checkpoint:
     """A read and validated checkpoint file (the parts are checked against the trainer by :func:`restore`)."""
 
@@ -52,6 +85,7 @@ class Checkpoint:
     data_hash: str
     step: int
     parts: dict[str, Any]
+    trained_by: TrainedBy
 
 
 def _cpu(obj: Any) -> Any:
@@ -67,13 +101,16 @@ def _cpu(obj: Any) -> Any:
     return obj
 
 
-def checkpoint_state(parts: dict[str, Stateful], resume_hash: str, data_hash: str) -> dict[str, Any]:
+def checkpoint_state(parts: dict[str, Stateful], resume_hash: str, data_hash: str, trained_by: TrainedBy) -> dict[str, Any]:
     """Everything a resumed run needs, as plain data and CPU tensors."""
     return {
         "format": FORMAT,
         "resume_hash": resume_hash,
         "data_hash": data_hash,
         "parts": {name: _cpu(part.state_dict()) for name, part in parts.items()},
+        "train_seconds": float(trained_by.seconds),
+        "untimed_steps": int(trained_by.untimed_steps),
+        "git": trained_by.git,
     }
 
 
@@ -118,7 +155,7 @@ def read_checkpoint(path: Path) -> Checkpoint | None:
         raise UnusableCheckpoint(f"unreadable checkpoint ({_one_line(exc)})") from None
     if not isinstance(ck, dict) or "format" not in ck:
         raise UnusableCheckpoint("not a satgan checkpoint")
-    if ck["format"] != FORMAT:
+    if ck["format"] != FORMAT and ck["format"] not in OLD_FORMATS:
         raise UnusableCheckpoint(f"checkpoint format {ck['format']!r}, this satgan writes {FORMAT!r}")
     for key, kind in (("resume_hash", str), ("data_hash", str), ("parts", dict)):
         if key not in ck:
@@ -134,7 +171,25 @@ def read_checkpoint(path: Path) -> Checkpoint | None:
     bad = first_non_finite(ck["parts"])
     if bad is not None:
         raise UnusableCheckpoint(f"checkpoint holds NaN or Inf values in {bad}; it is not resumed")
-    return Checkpoint(resume_hash=ck["resume_hash"], data_hash=ck["data_hash"], step=step, parts=ck["parts"])
+    # A /2 checkpoint predates the record: its steps' time and code are unknown, said so in model.json (never 0 s).
+    trained_by = TrainedBy.untimed(step) if ck["format"] in OLD_FORMATS else _trained_by(ck, step)
+    return Checkpoint(resume_hash=ck["resume_hash"], data_hash=ck["data_hash"], step=step, parts=ck["parts"],
+                      trained_by=trained_by)
+
+
+def _trained_by(ck: dict[str, Any], step: int) -> TrainedBy:
+    """The checkpoint's :class:`TrainedBy` fields, validated; :class:`UnusableCheckpoint` names the first bad one."""
+    for key in ("train_seconds", "untimed_steps", "git"):
+        if key not in ck:
+            raise UnusableCheckpoint(f"checkpoint has no {key!r}")
+    seconds, untimed, git = ck["train_seconds"], ck["untimed_steps"], ck["git"]
+    if not isinstance(seconds, float) or not (math.isfinite(seconds) and seconds >= 0):
+        raise UnusableCheckpoint(f"checkpoint 'train_seconds' must be a finite float >= 0 (got {seconds!r})")
+    if not isinstance(untimed, int) or isinstance(untimed, bool) or not 0 <= untimed <= step:
+        raise UnusableCheckpoint(f"checkpoint 'untimed_steps' must be an int from 0 to the step {step} (got {untimed!r})")
+    if git is not None and not (isinstance(git, dict) and set(git) == set(GIT_KEYS) and isinstance(git["rev"], str)):
+        raise UnusableCheckpoint(f"checkpoint 'git' must be None or a dict with keys {list(GIT_KEYS)} (got {git!r})")
+    return TrainedBy(seconds=seconds, untimed_steps=untimed, git=git)
 
 
 def restore(parts: dict[str, Stateful], ck: Checkpoint) -> None:

@@ -29,13 +29,14 @@ from satgan import names
 from satgan.arrays import class_names, open_labels, open_prepared
 from satgan.errors import DataError, TrainingError
 from satgan.fsutil import sha256_file
-from satgan.modelio import save_model
+from satgan.modelio import git_state, save_model
 from satgan.openmp import wait_policy
 from satgan.train import fastpath as FP
 from satgan.train import hacks as H
 from satgan.train.checkpoint import (
     CHECKPOINT_FILE,
     Checkpoint,
+    TrainedBy,
     UnusableCheckpoint,
     checkpoint_state,
     read_checkpoint,
@@ -206,8 +207,16 @@ def _train(p: TrainParams, data_dir: Path, out_dir: Path, ck_dir: Path, live_dir
     resume_hash = p.resume_hash()
     cfg = model_config(p, int(meta["image_size"]), int(meta["channels"]), len(classes))
     ck_path = ck_dir / CHECKPOINT_FILE
-    trainer, resumed = _resume_or_start(lambda: Trainer(p, cfg, array, device, dist, labels), ck_path,
-                                        resume_hash, resume_data_hash, p.iterations)
+    trainer, ck = _resume_or_start(lambda: Trainer(p, cfg, array, device, dist, labels), ck_path,
+                                   resume_hash, resume_data_hash, p.iterations)
+    resumed = ck is not None
+    # The code this process runs, read before training (what runs is what was imported); rank 0 alone writes files.
+    code = git_state() if dist.main else None
+    # How the steps so far were trained: nothing yet, or the checkpoint's record (earlier runs' time and code).
+    # Each checkpoint adds this run's time to it and model.json gets the last one saved, so a run that resumes at
+    # the final step and trains nothing writes the time and code that trained the weights, not ~0 s and HEAD.
+    earlier = ck.trained_by if ck is not None else TrainedBy(seconds=0.0, untimed_steps=0, git=code)
+    trained_by = earlier
     trainer.seed_rank_streams()
     runner = FP.checked_runner(trainer)  # the fast path (compile), checked against eager steps; eager on a CPU
     conditioned = f", {cfg.conditional} on {cfg.n_classes} classes" if cfg.is_conditional else ""
@@ -241,7 +250,11 @@ def _train(p: TrainParams, data_dir: Path, out_dir: Path, ck_dir: Path, live_dir
                 logger.image(names.LIVE_SAMPLES, step, trainer.sample_grid())
             if (step % p.checkpoint_every == 0 or final) and dist.main:
                 check_finite(out, step, ck_dir)  # never checkpoint diverged weights
-                save_checkpoint(ck_path, checkpoint_state(trainer.parts, resume_hash, resume_data_hash))
+                # This run's time counts up to its last checkpoint: steps after it are lost to a kill and timed again.
+                now = TrainedBy(seconds=earlier.seconds + time.perf_counter() - t_start,
+                                untimed_steps=earlier.untimed_steps, git=code)
+                save_checkpoint(ck_path, checkpoint_state(trainer.parts, resume_hash, resume_data_hash, now))
+                trained_by = now
             if out_of_time:
                 say(f"max_seconds={max_seconds} reached: stopping at step {step} of {p.iterations}")
                 break
@@ -259,17 +272,20 @@ def _train(p: TrainParams, data_dir: Path, out_dir: Path, ck_dir: Path, live_dir
         card = save_model(
             out_dir, trainer.g, trainer.d, cfg, generator_ema=trainer.ema.module if trainer.ema is not None else None,
             params_hash=p.resume_hash(), data_hash=data_hash, step=trainer.step, extra=extra,
-            data_meta=meta, train_params=p, wall_seconds=time.perf_counter() - t_start,  # MODEL_CARD.md's provenance, recipe, compute
-            classes=classes,
+            data_meta=meta, train_params=p, classes=classes,  # MODEL_CARD.md's provenance, recipe, compute
+            # The final step is always checkpointed: this is that checkpoint's record, and a rerun that resumes
+            # from it and trains nothing writes the same time and code. The git revision is the code that ran
+            # the last step (its checkpoint's, when this run ran none); earlier runs may have run other code.
+            wall_seconds=trained_by.seconds, untimed_steps=trained_by.untimed_steps, git=trained_by.git,
         )
         say(f"wrote {out_dir} at step {trainer.step}")
     return card
 
 
 def _resume_or_start(new_trainer: Callable[[], Trainer], ck_path: Path, resume_hash: str, data_hash: str,
-                     iterations: int) -> tuple[Trainer, bool]:
+                     iterations: int) -> tuple[Trainer, Checkpoint | None]:
     """A trainer restored from the checkpoint at ``ck_path`` when it can be resumed, else a fresh one (saying why);
-    and whether it was resumed.
+    and the checkpoint it was resumed from, or None.
 
     A missing, unreadable, mismatched (:func:`_resume_refusal`) or unloadable checkpoint means
     starting fresh. A restore that fails half-way may have loaded some parts, so the fresh
@@ -280,21 +296,23 @@ def _resume_or_start(new_trainer: Callable[[], Trainer], ck_path: Path, resume_h
         ck = read_checkpoint(ck_path)
     except UnusableCheckpoint as exc:
         say(f"{ck_path}: {exc}; starting fresh")
-        return trainer, False
+        return trainer, None
     if ck is None:
         say("no checkpoint: starting fresh")
-        return trainer, False
+        return trainer, None
     refusal = _resume_refusal(ck, resume_hash, data_hash, iterations)
     if refusal is not None:
         say(f"{ck_path}: {refusal}: starting fresh")
-        return trainer, False
+        return trainer, None
     try:
         restore(trainer.parts, ck)
     except UnusableCheckpoint as exc:
         say(f"{ck_path}: {exc}; starting fresh")
-        return new_trainer(), False  # the failed restore may have loaded some parts
-    say(f"resuming from {ck_path} at step {ck.step} of {iterations}")
-    return trainer, True
+        return new_trainer(), None  # the failed restore may have loaded some parts
+    untimed = (f" (the first {ck.trained_by.untimed_steps} steps' training time is unknown: an older checkpoint "
+               "did not record it)" if ck.trained_by.untimed_steps else "")
+    say(f"resuming from {ck_path} at step {ck.step} of {iterations}{untimed}")
+    return trainer, ck
 
 
 class LogPoint:
