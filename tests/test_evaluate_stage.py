@@ -25,7 +25,7 @@ from satgan.evaluate.classes import per_class_block, read_prepared_classes, read
 from satgan.evaluate.metrics import clopper_pearson
 from satgan.evaluate.params import EvaluateParams
 from satgan.evaluate.readings import judge_conclusive
-from satgan.evaluate.stage import adapt_counts, evaluate, recover_outputs
+from satgan.evaluate.stage import adapt_counts, evaluate, floor_key, recover_outputs
 from satgan.model import ModelConfig, build_discriminator, build_generator
 from satgan.modelio import save_model
 from satgan.params import load_section
@@ -709,3 +709,60 @@ def test_the_git_tracked_gitignore_in_the_eval_folder_survives_a_run(small, repo
     params = load_section("evaluate", EvaluateParams, _params(repo_root, tmp_path))
     evaluate(small / "prepared", small / "samples", out, params, progress=False)
     assert (out / ".gitignore").read_text() == "/metrics.json\n" and not (out / "stale.png").exists()
+
+
+def _floor_line(err: str) -> str:
+    """The floor phase's progress line."""
+    return next(line for line in err.splitlines() if "] floor: " in line)
+
+
+def test_a_rerun_reuses_the_floor_and_writes_the_same_metrics(dirs, repo_root, tmp_path, capsys):
+    """A second run into the same folder takes the floor from floor_cache.json, says so, and writes the same metrics.json."""
+    params = load_section("evaluate", EvaluateParams, _params(repo_root, tmp_path))
+    out = tmp_path / "eval"
+    evaluate(dirs / "prepared", dirs / "samples", out, params)
+    first, err = (out / "metrics.json").read_bytes(), capsys.readouterr().err
+    assert "no floor kept from an earlier run" in _floor_line(err)
+    evaluate(dirs / "prepared", dirs / "samples", out, params)
+    assert "reused from" in _floor_line(capsys.readouterr().err)
+    assert (out / "metrics.json").read_bytes() == first and (out / "floor_cache.json").is_file()
+
+
+def test_a_changed_param_recomputes_the_floor(dirs, repo_root, tmp_path, capsys):
+    """Another evaluate.seed is another key: the kept floor is not reused."""
+    out = tmp_path / "eval"
+    evaluate(dirs / "prepared", dirs / "samples", out, load_section("evaluate", EvaluateParams, _params(repo_root, tmp_path)))
+    capsys.readouterr()
+    other = load_section("evaluate", EvaluateParams, _params(repo_root, tmp_path, seed=8))
+    evaluate(dirs / "prepared", dirs / "samples", out, other)
+    assert "the tiles, params or code changed" in _floor_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe not utf-8", b"[1, 2]", b'{"format": "x", "key": "k", "floor": {}}',
+                                     b'{"format": "satgan-floor-cache/1", "key": "k", "floor": {}, "extra": 1}'])
+def test_a_foreign_floor_cache_is_ignored_and_replaced(dirs, repo_root, tmp_path, capsys, content):
+    """A floor_cache.json that is not one evaluate wrote is recomputed over, in one line, never a traceback."""
+    out = tmp_path / "eval"
+    out.mkdir()
+    (out / "floor_cache.json").write_bytes(content)
+    m = evaluate(dirs / "prepared", dirs / "samples", out, load_section("evaluate", EvaluateParams, _params(repo_root, tmp_path)))
+    assert "ignored" in _floor_line(capsys.readouterr().err) and m["floor"]["judge"]["n_test"] > 0
+    assert json.loads((out / "floor_cache.json").read_text())["floor"] == m["floor"]
+
+
+def test_the_floor_key_follows_the_tiles_and_the_params(repo_root, tmp_path):
+    """floor_key is the same for the same inputs and changes with one tile's pixel, the seed or a judge param."""
+    params = load_section("evaluate", EvaluateParams, _params(repo_root, tmp_path))
+    rng = np.random.default_rng(0)
+    real, train = rng.uniform(-1, 1, (2, 6, 3, 8, 8)).astype(np.float32)
+    used = {"swd_patches_per_image": 4}
+    key = floor_key(real, train, None, params.judge, params, used)
+    assert key == floor_key(real.copy(), train.copy(), None, params.judge, params, used)
+    nudged = real.copy()
+    nudged[0, 0, 0, 0] += 1e-3
+    others = [floor_key(nudged, train, None, params.judge, params, used),
+              floor_key(real, train, np.arange(6), params.judge, params, used),
+              floor_key(real, train, None, dataclasses.replace(params.judge, epochs=params.judge.epochs + 1), params, used),
+              floor_key(real, train, None, params.judge, dataclasses.replace(params, seed=params.seed + 1), used),
+              floor_key(real, train, None, params.judge, params, {"swd_patches_per_image": 5})]
+    assert len({key, *others}) == 1 + len(others)

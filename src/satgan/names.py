@@ -59,3 +59,4 @@ QUIZ = "quiz.html"
 TURING_KEY = "turing_key.json"
 TURING_GRID = "turing_grid.png"
 CLOSEST_PAIRS = "closest_pairs.png"
+FLOOR_CACHE = "floor_cache.json"  # the floor of the last run, reused while its tiles, params and code are unchanged

@@ -16,6 +16,11 @@ the eval folder:
   the floor's training reals (report.html charts them);
 - ``turing_grid.png`` + ``turing_key.json`` + ``quiz.html``: the Turing test (:mod:`satgan.evaluate.turing`);
 - ``closest_pairs.png``: the samples most similar to a training tile, each beside that tile;
+- ``floor_cache.json``: the floor and the key of everything it depends on (the tiles, params, the
+  code that computes it, torch/numpy/scipy and the CPU's kernel level); the next run reuses it when
+  its key matches (:func:`floor_key`). The floor is half of evaluate's time and depends only on
+  the data, so a run that changed only the model, as every `dvc exp run` of a train param does,
+  skips it. dvc.yaml keeps it (``persist``) between runs;
 - ``MODEL_CARD.md`` (with ``model_dir``): the model card with this evaluation (:mod:`satgan.modelcard`);
 - ``model/`` (with ``model_dir``): dvc.yaml's ``generator`` artifact, the evaluated model's
   model.json and weights (copied from train's folder) with the evaluated MODEL_CARD.md;
@@ -53,6 +58,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
+import json
 import os
 import shutil
 import sys
@@ -63,10 +70,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy
+import torch
 
 from satgan import modelcard, names
 from satgan.arrays import open_prepared, sidecar_path
 from satgan.errors import DataError
+from satgan.evaluate import judge as judge_module
 from satgan.evaluate import metrics
 from satgan.evaluate.classes import (
     COMPARISON,
@@ -368,29 +378,95 @@ def distances_phase(x: Inputs, params: EvaluateParams, used: dict[str, int], pha
                 "spectral": metrics.spectral_distance(x.holdout, x.fake)}
 
 
-def floor_phase(x: Inputs, params: EvaluateParams, used: dict[str, int], jp: JudgeParams,
-                phase: Phases) -> tuple[dict[str, Any], dict[str, Any]]:
+FLOOR_CACHE_FORMAT = "satgan-floor-cache/1"
+MAX_FLOOR_CACHE_BYTES = 1 << 20
+# The modules whose code computes the floor (the judge, the distances, and this module's choice of tiles): a change
+# to any of them is a new key. Conservative: an edit elsewhere in them also recomputes the floor once.
+FLOOR_CODE = (judge_module, metrics, sys.modules[__name__])
+
+
+def floor_key(holdout: np.ndarray, train_real: np.ndarray, real_groups: np.ndarray | None, jp: JudgeParams,
+              params: EvaluateParams, used: dict[str, int]) -> str:
+    """sha256 (hex) of everything :func:`floor_phase`'s numbers depend on.
+
+    The comparison reals (N, C, H, W) and the training reals drawn for the floor (M, C, H, W) as
+    float32 bytes with their shapes, the groups of the comparison reals (N,) or None, the judge's
+    params (folds as used), ``evaluate.seed``, the SWD settings and patches used, the histogram
+    bins, the source of :data:`FLOOR_CODE`, the torch / numpy / scipy versions and the CPU kernel
+    level torch dispatches to (oneDNN's AVX2 and AVX-512 kernels round differently).
+    """
+    h = hashlib.sha256()
+    for a in (holdout, train_real, np.zeros(0, np.int64) if real_groups is None else real_groups):
+        arr = np.ascontiguousarray(a)
+        h.update(f"{arr.dtype.str}{arr.shape}".encode())
+        h.update(arr.tobytes())
+    settings = {
+        "judge": dataclasses.asdict(jp), "seed": params.seed, "swd": dataclasses.asdict(params.swd),
+        "swd_patches_per_image": used["swd_patches_per_image"], "histogram_bins": params.histogram_bins,
+        "groups_known": real_groups is not None,
+        "versions": [torch.__version__, np.__version__, scipy.__version__, torch.backends.cpu.get_cpu_capability()],
+    }
+    h.update(json.dumps(settings, sort_keys=True).encode())
+    for module in FLOOR_CODE:
+        h.update(Path(module.__file__).read_bytes())
+    return h.hexdigest()
+
+
+def read_floor_cache(path: Path, key: str) -> tuple[dict[str, Any] | None, str]:
+    """The floor kept at ``path`` when it was made under ``key``, else None and why it is recomputed.
+
+    Anything unexpected (a missing, oversized, foreign or malformed file, another key) means recomputing:
+    the cache can only save time, never change a figure.
+    """
+    if not path.is_file():
+        return None, "no floor kept from an earlier run"
+    if path.stat().st_size > MAX_FLOOR_CACHE_BYTES:
+        return None, f"{path} is too large for a floor cache: ignored"
+    try:
+        kept = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return None, f"{path} is unreadable ({type(exc).__name__}): ignored"
+    if not (isinstance(kept, dict) and kept.keys() == {"format", "key", "floor"} and kept["format"] == FLOOR_CACHE_FORMAT
+            and isinstance(kept["floor"], dict)):
+        return None, f"{path} is not a {FLOOR_CACHE_FORMAT} file: ignored"
+    if kept["key"] != key:
+        return None, "the tiles, params or code changed since the floor was kept"
+    return kept["floor"], ""
+
+
+def floor_phase(x: Inputs, params: EvaluateParams, used: dict[str, int], jp: JudgeParams, previous: Path,
+                staging: Path, phase: Phases) -> tuple[dict[str, Any], dict[str, Any]]:
     """The floor of every figure and the mean radial spectra (``spectra.json``).
 
     The same measurement between two disjoint sets of real tiles (the comparison reals against as
-    many training reals): what a generator that sampled the real distribution would score.
+    many training reals): what a generator that sampled the real distribution would score. It is
+    reused from ``previous`` (the last run's ``floor_cache.json``) when :func:`floor_key` matches, and
+    written to ``staging`` either way.
     """
     seed, s = params.seed, params.swd
     # Training reals that share no pixel with each other (each its own group: see judge.disjoint_rows).
     pool = np.arange(len(x.train)) if x.train_disjoint is None else x.train_disjoint
     rows = np.sort(np.random.default_rng([seed, 1]).choice(pool, min(len(pool), len(x.holdout)), replace=False))
     train_real = np.asarray(x.train[rows], np.float32)
-    with phase("floor", f"the judge, SWD, colour and spectral distances between the {len(x.holdout)} {params.against} "
-                        f"reals and {len(train_real)} training reals"):
-        floor_verdict = judge(x.holdout, train_real, jp, seed, real_groups=x.real_groups)
-        floor = {
-            "n": int(len(train_real)),
-            "judge": judge_summary(floor_verdict),
-            "swd": metrics.sliced_wasserstein_pyramid(x.holdout, train_real, used["swd_patches_per_image"], s.patch_size,
-                                                      s.n_projections, s.repeats, seed),
-            "colour_hist": metrics.colour_histogram_distance(x.holdout, train_real, params.histogram_bins),
-            "spectral": metrics.spectral_distance(x.holdout, train_real),
-        }
+    key = floor_key(x.holdout, train_real, x.real_groups, jp, params, used)
+    floor, why_not = read_floor_cache(previous, key)
+    what = (f"reused from {previous} (the same tiles, params and code)" if floor is not None else
+            f"the judge, SWD, colour and spectral distances between the {len(x.holdout)} {params.against} reals and "
+            f"{len(train_real)} training reals ({why_not})")
+    with phase("floor", what):
+        if floor is None:
+            floor_verdict = judge(x.holdout, train_real, jp, seed, real_groups=x.real_groups)
+            computed = {
+                "n": int(len(train_real)),
+                "judge": judge_summary(floor_verdict),
+                "swd": metrics.sliced_wasserstein_pyramid(x.holdout, train_real, used["swd_patches_per_image"],
+                                                          s.patch_size, s.n_projections, s.repeats, seed),
+                "colour_hist": metrics.colour_histogram_distance(x.holdout, train_real, params.histogram_bins),
+                "spectral": metrics.spectral_distance(x.holdout, train_real),
+            }
+            # Through JSON as a reused floor comes back (tuples become lists): metrics.json is the same either way.
+            floor = json.loads(json.dumps(computed))
+        write_json_atomic(staging / names.FLOOR_CACHE, {"format": FLOOR_CACHE_FORMAT, "key": key, "floor": floor})
         spectra = {"radius": list(range(1, min(x.fake.shape[-2:]) // 2 + 1)),
                    **{name: metrics.radial_log_spectrum(a).mean(0).tolist()
                       for name, a in (("fakes", x.fake), (f"{params.against} reals", x.holdout),
@@ -505,7 +581,7 @@ def _measure(x: Inputs, params: EvaluateParams, adapted: list[Adapted], staging:
         write_turing_test(x.holdout, x.fake, staging, used["turing_n_real"], used["turing_n_fake"], t.nrow, params.seed)
     jp, verdict = judge_phase(x, params, used, phase)
     distances = distances_phase(x, params, used, phase)
-    floor, spectra = floor_phase(x, params, used, jp, phase)
+    floor, spectra = floor_phase(x, params, used, jp, out / names.FLOOR_CACHE, staging, phase)
     write_json_atomic(staging / SPECTRA, spectra)
     mem, memorization = memorization_phase(x, params, used, staging, phase)
     diversity = diversity_phase(x, params, used, phase)
