@@ -10,11 +10,14 @@ manual, "OMP_WAIT_POLICY" and "GOMP_SPINCOUNT", describes the spin). Sleeping at
 (``OMP_WAIT_POLICY=PASSIVE``, spin count 0) fixes the loaded case but costs every barrier a
 wake-up on an idle machine: idle, it trained slower than 1 thread. A short spin,
 ``GOMP_SPINCOUNT=10000`` (about 10 µs, then sleep), keeps a waiting thread ready for the next
-region on an idle machine and gives the core away soon on a loaded one: idle it matched
-libgomp's default (0.99x), loaded it kept 0.92x of 1 thread's speed (``bench/busy_bench.py``,
-docs/benchmarks.md), meeting both of issue 20's goals where PASSIVE met only the loaded one
-(faster loaded, 0.90x idle). So it is the default; on a machine that is always loaded, set
-``OMP_WAIT_POLICY=PASSIVE``. The thread count stays what ``train.threads`` says, never one picked from the
+region on an idle machine and gives the core away soon on a loaded one: on NCHW steps, idle it
+matched libgomp's default (0.99x), loaded it kept 0.92x of 1 thread's speed (``bench/busy_bench.py``,
+docs/benchmarks.md, run B), meeting both of issue 20's goals where PASSIVE met only the loaded one
+(faster loaded, 0.90x idle). Since the CPU trains channels_last (shorter steps, the same
+barriers) it keeps 0.88-0.93x loaded but gives up 11-22% idle against libgomp's default, and no
+spin count met both goals (run C and its sweep). It stays the default because the loaded case is
+the 5x collapse; on a machine kept for training alone set ``GOMP_SPINCOUNT=300000``, on one that
+is always loaded ``OMP_WAIT_POLICY=PASSIVE``. The thread count stays what ``train.threads`` says, never one picked from the
 load, and the policy changes only how threads wait, not what they compute, so results do not
 depend on it. Runtimes other than libgomp ignore ``GOMP_SPINCOUNT`` and keep their own default.
 
