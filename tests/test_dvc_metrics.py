@@ -112,7 +112,8 @@ def _first_screen(out: str) -> tuple[list[str], list[str]]:
 def two_experiments(repo_root, tmp_path_factory) -> Path:
     """A git + DVC repo with this params.yaml and a stage writing a headline.json of DEMO_METRICS's keys scaled by
     two train params, run at the defaults and as two experiments (``no-highpass-d``: a switch off; ``longer``:
-    train.iterations 1000): what `dvc exp show` lists after two such runs, without training anything."""
+    train.iterations 1500, above the default's 1000): what `dvc exp show` lists after two such runs, without training
+    anything."""
     repo = tmp_path_factory.mktemp("exps")
     shutil.copy(repo_root / "params.yaml", repo / "params.yaml")
     base = readings.headline(DEMO_METRICS, DEMO_LIVE)
@@ -120,7 +121,7 @@ def two_experiments(repo_root, tmp_path_factory) -> Path:
     (repo / "stage.py").write_text(
         "import json, yaml\n"
         "t = yaml.safe_load(open('params.yaml'))['train']\n"
-        "f = 1 + 0.37 * (not t['hacks']['highpass_d']['enabled']) + (t['iterations'] - 700) / 1000\n"
+        "f = 1 + 0.37 * (not t['hacks']['highpass_d']['enabled']) + (t['iterations'] - 1000) / 1000\n"
         "h = json.load(open('base.json'))\n"
         f"h.update({{k: h[k] * f for k in {list(MOVING)!r}}}, step=float(t['iterations']))\n"
         "json.dump(h, open('headline.json', 'w'), indent=2)\n")
@@ -131,7 +132,7 @@ def two_experiments(repo_root, tmp_path_factory) -> Path:
         subprocess.run(cmd, cwd=repo, check=True, env=env())
     commit_all(repo, "a default run")
     for cmd in (["dvc", "exp", "run", "--temp", "-q", "-n", "no-highpass-d", "-S", "train.hacks.highpass_d.enabled=false"],
-                ["dvc", "exp", "run", "--temp", "-q", "-n", "longer", "-S", "train.iterations=1000"]):
+                ["dvc", "exp", "run", "--temp", "-q", "-n", "longer", "-S", "train.iterations=1500"]):
         subprocess.run(cmd, cwd=repo, check=True, env=env(), capture_output=True)
     return repo
 
