@@ -474,3 +474,10 @@ def test_saved_g_with_pixel_noise_samples_the_same_tiles_for_the_same_seed(tmp_p
     save_model(tmp_path, g, build_discriminator(cfg), cfg, params_hash="p", data_hash="h", step=1)
     a, b, c = sample(tmp_path, 4, seed=3), sample(tmp_path, 4, seed=3), sample(tmp_path, 4, seed=4)
     assert torch.equal(a, b) and not torch.allclose(a, c)
+
+
+def test_git_state_has_exactly_the_keys_checkpoints_accept(repo):
+    """git_state's dict has the keys GIT_STATE_KEYS names, in that order (train checkpoints refuse any other)."""
+    from satgan.modelio import GIT_STATE_KEYS, git_state
+
+    assert tuple(git_state(repo, env={})) == GIT_STATE_KEYS

@@ -110,6 +110,7 @@ class CardFields:
 
 
 MAX_DIRTY_PATHS = 20  # changed files listed in the card (the count is always exact)
+GIT_STATE_KEYS = ("rev", "dirty_paths", "dirty_count", "experiment", "exp_ref")  # git_state's dict (checkpoints check it)
 # Written by DVC itself during `dvc repro` (it records outputs, not code): a changed lock is not changed code.
 DVC_WRITTEN = ("dvc.lock",)
 
@@ -142,8 +143,8 @@ def git_state(cwd: str | Path | None = None, env: dict[str, str] | None = None) 
     dirty = [p for p in paths if Path(p).name not in DVC_WRITTEN]
     name = env.get("DVC_EXP_NAME") or None
     baseline = env.get("DVC_EXP_BASELINE_REV") or None
-    state: dict[str, Any] = {"rev": rev, "dirty_paths": dirty[:MAX_DIRTY_PATHS], "dirty_count": len(dirty),
-                             "experiment": None, "exp_ref": None}
+    state: dict[str, Any] = {**dict.fromkeys(GIT_STATE_KEYS), "rev": rev, "dirty_paths": dirty[:MAX_DIRTY_PATHS],
+                             "dirty_count": len(dirty)}
     if name is not None and baseline is not None:
         state.update(rev=baseline, experiment=name, exp_ref=f"refs/exps/{baseline[:2]}/{baseline[2:]}/{name}")
     return state

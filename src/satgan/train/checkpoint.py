@@ -33,13 +33,13 @@ import torch
 from satgan import names
 from satgan.errors import TrainingError
 from satgan.fsutil import atomic_path
+from satgan.modelio import GIT_STATE_KEYS
 
 CHECKPOINT_FILE = names.CHECKPOINT
 # /2: one entry per registered part under "parts"; /3: train_seconds, untimed_steps and git (TrainedBy)
 FORMAT = "satgan-train-checkpoint/3"
 # Still resumed: a /2 checkpoint is read as steps of unknown time and code (TrainedBy.untimed).
 OLD_FORMATS = ("satgan-train-checkpoint/2",)
-GIT_KEYS = ("rev", "dirty_paths", "dirty_count", "experiment", "exp_ref")  # satgan.modelio.git_state's dict
 PROGRESS_PART = "progress"  # the part holding {"step": int}
 
 
@@ -187,8 +187,8 @@ def _trained_by(ck: dict[str, Any], step: int) -> TrainedBy:
         raise UnusableCheckpoint(f"checkpoint 'train_seconds' must be a finite float >= 0 (got {seconds!r})")
     if not isinstance(untimed, int) or isinstance(untimed, bool) or not 0 <= untimed <= step:
         raise UnusableCheckpoint(f"checkpoint 'untimed_steps' must be an int from 0 to the step {step} (got {untimed!r})")
-    if git is not None and not (isinstance(git, dict) and set(git) == set(GIT_KEYS) and isinstance(git["rev"], str)):
-        raise UnusableCheckpoint(f"checkpoint 'git' must be None or a dict with keys {list(GIT_KEYS)} (got {git!r})")
+    if git is not None and not (isinstance(git, dict) and set(git) == set(GIT_STATE_KEYS) and isinstance(git["rev"], str)):
+        raise UnusableCheckpoint(f"checkpoint 'git' must be None or a dict with keys {list(GIT_STATE_KEYS)} (got {git!r})")
     return TrainedBy(seconds=seconds, untimed_steps=untimed, git=git)
 
 
