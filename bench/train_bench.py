@@ -368,7 +368,7 @@ def main() -> None:
         loops = {name: SatganLoop(p, arr, device, start) for name, (p, start) in configs.items()}
         augment = loops["default, DiffAugment eager"].trainer.augment
         if augment is not None:  # today's eager ops in place of the compiled ones (satgan.augment.FusedDiffAugment)
-            augment.fused = FusedDiffAugment(augment.policy, compile=False)
+            augment.fused = FusedDiffAugment(augment.policy, compile=False, uncut=augment.uncut)
         prec = loops["default"].trainer.precision
         runners["bare"] = BareLoop(model_config(configs["hacks off"][0], args.size, 3), arr, args.batch, device,
                                    prec.autocast(), prec.channels_last).run

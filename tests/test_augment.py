@@ -233,6 +233,46 @@ def test_fused_diff_augment_stays_eager_below_its_size_threshold():
                        diff_augment(x, 1.0, generator=torch.Generator().manual_seed(2)))
 
 
+def _uncut_reference(x: torch.Tensor, seed: int) -> torch.Tensor:
+    """Eager uncut DiffAugment from the public ops: cutout of the colour + translation result, and that result behind it."""
+    gen = torch.Generator().manual_seed(seed)
+    before = diff_augment(x, 1.0, ("color", "translation"), generator=gen)
+    return torch.cat([cutout(before, 1.0, generator=gen), before], dim=1)
+
+
+def test_fused_diff_augment_uncut_eager_packs_the_image_before_cutout():
+    """uncut, eager (below the size threshold): [cutout result, image before cutout], from one call's draws, bit-exact."""
+    fused = FusedDiffAugment(uncut=True)
+    x = images()
+    out = fused(x, 1.0, generator=torch.Generator().manual_seed(4))
+    assert out.shape == (8, 6, 16, 16) and not fused.compiles(x)
+    assert torch.equal(out, _uncut_reference(x, seed=4))
+
+
+def test_fused_diff_augment_uncut_compiled_equals_eager_within_float_rounding():
+    """uncut, compiled: eager's packed images and input gradients, to float rounding, from a channels_last input too."""
+    fused = FusedDiffAugment(min_elements=0, uncut=True)
+    x = images().contiguous(memory_format=torch.channels_last)
+    if not fused.compiles(x):
+        pytest.skip(f"no compile here: {fused.why_eager}")
+    weights = torch.randn(8, 6, 16, 16, generator=torch.Generator().manual_seed(9))
+    results = []
+    for fn in (lambda t: fused(t, 1.0, generator=torch.Generator().manual_seed(6)), lambda t: _uncut_reference(t, 6)):
+        xg = x.clone().requires_grad_(True)
+        y = fn(xg)
+        (grad,) = torch.autograd.grad((y * weights).sum(), xg)
+        results.append((y.detach(), grad))
+    assert fused.why_eager is None
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-5, atol=1e-5)
+
+
+def test_fused_diff_augment_uncut_needs_cutout_last():
+    """uncut without cutout as the last op is refused when built: there is no image before cutout to pack."""
+    with pytest.raises(ValueError, match="cutout must be the policy's last op"):
+        FusedDiffAugment(("cutout", "color"), uncut=True)
+
+
 def test_fused_diff_augment_refuses_an_unknown_policy():
     """An unknown policy name is refused when the augmenter is built, as diff_augment refuses it."""
     with pytest.raises(ValueError, match="policies"):

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from satgan.augment import AdaController, FusedDiffAugment, cutout
+from satgan.augment import AdaController, FusedDiffAugment
 from satgan.train.runtime import say
 
 
@@ -334,17 +334,12 @@ class Augmenter:
         self.uncut = uncut and "cutout" in self.policy
         if self.uncut and self.policy[-1] != "cutout":
             raise ValueError(f"uncut: cutout must be the policy's last op, got {list(self.policy)}")
-        # Compiled by inductor on CPU (satgan.augment.FusedDiffAugment); with ``uncut`` the ops before
-        # cutout are fused and cutout runs after them, drawing in the same order as one call.
-        pre = self.policy[:-1] if self.uncut else self.policy
-        self.fused = FusedDiffAugment(pre, log=say) if pre else None
+        # Compiled by inductor on CPU (satgan.augment.FusedDiffAugment), the uncut copy packed in the same pass.
+        self.fused = FusedDiffAugment(self.policy, log=say, uncut=self.uncut) if self.policy else None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) -> (N, C, H, W): one fresh augmentation per image; ``uncut``: (N, 2C, H, W), see above."""
-        before = self.fused(x, self.p) if self.fused is not None else x
-        if not self.uncut:
-            return before
-        return torch.cat([cutout(before, self.p), before], dim=1)
+        return self.fused(x, self.p) if self.fused is not None else x
 
     def observe_reals(self, real_logits: torch.Tensor) -> None:
         """ADA's overfitting signal: accumulate sign(D) on the (augmented) reals D was trained on."""

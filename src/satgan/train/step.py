@@ -44,6 +44,7 @@ from torch import nn
 from satgan import losses as L
 from satgan.augment import AdaController
 from satgan.model import (
+    HighPass,
     LayerNoise,
     ModelConfig,
     build_discriminator,
@@ -265,6 +266,9 @@ class Trainer:
         if self.channels_last:
             self.g.to(memory_format=torch.channels_last)
             self.d.to(memory_format=torch.channels_last)
+        for m in self.d.modules():
+            if isinstance(m, HighPass):
+                m.fused.log = say  # its compiled kernels say what they compiled, and how long it took (issue 20)
         self.ema = self._own("ema", H.Ema(self.g, h.ema.decay)) if h.ema.enabled else None
         self.swap = (self._own("checkpoint_swap", H.CheckpointSwap(self.g, self.d, h.checkpoint_swap.every,
                                                                    h.checkpoint_swap.length, device))
