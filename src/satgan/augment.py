@@ -31,14 +31,14 @@ compiled by inductor into a few fused CPU kernels (the trainer uses it; issue 20
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from satgan.kernels import COMPILE_MIN_ELEMENTS, cpp_compiler
 
 Tensor = torch.Tensor
 Prob = float | Tensor
@@ -197,16 +197,6 @@ def diff_augment(x: Tensor, p: Prob = 1.0, policy: Sequence[str] = ("color", "tr
     return x
 
 
-def cpp_compiler() -> str | None:
-    """The C++ compiler inductor would build CPU kernels with (``$CXX``, else g++/c++/clang++ on PATH), or None."""
-    names = [os.environ["CXX"]] if os.environ.get("CXX") else ["g++", "c++", "clang++"]
-    for name in names:
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
-
-
 def _apply_policy(x: Tensor, policy: tuple[str, ...], draws: tuple[Tensor, ...], uncut: bool = False) -> Tensor:
     """Every op of ``policy`` applied with its draws (in :func:`_draw_policy`'s order): a pure function, to compile.
 
@@ -239,9 +229,6 @@ _compiled_apply: Callable[..., Tensor] | None = None
 _compiled_for: set[tuple[Any, ...]] = set()  # the input signatures compiled so far (each logged once per process)
 
 
-# Below this many elements per call the compiled kernels gain little over eager's, and the
-# compile (seconds per input signature) would dominate a short run such as the tests' tiny ones.
-COMPILE_MIN_ELEMENTS = 2**17
 
 
 class FusedDiffAugment:

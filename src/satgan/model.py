@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from satgan.errors import ModelFileError, ParamsError
-from satgan.highpass import FusedHighPass
+from satgan.kernels import FusedOp
 from satgan.params import check, from_mapping
 
 IMAGE_SIZES = (32, 64, 128)
@@ -285,8 +285,8 @@ class HighPass(nn.Module):
     sharp edges would otherwise dominate the residual).
 
     On a CPU, batches of at least ``COMPILE_MIN_ELEMENTS`` run on inductor-compiled kernels of the
-    same op, forward and backward (:class:`satgan.highpass.FusedHighPass`, issue 20): equal to this
-    eager version to float rounding, and several times faster.
+    same op, forward and backward (:class:`satgan.kernels.FusedOp`, issue 20): equal to this eager
+    version to float rounding, and several times faster.
     """
 
     def __init__(self, channels: int) -> None:
@@ -294,7 +294,7 @@ class HighPass(nn.Module):
         self.channels = channels
         k = torch.tensor([1.0, 2.0, 1.0])
         self.register_buffer("kernel", (torch.outer(k, k) / 16).expand(channels, 1, 3, 3).clone(), persistent=False)
-        self.fused = FusedHighPass(channels)
+        self.fused = FusedOp("highpass", channels)
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         """``x - blur(x)`` (B, C, H, W), the blur a depthwise binomial 3x3 with reflected borders."""
