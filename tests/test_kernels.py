@@ -104,3 +104,22 @@ def test_kernels_stay_eager_below_the_size_threshold_and_on_one_pixel_rows():
     assert not FusedOp("highpass", 3, min_elements=0).compiles(batch(3, h=1))
 
 
+
+
+def test_a_failed_compile_falls_back_to_eager_and_says_so_once(monkeypatch):
+    """An inductor error: one log line naming it, the eager op's result, and eager from then on (no second try)."""
+    import satgan.kernels as K
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("inductor exploded\nsecond line")
+
+    monkeypatch.setattr(K, "_compiled", {})
+    monkeypatch.setattr(K.torch, "compile", lambda fn, **kw: broken)
+    lines: list[str] = []
+    fused = FusedOp("highpass", 3, min_elements=0, log=lines.append)
+    fused.why_eager = None  # as where a compiler is found
+    x = batch(3)
+    out, again = fused(x), fused(x)
+    torch.testing.assert_close(out, eager_highpass(x, 3), rtol=1e-6, atol=1e-6)
+    assert torch.equal(out, again) and len(lines) == 1
+    assert "D high-pass: eager from now on" in lines[0] and "RuntimeError: inductor exploded" in lines[0]
