@@ -5,7 +5,10 @@ sizes, instance noise decayed) in a process of its own, because OpenMP reads its
 once, when torch loads it (satgan.openmp). Configurations:
 
 - ``satgan default``: the shipped setting (2 threads, the wait policy satgan.openmp chooses:
-  ``GOMP_SPINCOUNT=10000``, a short spin, then sleep);
+  ``GOMP_SPINCOUNT=10000``, a short spin, then sleep; threads bound one per core, as the train
+  stage binds them: ``satgan.openmp.bind_threads``);
+- ``satgan default, unbound``: the same without the binding (``OMP_PROC_BIND=false``); this and
+  the two below leave threads where the scheduler puts them;
 - ``OpenMP default``: 2 threads with libgomp's own default (``GOMP_SPINCOUNT=300000``, what
   it uses when nothing is set: spin 300k iterations, then sleep): what satgan did first;
 - ``passive``: 2 threads, ``OMP_WAIT_POLICY=PASSIVE`` (sleep at once): satgan's previous default;
@@ -34,16 +37,19 @@ import sys
 import time
 from pathlib import Path
 
+from satgan.openmp import PLACEMENT_VARIABLES, POLICY_VARIABLES
+
 REPO = Path(__file__).resolve().parents[1]
 
-# name: (threads, environment overrides); a set OpenMP variable makes satgan.openmp keep it.
+# name: (threads, environment overrides); a set OpenMP variable makes satgan.openmp keep it (OMP_PROC_BIND=false:
+# threads left where the scheduler puts them, as before satgan bound them).
 CONFIGS: dict[str, tuple[int, dict[str, str]]] = {
     "satgan default": (2, {}),
-    "OpenMP default": (2, {"GOMP_SPINCOUNT": "300000"}),
-    "passive": (2, {"OMP_WAIT_POLICY": "PASSIVE"}),
+    "satgan default, unbound": (2, {"OMP_PROC_BIND": "false"}),
+    "OpenMP default": (2, {"GOMP_SPINCOUNT": "300000", "OMP_PROC_BIND": "false"}),
+    "passive": (2, {"OMP_WAIT_POLICY": "PASSIVE", "OMP_PROC_BIND": "false"}),
     "1 thread": (1, {}),
 }
-POLICY_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
 
 
 def child(args: argparse.Namespace) -> None:
@@ -83,7 +89,7 @@ def child(args: argparse.Namespace) -> None:
 def run_config(name: str, args: argparse.Namespace) -> dict[str, object]:
     """One configuration in a child process with its thread count and environment."""
     threads, env_over = CONFIGS[name]
-    env = {k: v for k, v in os.environ.items() if k not in POLICY_VARIABLES}
+    env = {k: v for k, v in os.environ.items() if k not in POLICY_VARIABLES + PLACEMENT_VARIABLES}
     env.update(env_over, PYTHONPATH=str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", ""))
     cmd = [sys.executable, __file__, "--child", "--threads", str(threads), "--steps", str(args.steps),
            "--warmup", str(args.warmup), "--size", str(args.size), "--ngf", str(args.ngf), "--batch", str(args.batch),

@@ -14,9 +14,8 @@ import os
 from pathlib import Path
 
 from satgan.cli import run_main
+from satgan.openmp import bind_for_training
 from satgan.params import DEFAULT_PARAMS, load_section
-from satgan.train import TrainParams, train
-from satgan.train.runtime import relaunch_under_torchrun
 
 
 def main() -> None:
@@ -27,6 +26,10 @@ def main() -> None:
     ap.add_argument("--live", type=Path, default=None, help="dvclive folder (metrics, plots, sample grids)")
     ap.add_argument("--params", type=Path, default=DEFAULT_PARAMS)
     args = ap.parse_args()
+    bind_for_training(args.params)  # before torch loads: OpenMP reads its thread placement once
+    from satgan.train import TrainParams, train
+    from satgan.train.runtime import relaunch_under_torchrun
+
     params = load_section("train", TrainParams, args.params)
     if params.nproc > 1 and "WORLD_SIZE" not in os.environ:  # not already one of torchrun's workers
         relaunch_under_torchrun(params.nproc, params.device)

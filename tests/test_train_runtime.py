@@ -14,7 +14,6 @@ from satgan.train.runtime import (
     Dist,
     RngState,
     any_rank,
-    cpu_threads,
     determinism,
     dist_from_env,
     pick_device,
@@ -23,15 +22,6 @@ from satgan.train.runtime import (
     torchrun_command,
 )
 from train_helpers import every_hack_on, trainer
-
-
-def test_cpu_threads_explicit_or_all_cores_but_one(monkeypatch):
-    """threads > 0 is taken as is; 0 uses all cores but one on >2-core machines, split between local ranks."""
-    assert cpu_threads(3, 1) == 3
-    monkeypatch.setattr("os.cpu_count", lambda: 9)
-    assert cpu_threads(0, 1) == 8 and cpu_threads(0, 2) == 4
-    monkeypatch.setattr("os.cpu_count", lambda: 2)
-    assert cpu_threads(0, 1) == 2
 
 
 def test_pick_device_cpu_and_missing_cuda(monkeypatch):

@@ -24,6 +24,11 @@ is always loaded ``OMP_WAIT_POLICY=PASSIVE``. The thread count stays what ``trai
 load, and the policy changes only how threads wait, not what they compute, so results do not
 depend on it. Runtimes other than libgomp ignore ``GOMP_SPINCOUNT`` and keep their own default.
 
+Thread placement (:func:`bind_threads`): the train stage also binds its threads one per core
+(``OMP_PROC_BIND=true``, ``OMP_PLACES=cores``) when it trains on 2 or more as one process, because
+the collapse under load also came from both threads sharing one core; see the comment above
+:data:`PLACEMENT_VARIABLES`.
+
 The runtime reads these variables once, when its library is loaded, i.e. at ``import torch``:
 :func:`choose_wait_policy` runs from ``satgan/__init__`` so that every entry point (stages,
 ``python -m satgan``, the benches) sets it before torch loads. A policy the user set
@@ -35,6 +40,9 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import MutableMapping
+from pathlib import Path
+
+import yaml
 
 POLICY_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
 DEFAULT_POLICY = ("GOMP_SPINCOUNT", "10000")  # (variable, value) set when the user set none of POLICY_VARIABLES
@@ -68,5 +76,70 @@ def choose_wait_policy(environ: MutableMapping[str, str] | None = None, torch_lo
 
 
 def wait_policy() -> str:
-    """The description of what :func:`choose_wait_policy` decided in this process, for a log line."""
-    return _chosen
+    """What :func:`choose_wait_policy` and :func:`bind_threads` decided in this process, for a log line."""
+    return f"{_chosen}; {_bound}" if _bound else _chosen
+
+
+# Thread placement. On a 2-core Intel box with two busy processes beside training, 2 unbound threads
+# collapsed to 0.1-0.3x of one thread's speed in 6 of 21 rounds (as if the scheduler had put both on
+# one core, where every barrier waits a time slice), 2 threads bound one per core in 1 of 17
+# (docs/benchmarks.md, "busy machine: threads bound one per core"); idle, binding cost 0-3%. Binding pins the process's first thread too, and
+# threads it starts inherit that pin, so it is set only for a training process of 2 or more threads
+# (the train stage, before torch loads), never by ``import satgan``: two 1-thread processes bound
+# alike would share one core.
+PLACEMENT_VARIABLES = ("OMP_PROC_BIND", "OMP_PLACES", "GOMP_CPU_AFFINITY", "KMP_AFFINITY")
+BIND_POLICY = (("OMP_PROC_BIND", "true"), ("OMP_PLACES", "cores"))
+_bound: str = ""
+
+
+def cpu_threads(requested: int, local_world: int) -> int:
+    """``train.threads``: ``requested``, or (0 = auto) all cores but one on machines with more than 2, split between
+    the local ranks (``local_world`` processes of this job on this machine)."""
+    if requested > 0:
+        return requested
+    cores = os.cpu_count() or 1
+    usable = cores - 1 if cores > 2 else cores
+    return max(1, usable // max(local_world, 1))
+
+
+def bind_threads(threads: int, environ: MutableMapping[str, str] | None = None, torch_loaded: bool | None = None,
+                 cpus: int | None = None) -> str:
+    """For a process about to train on ``threads`` CPU threads: bind them one per core (:data:`BIND_POLICY`) when
+    there are 2 or more, as many CPUs are allowed (``cpus``, default this process's affinity), torch is not loaded
+    yet and the user set none of :data:`PLACEMENT_VARIABLES`; say what was decided (also in :func:`wait_policy`).
+
+    Placement changes where threads run, not what they compute: results are those of unbound threads.
+    """
+    global _bound
+    env = os.environ if environ is None else environ
+    loaded = "torch" in sys.modules if torch_loaded is None else torch_loaded
+    allowed = len(os.sched_getaffinity(0)) if cpus is None else cpus
+    own = [f"{k}={env[k]}" for k in PLACEMENT_VARIABLES if k in env]
+    if own:
+        _bound = f"thread placement from the environment ({', '.join(own)})"
+    elif threads < 2:
+        _bound = ""
+    elif loaded:
+        _bound = "threads not bound (torch was imported first)"
+    elif allowed < threads:
+        _bound = f"threads not bound ({threads} threads on {allowed} allowed CPUs)"
+    else:
+        env.update(BIND_POLICY)
+        _bound = (f"threads bound one per core ({', '.join(f'{k}={v}' for k, v in BIND_POLICY)}; "
+                  "set OMP_PROC_BIND or OMP_PLACES to override)")
+    return _bound
+
+
+def bind_for_training(params: str | Path) -> str:
+    """The train stage, before torch loads: :func:`bind_threads` for ``train.threads`` of the ``params`` file, when the
+    job is one process on this machine (``train.nproc`` 1, no torchrun ranks: each rank would bind to the same cores).
+    """
+    try:
+        train = yaml.safe_load(Path(params).read_text(encoding="utf-8"))["train"]
+        threads, nproc = train["threads"], train["nproc"]
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError):
+        return ""  # the stage's load_section, right after, names the file and what is wrong with it
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if not (isinstance(threads, int) and isinstance(nproc, int)) or threads < 0 or nproc != 1 or local_world != 1:
+        return ""
+    return bind_threads(cpu_threads(threads, 1))

@@ -30,7 +30,7 @@ from satgan.arrays import class_names, open_labels, open_prepared
 from satgan.errors import DataError, TrainingError
 from satgan.fsutil import sha256_file
 from satgan.modelio import git_state, save_model
-from satgan.openmp import wait_policy
+from satgan.openmp import cpu_threads, wait_policy
 from satgan.train import fastpath as FP
 from satgan.train import hacks as H
 from satgan.train.checkpoint import (
@@ -47,7 +47,6 @@ from satgan.train.params import TrainParams
 from satgan.train.runtime import (
     Dist,
     all_ranks_agree,
-    cpu_threads,
     determinism,
     die_with_launcher,
     dist_from_env,

@@ -117,15 +117,6 @@ def pick_device(choice: str, local_rank: int) -> torch.device:
     return torch.device("cpu")
 
 
-def cpu_threads(requested: int, local_world: int) -> int:
-    """``requested``, or (0 = auto) all cores but one on machines with more than 2, split between local ranks."""
-    if requested > 0:
-        return requested
-    cores = os.cpu_count() or 1
-    usable = cores - 1 if cores > 2 else cores
-    return max(1, usable // max(local_world, 1))
-
-
 @contextlib.contextmanager
 def process_group(device: torch.device, dist: Dist) -> Iterator[None]:
     """The DDP process group for the duration of training (NCCL on GPUs, gloo on CPUs); nothing for one process."""
