@@ -229,8 +229,6 @@ _compiled_apply: Callable[..., Tensor] | None = None
 _compiled_for: set[tuple[Any, ...]] = set()  # the input signatures compiled so far (each logged once per process)
 
 
-
-
 class FusedDiffAugment:
     """:func:`diff_augment` with its applies compiled by inductor into a few fused CPU kernels.
 

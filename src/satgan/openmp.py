@@ -83,10 +83,10 @@ def wait_policy() -> str:
 # Thread placement. On a 2-core Intel box with two busy processes beside training, 2 unbound threads
 # collapsed to 0.1-0.3x of one thread's speed in 6 of 21 rounds (as if the scheduler had put both on
 # one core, where every barrier waits a time slice), 2 threads bound one per core in 1 of 17
-# (docs/benchmarks.md, "busy machine: threads bound one per core"); idle, binding cost 0-3%. Binding pins the process's first thread too, and
-# threads it starts inherit that pin, so it is set only for a training process of 2 or more threads
-# (the train stage, before torch loads), never by ``import satgan``: two 1-thread processes bound
-# alike would share one core.
+# (docs/benchmarks.md, "busy machine: threads bound one per core"); idle, binding cost 0-3%.
+# Binding pins the process's first thread too, and threads it starts inherit that pin, so it is set
+# only for a training process of 2 or more threads (the train stage, before torch loads), never by
+# ``import satgan``: two 1-thread processes bound alike would share one core.
 PLACEMENT_VARIABLES = ("OMP_PROC_BIND", "OMP_PLACES", "GOMP_CPU_AFFINITY", "KMP_AFFINITY")
 BIND_POLICY = (("OMP_PROC_BIND", "true"), ("OMP_PLACES", "cores"))
 _bound: str = ""

@@ -332,9 +332,8 @@ class Augmenter:
         self.policy, self.ada, self.ada_every = tuple(policy), ada, ada_every
         self.p: float | torch.Tensor = ada.p if ada is not None else p
         self.uncut = uncut and "cutout" in self.policy
-        if self.uncut and self.policy[-1] != "cutout":
-            raise ValueError(f"uncut: cutout must be the policy's last op, got {list(self.policy)}")
-        # Compiled by inductor on CPU (satgan.augment.FusedDiffAugment), the uncut copy packed in the same pass.
+        # Compiled by inductor on CPU (satgan.augment.FusedDiffAugment), the uncut copy packed in the same pass;
+        # it refuses uncut unless cutout is the policy's last op.
         self.fused = FusedDiffAugment(self.policy, log=say, uncut=self.uncut) if self.policy else None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
