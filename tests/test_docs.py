@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import re
 import shlex
@@ -129,6 +130,24 @@ def set_params(tokens: list[str]) -> list[str]:
     return [tokens[i + 1] for i, t in enumerate(tokens[:-1]) if t in ("-S", "--set-param")]
 
 
+@contextlib.contextmanager
+def _dvc_logs_to(sink: io.StringIO):
+    """Point DVC's console handlers at ``sink`` for a while.
+
+    ``import dvc`` binds its handlers to the ``sys.stderr`` of that moment; under pytest
+    that can be an earlier test's capture stream, closed by now, and logging to it raises.
+    """
+    handlers = [h for h in logging.getLogger("dvc").handlers if isinstance(h, logging.StreamHandler)]
+    streams = [h.stream for h in handlers]
+    for handler in handlers:
+        handler.setStream(sink)
+    try:
+        yield
+    finally:
+        for handler, stream in zip(handlers, streams):
+            handler.setStream(stream)
+
+
 def check_dvc(tokens: list[str]) -> str | None:
     """Parse ``dvc ...`` with DVC's own parser (nothing runs); the error, or None."""
     from dvc.cli import DvcParserError
@@ -136,10 +155,11 @@ def check_dvc(tokens: list[str]) -> str | None:
 
     sink = io.StringIO()
     try:
-        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink), _dvc_logs_to(sink):
             get_main_parser().parse_args(tokens[1:])
     except (SystemExit, DvcParserError):
-        return f"dvc rejects {shlex.join(tokens)!r}: {sink.getvalue().strip().splitlines()[-1:]}"
+        lines = sink.getvalue().strip().splitlines()
+        return f"dvc rejects {shlex.join(tokens)!r}: {[ln for ln in lines if 'ERROR' in ln] or lines[-1:]}"
     return None
 
 
@@ -250,6 +270,17 @@ def test_bad_options_are_caught():
     """An option a command does not have is reported, for dvc and for satgan."""
     found = problems([("x", ["dvc", "exp", "run", "--temporary"]), ("x", ["satgan", "quiz", "score", "a.json", "--keys", "k"])])
     assert len(found) == 2 and "dvc rejects" in found[0] and "--keys" in found[1]
+
+
+def test_dvc_check_survives_a_closed_log_stream(monkeypatch):
+    """DVC's handlers bound to a stream closed since (an earlier test's capture) still give the parser's error."""
+    import dvc  # noqa: F401  (sets up the handlers)
+
+    closed = io.StringIO()
+    closed.close()
+    for handler in logging.getLogger("dvc").handlers:
+        monkeypatch.setattr(handler, "stream", closed)
+    assert "unrecognized arguments: --temporary" in check_dvc(["dvc", "exp", "run", "--temporary"])
 
 
 def test_unknown_programs_must_be_classified():
