@@ -63,7 +63,7 @@ def test_pack_keeps_the_input_dtype():
 
 def test_fused_highpass_compiled_equals_eager_with_gradients():
     """The compiled high-pass kernels give the eager op's output and input gradient (packed channels_last input)."""
-    fused = FusedOp("highpass", 3, min_elements=0)
+    fused = FusedOp(pack, pack_adjoint, "D high-pass", 3, min_elements=0)
     x = batch(6).contiguous(memory_format=torch.channels_last)
     if not fused.compiles(x):
         pytest.skip(f"no compile here: {fused.why_eager}")
@@ -75,7 +75,7 @@ def test_fused_highpass_compiled_equals_eager_with_gradients():
 
 def test_fused_highpass_second_derivative_equals_eager():
     """A gradient of a gradient (R1's double backward) runs through the compiled op and its adjoint, as eager's does."""
-    fused = FusedOp("highpass", 3, min_elements=0)
+    fused = FusedOp(pack, pack_adjoint, "D high-pass", 3, min_elements=0)
     x = batch(3)
     if not fused.compiles(x):
         pytest.skip(f"no compile here: {fused.why_eager}")
@@ -100,8 +100,8 @@ def test_without_a_compiler_the_modules_stay_eager(monkeypatch):
 
 def test_kernels_stay_eager_below_the_size_threshold_and_on_one_pixel_rows():
     """Small batches (the tests' tiny ones) and images under 2 pixels a side run eagerly."""
-    assert not FusedOp("highpass", 3).compiles(batch(3))
-    assert not FusedOp("highpass", 3, min_elements=0).compiles(batch(3, h=1))
+    assert not FusedOp(pack, pack_adjoint, "D high-pass", 3).compiles(batch(3))
+    assert not FusedOp(pack, pack_adjoint, "D high-pass", 3, min_elements=0).compiles(batch(3, h=1))
 
 
 
@@ -116,7 +116,7 @@ def test_a_failed_compile_falls_back_to_eager_and_says_so_once(monkeypatch):
     monkeypatch.setattr(K, "_compiled", {})
     monkeypatch.setattr(K.torch, "compile", lambda fn, **kw: broken)
     lines: list[str] = []
-    fused = FusedOp("highpass", 3, min_elements=0, log=lines.append)
+    fused = FusedOp(pack, pack_adjoint, "D high-pass", 3, min_elements=0, log=lines.append)
     fused.why_eager = None  # as where a compiler is found
     x = batch(3)
     out, again = fused(x), fused(x)

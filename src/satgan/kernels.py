@@ -11,10 +11,10 @@ derivative, R1's double backward included, stays on the kernels). G's bilinear u
 tried the same way and is not here: its compiled adjoint ran 4x slower than eager's
 (docs/benchmarks.md).
 
-- :data:`OPS`: name -> :class:`Op` (op, adjoint, ...), pure functions on (B, C, H, W) tensors,
+- :func:`pack` and its adjoint :func:`pack_adjoint`: pure functions on (B, C, H, W) tensors,
   computed in float32 (float64 for float64 input), returned in the input's dtype; equal to the
-  eager ops to float rounding (tests/test_kernels.py).
-- :class:`FusedOp`: one op on the compiled kernels, used where :meth:`FusedOp.compiles` says so
+  eager op to float rounding (tests/test_kernels.py).
+- :class:`FusedOp`: a linear op and its adjoint on the compiled kernels, used where :meth:`FusedOp.compiles` says so
   (a CPU batch of at least :data:`COMPILE_MIN_ELEMENTS`, a C++ compiler found by
   :func:`cpp_compiler`, no compile failure so far); the modules fall back to their eager op
   otherwise. DiffAugment has its own compiled path (:class:`satgan.augment.FusedDiffAugment`)
@@ -27,7 +27,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -104,20 +104,8 @@ def pack_adjoint(g: Tensor, in_channels: int, c: int) -> Tensor:
     return out.to(g.dtype)
 
 
-class Op(NamedTuple):
-    """A fixed linear op: ``forward(x, *args)``, ``adjoint(g, in_channels, *args)``, and the log's name for it."""
-
-    forward: Callable[..., Tensor]
-    adjoint: Callable[..., Tensor]
-    label: str
-
-
-OPS: dict[str, Op] = {
-    "highpass": Op(pack, pack_adjoint, "D high-pass"),
-}
-
-# Compiled once per process and direction (dynamo recompiles per input signature), shared by every module.
-_compiled: dict[tuple[str, bool], Callable[..., Tensor]] = {}
+# Compiled once per process and function (dynamo recompiles per input signature), shared by every module.
+_compiled: dict[Callable[..., Tensor], Callable[..., Tensor]] = {}
 _compiled_for: set[tuple[Any, ...]] = set()  # input signatures compiled so far (each logged once per process)
 
 
@@ -148,15 +136,17 @@ class _Transpose(torch.autograd.Function):
 
 
 class FusedOp:
-    """Op ``name`` of :data:`OPS` (with ``args`` after its input) and its gradient as inductor-compiled CPU kernels.
+    """A fixed linear op, ``forward(x, *args)``, and its gradient, ``adjoint(g, in_channels, *args)``, as
+    inductor-compiled CPU kernels; ``label`` names it in the log.
 
     ``log`` (the trainer sets it) gets one line per input signature compiled, with the seconds it
     took, and one if a compile fails (then eager from there on, for this object).
     """
 
-    def __init__(self, name: str, *args: Any, min_elements: int = COMPILE_MIN_ELEMENTS,
-                 log: Callable[[str], None] | None = None) -> None:
-        self.name, self.args, self.min_elements = name, args, min_elements
+    def __init__(self, forward: Callable[..., Tensor], adjoint: Callable[..., Tensor], label: str, *args: Any,
+                 min_elements: int = COMPILE_MIN_ELEMENTS, log: Callable[[str], None] | None = None) -> None:
+        self.forward, self.adjoint, self.label = forward, adjoint, label
+        self.args, self.min_elements = args, min_elements
         self.log = log or (lambda msg: None)
         self.compiler = cpp_compiler()
         self.why_eager: str | None = None if self.compiler else "no C++ compiler found (g++/c++/clang++ or $CXX) for inductor"
@@ -172,27 +162,26 @@ class FusedOp:
 
     def run(self, transpose: bool, t: Tensor, *in_channels: int) -> Tensor:
         """The op (or, ``transpose``, its adjoint) on ``t``; the eager function where its compile fails (said once)."""
-        op = OPS[self.name]
-        fn = op.adjoint if transpose else op.forward
+        fn = self.adjoint if transpose else self.forward
         args = (*in_channels, *self.args)
         # inductor vectorises along the innermost dimension, which channels_last makes a 3- or 6-channel image's
         # colours: the kernels read an NCHW copy (one pass)
         t = t.contiguous()
         if self.why_eager is not None:
             return fn(t, *args)
-        key = (self.name, transpose, tuple(t.shape), t.dtype, *args)
+        key = (fn, tuple(t.shape), t.dtype, *args)
         t0 = time.perf_counter()
         try:
-            if (self.name, transpose) not in _compiled:
-                _compiled[self.name, transpose] = torch.compile(fn, dynamic=False)
+            if fn not in _compiled:
+                _compiled[fn] = torch.compile(fn, dynamic=False)
             with torch.autocast(t.device.type, enabled=False):
-                out = _compiled[self.name, transpose](t, *args)
+                out = _compiled[fn](t, *args)
         except Exception as exc:  # noqa: BLE001 - any inductor failure: stay correct, run eager
             self.why_eager = f"compile failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
-            self.log(f"{op.label}: eager from now on: {self.why_eager}")
+            self.log(f"{self.label}: eager from now on: {self.why_eager}")
             return fn(t, *args)
         if key not in _compiled_for:
             _compiled_for.add(key)
-            self.log(f"{op.label}: {'gradient ' if transpose else ''}compiled with inductor for {list(t.shape)} "
+            self.log(f"{self.label}: {'gradient ' if transpose else ''}compiled with inductor for {list(t.shape)} "
                      f"{str(t.dtype).removeprefix('torch.')} in {time.perf_counter() - t0:.1f} s ({self.compiler})")
         return out

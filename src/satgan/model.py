@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from satgan.errors import ModelFileError, ParamsError
-from satgan.kernels import FusedOp
+from satgan.kernels import FusedOp, pack, pack_adjoint
 from satgan.params import check, from_mapping
 
 IMAGE_SIZES = (32, 64, 128)
@@ -294,7 +294,7 @@ class HighPass(nn.Module):
         self.channels = channels
         k = torch.tensor([1.0, 2.0, 1.0])
         self.register_buffer("kernel", (torch.outer(k, k) / 16).expand(channels, 1, 3, 3).clone(), persistent=False)
-        self.fused = FusedOp("highpass", channels)
+        self.fused = FusedOp(pack, pack_adjoint, "D high-pass", channels)
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         """``x - blur(x)`` (B, C, H, W), the blur a depthwise binomial 3x3 with reflected borders."""
