@@ -88,6 +88,24 @@ def test_cutout_zeroes_one_square_of_half_the_side(n, h, w, seed):
             assert box.all() and box.shape[0] <= ch and box.shape[1] <= cw
 
 
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 5), st.integers(2, 20), st.integers(2, 20), st.integers(0, 2**31))
+def test_translation_gradient_is_its_exact_transpose(n, h, w, seed):
+    """translation is linear: its input gradient g' satisfies <T x, g> = <x, g'> for any x and g (float64)."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 2, h, w, generator=gen, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(n, 2, h, w, generator=gen, dtype=torch.float64)
+    y = translation(x, 1.0, generator=torch.Generator().manual_seed(seed))
+    (grad,) = torch.autograd.grad(y, x, g)
+    torch.testing.assert_close((y * g).sum(), (x * grad).sum(), rtol=1e-12, atol=1e-12)
+
+
+def test_translation_has_a_second_derivative():
+    """translation's gradient is differentiable again (R1 through DiffAugment): gradgradcheck in float64."""
+    x = torch.randn(3, 2, 9, 7, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda t: translation(t, 1.0, generator=torch.Generator().manual_seed(1)) ** 2, (x,))
+
+
 def test_p_is_the_per_image_probability():
     """With p = 0.3, brightness changes about 30% of 4000 images (binomial 6-sigma bounds)."""
     x = torch.zeros(4000, 1, 2, 2)

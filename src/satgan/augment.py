@@ -97,13 +97,38 @@ def _draw_translation(x: Tensor, p: Prob, generator: torch.Generator | None, rat
     return dy * keep, dx * keep
 
 
-def _apply_translation(x: Tensor, dy: Tensor, dx: Tensor) -> Tensor:
+def _shift(x: Tensor, dy: Tensor, dx: Tensor) -> Tensor:
+    """(N, C, H, W) -> (N, C, H, W): out[n, :, i, j] = x[n, :, i - dy[n], j - dx[n]], zero where that is off the image."""
     n, c, h, w = x.shape
     padded = F.pad(x, (1, 1, 1, 1))  # zero border: row/col 0 and h+1/w+1
     rows = (torch.arange(h, device=x.device) + 1 - dy).clamp(0, h + 1)  # out[i] = x[i - dy]
     cols = (torch.arange(w, device=x.device) + 1 - dx).clamp(0, w + 1)
     out = padded.gather(2, rows.view(n, 1, h, 1).expand(n, c, h, w + 2))
     return out.gather(3, cols.view(n, 1, 1, w).expand(n, c, h, w))
+
+
+class _Translate(torch.autograd.Function):
+    """:func:`_shift` whose gradient is the shift back, a gather like the forward.
+
+    A zero-filled shift maps each pixel in view to one place, so its transpose is the shift by
+    (-dy, -dx): the same numbers autograd's gather backward gives, without its scatter-add into
+    a zeroed buffer (the slower pass, in eager and in inductor's kernels). The gradient is this
+    Function again, so a double backward (R1) also stays on gathers.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, dy: Tensor, dx: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(dy, dx)
+        return _shift(x, dy, dx)
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
+        dy, dx = ctx.saved_tensors
+        return _Translate.apply(g, -dy, -dx), None, None
+
+
+def _apply_translation(x: Tensor, dy: Tensor, dx: Tensor) -> Tensor:
+    return _Translate.apply(x, dy, dx)
 
 
 def _draw_cutout(x: Tensor, p: Prob, generator: torch.Generator | None, ratio: float = 0.5) -> tuple[Tensor, ...]:
