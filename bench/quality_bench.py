@@ -93,9 +93,11 @@ PREVIOUS_DEFAULT: dict[str, Any] = {
     "generate.use_ema": True,
 }
 
-# Issue 19's three texture switches (each at its params.yaml settings), on in today's default.
+# Issue 19's three texture switches (each at its params.yaml settings): on in the default of 2026-12-07's sections
+# 0e-0h (docs/experiments.md), off since section 0i (at equal seconds the recipe without them was closer to the reals).
 TEXTURE_SWITCHES = ("train.hacks.bilinear_g.enabled", "train.hacks.g_pixel_noise.enabled", "train.hacks.highpass_d.enabled")
 NO_TEXTURE: dict[str, Any] = dict.fromkeys(TEXTURE_SWITCHES, False)
+TEXTURE: dict[str, Any] = dict.fromkeys(TEXTURE_SWITCHES, True)
 
 RECIPES: dict[str, dict[str, Any]] = {
     "canonical": CANONICAL,
@@ -118,8 +120,10 @@ RECIPES: dict[str, dict[str, Any]] = {
     "default-projection": {"train.conditional": "projection"},
     "default-acgan": {"train.conditional": "acgan"},
     "default-acgan-w0.3": {"train.conditional": "acgan", "train.acgan_weight": 0.3},
-    # Issue 19, texture. Today's default has the three texture switches on (TEXTURE_SWITCHES, docs/experiments.md section 0e);
-    # "default-notexture" is the default before them (canonical + DiffAugment + flips), and each switch alone on it:
+    # Issue 19, texture (TEXTURE_SWITCHES). "default-texture" is today's default with the three on (the default of
+    # sections 0e-0h); "default-notexture" the default with them off (today's default since section 0i, the same runs
+    # as "default" while params.yaml ships them off), and each switch alone on it:
+    "default-texture": TEXTURE,
     "default-notexture": NO_TEXTURE,
     # bilinear resize + conv in G's top two layers (Odena et al. 2016) against the transposed convs' dot lattice
     "notexture-bilinear": {**NO_TEXTURE, "train.hacks.bilinear_g.enabled": True},
@@ -129,10 +133,10 @@ RECIPES: dict[str, dict[str, Any]] = {
     # a frequency-aware D: a fixed high-pass residual of the image before cutout as extra input channels (SSD-GAN,
     # Chen et al. 2021; Schwarz et al. 2021)
     "notexture-freqd": {**NO_TEXTURE, "train.hacks.highpass_d.enabled": True},
-    # Each texture switch left out of today's default, one at a time (what each one adds where it ships):
-    "default-nobilinear": {"train.hacks.bilinear_g.enabled": False},
-    "default-nopixelnoise": {"train.hacks.g_pixel_noise.enabled": False},
-    "default-nohighpass": {"train.hacks.highpass_d.enabled": False},
+    # Each texture switch left out of "default-texture", one at a time (what each one adds to the other two; section 0f):
+    "default-nobilinear": {**TEXTURE, "train.hacks.bilinear_g.enabled": False},
+    "default-nopixelnoise": {**TEXTURE, "train.hacks.g_pixel_noise.enabled": False},
+    "default-nohighpass": {**TEXTURE, "train.hacks.highpass_d.enabled": False},
     # DiffAugment without its colour op (brightness, saturation, contrast): the fakes' colour and contrast were off
     "default-nocolor": {"train.hacks.diffaugment.policy": ["translation", "cutout"]},
     # DiffAugment without the dihedral flips/rotations of the reals, to separate the two in the evidence

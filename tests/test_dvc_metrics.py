@@ -111,8 +111,8 @@ def _first_screen(out: str) -> tuple[list[str], list[str]]:
 @pytest.fixture(scope="module")
 def two_experiments(repo_root, tmp_path_factory) -> Path:
     """A git + DVC repo with this params.yaml and a stage writing a headline.json of DEMO_METRICS's keys scaled by
-    two train params, run at the defaults and as two experiments (``no-highpass-d``: a switch off; ``longer``:
-    train.iterations 1500, above the default's 1000): what `dvc exp show` lists after two such runs, without training
+    two train params, run at the defaults and as two experiments (``highpass-d``: a switch on; ``longer``:
+    train.iterations 2000, above the default's 1500): what `dvc exp show` lists after two such runs, without training
     anything."""
     repo = tmp_path_factory.mktemp("exps")
     shutil.copy(repo_root / "params.yaml", repo / "params.yaml")
@@ -121,7 +121,7 @@ def two_experiments(repo_root, tmp_path_factory) -> Path:
     (repo / "stage.py").write_text(
         "import json, yaml\n"
         "t = yaml.safe_load(open('params.yaml'))['train']\n"
-        "f = 1 + 0.37 * (not t['hacks']['highpass_d']['enabled']) + (t['iterations'] - 1000) / 1000\n"
+        "f = 1 + 0.37 * t['hacks']['highpass_d']['enabled'] + (t['iterations'] - 1500) / 1500\n"
         "h = json.load(open('base.json'))\n"
         f"h.update({{k: h[k] * f for k in {list(MOVING)!r}}}, step=float(t['iterations']))\n"
         "json.dump(h, open('headline.json', 'w'), indent=2)\n")
@@ -131,8 +131,8 @@ def two_experiments(repo_root, tmp_path_factory) -> Path:
     for cmd in (["git", "init", "-q", "-b", "main"], ["dvc", "init", "-q"], ["dvc", "repro", "-q"]):
         subprocess.run(cmd, cwd=repo, check=True, env=env())
     commit_all(repo, "a default run")
-    for cmd in (["dvc", "exp", "run", "--temp", "-q", "-n", "no-highpass-d", "-S", "train.hacks.highpass_d.enabled=false"],
-                ["dvc", "exp", "run", "--temp", "-q", "-n", "longer", "-S", "train.iterations=1500"]):
+    for cmd in (["dvc", "exp", "run", "--temp", "-q", "-n", "highpass-d", "-S", "train.hacks.highpass_d.enabled=true"],
+                ["dvc", "exp", "run", "--temp", "-q", "-n", "longer", "-S", "train.iterations=2000"]):
         subprocess.run(cmd, cwd=repo, check=True, env=env(), capture_output=True)
     return repo
 

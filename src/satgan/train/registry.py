@@ -121,15 +121,15 @@ HACKS: tuple[Hack, ...] = (
          "as in the paper; recorded in model.json", "Miyato et al. 2018", group="architecture"),
     Hack("instance_norm", False, "InstanceNorm instead of BatchNorm in G and D", "Ulyanov et al. 2016; practice", group="architecture"),
     Hack("leaky_relu_g", False, "LeakyReLU(0.2) instead of ReLU in G", "ganhacks #5", group="architecture"),
-    Hack("bilinear_g", True,
+    Hack("bilinear_g", False,
          "G's last `blocks` upsampling layers (the output layer first) become bilinear resize + 3x3 conv, the others "
          "stay as `checkerboard` sets them (against the transposed convs' dot lattice); recorded in model.json",
          "Odena et al. 2016", group="architecture"),
-    Hack("g_pixel_noise", True,
+    Hack("g_pixel_noise", False,
          "per-pixel N(0, 1) noise times a learned per-channel scale (initialised to 0) after the upsampling conv of "
          "G's last `blocks` hidden blocks, in training and when sampling (seeded); recorded in model.json",
          "Karras et al. 2019 (StyleGAN, stochastic variation)", group="architecture"),
-    Hack("highpass_d", True,
+    Hack("highpass_d", False,
          "D's first conv also reads a fixed high-pass residual x - blur(x) (3x3 binomial) of its input as extra "
          "channels; `before_cutout`: of DiffAugment's result before cutout; recorded in model.json",
          "Chen et al. 2021 (SSD-GAN); Jung & Keuper 2021; Schwarz et al. 2021", group="architecture"),
