@@ -17,8 +17,9 @@ docs/benchmarks.md, run B), meeting both of issue 20's goals where PASSIVE met o
 barriers) it keeps 0.88-0.93x loaded but gives up 11-22% idle against libgomp's default, and no
 spin count met both goals (run C and its sweep). On a 2-core Intel box with native bf16 it met
 both by the bench's medians (idle 1.04-1.05x, loaded 0.80-0.86x: runs D and E), but there every
-2-thread policy, this one included, fell to ~0.1x of one thread in some loaded rounds: on a machine
-that is always busy, ``train.threads: 1`` is the robust choice. It stays the default because the loaded case is
+2-thread policy, this one included, fell to ~0.1x of one thread in some loaded rounds, and on the
+shorter step of the default without the texture switches it kept only 0.60x loaded (run G, idle
+0.97x): on a machine that is always busy, ``train.threads: 1`` is the robust choice. It stays the default because the loaded case is
 the 5x collapse; on a machine kept for training alone set ``GOMP_SPINCOUNT=300000``, on one that
 is always loaded ``OMP_WAIT_POLICY=PASSIVE``. The thread count stays what ``train.threads`` says, never one picked from the
 load, and the policy changes only how threads wait, not what they compute, so results do not
