@@ -135,17 +135,18 @@ def _dvc_logs_to(sink: io.StringIO):
     """Point DVC's console handlers at ``sink`` for a while.
 
     ``import dvc`` binds its handlers to the ``sys.stderr`` of that moment; under pytest
-    that can be an earlier test's capture stream, closed by now, and logging to it raises.
+    that can be an earlier test's capture stream, closed by now, and logging to it raises. The
+    attribute is swapped, not ``setStream``: that flushes the old stream, which raises too.
     """
     handlers = [h for h in logging.getLogger("dvc").handlers if isinstance(h, logging.StreamHandler)]
     streams = [h.stream for h in handlers]
     for handler in handlers:
-        handler.setStream(sink)
+        handler.stream = sink
     try:
         yield
     finally:
         for handler, stream in zip(handlers, streams):
-            handler.setStream(stream)
+            handler.stream = stream
 
 
 def check_dvc(tokens: list[str]) -> str | None:
@@ -276,7 +277,7 @@ def test_dvc_check_survives_a_closed_log_stream(monkeypatch):
     """DVC's handlers bound to a stream closed since (an earlier test's capture) still give the parser's error."""
     import dvc  # noqa: F401  (sets up the handlers)
 
-    closed = io.StringIO()
+    closed = io.TextIOWrapper(io.BytesIO())  # like a capture file: writing or flushing it once closed raises
     closed.close()
     for handler in logging.getLogger("dvc").handlers:
         monkeypatch.setattr(handler, "stream", closed)
