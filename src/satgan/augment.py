@@ -25,8 +25,9 @@ to the host, so the ops can be captured in a CUDA graph, and the same seed gives
 The colour ops can leave [-1, 1] (as in the paper: D sees what the ops make); translation and
 cutout only move or zero pixels, so they keep the input's range.
 
-:class:`FusedDiffAugment` is :func:`diff_augment` with the same draws and its arithmetic
-compiled by inductor into a few fused CPU kernels (the trainer uses it; issue 20).
+:class:`FusedDiffAugment` is :func:`diff_augment` with the same draws and its arithmetic on fused
+CPU kernels (the trainer uses it; issue 20): for the default policy a hand-written kernel
+(:mod:`satgan.augment_kernel`), for others kernels compiled by inductor.
 """
 
 from __future__ import annotations
@@ -38,10 +39,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from satgan import augment_kernel
 from satgan.kernels import COMPILE_MIN_ELEMENTS, cpp_compiler
 
 Tensor = torch.Tensor
 Prob = float | Tensor
+CUTOUT_RATIO = 0.5  # cutout's square: half the image side (Zhao et al. 2020)
 
 
 def _uniform(x: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -131,18 +134,23 @@ def _apply_translation(x: Tensor, dy: Tensor, dx: Tensor) -> Tensor:
     return _Translate.apply(x, dy, dx)
 
 
-def _draw_cutout(x: Tensor, p: Prob, generator: torch.Generator | None, ratio: float = 0.5) -> tuple[Tensor, ...]:
+def _cutout_size(h: int, w: int, ratio: float) -> tuple[int, int]:
+    """The side of cutout's square in rows and columns: ``ratio`` of the image's, rounded."""
+    return int(h * ratio + 0.5), int(w * ratio + 0.5)
+
+
+def _draw_cutout(x: Tensor, p: Prob, generator: torch.Generator | None, ratio: float = CUTOUT_RATIO) -> tuple[Tensor, ...]:
     n, _, h, w = x.shape
-    ch, cw = int(h * ratio + 0.5), int(w * ratio + 0.5)
+    ch, cw = _cutout_size(h, w, ratio)
     # Centres as in the reference: a square of side s spans [centre - s // 2, centre - s // 2 + s).
     cy = torch.randint(0, h + (1 - ch % 2), (n, 1, 1, 1), generator=generator, device=x.device) - ch // 2
     cx = torch.randint(0, w + (1 - cw % 2), (n, 1, 1, 1), generator=generator, device=x.device) - cw // 2
     return cy, cx, _applied(x, p, generator)
 
 
-def _apply_cutout(x: Tensor, cy: Tensor, cx: Tensor, applied: Tensor, ratio: float = 0.5) -> Tensor:
+def _apply_cutout(x: Tensor, cy: Tensor, cx: Tensor, applied: Tensor, ratio: float = CUTOUT_RATIO) -> Tensor:
     _, _, h, w = x.shape
-    ch, cw = int(h * ratio + 0.5), int(w * ratio + 0.5)
+    ch, cw = _cutout_size(h, w, ratio)
     i = torch.arange(h, device=x.device).view(1, 1, h, 1)
     j = torch.arange(w, device=x.device).view(1, 1, 1, w)
     inside = (i >= cy) & (i < cy + ch) & (j >= cx) & (j < cx + cw) & applied
@@ -174,7 +182,7 @@ def translation(x: Tensor, p: Prob = 1.0, ratio: float = 0.125, generator: torch
     return _apply_translation(x, *_draw_translation(x, p, generator, ratio))
 
 
-def cutout(x: Tensor, p: Prob = 1.0, ratio: float = 0.5, generator: torch.Generator | None = None) -> Tensor:
+def cutout(x: Tensor, p: Prob = 1.0, ratio: float = CUTOUT_RATIO, generator: torch.Generator | None = None) -> Tensor:
     """Zero a square of ``ratio`` of the image side at a random centre, per image (``rand_cutout``), with probability p.
 
     The square may be clipped by the image border, as in the paper. The mask comes from
@@ -248,6 +256,56 @@ def _draw_policy(x: Tensor, p: Prob, policy: tuple[str, ...], generator: torch.G
     return tuple(draws)
 
 
+# ---------------------------------------------------------------- the default policy's hand-written kernel
+
+KERNEL_POLICY = ("color", "translation", "cutout")  # what satgan.augment_kernel runs (the paper's small-data policy)
+
+
+def _kernel_draws(x: Tensor, draws: tuple[Tensor, ...]) -> augment_kernel.Draws:
+    """:func:`_draw_policy`'s draws for :data:`KERNEL_POLICY` as the kernel reads them; each factor is computed as its
+    eager apply computes it (in the draws' dtype), so an image an op leaves alone gets exactly 0."""
+    u_b, a_b, u_s, a_s, u_c, a_c, dy, dx, cy, cx, a_cut = draws
+
+    def per_image(t: Tensor, dtype: torch.dtype) -> Tensor:
+        return t.reshape(-1).to(dtype).contiguous()
+
+    f, i = torch.float32, torch.int32
+    return augment_kernel.Draws(
+        per_image((u_b - 0.5) * a_b, f), per_image((u_s * 2.0 - 1.0) * a_s, f), per_image((u_c - 0.5) * a_c, f),
+        per_image(dy, i), per_image(dx, i), per_image(cy, i), per_image(cx, i), per_image(a_cut, i),
+        *_cutout_size(x.shape[2], x.shape[3], CUTOUT_RATIO))
+
+
+def _kernel_transpose_eager(g: Tensor, d: augment_kernel.Draws) -> Tensor:
+    """The kernel's gradient pass as differentiable torch ops (satgan.augment_kernel's formulas), in ``g``'s dtype."""
+    n = g.shape[0]
+
+    def per_image(t: Tensor) -> Tensor:
+        return t.view(n, 1, 1, 1)
+
+    kappa, sigma = per_image(d.kappa), per_image(d.sigma)
+    g_cut = _apply_cutout(g, per_image(d.cy), per_image(d.cx), per_image(d.cut).bool())
+    g_k = _Translate.apply(g_cut, -d.dy.view(n, 1).long(), -d.dx.view(n, 1).long())
+    g_s = (1.0 + kappa) * g_k - kappa * g_k.mean(dim=(1, 2, 3), keepdim=True)
+    return ((1.0 + sigma) * g_s - sigma * g_s.mean(dim=1, keepdim=True)).to(g.dtype)
+
+
+class _KernelApply(torch.autograd.Function):
+    """:data:`KERNEL_POLICY` on the kernel; its gradient is the kernel's gradient pass, or the same as eager torch ops
+    when the gradient must itself be differentiable (``create_graph``: R1's double backward)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, kernel: augment_kernel.Kernel, d: augment_kernel.Draws) -> Tensor:  # type: ignore[override]
+        ctx.kernel, ctx.d = kernel, d
+        return kernel.forward(x, d)
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
+        if torch.is_grad_enabled():
+            return _kernel_transpose_eager(g, ctx.d), None, None
+        return ctx.kernel.backward(g, ctx.d), None, None
+
+
 # One compiled function per process, shared by every FusedDiffAugment (dynamo recompiles per input
 # signature; a bound method per instance would recompile per instance and reach its recompile limit).
 _compiled_apply: Callable[..., Tensor] | None = None
@@ -274,6 +332,11 @@ class FusedDiffAugment:
     ``uncut`` (the policy must end with cutout): a call returns (N, 2C, H, W), the augmented images and behind
     them the same images before cutout, from the same draws, in one compiled pass (for D's high-pass input:
     :class:`satgan.train.hacks.Augmenter`).
+
+    :data:`KERNEL_POLICY` (the default) on float32 or bfloat16, not ``uncut``, runs on a hand-written
+    kernel instead (:mod:`satgan.augment_kernel`: two passes per image, forward and backward ~3x
+    faster than inductor's, docs/benchmarks.md), built on the first call that needs it and said in
+    the log; where it cannot be built, inductor as above, saying why.
     """
 
     def __init__(self, policy: Sequence[str] = ("color", "translation", "cutout"), compile: bool = True,
@@ -288,6 +351,8 @@ class FusedDiffAugment:
         self.min_elements = min_elements
         self.compiler = cpp_compiler() if compile else None
         self.why_eager: str | None = None
+        # the hand-written kernel: None until a call needs it, then the kernel, or False where it could not be built
+        self.kernel: augment_kernel.Kernel | None | bool = None if self.policy == KERNEL_POLICY and not uncut else False
         if not compile:
             self.why_eager = "compile off"
         elif self.compiler is None:
@@ -308,6 +373,9 @@ class FusedDiffAugment:
             return _apply_policy(x, self.policy, _draw_policy(x, p, self.policy, generator), uncut=True)
         global _compiled_apply
         draws = _draw_policy(x, p, self.policy, generator)
+        kernel = self._kernel(x)
+        if kernel is not None:
+            return _KernelApply.apply(x, kernel, _kernel_draws(x, draws))
         if _compiled_apply is None:
             # translation's gathers read indices clamped into range by construction, so inductor's per-load bounds
             # check is dropped (it cost ~40% of the gather in a micro-benchmark)
@@ -331,6 +399,22 @@ class FusedDiffAugment:
                      f"{' with grad' if x.requires_grad and torch.is_grad_enabled() else ''} "
                      f"in {time.perf_counter() - t0:.1f} s ({self.compiler})")
         return out
+
+
+    def _kernel(self, x: Tensor) -> augment_kernel.Kernel | None:
+        """The hand-written kernel where it runs ``x`` (built on first need, said once), else None."""
+        if self.kernel is False or x.dtype not in augment_kernel.DTYPES:
+            return None
+        if self.kernel is None:
+            try:
+                self.kernel, seconds = augment_kernel.load(self.compiler)
+            except augment_kernel.BuildError as exc:
+                self.kernel = False
+                self.log(f"DiffAugment: inductor, as the hand-written kernel could not be built ({exc})")
+                return None
+            self.log(f"DiffAugment: hand-written CPU kernel for {', '.join(self.policy)}"
+                     f"{f' built in {seconds:.1f} s' if seconds else ''} ({self.compiler})")
+        return self.kernel if isinstance(self.kernel, augment_kernel.Kernel) else None
 
 
 class AdaController:

@@ -332,8 +332,8 @@ class Augmenter:
         self.policy, self.ada, self.ada_every = tuple(policy), ada, ada_every
         self.p: float | torch.Tensor = ada.p if ada is not None else p
         self.uncut = uncut and "cutout" in self.policy
-        # Compiled by inductor on CPU (satgan.augment.FusedDiffAugment), the uncut copy packed in the same pass;
-        # it refuses uncut unless cutout is the policy's last op.
+        # On CPU: the default policy on a hand-written kernel, others compiled by inductor, the uncut copy packed in
+        # the same pass (satgan.augment.FusedDiffAugment); it refuses uncut unless cutout is the policy's last op.
         self.fused = FusedDiffAugment(self.policy, log=say, uncut=self.uncut) if self.policy else None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,295 @@
+// DiffAugment's default policy (colour, translation, cutout) and its gradient as two CPU passes per image
+// (issue 20); built and loaded by satgan/augment_kernel.py, which documents the maths and the arguments.
+//
+// Layout: (N, C, H, W) float32 or bfloat16, dense in NCHW or in NHWC (channels_last) order; the output has the
+// input's layout. bf16 is read exactly and written round-to-nearest-even, as torch does; the arithmetic is
+// float32. Per image n: brightness beta[n], saturation sigma[n], contrast kappa[n] (the factor minus 1, zero
+// where the op was not drawn), shift (dy[n], dx[n]) and a cutout square of ch x cw at (cy[n], cx[n]) where
+// cut[n]. Single-threaded plain loops over a row that the compiler vectorises, without fast-math, so the same
+// input gives the same bits on every run.
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+#include <cstddef>
+#include <vector>
+
+namespace {
+
+inline float load(float v) { return v; }
+inline float load(uint16_t v) {
+    uint32_t u = static_cast<uint32_t>(v) << 16;
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+}
+inline void store(float* p, float f) { *p = f; }
+inline void store(uint16_t* p, float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    // a NaN stays a (quiet) NaN; otherwise round to nearest, ties to even
+    *p = (u & 0x7fffffffu) > 0x7f800000u ? static_cast<uint16_t>((u >> 16) | 0x40u)
+                                          : static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+struct Draws {
+    const float *beta, *sigma, *kappa;
+    const int32_t *dy, *dx, *cy, *cx, *cut;
+    int ch, cw;
+};
+
+// Element (c, j) of image row r, in either layout: NCHW (channel planes H * W apart) or NHWC (pixels of C
+// interleaved). CC > 0: C known when compiled (3: RGB), so the channel loops unroll and the loops over j vectorise.
+template <bool NHWC, int CC>
+struct Layout {
+    int C_, H, W;
+    int C() const { return CC > 0 ? CC : C_; }
+    std::ptrdiff_t row(int r) const { return static_cast<std::ptrdiff_t>(r) * W * (NHWC ? C() : 1); }
+    std::ptrdiff_t at(int c, int j) const {  // j may be negative: an offset by a shift
+        return NHWC ? static_cast<std::ptrdiff_t>(j) * C() + c : static_cast<std::ptrdiff_t>(c) * H * W + j;
+    }
+};
+
+// The sum of p[0, n) in 16 float lanes, then in double.
+template <class T>
+double sum_range(const T* __restrict__ p, std::size_t n) {
+    constexpr int L = 16;
+    float lanes[L] = {};
+    std::size_t q = 0;
+    for (; q + L <= n; q += L)
+        for (int l = 0; l < L; ++l) lanes[l] += load(p[q + l]);
+    double total = 0.0;
+    for (; q < n; ++q) total += load(p[q]);
+    for (int l = 0; l < L; ++l) total += lanes[l];
+    return total;
+}
+
+// the columns j of output row i that cutout zeroes: [lo, hi), empty (lo = hi = 0) when none
+inline void cut_span(const Draws& d, int n, int i, int W, int* lo, int* hi) {
+    *lo = *hi = 0;
+    if (!d.cut[n] || i < d.cy[n] || i >= d.cy[n] + d.ch) return;
+    *lo = d.cx[n] < 0 ? 0 : d.cx[n];
+    *hi = d.cx[n] + d.cw > W ? W : d.cx[n] + d.cw;
+    if (*hi < *lo) *hi = *lo;
+}
+
+// Set the columns [a, b) of a row (every channel) to value.
+template <class T, bool NHWC, int CC>
+void fill(const Layout<NHWC, CC>& L, T* __restrict__ row, int a, int b, float value) {
+    for (int c = 0; c < L.C(); ++c)
+        for (int j = a; j < b; ++j) store(row + L.at(c, j), value);
+}
+
+// n elements from one type to another (bf16 <-> float): a contiguous loop that vectorises.
+template <class S, class D>
+void convert(const S* __restrict__ src, D* __restrict__ dst, int n) {
+    for (int q = 0; q < n; ++q) store(dst + q, load(src[q]));
+}
+
+// bf16 in NHWC: a row is converted to float whole and back, as interleaved 3-channel bf16 loads and stores do
+// not vectorise (~1.6x slower); everything else is read and written in place.
+template <class T, bool NHWC>
+constexpr bool staged = NHWC && std::is_same_v<T, uint16_t>;
+
+// Forward output columns [j0, j1) of one row: src + L.at(c, j) is the source of output column j. b: C scratch
+// floats where C is not known when compiled; with CC the channels stay in registers and the loop over j vectorises.
+template <class S, class D, bool NHWC, int CC>
+void forward_row(const Layout<NHWC, CC>& L, const S* __restrict__ src, D* __restrict__ o, int j0, int j1, float beta,
+                 float sigma, float kappa, float m, float* __restrict__ b) {
+    const int C = L.C();
+    const float inv_c = 1.0f / static_cast<float>(C);
+    for (int j = j0; j < j1; ++j) {
+        float local[CC > 0 ? CC : 1];
+        float* __restrict__ bj = CC > 0 ? local : b;
+        float mean = 0.0f;
+#pragma GCC unroll 4
+        for (int c = 0; c < C; ++c) {
+            bj[c] = load(src[L.at(c, j)]) + beta;
+            mean += bj[c];
+        }
+        mean *= inv_c;
+#pragma GCC unroll 4
+        for (int c = 0; c < C; ++c) {
+            const float s = bj[c] + (bj[c] - mean) * sigma;
+            store(o + L.at(c, j), s + (s - m) * kappa);
+        }
+    }
+}
+
+// Gradient source columns [a, b) of one row: src + L.at(c, j) is g at the output column that column j went to.
+template <class S, class D, bool NHWC, int CC>
+void backward_row(const Layout<NHWC, CC>& L, const S* __restrict__ src, D* __restrict__ o, int a, int b, float kappa,
+                  float sigma, float shift, float* __restrict__ gs) {
+    const int C = L.C();
+    const float inv_c = 1.0f / static_cast<float>(C);
+    for (int j = a; j < b; ++j) {
+        float local[CC > 0 ? CC : 1];
+        float* __restrict__ gj = CC > 0 ? local : gs;
+        float mean = 0.0f;
+#pragma GCC unroll 4
+        for (int c = 0; c < C; ++c) {
+            gj[c] = (1.0f + kappa) * load(src[L.at(c, j)]) - shift;
+            mean += gj[c];
+        }
+        mean *= inv_c;
+#pragma GCC unroll 4
+        for (int c = 0; c < C; ++c) store(o + L.at(c, j), (1.0f + sigma) * gj[c] - sigma * mean);
+    }
+}
+
+// The forward, per image: contrast's mean (brightness and saturation keep an image's mean but for
+// brightness's offset: mean(s) = mean(x) + beta), then each output row i from source row i - dy: brightness,
+// saturation and contrast of the source pixel dx columns left, zero where that is off the image, cutout's span
+// zeroed. One read and one write of each element, its channels in registers.
+template <class T, bool NHWC, int CC>
+void forward(const T* x, T* out, int N, int C_, int H, int W, const Draws& d) {
+    const Layout<NHWC, CC> L{C_, H, W};
+    const int C = L.C();
+    const std::size_t image = static_cast<std::size_t>(C) * H * W;
+    std::vector<float> b(C);  // C unknown when compiled (CC = 0) needs a buffer
+    std::vector<float> in_row(staged<T, NHWC> ? C * W : 0), out_row(staged<T, NHWC> ? C * W : 0);
+    for (int n = 0; n < N; ++n) {
+        const T* xn = x + n * image;
+        T* on = out + n * image;
+        const float beta = d.beta[n], sigma = d.sigma[n], kappa = d.kappa[n];
+        const float m = static_cast<float>(sum_range(xn, image) / static_cast<double>(image)) + beta;
+        const int dx = d.dx[n];
+        const int j0 = dx > 0 ? dx : 0, j1 = dx < 0 ? W + dx : W;  // output columns whose source is in view
+        for (int i = 0; i < H; ++i) {
+            T* o = on + L.row(i);
+            const int r = i - d.dy[n];
+            if (r < 0 || r >= H) {
+                fill(L, o, 0, W, 0.0f);
+                continue;
+            }
+            int lo, hi;
+            cut_span(d, n, i, W, &lo, &hi);
+            auto row = [&](const auto* in, auto* dst) {  // in + L.at(c, j): the source of output column j
+                fill(L, dst, 0, j0, 0.0f);
+                forward_row(L, in - L.at(0, dx), dst, j0, j1, beta, sigma, kappa, m, b.data());
+                fill(L, dst, j1, W, 0.0f);
+                fill(L, dst, lo, hi, 0.0f);
+            };
+            if constexpr (staged<T, NHWC>) {
+                convert(xn + L.row(r), in_row.data(), C * W);
+                row(in_row.data(), out_row.data());
+                convert(out_row.data(), o, C * W);
+            } else {
+                row(xn + L.row(r), o);
+            }
+        }
+    }
+}
+
+// The gradient: cutout's mask, the shift back, then the transposes of contrast and saturation (brightness adds
+// a constant): g_s = (1 + kappa) g_k - kappa * mean(g_k); g_x[c] = (1 + sigma) g_s[c] - sigma * mean_c g_s.
+// Two passes per image: the sum of g_k (g over the output pixels whose source is in view, not cut), then each
+// source row r from output row r + dy; where no gradient lands (g_k = 0), g_x = -kappa * mean(g_k) in every channel.
+template <class T, bool NHWC, int CC>
+void backward(const T* g, T* gx, int N, int C_, int H, int W, const Draws& d) {
+    const Layout<NHWC, CC> L{C_, H, W};
+    const int C = L.C();
+    const std::size_t image = static_cast<std::size_t>(C) * H * W;
+    std::vector<float> gs(C);  // C unknown when compiled (CC = 0) needs a buffer
+    std::vector<float> in_row(staged<T, NHWC> ? C * W : 0), out_row(staged<T, NHWC> ? C * W : 0);
+    for (int n = 0; n < N; ++n) {
+        const T* gn = g + n * image;
+        T* on = gx + n * image;
+        const int dy = d.dy[n], dx = d.dx[n];
+        const float kappa = d.kappa[n], sigma = d.sigma[n];
+        const int j0 = dx > 0 ? dx : 0, j1 = dx < 0 ? W + dx : W;  // output columns whose source is in view
+        // the output columns of row i whose gradient lands: [j0, j1) less cutout's span, as up to two ranges
+        auto landing = [&](int i, int* spans) {
+            int lo, hi;
+            cut_span(d, n, i, W, &lo, &hi);
+            auto clamp = [&](int j) { return j < j0 ? j0 : j > j1 ? j1 : j; };
+            spans[0] = j0;  // [j0, lo) and [hi, j1), clamped (no cut: lo = hi = 0, so [j0, j0) and [j0, j1))
+            spans[1] = clamp(lo);
+            spans[2] = clamp(hi);
+            spans[3] = j1;
+        };
+        double total = 0.0;
+        for (int i = (dy > 0 ? dy : 0); i < (dy < 0 ? H + dy : H); ++i) {
+            int spans[4];
+            landing(i, spans);
+            const T* row = gn + L.row(i);
+            for (int k = 0; k < 4; k += 2) {
+                if (spans[k + 1] <= spans[k]) continue;
+                if (NHWC) {
+                    total += sum_range(row + L.at(0, spans[k]), static_cast<std::size_t>(spans[k + 1] - spans[k]) * C);
+                } else {
+                    for (int c = 0; c < C; ++c)
+                        total += sum_range(row + L.at(c, spans[k]), static_cast<std::size_t>(spans[k + 1] - spans[k]));
+                }
+            }
+        }
+        const float shift = kappa * static_cast<float>(total / static_cast<double>(image));
+        for (int r = 0; r < H; ++r) {
+            T* o = on + L.row(r);
+            const int i = r + dy;
+            if (i < 0 || i >= H) {
+                fill(L, o, 0, W, -shift);
+                continue;
+            }
+            int spans[4];
+            landing(i, spans);
+            auto row = [&](const auto* in, auto* dst) {  // in + L.at(c, j + dx): g at output column j + dx
+                fill(L, dst, 0, W, -shift);
+                for (int k = 0; k < 4; k += 2)
+                    backward_row(L, in + L.at(0, dx), dst, spans[k] - dx, spans[k + 1] - dx, kappa, sigma, shift,
+                                 gs.data());
+            };
+            if constexpr (staged<T, NHWC>) {
+                convert(gn + L.row(i), in_row.data(), C * W);
+                row(in_row.data(), out_row.data());
+                convert(out_row.data(), o, C * W);
+            } else {
+                row(gn + L.row(i), o);
+            }
+        }
+    }
+}
+
+// dispatch on the layout and on C == 3 (RGB, unrolled) or any other C
+template <class T, bool FORWARD>
+void run(const T* in, T* out, int nhwc, int N, int C, int H, int W, const Draws& d) {
+    auto go = [&](auto nhwc_tag, auto cc_tag) {
+        constexpr bool L = decltype(nhwc_tag)::value;
+        constexpr int CC = decltype(cc_tag)::value;
+        if (FORWARD)
+            forward<T, L, CC>(in, out, N, C, H, W, d);
+        else
+            backward<T, L, CC>(in, out, N, C, H, W, d);
+    };
+    using yes = std::true_type;
+    using no = std::false_type;
+    using three = std::integral_constant<int, 3>;
+    using any = std::integral_constant<int, 0>;
+    if (nhwc) {
+        if (C == 3) go(yes{}, three{}); else go(yes{}, any{});
+    } else {
+        if (C == 3) go(no{}, three{}); else go(no{}, any{});
+    }
+}
+
+}  // namespace
+
+#define SATGAN_DA_ARGS                                                                                            \
+    int nhwc, int N, int C, int H, int W, const float *beta, const float *sigma, const float *kappa,              \
+        const int32_t *dy, const int32_t *dx, const int32_t *cy, const int32_t *cx, const int32_t *cut, int ch, \
+        int cw
+#define SATGAN_DA_DRAWS Draws{beta, sigma, kappa, dy, dx, cy, cx, cut, ch, cw}
+
+extern "C" {
+void satgan_da_forward_f32(const float* x, float* out, SATGAN_DA_ARGS) {
+    run<float, true>(x, out, nhwc, N, C, H, W, SATGAN_DA_DRAWS);
+}
+void satgan_da_forward_bf16(const uint16_t* x, uint16_t* out, SATGAN_DA_ARGS) {
+    run<uint16_t, true>(x, out, nhwc, N, C, H, W, SATGAN_DA_DRAWS);
+}
+void satgan_da_backward_f32(const float* g, float* gx, SATGAN_DA_ARGS) {
+    run<float, false>(g, gx, nhwc, N, C, H, W, SATGAN_DA_DRAWS);
+}
+void satgan_da_backward_bf16(const uint16_t* g, uint16_t* gx, SATGAN_DA_ARGS) {
+    run<uint16_t, false>(g, gx, nhwc, N, C, H, W, SATGAN_DA_DRAWS);
+}
+}

@@ -1,0 +1,145 @@
+"""DiffAugment's default policy as a hand-written CPU kernel, forward and gradient (issue 20).
+
+Inductor's kernels for ``("color", "translation", "cutout")`` (:class:`satgan.augment.FusedDiffAugment`)
+took ~2 ms forward and ~3.4 ms backward per 64x3x64x64 call at 1 thread, ~15% of a default CPU step:
+they keep the colour result in a buffer for contrast's mean and gather translation's columns one
+scalar at a time (docs/benchmarks.md). The whole policy is an affine map per image, so ``augment_kernel.cpp`` runs it in two passes over
+each image while it sits in cache: the image mean that contrast needs (the colour ops keep it but
+for brightness's offset), then each output row read once from its source row at the image's shift,
+its channels in registers, colour ops applied, cutout's span zeroed. The gradient is the transpose,
+in two passes the same way (the sum that contrast's mean spreads back, then each source row)::
+
+    b = x + beta                          brightness
+    s = b + (b - mean_c b) * sigma        saturation (mean over channels, per pixel)
+    k = s + (s - mean s) * kappa          contrast   (mean over the image: mean s = mean x + beta)
+    y = cutout(shift(k, dy, dx))
+
+    g_k = shift(cutout(g), -dy, -dx)
+    g_s = (1 + kappa) g_k - kappa * mean(g_k)
+    g_x = (1 + sigma) g_s - sigma * mean_c g_s
+
+with beta, sigma and kappa zero where the op was not drawn. The kernel is built once per process
+with the C++ compiler inductor would use (:func:`satgan.kernels.cpp_compiler`, 2-3 s) into a
+temporary folder and loaded with :mod:`ctypes`; nothing is left on disk. It reads float32 or
+bfloat16 (N, C, H, W) in NCHW or channels_last (the trainer's layout, kept: no copy), computes in
+float32 and writes the input's dtype and layout; it is single-threaded and has no fast-math, so a
+rerun is bit-identical and the result does not depend on the thread count.
+:class:`satgan.augment.FusedDiffAugment` calls it (with the eager transpose for a double backward,
+R1's penalty) where it applies; tests/test_augment_kernel.py holds it to eager DiffAugment.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import subprocess
+import tempfile
+import time
+from importlib import resources
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+
+from satgan.kernels import cpp_compiler
+
+Tensor = torch.Tensor
+
+DTYPES = {torch.float32: "f32", torch.bfloat16: "bf16"}
+SOURCE = "augment_kernel.cpp"
+
+
+class BuildError(RuntimeError):
+    """The kernel could not be built or loaded (the compiler's last line says why)."""
+
+
+def build(compiler: str) -> ctypes.CDLL:
+    """Compile :data:`SOURCE` with ``compiler`` into a temporary folder and load it; :class:`BuildError` if that fails.
+
+    ``-march=native`` first (the kernel runs on the machine that builds it), then without it for
+    compilers that do not know the flag.
+    """
+    source = resources.files("satgan").joinpath(SOURCE).read_text()
+    with tempfile.TemporaryDirectory(prefix="satgan-augment-") as tmp:
+        src, lib = Path(tmp) / SOURCE, Path(tmp) / "augment_kernel.so"
+        src.write_text(source)
+        errors = ""
+        for arch in (["-march=native"], []):
+            cmd = [compiler, "-O3", *arch, "-std=c++17", "-shared", "-fPIC", str(src), "-o", str(lib)]
+            done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if done.returncode == 0:
+                try:
+                    return ctypes.CDLL(str(lib))  # mapped now: the file may go with the folder
+                except OSError as exc:
+                    raise BuildError(f"could not load the built kernel: {exc}") from exc
+            errors = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+    raise BuildError(f"{compiler} failed: {errors[:200]}")
+
+
+class Draws(NamedTuple):
+    """One call's augmentation as the kernel reads it: float32 / int32 (N,) contiguous tensors and the cutout size."""
+
+    beta: Tensor  # brightness offset
+    sigma: Tensor  # saturation factor - 1
+    kappa: Tensor  # contrast factor - 1
+    dy: Tensor  # translation, rows (out[i] = in[i - dy])
+    dx: Tensor  # translation, columns
+    cy: Tensor  # cutout's top row in the output (may be negative: the square is clipped)
+    cx: Tensor  # cutout's left column
+    cut: Tensor  # 1 where cutout applies
+    ch: int  # cutout's height
+    cw: int  # cutout's width
+
+
+class Kernel:
+    """The built kernel: :meth:`forward` and :meth:`backward` on (N, C, H, W) float32/bfloat16 tensors, returned in
+    their layout when that is channels_last, else NCHW."""
+
+    def __init__(self, lib: ctypes.CDLL) -> None:
+        self.fns = {}
+        for way in ("forward", "backward"):
+            for dtype, tag in DTYPES.items():
+                fn = getattr(lib, f"satgan_da_{way}_{tag}")
+                fn.restype = None
+                fn.argtypes = ([ctypes.c_void_p] * 2 + [ctypes.c_int] * 5 + [ctypes.c_void_p] * 8 + [ctypes.c_int] * 2)
+                self.fns[way, dtype] = fn
+
+    def _run(self, way: str, t: Tensor, d: Draws) -> Tensor:
+        # channels_last as it comes (the trainer's layout: no copy either way), anything else as an NCHW copy
+        nhwc = t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+        t = t if nhwc else t.contiguous()
+        out = torch.empty_like(t)  # the input's layout
+        self.fns[way, t.dtype](t.data_ptr(), out.data_ptr(), int(nhwc), *t.shape, *(a.data_ptr() for a in d[:8]),
+                               d.ch, d.cw)
+        return out
+
+    def forward(self, x: Tensor, d: Draws) -> Tensor:
+        """(N, C, H, W) -> (N, C, H, W): the policy applied with ``d``."""
+        return self._run("forward", x, d)
+
+    def backward(self, g: Tensor, d: Draws) -> Tensor:
+        """(N, C, H, W) -> (N, C, H, W): the gradient of :meth:`forward` with respect to x, given ``g`` for its output."""
+        return self._run("backward", g, d)
+
+
+_built: dict[str, Kernel | BuildError] = {}  # per compiler, once per process
+
+
+def load(compiler: str | None = None) -> tuple[Kernel, float]:
+    """The kernel built with ``compiler`` (default :func:`~satgan.kernels.cpp_compiler`) and the seconds its build took
+    (0 when this process built it before); :class:`BuildError` without a compiler or when the build fails."""
+    compiler = compiler or cpp_compiler()
+    if compiler is None:
+        raise BuildError("no C++ compiler found (g++/c++/clang++ or $CXX)")
+    if compiler in _built:
+        found = _built[compiler]
+        if isinstance(found, BuildError):
+            raise found
+        return found, 0.0
+    t0 = time.perf_counter()
+    try:
+        kernel = Kernel(build(compiler))
+    except BuildError as exc:
+        _built[compiler] = exc
+        raise
+    _built[compiler] = kernel
+    return kernel, time.perf_counter() - t0
