@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from unittest import mock
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -288,6 +290,50 @@ def test_dihedral_augment_keeps_channels_last_and_matches_the_contiguous_result(
     torch.manual_seed(3)
     nhwc = H.dihedral_augment(x.contiguous(memory_format=torch.channels_last))
     assert nhwc.is_contiguous(memory_format=torch.channels_last) and torch.equal(plain, nhwc)
+
+
+def _dihedral_both_ways(x: torch.Tensor, memory_format: torch.memory_format | None, seed: int) -> tuple[torch.Tensor, ...]:
+    """dihedral_augment on the hand-written copy (any size) and on the gather, from the same seed."""
+    out = []
+    for kernel in (True, False):
+        torch.manual_seed(seed)
+        with mock.patch.object(H, "COMPILE_MIN_ELEMENTS", 0 if kernel else 2**62):
+            out.append(H.dihedral_augment(x, memory_format))
+    return tuple(out)
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 6), c=st.sampled_from([1, 3, 4]), side=st.integers(1, 9),
+       dtype=st.sampled_from([torch.float32, torch.bfloat16, torch.float16]), channels_last=st.booleans(),
+       memory_format=st.sampled_from([None, torch.channels_last, torch.contiguous_format]), seed=st.integers(0, 99))
+def test_dihedral_copy_kernel_gives_the_gathers_bits_in_the_layout_asked(n, c, side, dtype, channels_last,
+                                                                          memory_format, seed):
+    """The CPU copy applies the same element per image as the gather, bit for bit, in the asked layout."""
+    if H._dihedral_kernel(torch.zeros(2**17)) is None:
+        pytest.skip("no hand-written kernel here (no C++ compiler)")
+    x = torch.randn(n, c, side, side).to(dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    fast, gathered = _dihedral_both_ways(x, memory_format, seed)
+    assert torch.equal(fast, gathered)
+    want = memory_format or (torch.channels_last if H._channels_last(x) else torch.contiguous_format)
+    assert fast.is_contiguous(memory_format=want) and gathered.is_contiguous(memory_format=want)
+
+
+def test_dihedral_without_the_kernel_gathers_and_says_so_once(monkeypatch):
+    """Where the kernel cannot be built the flips take the gather path, and the log says so once."""
+    def refuse(compiler=None):
+        raise H.augment_kernel.BuildError("no C++ compiler found (g++/c++/clang++ or $CXX)")
+
+    lines: list[str] = []
+    monkeypatch.setattr(H.augment_kernel, "load", refuse)
+    monkeypatch.setattr(H, "say", lines.append)
+    H._say_once.cache_clear()
+    x = torch.randn(64, 3, 64, 64)
+    for _ in range(2):
+        assert H.dihedral_augment(x).shape == x.shape
+    assert len(lines) == 1 and "gather" in lines[0] and "C++ compiler" in lines[0]
+    H._say_once.cache_clear()
 
 
 def test_instance_noise_keeps_the_layout_of_its_input():

@@ -1,5 +1,6 @@
-// DiffAugment's default policy (colour, translation, cutout) and its gradient as two CPU passes per image
-// (issue 20); built and loaded by satgan/augment_kernel.py, which documents the maths and the arguments.
+// DiffAugment's default policy (colour, translation, cutout) and its gradient as two CPU passes per image, and
+// the dihedral flips as one copy (issue 20); built and loaded by satgan/augment_kernel.py, which documents the
+// maths and the arguments.
 //
 // Layout: (N, C, H, W) float32 or bfloat16, dense in NCHW or in NHWC (channels_last) order; the output has the
 // input's layout. bf16 is read exactly and written round-to-nearest-even, as torch does; the arithmetic is
@@ -249,6 +250,47 @@ void backward(const T* g, T* gx, int N, int C_, int H, int W, const Draws& d) {
     }
 }
 
+// Dihedral flips and rotations (satgan.train.hacks.dihedral_augment) as a copy: output pixel p = i * W + j of
+// image n is input pixel base[n] + i * si[n] + j * sj[n] (every element of D4 is such an affine map of a square
+// image), every channel; input and output each NCHW or NHWC. E: the element's bits (2 or 4 bytes), copied as is.
+template <class E, bool IN_NHWC, bool OUT_NHWC, int CC>
+void dihedral(const E* x, E* out, int N, int C_, int H, int W, const int32_t* base, const int32_t* si,
+              const int32_t* sj) {
+    const int C = CC > 0 ? CC : C_;
+    const std::ptrdiff_t HW = static_cast<std::ptrdiff_t>(H) * W;
+    for (int n = 0; n < N; ++n) {
+        const E* __restrict__ xn = x + n * C * HW;
+        E* __restrict__ on = out + n * C * HW;
+        for (int i = 0; i < H; ++i) {
+            const std::ptrdiff_t row = base[n] + static_cast<std::ptrdiff_t>(i) * si[n], step = sj[n];
+            for (int j = 0; j < W; ++j) {
+                const std::ptrdiff_t p = static_cast<std::ptrdiff_t>(i) * W + j, q = row + j * step;
+#pragma GCC unroll 4
+                for (int c = 0; c < C; ++c) on[OUT_NHWC ? p * C + c : c * HW + p] = xn[IN_NHWC ? q * C + c : c * HW + q];
+            }
+        }
+    }
+}
+
+template <class E>
+void dihedral_any(const E* x, E* out, int in_nhwc, int out_nhwc, int N, int C, int H, int W, const int32_t* base,
+                  const int32_t* si, const int32_t* sj) {
+    auto go = [&](auto in_tag, auto out_tag, auto cc_tag) {
+        dihedral<E, decltype(in_tag)::value, decltype(out_tag)::value, decltype(cc_tag)::value>(x, out, N, C, H, W,
+                                                                                             base, si, sj);
+    };
+    using yes = std::true_type;
+    using no = std::false_type;
+    using three = std::integral_constant<int, 3>;
+    using any = std::integral_constant<int, 0>;
+    auto by_c = [&](auto in_tag, auto out_tag) { if (C == 3) go(in_tag, out_tag, three{}); else go(in_tag, out_tag, any{}); };
+    if (in_nhwc) {
+        if (out_nhwc) by_c(yes{}, yes{}); else by_c(yes{}, no{});
+    } else {
+        if (out_nhwc) by_c(no{}, yes{}); else by_c(no{}, no{});
+    }
+}
+
 // dispatch on the layout and on C == 3 (RGB, unrolled) or any other C
 template <class T, bool FORWARD>
 void run(const T* in, T* out, int nhwc, int N, int C, int H, int W, const Draws& d) {
@@ -280,6 +322,14 @@ void run(const T* in, T* out, int nhwc, int N, int C, int H, int W, const Draws&
 #define SATGAN_DA_DRAWS Draws{beta, sigma, kappa, dy, dx, cy, cx, cut, ch, cw}
 
 extern "C" {
+#define SATGAN_DIHEDRAL_ARGS                                                                                   \
+    int in_nhwc, int out_nhwc, int N, int C, int H, int W, const int32_t *base, const int32_t *si, const int32_t *sj
+void satgan_dihedral_2(const uint16_t* x, uint16_t* out, SATGAN_DIHEDRAL_ARGS) {
+    dihedral_any(x, out, in_nhwc, out_nhwc, N, C, H, W, base, si, sj);
+}
+void satgan_dihedral_4(const uint32_t* x, uint32_t* out, SATGAN_DIHEDRAL_ARGS) {
+    dihedral_any(x, out, in_nhwc, out_nhwc, N, C, H, W, base, si, sj);
+}
 void satgan_da_forward_f32(const float* x, float* out, SATGAN_DA_ARGS) {
     run<float, true>(x, out, nhwc, N, C, H, W, SATGAN_DA_DRAWS);
 }

@@ -390,7 +390,7 @@ class Trainer:
         """
         x, y = self.feed.labelled_batch(i)
         if self.h.dihedral_augment:
-            x = H.dihedral_augment(x)
+            x = H.dihedral_augment(x, torch.channels_last if self.channels_last else None)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, y
