@@ -12,7 +12,12 @@ once, when torch loads it (satgan.openmp). Configurations:
 - ``OpenMP default``: 2 threads with libgomp's own default (``GOMP_SPINCOUNT=300000``, what
   it uses when nothing is set: spin 300k iterations, then sleep): what satgan did first;
 - ``passive``: 2 threads, ``OMP_WAIT_POLICY=PASSIVE`` (sleep at once): satgan's previous default;
-- ``1 thread``: one thread (no barriers to wait at).
+- ``1 thread``: one thread (no barriers to wait at);
+- ``2 processes (DDP)``: not a setting of today's default but a candidate mechanism: the same
+  recipe as ``train.nproc: 2`` with half the batch per process (so the same 64 images a step, but
+  BatchNorm's statistics over 32), one thread each, under torchrun (gloo): the processes meet
+  only at DDP's gradient all-reduces, a few per step, where OpenMP's threads meet at every
+  parallel op.
 
 Load: ``--busy`` processes (default 2, as many as this machine's 2 cores) that spin in pure
 Python, each started with a deadline it stops itself at, and killed by this script at the
@@ -38,17 +43,19 @@ import time
 from pathlib import Path
 
 from satgan.openmp import PLACEMENT_VARIABLES, POLICY_VARIABLES
+from satgan.train.runtime import torchrun_command
 
 REPO = Path(__file__).resolve().parents[1]
 
-# name: (threads, environment overrides); a set OpenMP variable makes satgan.openmp keep it (OMP_PROC_BIND=false:
-# threads left where the scheduler puts them, as before satgan bound them).
-CONFIGS: dict[str, tuple[int, dict[str, str]]] = {
-    "satgan default": (2, {}),
-    "satgan default, unbound": (2, {"OMP_PROC_BIND": "false"}),
-    "OpenMP default": (2, {"GOMP_SPINCOUNT": "300000", "OMP_PROC_BIND": "false"}),
-    "passive": (2, {"OMP_WAIT_POLICY": "PASSIVE", "OMP_PROC_BIND": "false"}),
-    "1 thread": (1, {}),
+# name: (threads, environment overrides, processes); a set OpenMP variable makes satgan.openmp keep it
+# (OMP_PROC_BIND=false: threads left where the scheduler puts them, as before satgan bound them).
+CONFIGS: dict[str, tuple[int, dict[str, str], int]] = {
+    "satgan default": (2, {}, 1),
+    "satgan default, unbound": (2, {"OMP_PROC_BIND": "false"}, 1),
+    "OpenMP default": (2, {"GOMP_SPINCOUNT": "300000", "OMP_PROC_BIND": "false"}, 1),
+    "passive": (2, {"OMP_WAIT_POLICY": "PASSIVE", "OMP_PROC_BIND": "false"}, 1),
+    "1 thread": (1, {}, 1),
+    "2 processes (DDP)": (1, {}, 2),
 }
 
 
@@ -61,7 +68,8 @@ def child(args: argparse.Namespace) -> None:
     import yaml
 
     from satgan.params import from_mapping
-    from satgan.train import Dist, Trainer, TrainParams, model_config
+    from satgan.train import Trainer, TrainParams, model_config
+    from satgan.train.runtime import dist_from_env, process_group
 
     sys.path.insert(0, str(REPO / "bench"))
     from train_bench import smooth_fields
@@ -71,29 +79,34 @@ def child(args: argparse.Namespace) -> None:
     p = from_mapping(TrainParams, doc, "train")
     torch.set_num_threads(args.threads)
     arr = smooth_fields(args.images, args.size)
-    trainer = Trainer(p, model_config(p, args.size, 3), arr, torch.device("cpu"), Dist())
-    start = p.hacks.instance_noise.decay_iters if p.hacks.instance_noise.enabled else 0
-    trainer.progress.load_state_dict({"step": start})
-    for _ in range(args.warmup):
-        trainer.run_step()
-    t0 = time.perf_counter()
-    out: dict[str, torch.Tensor] = {}
-    for _ in range(args.steps):
-        out = trainer.run_step()
-    {k: float(v) for k, v in out.items()}
-    wall = time.perf_counter() - t0
-    print(json.dumps({"img_s": args.steps * args.batch / wall, "policy": satgan.openmp.wait_policy(),
-                      "threads": torch.get_num_threads()}), flush=True)
+    dist = dist_from_env()  # a DDP configuration runs under torchrun
+    with process_group(torch.device("cpu"), dist):
+        trainer = Trainer(p, model_config(p, args.size, 3), arr, torch.device("cpu"), dist)
+        start = p.hacks.instance_noise.decay_iters if p.hacks.instance_noise.enabled else 0
+        trainer.progress.load_state_dict({"step": start})
+        for _ in range(args.warmup):
+            trainer.run_step()
+        t0 = time.perf_counter()
+        out: dict[str, torch.Tensor] = {}
+        for _ in range(args.steps):
+            out = trainer.run_step()
+        {k: float(v) for k, v in out.items()}
+        wall = time.perf_counter() - t0
+    if dist.main:  # images of every process: the batch is per process
+        print(json.dumps({"img_s": args.steps * args.batch * dist.world / wall, "policy": satgan.openmp.wait_policy(),
+                          "threads": torch.get_num_threads(), "processes": dist.world}), flush=True)
 
 
 def run_config(name: str, args: argparse.Namespace) -> dict[str, object]:
     """One configuration in a child process with its thread count and environment."""
-    threads, env_over = CONFIGS[name]
+    threads, env_over, procs = CONFIGS[name]
     env = {k: v for k, v in os.environ.items() if k not in POLICY_VARIABLES + PLACEMENT_VARIABLES}
     env.update(env_over, PYTHONPATH=str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", ""))
-    cmd = [sys.executable, __file__, "--child", "--threads", str(threads), "--steps", str(args.steps),
-           "--warmup", str(args.warmup), "--size", str(args.size), "--ngf", str(args.ngf), "--batch", str(args.batch),
-           "--images", str(args.images), "--params", str(args.params)]
+    # several processes: torchrun, as train.nproc launches them, each with its share of the batch
+    launcher = torchrun_command(procs, [__file__]) if procs > 1 else [sys.executable, __file__]
+    cmd = [*launcher, "--child", "--threads", str(threads), "--steps", str(args.steps),
+           "--warmup", str(args.warmup), "--size", str(args.size), "--ngf", str(args.ngf),
+           "--batch", str(args.batch // procs), "--images", str(args.images), "--params", str(args.params)]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout, check=False)
     if done.returncode != 0:
         raise SystemExit(f"busy_bench: {name} failed:\n{done.stderr[-2000:]}")
@@ -121,7 +134,7 @@ def phase(label: str, args: argparse.Namespace) -> dict[str, float]:
             got = run_config(name, args)
             rates[name].append(float(got["img_s"]))  # type: ignore[arg-type]
             print(f"{label} round {r + 1}/{args.rounds}: {name}: {got['img_s']:.1f} img/s "
-                  f"({got['threads']} threads; {got['policy']})", flush=True)
+                  f"({got['processes']} x {got['threads']} threads; {got['policy']})", flush=True)
     return {name: statistics.median(v) for name, v in rates.items()}
 
 
@@ -164,6 +177,9 @@ def main() -> None:
     if idle:
         print(f"idle: satgan default / OpenMP default = {idle['satgan default'] / idle['OpenMP default']:.2f}x "
               "(goal >= 0.97)")
+    ddp = "2 processes (DDP)"
+    print(f"candidate: {ddp} / 1 thread, loaded = {loaded[ddp] / loaded['1 thread']:.2f}x"
+          + (f"; idle vs OpenMP default = {idle[ddp] / idle['OpenMP default']:.2f}x" if idle else ""))
 
 
 if __name__ == "__main__":
