@@ -19,7 +19,11 @@ spin count met both goals (run C and its sweep). On a 2-core Intel box with nati
 both by the bench's medians (idle 1.04-1.05x, loaded 0.80-0.86x: runs D and E), but there every
 2-thread policy, this one included, fell to ~0.1x of one thread in some loaded rounds, and on the
 shorter step of the default without the texture switches it kept only 0.60x loaded (run G, idle
-0.97x): on a machine that is always busy, ``train.threads: 1`` is the robust choice. It stays the default because the loaded case is
+0.97x), and 0.79x loaded, 0.94x idle on the still shorter step of the hand-written augmentation
+kernel (run H): on a machine that is always busy, ``train.threads: 1`` is the robust choice. (Run H
+also timed 2 processes of 1 thread each under torchrun, ``train.nproc: 2`` with half the batch:
+1.47x of 1 thread loaded, as they meet only at DDP's all-reduces, but 0.90x idle, and a different
+recipe: BatchNorm over half the batch.) It stays the default because the loaded case is
 the 5x collapse; on a machine kept for training alone set ``GOMP_SPINCOUNT=300000``, on one that
 is always loaded ``OMP_WAIT_POLICY=PASSIVE``. The thread count stays what ``train.threads`` says, never one picked from the
 load, and the policy changes only how threads wait, not what they compute, so results do not
