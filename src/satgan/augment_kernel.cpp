@@ -6,13 +6,10 @@
 // input's layout. bf16 is read exactly and written round-to-nearest-even, as torch does; the arithmetic is
 // float32. Per image n: brightness beta[n], saturation sigma[n], contrast kappa[n] (the factor minus 1, zero
 // where the op was not drawn), shift (dy[n], dx[n]) and a cutout square of ch x cw at (cy[n], cx[n]) where
-// cut[n]. Plain loops over a row that the compiler vectorises, without fast-math; the images are split between
-// `threads` threads (split), each image computed by one, so the same input gives the same bits on every run and
-// for every thread count.
+// cut[n]. Single-threaded plain loops over a row that the compiler vectorises, without fast-math, so the same
+// input gives the same bits on every run.
 #include <cstdint>
 #include <cstring>
-#include <system_error>
-#include <thread>
 #include <type_traits>
 #include <cstddef>
 #include <vector>
@@ -316,70 +313,33 @@ void run(const T* in, T* out, int nhwc, int N, int C, int H, int W, const Draws&
     }
 }
 
-// f(n0, n1) over the images [0, N) split into `threads` contiguous ranges, one per std::thread (this one takes
-// the first). Each image is computed by one thread whatever the count, so the bits do not depend on it; a thread
-// that cannot be started leaves its range to this one.
-template <class F>
-void split(int N, int threads, F f) {
-    threads = threads < 1 ? 1 : threads > N ? (N > 0 ? N : 1) : threads;
-    std::vector<std::thread> pool;
-    for (int t = 1; t < threads; ++t) {
-        const int n0 = static_cast<int>(static_cast<long long>(N) * t / threads);
-        const int n1 = static_cast<int>(static_cast<long long>(N) * (t + 1) / threads);
-        try {
-            pool.emplace_back(f, n0, n1);
-        } catch (const std::system_error&) {
-            f(n0, n1);
-        }
-    }
-    f(0, static_cast<int>(static_cast<long long>(N) / threads));
-    for (auto& th : pool) th.join();
-}
-
-// the draws of images [n0, ...)
-Draws from(const Draws& d, int n0) {
-    return Draws{d.beta + n0, d.sigma + n0, d.kappa + n0, d.dy + n0, d.dx + n0, d.cy + n0, d.cx + n0, d.cut + n0,
-                 d.ch, d.cw};
-}
-
-template <class T, bool FORWARD>
-void run_split(const T* in, T* out, int threads, int nhwc, int N, int C, int H, int W, const Draws& d) {
-    const std::size_t image = static_cast<std::size_t>(C) * H * W;
-    split(N, threads, [&](int n0, int n1) {
-        run<T, FORWARD>(in + n0 * image, out + n0 * image, nhwc, n1 - n0, C, H, W, from(d, n0));
-    });
-}
-
 }  // namespace
 
 #define SATGAN_DA_ARGS                                                                                            \
-    int threads, int nhwc, int N, int C, int H, int W, const float *beta, const float *sigma, const float *kappa, \
-        const int32_t *dy, const int32_t *dx, const int32_t *cy, const int32_t *cx, const int32_t *cut, int ch,   \
+    int nhwc, int N, int C, int H, int W, const float *beta, const float *sigma, const float *kappa,              \
+        const int32_t *dy, const int32_t *dx, const int32_t *cy, const int32_t *cx, const int32_t *cut, int ch, \
         int cw
 #define SATGAN_DA_DRAWS Draws{beta, sigma, kappa, dy, dx, cy, cx, cut, ch, cw}
 
 extern "C" {
 #define SATGAN_DIHEDRAL_ARGS                                                                                   \
-    int threads, int in_nhwc, int out_nhwc, int N, int C, int H, int W, const int32_t *base, const int32_t *si, \
-        const int32_t *sj
-#define SATGAN_DIHEDRAL_SPLIT(E)                                                                               \
-    const std::size_t image = static_cast<std::size_t>(C) * H * W;                                             \
-    split(N, threads, [&](int n0, int n1) {                                                                    \
-        dihedral_any<E>(x + n0 * image, out + n0 * image, in_nhwc, out_nhwc, n1 - n0, C, H, W, base + n0,      \
-                        si + n0, sj + n0);                                                                     \
-    })
-void satgan_dihedral_2(const uint16_t* x, uint16_t* out, SATGAN_DIHEDRAL_ARGS) { SATGAN_DIHEDRAL_SPLIT(uint16_t); }
-void satgan_dihedral_4(const uint32_t* x, uint32_t* out, SATGAN_DIHEDRAL_ARGS) { SATGAN_DIHEDRAL_SPLIT(uint32_t); }
+    int in_nhwc, int out_nhwc, int N, int C, int H, int W, const int32_t *base, const int32_t *si, const int32_t *sj
+void satgan_dihedral_2(const uint16_t* x, uint16_t* out, SATGAN_DIHEDRAL_ARGS) {
+    dihedral_any(x, out, in_nhwc, out_nhwc, N, C, H, W, base, si, sj);
+}
+void satgan_dihedral_4(const uint32_t* x, uint32_t* out, SATGAN_DIHEDRAL_ARGS) {
+    dihedral_any(x, out, in_nhwc, out_nhwc, N, C, H, W, base, si, sj);
+}
 void satgan_da_forward_f32(const float* x, float* out, SATGAN_DA_ARGS) {
-    run_split<float, true>(x, out, threads, nhwc, N, C, H, W, SATGAN_DA_DRAWS);
+    run<float, true>(x, out, nhwc, N, C, H, W, SATGAN_DA_DRAWS);
 }
 void satgan_da_forward_bf16(const uint16_t* x, uint16_t* out, SATGAN_DA_ARGS) {
-    run_split<uint16_t, true>(x, out, threads, nhwc, N, C, H, W, SATGAN_DA_DRAWS);
+    run<uint16_t, true>(x, out, nhwc, N, C, H, W, SATGAN_DA_DRAWS);
 }
 void satgan_da_backward_f32(const float* g, float* gx, SATGAN_DA_ARGS) {
-    run_split<float, false>(g, gx, threads, nhwc, N, C, H, W, SATGAN_DA_DRAWS);
+    run<float, false>(g, gx, nhwc, N, C, H, W, SATGAN_DA_DRAWS);
 }
 void satgan_da_backward_bf16(const uint16_t* g, uint16_t* gx, SATGAN_DA_ARGS) {
-    run_split<uint16_t, false>(g, gx, threads, nhwc, N, C, H, W, SATGAN_DA_DRAWS);
+    run<uint16_t, false>(g, gx, nhwc, N, C, H, W, SATGAN_DA_DRAWS);
 }
 }

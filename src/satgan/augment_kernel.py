@@ -22,10 +22,8 @@ with beta, sigma and kappa zero where the op was not drawn. The kernel is built 
 with the C++ compiler inductor would use (:func:`satgan.kernels.cpp_compiler`, 2-3 s) into a
 temporary folder and loaded with :mod:`ctypes`; nothing is left on disk. It reads float32 or
 bfloat16 (N, C, H, W) in NCHW or channels_last (the trainer's layout, kept: no copy), computes in
-float32 and writes the input's dtype and layout. It splits the batch's images between torch's
-thread count of threads (``torch.get_num_threads()``, one ``std::thread`` each, joined before it
-returns); each image is computed by one thread, without fast-math, so a rerun is bit-identical and
-the result does not depend on the thread count.
+float32 and writes the input's dtype and layout; it is single-threaded and has no fast-math, so a
+rerun is bit-identical and the result does not depend on the thread count.
 :class:`satgan.augment.FusedDiffAugment` calls it (with the eager transpose for a double backward,
 R1's penalty) where it applies; tests/test_augment_kernel.py holds it to eager DiffAugment.
 
@@ -70,7 +68,7 @@ def build(compiler: str) -> ctypes.CDLL:
         src.write_text(source)
         errors = ""
         for arch in (["-march=native"], []):
-            cmd = [compiler, "-O3", *arch, "-std=c++17", "-pthread", "-shared", "-fPIC", str(src), "-o", str(lib)]
+            cmd = [compiler, "-O3", *arch, "-std=c++17", "-shared", "-fPIC", str(src), "-o", str(lib)]
             done = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if done.returncode == 0:
                 try:
@@ -106,13 +104,13 @@ class Kernel:
             for dtype, tag in DTYPES.items():
                 fn = getattr(lib, f"satgan_da_{way}_{tag}")
                 fn.restype = None
-                fn.argtypes = ([ctypes.c_void_p] * 2 + [ctypes.c_int] * 6 + [ctypes.c_void_p] * 8 + [ctypes.c_int] * 2)
+                fn.argtypes = ([ctypes.c_void_p] * 2 + [ctypes.c_int] * 5 + [ctypes.c_void_p] * 8 + [ctypes.c_int] * 2)
                 self.fns[way, dtype] = fn
         self.dihedral_fns = {}
         for size in (2, 4):  # element bytes: bf16/fp16, float32 (a copy of the bits)
             fn = getattr(lib, f"satgan_dihedral_{size}")
             fn.restype = None
-            fn.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int] * 7 + [ctypes.c_void_p] * 3
+            fn.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int] * 6 + [ctypes.c_void_p] * 3
             self.dihedral_fns[size] = fn
 
     def _run(self, way: str, t: Tensor, d: Draws) -> Tensor:
@@ -120,8 +118,8 @@ class Kernel:
         nhwc = t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
         t = t if nhwc else t.contiguous()
         out = torch.empty_like(t)  # the input's layout
-        self.fns[way, t.dtype](t.data_ptr(), out.data_ptr(), torch.get_num_threads(), int(nhwc), *t.shape,
-                               *(a.data_ptr() for a in d[:8]), d.ch, d.cw)
+        self.fns[way, t.dtype](t.data_ptr(), out.data_ptr(), int(nhwc), *t.shape, *(a.data_ptr() for a in d[:8]),
+                               d.ch, d.cw)
         return out
 
     def forward(self, x: Tensor, d: Draws) -> Tensor:
@@ -135,8 +133,8 @@ class Kernel:
         x = x if nhwc else x.contiguous()
         out = torch.empty(x.shape, dtype=x.dtype, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
         maps = maps.to(torch.int32).t().contiguous()
-        self.dihedral_fns[x.element_size()](x.data_ptr(), out.data_ptr(), torch.get_num_threads(), int(nhwc),
-                                            int(channels_last), *x.shape, *(m.data_ptr() for m in maps))
+        self.dihedral_fns[x.element_size()](x.data_ptr(), out.data_ptr(), int(nhwc), int(channels_last), *x.shape,
+                                            *(m.data_ptr() for m in maps))
         return out
 
     def backward(self, g: Tensor, d: Draws) -> Tensor:
