@@ -8,10 +8,10 @@
 // where the op was not drawn), shift (dy[n], dx[n]) and a cutout square of ch x cw at (cy[n], cx[n]) where
 // cut[n]. Single-threaded plain loops over a row that the compiler vectorises, without fast-math, so the same
 // input gives the same bits on every run.
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
-#include <cstddef>
 #include <vector>
 
 namespace {
@@ -45,7 +45,7 @@ struct Layout {
     int C_, H, W;
     int C() const { return CC > 0 ? CC : C_; }
     std::ptrdiff_t row(int r) const { return static_cast<std::ptrdiff_t>(r) * W * (NHWC ? C() : 1); }
-    std::ptrdiff_t at(int c, int j) const {  // j may be negative: an offset by a shift
+    std::ptrdiff_t at(int c, int j) const {
         return NHWC ? static_cast<std::ptrdiff_t>(j) * C() + c : static_cast<std::ptrdiff_t>(c) * H * W + j;
     }
 };
@@ -91,11 +91,12 @@ void convert(const S* __restrict__ src, D* __restrict__ dst, int n) {
 template <class T, bool NHWC>
 constexpr bool staged = NHWC && std::is_same_v<T, uint16_t>;
 
-// Forward output columns [j0, j1) of one row: src + L.at(c, j) is the source of output column j. b: C scratch
-// floats where C is not known when compiled; with CC the channels stay in registers and the loop over j vectorises.
+// Forward output columns [j0, j1) of one row from its source row src, whose column j - dx is output column j's
+// source. b: C scratch floats where C is not known when compiled; with CC the channels stay in registers and the
+// loop over j vectorises.
 template <class S, class D, bool NHWC, int CC>
-void forward_row(const Layout<NHWC, CC>& L, const S* __restrict__ src, D* __restrict__ o, int j0, int j1, float beta,
-                 float sigma, float kappa, float m, float* __restrict__ b) {
+void forward_row(const Layout<NHWC, CC>& L, const S* __restrict__ src, int dx, D* __restrict__ o, int j0, int j1,
+                 float beta, float sigma, float kappa, float m, float* __restrict__ b) {
     const int C = L.C();
     const float inv_c = 1.0f / static_cast<float>(C);
     for (int j = j0; j < j1; ++j) {
@@ -104,7 +105,7 @@ void forward_row(const Layout<NHWC, CC>& L, const S* __restrict__ src, D* __rest
         float mean = 0.0f;
 #pragma GCC unroll 4
         for (int c = 0; c < C; ++c) {
-            bj[c] = load(src[L.at(c, j)]) + beta;
+            bj[c] = load(src[L.at(c, j - dx)]) + beta;
             mean += bj[c];
         }
         mean *= inv_c;
@@ -116,10 +117,10 @@ void forward_row(const Layout<NHWC, CC>& L, const S* __restrict__ src, D* __rest
     }
 }
 
-// Gradient source columns [a, b) of one row: src + L.at(c, j) is g at the output column that column j went to.
+// Gradient source columns [a, b) of one row from the output row src that it went to, at column j + dx.
 template <class S, class D, bool NHWC, int CC>
-void backward_row(const Layout<NHWC, CC>& L, const S* __restrict__ src, D* __restrict__ o, int a, int b, float kappa,
-                  float sigma, float shift, float* __restrict__ gs) {
+void backward_row(const Layout<NHWC, CC>& L, const S* __restrict__ src, int dx, D* __restrict__ o, int a, int b,
+                  float kappa, float sigma, float shift, float* __restrict__ gs) {
     const int C = L.C();
     const float inv_c = 1.0f / static_cast<float>(C);
     for (int j = a; j < b; ++j) {
@@ -128,7 +129,7 @@ void backward_row(const Layout<NHWC, CC>& L, const S* __restrict__ src, D* __res
         float mean = 0.0f;
 #pragma GCC unroll 4
         for (int c = 0; c < C; ++c) {
-            gj[c] = (1.0f + kappa) * load(src[L.at(c, j)]) - shift;
+            gj[c] = (1.0f + kappa) * load(src[L.at(c, j + dx)]) - shift;
             mean += gj[c];
         }
         mean *= inv_c;
@@ -164,9 +165,9 @@ void forward(const T* x, T* out, int N, int C_, int H, int W, const Draws& d) {
             }
             int lo, hi;
             cut_span(d, n, i, W, &lo, &hi);
-            auto row = [&](const auto* in, auto* dst) {  // in + L.at(c, j): the source of output column j
+            auto row = [&](const auto* in, auto* dst) {  // in: source row r; dst: output row i
                 fill(L, dst, 0, j0, 0.0f);
-                forward_row(L, in - L.at(0, dx), dst, j0, j1, beta, sigma, kappa, m, b.data());
+                forward_row(L, in, dx, dst, j0, j1, beta, sigma, kappa, m, b.data());
                 fill(L, dst, j1, W, 0.0f);
                 fill(L, dst, lo, hi, 0.0f);
             };
@@ -233,11 +234,10 @@ void backward(const T* g, T* gx, int N, int C_, int H, int W, const Draws& d) {
             }
             int spans[4];
             landing(i, spans);
-            auto row = [&](const auto* in, auto* dst) {  // in + L.at(c, j + dx): g at output column j + dx
+            auto row = [&](const auto* in, auto* dst) {  // in: g's output row i; dst: the gradient's row r
                 fill(L, dst, 0, W, -shift);
                 for (int k = 0; k < 4; k += 2)
-                    backward_row(L, in + L.at(0, dx), dst, spans[k] - dx, spans[k + 1] - dx, kappa, sigma, shift,
-                                 gs.data());
+                    backward_row(L, in, dx, dst, spans[k] - dx, spans[k + 1] - dx, kappa, sigma, shift, gs.data());
             };
             if constexpr (staged<T, NHWC>) {
                 convert(gn + L.row(i), in_row.data(), C * W);
