@@ -1,5 +1,7 @@
 """Tests for satgan.augment_kernel: the hand-written DiffAugment kernel against eager DiffAugment, and its build."""
 
+import re
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -12,7 +14,7 @@ from satgan.augment import KERNEL_POLICY, FusedDiffAugment, _apply_policy, _draw
 @pytest.fixture(scope="module")
 def kernel() -> augment_kernel.Kernel:
     try:
-        return augment_kernel.load()[0]
+        return augment_kernel.load()
     except augment_kernel.BuildError as exc:
         pytest.skip(f"no kernel here: {exc}")
 
@@ -112,7 +114,7 @@ def test_a_failed_build_names_the_compiler_and_its_error(tmp_path):
 
 def test_a_failed_build_falls_back_to_inductor_and_says_so(monkeypatch):
     """Where the kernel cannot be built, one log line says why and the call runs the inductor/eager path."""
-    def refuse(compiler):
+    def refuse(compiler, log=None):
         raise augment_kernel.BuildError("g++ failed: boom")
 
     monkeypatch.setattr(augment_kernel, "load", refuse)
@@ -124,7 +126,17 @@ def test_a_failed_build_falls_back_to_inductor_and_says_so(monkeypatch):
     assert len(lines) == 1 and "inductor" in lines[0] and "boom" in lines[0]
 
 
-def test_the_build_is_logged_once_with_its_time(kernel):
+def test_the_build_is_logged_once_with_its_time(kernel, tmp_path):
+    """The first load with a compiler builds and logs the seconds it took and the compiler; a second load reuses it."""
+    compiler = tmp_path / "cxx"
+    compiler.symlink_to(augment_kernel.cpp_compiler())  # a path of its own: not built in this process yet
+    lines: list[str] = []
+    for _ in range(2):
+        augment_kernel.load(str(compiler), lines.append)
+    assert len(lines) == 1 and re.search(r"built in \d+\.\d s with .*cxx", lines[0])
+
+
+def test_fused_diff_augment_says_once_that_it_runs_the_kernel(kernel):
     """The first call that needs the kernel logs it once, naming the compiler."""
     lines: list[str] = []
     fused = FusedDiffAugment(log=lines.append, min_elements=0)

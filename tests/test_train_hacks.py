@@ -322,7 +322,7 @@ def test_dihedral_copy_kernel_gives_the_gathers_bits_in_the_layout_asked(n, c, s
 
 def test_dihedral_without_the_kernel_gathers_and_says_so_once(monkeypatch):
     """Where the kernel cannot be built the flips take the gather path, and the log says so once."""
-    def refuse(compiler=None):
+    def refuse(compiler=None, log=None):
         raise H.augment_kernel.BuildError("no C++ compiler found (g++/c++/clang++ or $CXX)")
 
     lines: list[str] = []

@@ -407,13 +407,12 @@ class FusedDiffAugment:
             return None
         if self.kernel is None:
             try:
-                self.kernel, seconds = augment_kernel.load(self.compiler)
+                self.kernel = augment_kernel.load(self.compiler, self.log)
             except augment_kernel.BuildError as exc:
                 self.kernel = False
                 self.log(f"DiffAugment: inductor, as the hand-written kernel could not be built ({exc})")
                 return None
-            self.log(f"DiffAugment: hand-written CPU kernel for {', '.join(self.policy)}"
-                     f"{f' built in {seconds:.1f} s' if seconds else ''} ({self.compiler})")
+            self.log(f"DiffAugment: hand-written CPU kernel for {', '.join(self.policy)} ({self.compiler})")
         return self.kernel if isinstance(self.kernel, augment_kernel.Kernel) else None
 
 

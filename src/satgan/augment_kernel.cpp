@@ -91,6 +91,38 @@ void convert(const S* __restrict__ src, D* __restrict__ dst, int n) {
 template <class T, bool NHWC>
 constexpr bool staged = NHWC && std::is_same_v<T, uint16_t>;
 
+// row(in, dst) on image row `in` (C * W elements) writing image row `out`: in place, or through the float buffers
+// `in_row` and `out_row` where the layout is staged.
+template <bool NHWC, class T, class F>
+void through_row(const T* in, T* out, std::vector<float>& in_row, std::vector<float>& out_row, F row) {
+    if constexpr (staged<T, NHWC>) {
+        const int n = static_cast<int>(in_row.size());
+        convert(in, in_row.data(), n);
+        row(static_cast<const float*>(in_row.data()), out_row.data());
+        convert(out_row.data(), out, n);
+    } else {
+        row(in, out);
+    }
+}
+
+// f(std::bool_constant<value>{}): a run-time flag as a compile-time one
+template <class F>
+void with_flag(bool value, F f) {
+    if (value)
+        f(std::true_type{});
+    else
+        f(std::false_type{});
+}
+
+// f(std::integral_constant<int, CC>{}) with CC = 3 (RGB: the channel loops unroll) or 0 (C known at run time)
+template <class F>
+void with_channels(int C, F f) {
+    if (C == 3)
+        f(std::integral_constant<int, 3>{});
+    else
+        f(std::integral_constant<int, 0>{});
+}
+
 // Forward output columns [j0, j1) of one row from its source row src, whose column j - dx is output column j's
 // source. b: C scratch floats where C is not known when compiled; with CC the channels stay in registers and the
 // loop over j vectorises.
@@ -171,13 +203,7 @@ void forward(const T* x, T* out, int N, int C_, int H, int W, const Draws& d) {
                 fill(L, dst, j1, W, 0.0f);
                 fill(L, dst, lo, hi, 0.0f);
             };
-            if constexpr (staged<T, NHWC>) {
-                convert(xn + L.row(r), in_row.data(), C * W);
-                row(in_row.data(), out_row.data());
-                convert(out_row.data(), o, C * W);
-            } else {
-                row(xn + L.row(r), o);
-            }
+            through_row<NHWC>(xn + L.row(r), o, in_row, out_row, row);
         }
     }
 }
@@ -239,13 +265,7 @@ void backward(const T* g, T* gx, int N, int C_, int H, int W, const Draws& d) {
                 for (int k = 0; k < 4; k += 2)
                     backward_row(L, in, dx, dst, spans[k] - dx, spans[k + 1] - dx, kappa, sigma, shift, gs.data());
             };
-            if constexpr (staged<T, NHWC>) {
-                convert(gn + L.row(i), in_row.data(), C * W);
-                row(in_row.data(), out_row.data());
-                convert(out_row.data(), o, C * W);
-            } else {
-                row(gn + L.row(i), o);
-            }
+            through_row<NHWC>(gn + L.row(i), o, in_row, out_row, row);
         }
     }
 }
@@ -275,42 +295,29 @@ void dihedral(const E* x, E* out, int N, int C_, int H, int W, const int32_t* ba
 template <class E>
 void dihedral_any(const E* x, E* out, int in_nhwc, int out_nhwc, int N, int C, int H, int W, const int32_t* base,
                   const int32_t* si, const int32_t* sj) {
-    auto go = [&](auto in_tag, auto out_tag, auto cc_tag) {
-        dihedral<E, decltype(in_tag)::value, decltype(out_tag)::value, decltype(cc_tag)::value>(x, out, N, C, H, W,
-                                                                                             base, si, sj);
-    };
-    using yes = std::true_type;
-    using no = std::false_type;
-    using three = std::integral_constant<int, 3>;
-    using any = std::integral_constant<int, 0>;
-    auto by_c = [&](auto in_tag, auto out_tag) { if (C == 3) go(in_tag, out_tag, three{}); else go(in_tag, out_tag, any{}); };
-    if (in_nhwc) {
-        if (out_nhwc) by_c(yes{}, yes{}); else by_c(yes{}, no{});
-    } else {
-        if (out_nhwc) by_c(no{}, yes{}); else by_c(no{}, no{});
-    }
+    with_flag(in_nhwc, [&](auto in_tag) {
+        with_flag(out_nhwc, [&](auto out_tag) {
+            with_channels(C, [&](auto cc) {
+                dihedral<E, decltype(in_tag)::value, decltype(out_tag)::value, decltype(cc)::value>(x, out, N, C, H, W,
+                                                                                                 base, si, sj);
+            });
+        });
+    });
 }
 
-// dispatch on the layout and on C == 3 (RGB, unrolled) or any other C
+// the forward or the gradient, dispatched on the layout and on C == 3
 template <class T, bool FORWARD>
 void run(const T* in, T* out, int nhwc, int N, int C, int H, int W, const Draws& d) {
-    auto go = [&](auto nhwc_tag, auto cc_tag) {
-        constexpr bool L = decltype(nhwc_tag)::value;
-        constexpr int CC = decltype(cc_tag)::value;
-        if (FORWARD)
-            forward<T, L, CC>(in, out, N, C, H, W, d);
-        else
-            backward<T, L, CC>(in, out, N, C, H, W, d);
-    };
-    using yes = std::true_type;
-    using no = std::false_type;
-    using three = std::integral_constant<int, 3>;
-    using any = std::integral_constant<int, 0>;
-    if (nhwc) {
-        if (C == 3) go(yes{}, three{}); else go(yes{}, any{});
-    } else {
-        if (C == 3) go(no{}, three{}); else go(no{}, any{});
-    }
+    with_flag(nhwc, [&](auto nhwc_tag) {
+        with_channels(C, [&](auto cc) {
+            constexpr bool L = decltype(nhwc_tag)::value;
+            constexpr int CC = decltype(cc)::value;
+            if constexpr (FORWARD)
+                forward<T, L, CC>(in, out, N, C, H, W, d);
+            else
+                backward<T, L, CC>(in, out, N, C, H, W, d);
+        });
+    });
 }
 
 }  // namespace

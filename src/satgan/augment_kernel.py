@@ -19,7 +19,7 @@ in two passes the same way (the sum that contrast's mean spreads back, then each
     g_x = (1 + sigma) g_s - sigma * mean_c g_s
 
 with beta, sigma and kappa zero where the op was not drawn. The kernel is built once per process
-with the C++ compiler inductor would use (:func:`satgan.kernels.cpp_compiler`, 2-3 s) into a
+with the C++ compiler inductor would use (:func:`satgan.kernels.cpp_compiler`, 2-4 s, said in the log) into a
 temporary folder and loaded with :mod:`ctypes`; nothing is left on disk. It reads float32 or
 bfloat16 (N, C, H, W) in NCHW or channels_last (the trainer's layout, kept: no copy), computes in
 float32 and writes the input's dtype and layout; it is single-threaded and has no fast-math, so a
@@ -35,9 +35,11 @@ writing the one the trainer wants: torch's gather and a layout change took ~2.9 
 from __future__ import annotations
 
 import ctypes
+import functools
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import NamedTuple
@@ -145,17 +147,25 @@ class Kernel:
 _built: dict[str, Kernel | BuildError] = {}  # per compiler, once per process
 
 
-def load(compiler: str | None = None) -> tuple[Kernel, float]:
-    """The kernel built with ``compiler`` (default :func:`~satgan.kernels.cpp_compiler`) and the seconds its build took
-    (0 when this process built it before); :class:`BuildError` without a compiler or when the build fails."""
-    compiler = compiler or cpp_compiler()
+@functools.cache
+def _default_compiler() -> str | None:
+    """:func:`~satgan.kernels.cpp_compiler`, looked up once per process (the dihedral flips ask for the kernel every
+    step: a PATH search each time would be work on the hot path)."""
+    return cpp_compiler()
+
+
+def load(compiler: str | None = None, log: Callable[[str], None] | None = None) -> Kernel:
+    """The kernel built with ``compiler`` (default :func:`~satgan.kernels.cpp_compiler`), built on the first call for
+    that compiler, which tells ``log`` how long it took; :class:`BuildError` without a compiler or when the build
+    fails (again on every later call)."""
+    compiler = compiler or _default_compiler()
     if compiler is None:
         raise BuildError("no C++ compiler found (g++/c++/clang++ or $CXX)")
     if compiler in _built:
         found = _built[compiler]
         if isinstance(found, BuildError):
             raise found
-        return found, 0.0
+        return found
     t0 = time.perf_counter()
     try:
         kernel = Kernel(build(compiler))
@@ -163,4 +173,7 @@ def load(compiler: str | None = None) -> tuple[Kernel, float]:
         _built[compiler] = exc
         raise
     _built[compiler] = kernel
-    return kernel, time.perf_counter() - t0
+    if log is not None:
+        log(f"hand-written CPU kernels (DiffAugment, dihedral flips) built in {time.perf_counter() - t0:.1f} s "
+            f"with {compiler}")
+    return kernel

@@ -146,7 +146,7 @@ def _dihedral_kernel(x: torch.Tensor) -> augment_kernel.Kernel | None:
     if x.device.type != "cpu" or x.numel() < COMPILE_MIN_ELEMENTS or x.element_size() not in (2, 4):
         return None
     try:
-        return augment_kernel.load()[0]
+        return augment_kernel.load(log=say)
     except augment_kernel.BuildError as exc:
         _say_once(f"dihedral flips: a gather, as the hand-written kernel could not be built ({exc})")
         return None
