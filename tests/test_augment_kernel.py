@@ -1,6 +1,8 @@
 """Tests for satgan.augment_kernel: the hand-written DiffAugment kernel against eager DiffAugment, and its build."""
 
 import re
+import shutil
+import subprocess
 
 import pytest
 import torch
@@ -8,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from satgan import augment_kernel
-from satgan.augment import KERNEL_POLICY, FusedDiffAugment, _apply_policy, _draw_policy, diff_augment
+from satgan.augment import KERNEL_POLICY, FusedDiffAugment, _apply_policy, _draw_policy, _kernel_draws, diff_augment
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +114,33 @@ def test_a_failed_build_names_the_compiler_and_its_error(tmp_path):
         augment_kernel.load(str(bad))
 
 
+def test_openmp_is_asked_of_gcc_only(tmp_path):
+    """-fopenmp goes to GCC (torch's own libgomp), not to a clang (its libomp would be a second thread pool)."""
+    clang = tmp_path / "clang++"
+    clang.write_text("#!/bin/sh\necho '#define __GNUC__ 4'\necho '#define __clang__ 1'\n")
+    clang.chmod(0o755)
+    assert augment_kernel.openmp_flags(str(clang)) == []
+    gxx = shutil.which("g++")
+    if gxx is not None and "__clang__" not in subprocess.run([gxx, "-dM", "-E", "-x", "c++", "/dev/null"],
+                                                            capture_output=True, text=True).stdout:
+        assert augment_kernel.openmp_flags(gxx) == ["-fopenmp"]
+
+
+def test_a_compiler_without_openmp_builds_a_one_thread_kernel_with_the_same_bits(kernel, tmp_path):
+    """A GCC that refuses -fopenmp still builds the kernel, without OpenMP, and its output has the same bits."""
+    gxx = shutil.which("g++")
+    if gxx is None:
+        pytest.skip("no g++ here")
+    wrapper = tmp_path / "gxx-no-openmp"
+    wrapper.write_text(f'#!/bin/sh\nfor a in "$@"; do [ "$a" = -fopenmp ] && {{ echo "no OpenMP here" >&2; exit 1; }}; '
+                       f'done\nexec {gxx} "$@"\n')
+    wrapper.chmod(0o755)
+    plain = augment_kernel.load(str(wrapper))
+    x = batch(5, 3, 12, 12, 3, torch.bfloat16, True)
+    draws = _kernel_draws(x, _draw_policy(x, 1.0, KERNEL_POLICY, torch.Generator().manual_seed(3)))
+    assert torch.equal(plain.forward(x, draws), kernel.forward(x, draws))
+
+
 def test_a_failed_build_falls_back_to_inductor_and_says_so(monkeypatch):
     """Where the kernel cannot be built, one log line says why and the call runs the inductor/eager path."""
     def refuse(compiler, log=None):
@@ -143,3 +172,41 @@ def test_fused_diff_augment_says_once_that_it_runs_the_kernel(kernel):
     for _ in range(2):
         fused(batch(2, 3, 8, 8, 0), 1.0)
     assert len(lines) == 1 and "hand-written CPU kernel" in lines[0] and fused.compiler in lines[0]
+
+
+@settings(max_examples=10, deadline=None)
+@given(n=st.integers(1, 9), threads=st.integers(2, 5), seed=st.integers(0, 2**16), channels_last=st.booleans())
+def test_the_bits_do_not_depend_on_the_thread_count(kernel, n, threads, seed, channels_last):
+    """The kernel splits images between torch's threads; any count gives 1 thread's output and gradient bits."""
+    before = torch.get_num_threads()
+    runs = []
+    try:
+        for count in (1, threads):
+            torch.set_num_threads(count)
+            runs.append(kernel_and_reference(batch(n, 3, 12, 12, seed, torch.bfloat16, channels_last), seed)[:2])
+    finally:
+        torch.set_num_threads(before)
+    assert all(torch.equal(a, b) for a, b in zip(*runs))
+
+
+@settings(max_examples=10, deadline=None)
+@given(n=st.integers(1, 9), threads=st.integers(2, 5), seed=st.integers(0, 2**16))
+def test_the_flips_do_not_depend_on_the_thread_count(kernel, n, threads, seed):
+    """The dihedral copy, split between threads, gives 1 thread's bits."""
+    x = batch(n, 3, 8, 8, seed, torch.bfloat16, True)
+    maps = torch.tensor([[7, 8, -1]] * n, dtype=torch.int32)  # every image flipped left-right
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = kernel.dihedral(x, maps, True)
+        torch.set_num_threads(threads)
+        many = kernel.dihedral(x, maps, True)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one, many) and torch.equal(one, x.flip(-1))
+
+
+def test_the_kernel_runs_on_torchs_own_openmp_runtime(kernel):
+    """The built library brings no OpenMP runtime of its own: the only libgomp mapped is the one torch loaded."""
+    mapped = {line.split()[-1] for line in open("/proc/self/maps") if "libgomp" in line or "libomp" in line}
+    assert len(mapped) <= 1, mapped

@@ -6,13 +6,17 @@
 // input's layout. bf16 is read exactly and written round-to-nearest-even, as torch does; the arithmetic is
 // float32. Per image n: brightness beta[n], saturation sigma[n], contrast kappa[n] (the factor minus 1, zero
 // where the op was not drawn), shift (dy[n], dx[n]) and a cutout square of ch x cw at (cy[n], cx[n]) where
-// cut[n]. Single-threaded plain loops over a row that the compiler vectorises, without fast-math, so the same
-// input gives the same bits on every run.
+// cut[n]. Plain loops over a row that the compiler vectorises, without fast-math; the images are split between
+// `threads` OpenMP threads (torch's own pool: see split), each image computed whole by one thread, so the same
+// input gives the same bits on every run and for every thread count.
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
 #include <vector>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 namespace {
 
@@ -320,33 +324,82 @@ void run(const T* in, T* out, int nhwc, int N, int C, int H, int W, const Draws&
     });
 }
 
+// f(n0, n1) over the images [0, N) split into `threads` contiguous ranges, one per OpenMP thread. Built with
+// -fopenmp, this library names libgomp.so.1, which the dynamic loader resolves to the one torch has already loaded
+// (torch's wheels ship theirs under that name), so these are torch's own pool threads, with its wait policy
+// (satgan.openmp): a thread of another runtime would compete with torch's spinning worker for the core, which is
+// why a std::thread split made the step slower. Each image is computed by one thread whatever the count, so the
+// bits do not depend on it. Without OpenMP the pragma is ignored and one thread does all.
+template <class F>
+void split(int N, int threads, F f) {
+    if (threads > N) threads = N;
+    if (threads <= 1) {
+        f(0, N);
+        return;
+    }
+#pragma omp parallel num_threads(threads)
+    {
+#ifdef _OPENMP
+        const int t = omp_get_thread_num(), T = omp_get_num_threads();
+#else
+        const int t = 0, T = 1;
+#endif
+        f(static_cast<int>(static_cast<long long>(N) * t / T), static_cast<int>(static_cast<long long>(N) * (t + 1) / T));
+    }
+}
+
+// the draws of images [n0, ...)
+Draws from(const Draws& d, int n0) {
+    return Draws{d.beta + n0, d.sigma + n0, d.kappa + n0, d.dy + n0, d.dx + n0, d.cy + n0, d.cx + n0, d.cut + n0,
+                 d.ch, d.cw};
+}
+
+template <class T, bool FORWARD>
+void run_split(const T* in, T* out, int threads, int nhwc, int N, int C, int H, int W, const Draws& d) {
+    const std::size_t image = static_cast<std::size_t>(C) * H * W;
+    split(N, threads, [&](int n0, int n1) {
+        run<T, FORWARD>(in + n0 * image, out + n0 * image, nhwc, n1 - n0, C, H, W, from(d, n0));
+    });
+}
+
+template <class E>
+void dihedral_split(const E* x, E* out, int threads, int in_nhwc, int out_nhwc, int N, int C, int H, int W,
+                    const int32_t* base, const int32_t* si, const int32_t* sj) {
+    const std::size_t image = static_cast<std::size_t>(C) * H * W;
+    split(N, threads, [&](int n0, int n1) {
+        dihedral_any<E>(x + n0 * image, out + n0 * image, in_nhwc, out_nhwc, n1 - n0, C, H, W, base + n0, si + n0,
+                        sj + n0);
+    });
+}
+
 }  // namespace
 
-#define SATGAN_DA_ARGS                                                                                            \
-    int nhwc, int N, int C, int H, int W, const float *beta, const float *sigma, const float *kappa,              \
-        const int32_t *dy, const int32_t *dx, const int32_t *cy, const int32_t *cx, const int32_t *cut, int ch, \
+#define SATGAN_DA_ARGS                                                                                        \
+    int threads, int nhwc, int N, int C, int H, int W, const float *beta, const float *sigma, const float *kappa, \
+        const int32_t *dy, const int32_t *dx, const int32_t *cy, const int32_t *cx, const int32_t *cut, int ch,   \
         int cw
 #define SATGAN_DA_DRAWS Draws{beta, sigma, kappa, dy, dx, cy, cx, cut, ch, cw}
 
 extern "C" {
 #define SATGAN_DIHEDRAL_ARGS                                                                                   \
-    int in_nhwc, int out_nhwc, int N, int C, int H, int W, const int32_t *base, const int32_t *si, const int32_t *sj
+    int threads, int in_nhwc, int out_nhwc, int N, int C, int H, int W, const int32_t *base, const int32_t *si, \
+        const int32_t *sj
 void satgan_dihedral_2(const uint16_t* x, uint16_t* out, SATGAN_DIHEDRAL_ARGS) {
-    dihedral_any(x, out, in_nhwc, out_nhwc, N, C, H, W, base, si, sj);
+    dihedral_split(x, out, threads, in_nhwc, out_nhwc, N, C, H, W, base, si, sj);
 }
 void satgan_dihedral_4(const uint32_t* x, uint32_t* out, SATGAN_DIHEDRAL_ARGS) {
-    dihedral_any(x, out, in_nhwc, out_nhwc, N, C, H, W, base, si, sj);
+    dihedral_split(x, out, threads, in_nhwc, out_nhwc, N, C, H, W, base, si, sj);
 }
 void satgan_da_forward_f32(const float* x, float* out, SATGAN_DA_ARGS) {
-    run<float, true>(x, out, nhwc, N, C, H, W, SATGAN_DA_DRAWS);
+    run_split<float, true>(x, out, threads, nhwc, N, C, H, W, SATGAN_DA_DRAWS);
 }
 void satgan_da_forward_bf16(const uint16_t* x, uint16_t* out, SATGAN_DA_ARGS) {
-    run<uint16_t, true>(x, out, nhwc, N, C, H, W, SATGAN_DA_DRAWS);
+    run_split<uint16_t, true>(x, out, threads, nhwc, N, C, H, W, SATGAN_DA_DRAWS);
 }
 void satgan_da_backward_f32(const float* g, float* gx, SATGAN_DA_ARGS) {
-    run<float, false>(g, gx, nhwc, N, C, H, W, SATGAN_DA_DRAWS);
+    run_split<float, false>(g, gx, threads, nhwc, N, C, H, W, SATGAN_DA_DRAWS);
 }
 void satgan_da_backward_bf16(const uint16_t* g, uint16_t* gx, SATGAN_DA_ARGS) {
-    run<uint16_t, false>(g, gx, nhwc, N, C, H, W, SATGAN_DA_DRAWS);
+    run_split<uint16_t, false>(g, gx, threads, nhwc, N, C, H, W, SATGAN_DA_DRAWS);
 }
 }

@@ -22,8 +22,13 @@ with beta, sigma and kappa zero where the op was not drawn. The kernel is built 
 with the C++ compiler inductor would use (:func:`satgan.kernels.cpp_compiler`, 2-4 s, said in the log) into a
 temporary folder and loaded with :mod:`ctypes`; nothing is left on disk. It reads float32 or
 bfloat16 (N, C, H, W) in NCHW or channels_last (the trainer's layout, kept: no copy), computes in
-float32 and writes the input's dtype and layout; it is single-threaded and has no fast-math, so a
-rerun is bit-identical and the result does not depend on the thread count.
+float32 and writes the input's dtype and layout. It splits the batch's images between torch's
+threads (``torch.get_num_threads()``), each image computed whole by one, with OpenMP: built with
+``-fopenmp``, the library names ``libgomp.so.1``, which the loader resolves to the runtime torch
+has already loaded (its wheels ship libgomp under that name), so these are torch's own pool
+threads under satgan's wait policy (:mod:`satgan.openmp`), and no second runtime's threads
+compete with them (a ``std::thread`` split did, and made the step slower). It has no fast-math,
+so a rerun is bit-identical and the result does not depend on the thread count.
 :class:`satgan.augment.FusedDiffAugment` calls it (with the eager transpose for a double backward,
 R1's penalty) where it applies; tests/test_augment_kernel.py holds it to eager DiffAugment.
 
@@ -58,19 +63,31 @@ class BuildError(RuntimeError):
     """The kernel could not be built or loaded (the compiler's last line says why)."""
 
 
+def openmp_flags(compiler: str) -> list[str]:
+    """``["-fopenmp"]`` for GCC, whose ``libgomp.so.1`` is the runtime torch's Linux wheels load (so the loader reuses
+    torch's); none for other compilers, whose OpenMP (clang's libomp) would be a second pool beside torch's: the
+    kernel then runs on one thread, as the pragma is ignored."""
+    done = subprocess.run([compiler, "-dM", "-E", "-x", "c++", "/dev/null"], capture_output=True, text=True,
+                          check=False)
+    gcc = done.returncode == 0 and "__GNUC__" in done.stdout and "__clang__" not in done.stdout
+    return ["-fopenmp"] if gcc else []
+
+
 def build(compiler: str) -> ctypes.CDLL:
     """Compile :data:`SOURCE` with ``compiler`` into a temporary folder and load it; :class:`BuildError` if that fails.
 
     ``-march=native`` first (the kernel runs on the machine that builds it), then without it for
-    compilers that do not know the flag.
+    compilers that do not know the flag; OpenMP (:func:`openmp_flags`) first, then without it.
     """
     source = resources.files("satgan").joinpath(SOURCE).read_text()
+    omp = openmp_flags(compiler)
+    tries = [[*arch, *o] for o in ([omp, []] if omp else [[]]) for arch in (["-march=native"], [])]
     with tempfile.TemporaryDirectory(prefix="satgan-augment-") as tmp:
         src, lib = Path(tmp) / SOURCE, Path(tmp) / "augment_kernel.so"
         src.write_text(source)
         errors = ""
-        for arch in (["-march=native"], []):
-            cmd = [compiler, "-O3", *arch, "-std=c++17", "-shared", "-fPIC", str(src), "-o", str(lib)]
+        for flags in tries:
+            cmd = [compiler, "-O3", *flags, "-std=c++17", "-shared", "-fPIC", str(src), "-o", str(lib)]
             done = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if done.returncode == 0:
                 try:
@@ -106,13 +123,13 @@ class Kernel:
             for dtype, tag in DTYPES.items():
                 fn = getattr(lib, f"satgan_da_{way}_{tag}")
                 fn.restype = None
-                fn.argtypes = ([ctypes.c_void_p] * 2 + [ctypes.c_int] * 5 + [ctypes.c_void_p] * 8 + [ctypes.c_int] * 2)
+                fn.argtypes = ([ctypes.c_void_p] * 2 + [ctypes.c_int] * 6 + [ctypes.c_void_p] * 8 + [ctypes.c_int] * 2)
                 self.fns[way, dtype] = fn
         self.dihedral_fns = {}
         for size in (2, 4):  # element bytes: bf16/fp16, float32 (a copy of the bits)
             fn = getattr(lib, f"satgan_dihedral_{size}")
             fn.restype = None
-            fn.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int] * 6 + [ctypes.c_void_p] * 3
+            fn.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int] * 7 + [ctypes.c_void_p] * 3
             self.dihedral_fns[size] = fn
 
     def _run(self, way: str, t: Tensor, d: Draws) -> Tensor:
@@ -120,8 +137,8 @@ class Kernel:
         nhwc = t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
         t = t if nhwc else t.contiguous()
         out = torch.empty_like(t)  # the input's layout
-        self.fns[way, t.dtype](t.data_ptr(), out.data_ptr(), int(nhwc), *t.shape, *(a.data_ptr() for a in d[:8]),
-                               d.ch, d.cw)
+        self.fns[way, t.dtype](t.data_ptr(), out.data_ptr(), torch.get_num_threads(), int(nhwc), *t.shape,
+                               *(a.data_ptr() for a in d[:8]), d.ch, d.cw)
         return out
 
     def forward(self, x: Tensor, d: Draws) -> Tensor:
@@ -135,8 +152,8 @@ class Kernel:
         x = x if nhwc else x.contiguous()
         out = torch.empty(x.shape, dtype=x.dtype, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
         maps = maps.to(torch.int32).t().contiguous()
-        self.dihedral_fns[x.element_size()](x.data_ptr(), out.data_ptr(), int(nhwc), int(channels_last), *x.shape,
-                                            *(m.data_ptr() for m in maps))
+        self.dihedral_fns[x.element_size()](x.data_ptr(), out.data_ptr(), torch.get_num_threads(), int(nhwc),
+                                            int(channels_last), *x.shape, *(m.data_ptr() for m in maps))
         return out
 
     def backward(self, g: Tensor, d: Draws) -> Tensor:
