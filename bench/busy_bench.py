@@ -5,13 +5,13 @@ sizes, instance noise decayed) in a process of its own, because OpenMP reads its
 once, when torch loads it (satgan.openmp). Configurations:
 
 - ``satgan default``: the shipped setting (2 threads, the wait policy satgan.openmp chooses:
-  ``GOMP_SPINCOUNT=10000``, a short spin, then sleep; threads bound one per core, as the train
-  stage binds them: ``satgan.openmp.bind_threads``);
+  ``GOMP_SPINCOUNT=100000``, spin, then sleep; threads bound one per core, as the train stage
+  binds them: ``satgan.openmp.bind_threads``);
 - ``satgan default, unbound``: the same without the binding (``OMP_PROC_BIND=false``); this and
-  the two below leave threads where the scheduler puts them;
+  OpenMP's default leave threads where the scheduler puts them;
+- ``spin 10k, bound``: the previous default's shorter spin (``GOMP_SPINCOUNT=10000``), bound;
 - ``OpenMP default``: 2 threads with libgomp's own default (``GOMP_SPINCOUNT=300000``, what
-  it uses when nothing is set: spin 300k iterations, then sleep): what satgan did first;
-- ``passive``: 2 threads, ``OMP_WAIT_POLICY=PASSIVE`` (sleep at once): satgan's previous default;
+  it uses when nothing is set), unbound: what satgan did first, and the idle reference;
 - ``1 thread``: one thread (no barriers to wait at);
 - ``2 processes (DDP)``: not a setting of today's default but a candidate mechanism: the same
   recipe as ``train.nproc: 2`` with half the batch per process (so the same 64 images a step, but
@@ -43,7 +43,6 @@ import time
 from pathlib import Path
 
 from satgan.openmp import PLACEMENT_VARIABLES, POLICY_VARIABLES
-from satgan.train.runtime import torchrun_command
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,8 +51,8 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS: dict[str, tuple[int, dict[str, str], int]] = {
     "satgan default": (2, {}, 1),
     "satgan default, unbound": (2, {"OMP_PROC_BIND": "false"}, 1),
+    "spin 10k, bound": (2, {"GOMP_SPINCOUNT": "10000"}, 1),
     "OpenMP default": (2, {"GOMP_SPINCOUNT": "300000", "OMP_PROC_BIND": "false"}, 1),
-    "passive": (2, {"OMP_WAIT_POLICY": "PASSIVE", "OMP_PROC_BIND": "false"}, 1),
     "1 thread": (1, {}, 1),
     "2 processes (DDP)": (1, {}, 2),
 }
@@ -62,6 +61,9 @@ CONFIGS: dict[str, tuple[int, dict[str, str], int]] = {
 def child(args: argparse.Namespace) -> None:
     """In a fresh process: train the default recipe for ``--steps`` after ``--warmup``; print one JSON line."""
     import satgan.openmp  # first: it sets the wait policy before torch loads OpenMP
+
+    if "LOCAL_WORLD_SIZE" not in os.environ:  # one process: bound one per core as the train stage binds it
+        satgan.openmp.bind_threads(args.threads)
 
     # isort: split
     import torch
@@ -99,6 +101,9 @@ def child(args: argparse.Namespace) -> None:
 
 def run_config(name: str, args: argparse.Namespace) -> dict[str, object]:
     """One configuration in a child process with its thread count and environment."""
+    from satgan.train.runtime import torchrun_command  # here, not at the top: it loads torch, which the child
+    # must not have loaded before it binds its threads
+
     threads, env_over, procs = CONFIGS[name]
     env = {k: v for k, v in os.environ.items() if k not in POLICY_VARIABLES + PLACEMENT_VARIABLES}
     env.update(env_over, PYTHONPATH=str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", ""))
@@ -145,7 +150,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=64, choices=(32, 64, 128))
     ap.add_argument("--ngf", type=int, default=16, help="ngf = ndf")
     ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--steps", type=int, default=8, help="timed steps per configuration per round")
+    ap.add_argument("--steps", type=int, default=24, help="timed steps per configuration per round")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds per phase; figures are medians")
     ap.add_argument("--images", type=int, default=512)

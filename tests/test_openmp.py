@@ -21,10 +21,10 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 def test_a_short_spin_is_set_when_nothing_is():
-    """No policy in the environment and torch not loaded yet: GOMP_SPINCOUNT becomes 10000, and the log says so."""
+    """No policy in the environment and torch not loaded yet: GOMP_SPINCOUNT becomes 100000, and the log says so."""
     env: dict[str, str] = {}
     said = choose_wait_policy(env, torch_loaded=False)
-    assert env == {"GOMP_SPINCOUNT": "10000"} == dict([DEFAULT_POLICY]) and "GOMP_SPINCOUNT=10000" in said
+    assert env == {"GOMP_SPINCOUNT": "100000"} == dict([DEFAULT_POLICY]) and "GOMP_SPINCOUNT=100000" in said
     assert wait_policy().startswith(said)
 
 

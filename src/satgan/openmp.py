@@ -1,43 +1,35 @@
-"""OpenMP's idle-wait policy for torch's CPU thread pool, chosen before torch loads.
+"""OpenMP's idle-wait policy and thread placement for torch's CPU thread pool, chosen before torch loads.
 
 After each parallel region OpenMP's worker threads wait for the next one. GNU libgomp (the
-runtime of PyTorch's Linux wheels) spins by default for ``GOMP_SPINCOUNT`` = 300,000
-iterations before sleeping; a thread that spins while its partner is descheduled by another
-process burns the core that partner needs, so each of a training step's ~thousands of
-barriers waits a scheduler slice. On a 2-core machine with two busy processes beside it,
-satgan's default (2 threads) trained at ~0.2x the speed of 1 thread (issue 20; the GCC
-manual, "OMP_WAIT_POLICY" and "GOMP_SPINCOUNT", describes the spin). Sleeping at once
-(``OMP_WAIT_POLICY=PASSIVE``, spin count 0) fixes the loaded case but costs every barrier a
-wake-up on an idle machine: idle, it trained slower than 1 thread. A short spin,
-``GOMP_SPINCOUNT=10000`` (about 10 µs, then sleep), keeps a waiting thread ready for the next
-region on an idle machine and gives the core away soon on a loaded one: on NCHW steps, idle it
-matched libgomp's default (0.99x), loaded it kept 0.92x of 1 thread's speed (``bench/busy_bench.py``,
-docs/benchmarks.md, run B), meeting both of issue 20's goals where PASSIVE met only the loaded one
-(faster loaded, 0.90x idle). Since the CPU trains channels_last (shorter steps, the same
-barriers) it keeps 0.88-0.93x loaded but gives up 11-22% idle against libgomp's default, and no
-spin count met both goals (run C and its sweep). On a 2-core Intel box with native bf16 it met
-both by the bench's medians (idle 1.04-1.05x, loaded 0.80-0.86x: runs D and E), but there every
-2-thread policy, this one included, fell to ~0.1x of one thread in some loaded rounds, and on the
-shorter step of the default without the texture switches it kept only 0.60x loaded (run G, idle
-0.97x), and 0.79x loaded, 0.94x idle on the still shorter step of the hand-written augmentation
-kernel (run H): on a machine that is always busy, ``train.threads: 1`` is the robust choice. (Run H
-also timed 2 processes of 1 thread each under torchrun, ``train.nproc: 2`` with half the batch:
-1.47x of 1 thread loaded, as they meet only at DDP's all-reduces, but 0.90x idle, and a different
-recipe: BatchNorm over half the batch.) It stays the default because the loaded case is
-the 5x collapse; on a machine kept for training alone set ``GOMP_SPINCOUNT=300000``, on one that
-is always loaded ``OMP_WAIT_POLICY=PASSIVE``. The thread count stays what ``train.threads`` says, never one picked from the
-load, and the policy changes only how threads wait, not what they compute, so results do not
-depend on it. Runtimes other than libgomp ignore ``GOMP_SPINCOUNT`` and keep their own default.
+runtime of PyTorch's Linux wheels) spins for ``GOMP_SPINCOUNT`` iterations (300,000 by default)
+before it sleeps (the GCC manual, "OMP_WAIT_POLICY" and "GOMP_SPINCOUNT"). A training step has
+thousands of such barriers, and on a 2-core machine with two busy processes beside it each one
+can wait for a partner the scheduler has put off: 2 threads of libgomp's default trained at 0.1-0.5x
+the speed of 1 thread (issue 20). satgan's setting, chosen on ``bench/busy_bench.py``
+(docs/benchmarks.md, "a longer spin with bound threads"):
 
-Thread placement (:func:`bind_threads`): the train stage also binds its threads one per core
-(``OMP_PROC_BIND=true``, ``OMP_PLACES=cores``) when it trains on 2 or more as one process, because
-the collapse under load also came from both threads sharing one core; see the comment above
-:data:`PLACEMENT_VARIABLES`.
+- Placement (:func:`bind_threads`): the train stage binds its threads one per core
+  (``OMP_PROC_BIND=true``, ``OMP_PLACES=cores``) when it trains on 2 or more as one process, so the
+  scheduler never puts both on one core, where each barrier waits a time slice.
+- Wait (:func:`choose_wait_policy`): ``GOMP_SPINCOUNT=100000``, a third of libgomp's spin, then
+  sleep. Bound, a waiting thread keeps its own core for about one of the competing process's time
+  slices, which covers most waits for a descheduled partner; a thread that sleeps at once waits
+  for the scheduler to give its core back, and one that spins 300,000 spends its share spinning.
+  On a 2-core Intel box with two busy processes this kept 0.87x one thread's speed, where the
+  previous 10,000 kept 0.64x, unbound 0.46x and libgomp's default 0.37x (run I); idle it ran 0.97x
+  libgomp's default over 8 paired rounds.
+
+The policy changes how threads wait and where they run, not what they compute: results do not
+depend on it (the thread count stays what ``train.threads`` says, never one picked from the load).
+On a machine that is always busy, ``train.threads: 1`` never collapses; on one kept for training
+alone, ``GOMP_SPINCOUNT=300000`` is libgomp's own default. Runtimes other than libgomp ignore
+``GOMP_SPINCOUNT`` and keep their own default.
 
 The runtime reads these variables once, when its library is loaded, i.e. at ``import torch``:
 :func:`choose_wait_policy` runs from ``satgan/__init__`` so that every entry point (stages,
-``python -m satgan``, the benches) sets it before torch loads. A policy the user set
-(``OMP_WAIT_POLICY``, libgomp's ``GOMP_SPINCOUNT`` or Intel OpenMP's ``KMP_BLOCKTIME``) is kept.
+``python -m satgan``, the benches) sets it before torch loads; :func:`bind_for_training` runs from
+the train stage before it imports torch. A policy the user set (``OMP_WAIT_POLICY``, libgomp's
+``GOMP_SPINCOUNT`` or Intel OpenMP's ``KMP_BLOCKTIME``) and a placement the user set are kept.
 """
 
 from __future__ import annotations
@@ -50,7 +42,7 @@ from pathlib import Path
 import yaml
 
 POLICY_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
-DEFAULT_POLICY = ("GOMP_SPINCOUNT", "10000")  # (variable, value) set when the user set none of POLICY_VARIABLES
+DEFAULT_POLICY = ("GOMP_SPINCOUNT", "100000")  # (variable, value) set when the user set none of POLICY_VARIABLES
 
 # What choose_wait_policy decided in this process (for the training log line).
 _chosen: str = "not chosen (satgan.openmp.choose_wait_policy not called)"
@@ -75,8 +67,8 @@ def choose_wait_policy(environ: MutableMapping[str, str] | None = None, torch_lo
     else:
         name, value = DEFAULT_POLICY
         env[name] = value
-        _chosen = (f"OpenMP wait policy {name}={value} (satgan's default: a short spin, then sleep; set OMP_WAIT_POLICY "
-                   "or GOMP_SPINCOUNT to override)")
+        _chosen = (f"OpenMP wait policy {name}={value} (satgan's default: spin a third of libgomp's default, then sleep; "
+                   "set OMP_WAIT_POLICY or GOMP_SPINCOUNT to override)")
     return _chosen
 
 
@@ -86,9 +78,10 @@ def wait_policy() -> str:
 
 
 # Thread placement. On a 2-core Intel box with two busy processes beside training, 2 unbound threads
-# collapsed to 0.1-0.3x of one thread's speed in 6 of 21 rounds (as if the scheduler had put both on
-# one core, where every barrier waits a time slice), 2 threads bound one per core in 1 of 17
-# (docs/benchmarks.md, "busy machine: threads bound one per core"); idle, binding cost 0-3%.
+# collapsed to 0.1-0.3x of one thread's speed in some rounds (as if the scheduler had put both on one
+# core, where every barrier waits a time slice); bound one per core, they did not in 13 rounds
+# (docs/benchmarks.md, "busy machine: threads bound one per core"), and with the longer spin, bound
+# kept 0.87x one thread's speed against 0.46x unbound (run I).
 # Binding pins the process's first thread too, and threads it starts inherit that pin, so it is set
 # only for a training process of 2 or more threads (the train stage, before torch loads), never by
 # ``import satgan``: two 1-thread processes bound alike would share one core.
