@@ -7,6 +7,8 @@ once, when torch loads it (satgan.openmp). Configurations:
 - ``satgan default``: the shipped setting (2 threads, the wait policy satgan.openmp chooses:
   ``GOMP_SPINCOUNT=100000``, spin, then sleep; threads bound one per core, as the train stage
   binds them: ``satgan.openmp.bind_threads``);
+- ``satgan default (again)``: the null control, the same configuration timed twice: how far
+  apart it lands from the first shows the noise of this command's figures;
 - ``satgan default, unbound``: the same without the binding (``OMP_PROC_BIND=false``); this and
   OpenMP's default leave threads where the scheduler puts them;
 - ``spin 10k, bound``: the previous default's shorter spin (``GOMP_SPINCOUNT=10000``), bound;
@@ -50,6 +52,7 @@ REPO = Path(__file__).resolve().parents[1]
 # (OMP_PROC_BIND=false: threads left where the scheduler puts them, as before satgan bound them).
 CONFIGS: dict[str, tuple[int, dict[str, str], int]] = {
     "satgan default": (2, {}, 1),
+    "satgan default (again)": (2, {}, 1),  # the null control: the same configuration timed twice
     "satgan default, unbound": (2, {"OMP_PROC_BIND": "false"}, 1),
     "spin 10k, bound": (2, {"GOMP_SPINCOUNT": "10000"}, 1),
     "OpenMP default": (2, {"GOMP_SPINCOUNT": "300000", "OMP_PROC_BIND": "false"}, 1),
@@ -182,6 +185,10 @@ def main() -> None:
     if idle:
         print(f"idle: satgan default / OpenMP default = {idle['satgan default'] / idle['OpenMP default']:.2f}x "
               "(goal >= 0.97)")
+    twice = [loaded] + ([idle] if idle else [])
+    print("null control: satgan default timed twice differs by "
+          + ", ".join(f"{abs(p['satgan default (again)'] / p['satgan default'] - 1):.1%} {label}"
+                      for p, label in zip(twice, ("loaded", "idle"))))
     ddp = "2 processes (DDP)"
     print(f"candidate: {ddp} / 1 thread, loaded = {loaded[ddp] / loaded['1 thread']:.2f}x"
           + (f"; idle vs OpenMP default = {idle[ddp] / idle['OpenMP default']:.2f}x" if idle else ""))
