@@ -15,10 +15,10 @@ the speed of 1 thread (issue 20). satgan's setting, chosen on ``bench/busy_bench
   sleep. Bound, a waiting thread keeps its own core for about one of the competing process's time
   slices, which covers most waits for a descheduled partner; a thread that sleeps at once waits
   for the scheduler to give its core back, and one that spins 300,000 spends its share spinning.
-  On a 2-core Intel box with two busy processes it kept 0.87x and 0.98x one thread's speed in two
-  runs (run I and the one before it), where the previous 10,000 kept 0.64x and 0.74x, unbound
-  0.46x and 0.74x, libgomp's default 0.37x and 0.50x; idle it ran 0.94x and 1.02x libgomp's
-  default, and 0.97x over 8 paired idle rounds.
+  On a 2-core Intel box with two busy processes it kept 0.87-0.98x one thread's speed in three
+  runs (runs I and J and the one before I), where the previous 10,000 kept 0.64-0.78x, unbound
+  0.39-0.74x and libgomp's default 0.37-0.51x; idle it ran 0.92-1.02x libgomp's default (0.97x
+  over 8 paired idle rounds), within the idle figure's noise (the default timed twice: 8.9%).
 
 The policy changes how threads wait and where they run, not what they compute: results do not
 depend on it (the thread count stays what ``train.threads`` says, never one picked from the load).
@@ -82,7 +82,7 @@ def wait_policy() -> str:
 # collapsed to 0.1-0.3x of one thread's speed in some rounds (as if the scheduler had put both on one
 # core, where every barrier waits a time slice); bound one per core, they did not in 13 rounds
 # (docs/benchmarks.md, "busy machine: threads bound one per core"), and with the longer spin, bound
-# kept 0.87x and 0.98x one thread's speed against 0.46x and 0.74x unbound (run I and the one before).
+# kept 0.87-0.98x one thread's speed against 0.39-0.74x unbound (runs I, J and the one before I).
 # Binding pins the process's first thread too, and threads it starts inherit that pin, so it is set
 # only for a training process of 2 or more threads (the train stage, before torch loads), never by
 # ``import satgan``: two 1-thread processes bound alike would share one core.
