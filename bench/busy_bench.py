@@ -65,8 +65,7 @@ def child(args: argparse.Namespace) -> None:
     """In a fresh process: train the default recipe for ``--steps`` after ``--warmup``; print one JSON line."""
     import satgan.openmp  # first: it sets the wait policy before torch loads OpenMP
 
-    if "LOCAL_WORLD_SIZE" not in os.environ:  # one process: bound one per core as the train stage binds it
-        satgan.openmp.bind_threads(args.threads)
+    satgan.openmp.bind_process(args.threads)  # before torch loads: bound one per core as the train stage binds it
 
     # isort: split
     import torch

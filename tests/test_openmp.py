@@ -11,6 +11,7 @@ from satgan.openmp import (
     BIND_POLICY,
     DEFAULT_POLICY,
     bind_for_training,
+    bind_process,
     bind_threads,
     choose_wait_policy,
     cpu_threads,
@@ -20,7 +21,7 @@ from satgan.openmp import (
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
-def test_a_short_spin_is_set_when_nothing_is():
+def test_the_default_spin_is_set_when_nothing_is():
     """No policy in the environment and torch not loaded yet: GOMP_SPINCOUNT becomes 100000, and the log says so."""
     env: dict[str, str] = {}
     said = choose_wait_policy(env, torch_loaded=False)
@@ -100,3 +101,12 @@ def test_the_train_stage_binds_only_a_single_process_job(tmp_path, monkeypatch):
         params.write_text(bad, encoding="utf-8")
         assert bind_for_training(params) == ""
     assert bind_for_training(tmp_path / "missing.yaml") == ""
+
+
+def test_bind_process_binds_a_lone_process_but_not_a_torchrun_rank(monkeypatch):
+    """bind_process binds a single process's threads and leaves torchrun ranks and nproc > 1 unbound."""
+    monkeypatch.setattr("satgan.openmp.bind_threads", lambda threads, *a, **k: f"bind {threads}")
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert bind_process(2) == "bind 2" and bind_process(2, nproc=2) == ""
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert bind_process(2) == ""

@@ -138,7 +138,15 @@ def bind_for_training(params: str | Path) -> str:
         threads, nproc = train["threads"], train["nproc"]
     except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError):
         return ""  # the stage's load_section, right after, names the file and what is wrong with it
-    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    if not (isinstance(threads, int) and isinstance(nproc, int)) or threads < 0 or nproc != 1 or local_world != 1:
+    if not (isinstance(threads, int) and isinstance(nproc, int)) or threads < 0:
+        return ""
+    return bind_process(threads, nproc)
+
+
+def bind_process(threads: int, nproc: int = 1) -> str:
+    """:func:`bind_threads` for a training process of ``threads`` (``train.threads``: 0 = auto) threads when the job is
+    one process on this machine (``nproc`` 1 and no torchrun ranks: each rank would bind to the same cores); else
+    nothing. The train stage (:func:`bind_for_training`) and ``bench/busy_bench.py`` bind through it."""
+    if nproc != 1 or int(os.environ.get("LOCAL_WORLD_SIZE", "1")) != 1:
         return ""
     return bind_threads(cpu_threads(threads, 1))
